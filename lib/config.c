@@ -1,0 +1,436 @@
+/* config.c: the ORDERS_* configuration table, its validation and its log line. */
+
+#include "config.h"
+
+#include "err.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum config_type { CONFIG_INT, CONFIG_STR };
+
+enum config_flags {
+	CONFIG_SECRET = 1 << 0, /* never printed */
+	CONFIG_URL = 1 << 1,    /* printed with the password of a URL or DSN masked */
+	CONFIG_KEY = 1 << 2,    /* 64 hex digits; production refuses the dev default */
+};
+
+/* A check for a string value: NULL when fine, else what the value must be. */
+typedef const char *(*config_check_fn)(const char *value);
+
+struct config_row {
+	const char *name;
+	enum config_type type;
+	size_t offset;
+	size_t size; /* of the char array, for strings */
+	const char *def_str;
+	int def_int;
+	int min, max;
+	unsigned flags;
+	config_check_fn check;
+};
+
+static const char *check_env(const char *v);
+static const char *check_bind(const char *v);
+static const char *check_log_level(const char *v);
+static const char *check_api_keys(const char *v);
+static const char *check_key(const char *v);
+
+#define CONFIG_FIELD_SIZE(field) sizeof(((struct config *)0)->field)
+#define ROW_INT(name, field, def, lo, hi)                                                          \
+	{                                                                                          \
+		name, CONFIG_INT, offsetof(struct config, field), CONFIG_FIELD_SIZE(field), NULL,  \
+		    def, lo, hi, 0, NULL                                                           \
+	}
+#define ROW_STR(name, field, def, flags, check)                                                    \
+	{                                                                                          \
+		name, CONFIG_STR, offsetof(struct config, field), CONFIG_FIELD_SIZE(field), def,   \
+		    0, 0, 0, flags, check                                                          \
+	}
+
+/*
+ * DEVELOPMENT-ONLY DEFAULTS. The API keys and the five crypto keys below
+ * are published with the source code and protect nothing: they exist so
+ * that the local stack runs without setup. config_load() refuses to start
+ * with any of them when ORDERS_ENV=production. The seal key pair was made
+ * with crypto_box_keypair(); the three other keys are 32 random bytes.
+ */
+#define DEV_API_KEYS "dev-client:client,dev-finance:finance,dev-admin:admin"
+#define DEV_SEAL_PUBLIC_KEY "05638a2115cf33b298907f2fe5719403e168290d2a3d9ee35944da3e711ef249"
+#define DEV_SEAL_SECRET_KEY "60d614a4df2dbc47747637bcc6373251b58c91ab5904be0278ed137c0ba8711c"
+#define DEV_VAULT_KEY "10a8dbd4dcf3b796f1f04696ba0732b9ec29475667e8d4a18ab7d5f43a6f287f"
+#define DEV_FINGERPRINT_KEY "af8015beadf6cdb784e7f364f968a4fc509110d7252f1f9c9774b32993b3d7d0"
+#define DEV_ORDER_ID_KEY "a69bbf245efef7d23420bb343b1007bf608d25e790662c8b6874a651c315a8da"
+
+static const char *const dev_api_keys[] = {"dev-client", "dev-finance", "dev-admin"};
+
+static const struct config_row config_table[] = {
+    ROW_STR("ORDERS_ENV", env, "development", 0, check_env),
+    ROW_STR("ORDERS_LOG_LEVEL", log_level, "info", 0, check_log_level),
+    ROW_STR("ORDERS_HTTP_BIND", http_bind, "127.0.0.1", 0, check_bind),
+    ROW_INT("ORDERS_HTTP_PORT", http_port, 8080, 1, 65535),
+    ROW_INT("ORDERS_HTTP_THREADS", http_threads, 2, 1, 64),
+    ROW_INT("ORDERS_HTTP_CONNECTION_LIMIT", http_connection_limit, 10000, 1, 100000),
+    ROW_INT("ORDERS_METRICS_PORT", metrics_port, 0, 0, 65535),
+    ROW_STR("ORDERS_PG_DSN", pg_dsn, "postgresql://orders@127.0.0.1:5442/orders", CONFIG_URL, NULL),
+    ROW_STR("ORDERS_AMQP_URL", amqp_url, "amqp://guest:guest@127.0.0.1:5682/", CONFIG_URL, NULL),
+    ROW_STR("ORDERS_REDIS_URL", redis_url, "redis://127.0.0.1:6389/0", CONFIG_URL, NULL),
+    ROW_STR("ORDERS_API_KEYS", api_keys, DEV_API_KEYS, CONFIG_SECRET, check_api_keys),
+    ROW_STR("ORDERS_SEAL_PUBLIC_KEY", seal_public_key, DEV_SEAL_PUBLIC_KEY, CONFIG_KEY, check_key),
+    ROW_STR("ORDERS_SEAL_SECRET_KEY", seal_secret_key, DEV_SEAL_SECRET_KEY,
+            CONFIG_KEY | CONFIG_SECRET, check_key),
+    ROW_STR("ORDERS_VAULT_KEY", vault_key, DEV_VAULT_KEY, CONFIG_KEY | CONFIG_SECRET, check_key),
+    ROW_STR("ORDERS_FINGERPRINT_KEY", fingerprint_key, DEV_FINGERPRINT_KEY,
+            CONFIG_KEY | CONFIG_SECRET, check_key),
+    ROW_STR("ORDERS_ORDER_ID_KEY", order_id_key, DEV_ORDER_ID_KEY, CONFIG_KEY | CONFIG_SECRET,
+            check_key),
+    ROW_INT("ORDERS_PREFETCH", prefetch, 100, 1, 65535),
+    ROW_INT("ORDERS_PUBLISH_TIMEOUT_MS", publish_timeout_ms, 5000, 10, 600000),
+    ROW_INT("ORDERS_GATEWAY_LATENCY_MS", gateway_latency_ms, 0, 0, 60000),
+    ROW_INT("ORDERS_RESERVATION_TTL_S", reservation_ttl_s, 900, 1, 604800),
+};
+
+#define CONFIG_ROWS (sizeof(config_table) / sizeof(config_table[0]))
+
+static const char *check_env(const char *v)
+{
+	if (strcmp(v, "development") == 0 || strcmp(v, "production") == 0)
+		return NULL;
+	return "must be development or production";
+}
+
+static const char *check_bind(const char *v)
+{
+	struct in_addr addr;
+
+	if (inet_pton(AF_INET, v, &addr) == 1)
+		return NULL;
+	return "must be an IPv4 address such as 127.0.0.1 or 0.0.0.0";
+}
+
+static const char *check_log_level(const char *v)
+{
+	enum log_level l;
+
+	if (log_level_parse(v, &l) == ERR_OK)
+		return NULL;
+	return "must be debug, info, warn or error";
+}
+
+static int is_role(const char *s, size_t n)
+{
+	static const char *const roles[] = {"client", "finance", "admin"};
+	size_t i;
+
+	for (i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
+		if (strlen(roles[i]) == n && memcmp(roles[i], s, n) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * "key:role,key:role": keys are non-empty printable ASCII without spaces,
+ * ':' or ',' (they travel in an Authorization: Bearer header); roles are
+ * client, finance or admin.
+ */
+static const char *check_api_keys(const char *v)
+{
+	static const char *const what =
+	    "must be a comma-separated list of key:role with role client, finance or admin";
+	const char *p = v;
+
+	for (;;) {
+		size_t klen = strcspn(p, ":,");
+		const char *role;
+		size_t rlen, i;
+
+		if (klen == 0 || p[klen] != ':')
+			return what;
+		for (i = 0; i < klen; i++) {
+			if (p[i] <= ' ' || p[i] > '~')
+				return what;
+		}
+		role = p + klen + 1;
+		rlen = strcspn(role, ",");
+		if (!is_role(role, rlen))
+			return what;
+		p = role + rlen;
+		if (*p == '\0')
+			return NULL;
+		p++;
+	}
+}
+
+static const char *check_key(const char *v)
+{
+	size_t i;
+
+	for (i = 0; i < 64; i++) {
+		char c = v[i];
+
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+			return "must be 64 hex digits (32 bytes)";
+	}
+	if (v[64] != '\0')
+		return "must be 64 hex digits (32 bytes)";
+	return NULL;
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* Only an optional minus and digits: strtol alone would take " 12" and "+12". */
+static int parse_int(const char *s, long long *out)
+{
+	const char *p = s;
+	char *end;
+	long long v;
+
+	if (*p == '-')
+		p++;
+	if (*p < '0' || *p > '9')
+		return -1;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int load_row(const struct config_row *r, struct config *cfg, const char *v, char *err,
+                    size_t errlen)
+{
+	char *field = (char *)cfg + r->offset;
+	const char *what;
+	long long n;
+	size_t len;
+
+	if (r->type == CONFIG_INT) {
+		if (parse_int(v, &n) < 0 || n < r->min || n > r->max) {
+			set_err(err, errlen, "%s must be an integer from %d to %d, got '%.64s'",
+			        r->name, r->min, r->max, v);
+			return ERR_INVALID;
+		}
+		*(int *)(void *)field = (int)n;
+		return ERR_OK;
+	}
+	len = strlen(v);
+	if (len >= r->size) {
+		set_err(err, errlen, "%s is too long (at most %zu characters)", r->name,
+		        r->size - 1);
+		return ERR_INVALID;
+	}
+	what = r->check ? r->check(v) : NULL;
+	if (what) {
+		/* Never echo a secret, not even a wrong one. */
+		if (r->flags & (CONFIG_SECRET | CONFIG_KEY | CONFIG_URL))
+			set_err(err, errlen, "%s %s", r->name, what);
+		else
+			set_err(err, errlen, "%s %s, got '%.64s'", r->name, what, v);
+		return ERR_INVALID;
+	}
+	memcpy(field, v, len + 1);
+	return ERR_OK;
+}
+
+/* Production must not run with anything that ships with the source code. */
+static int check_production(const struct config *cfg, char *err, size_t errlen)
+{
+	const char *p = cfg->api_keys;
+	size_t i, k;
+
+	while (*p) {
+		size_t klen = strcspn(p, ":");
+		size_t elen = strcspn(p, ",");
+
+		for (k = 0; k < sizeof(dev_api_keys) / sizeof(dev_api_keys[0]); k++) {
+			if (strlen(dev_api_keys[k]) == klen &&
+			    memcmp(p, dev_api_keys[k], klen) == 0) {
+				set_err(err, errlen,
+				        "ORDERS_API_KEYS must not contain the development key '%s' "
+				        "when ORDERS_ENV is production",
+				        dev_api_keys[k]);
+				return ERR_INVALID;
+			}
+		}
+		p += elen;
+		if (*p == ',')
+			p++;
+	}
+	for (i = 0; i < CONFIG_ROWS; i++) {
+		const struct config_row *r = &config_table[i];
+
+		if (!(r->flags & CONFIG_KEY))
+			continue;
+		if (strcasecmp((const char *)cfg + r->offset, r->def_str) == 0) {
+			set_err(err, errlen,
+			        "%s must be set to a key of its own when ORDERS_ENV is production "
+			        "(the default is for development only)",
+			        r->name);
+			return ERR_INVALID;
+		}
+	}
+	return ERR_OK;
+}
+
+int config_load(struct config *cfg, char *err, size_t errlen)
+{
+	struct config c;
+	size_t i;
+	int rc;
+
+	memset(&c, 0, sizeof(c));
+	for (i = 0; i < CONFIG_ROWS; i++) {
+		const struct config_row *r = &config_table[i];
+
+		if (r->type == CONFIG_INT)
+			*(int *)(void *)((char *)&c + r->offset) = r->def_int;
+		else
+			snprintf((char *)&c + r->offset, r->size, "%s", r->def_str);
+	}
+	for (i = 0; i < CONFIG_ROWS; i++) {
+		const char *v = getenv(config_table[i].name);
+
+		/* Set but empty counts as unset, as shells and compose files often do. */
+		if (!v || *v == '\0')
+			continue;
+		rc = load_row(&config_table[i], &c, v, err, errlen);
+		if (rc != ERR_OK)
+			goto out;
+	}
+	if (config_is_production(&c)) {
+		rc = check_production(&c, err, errlen);
+		if (rc != ERR_OK)
+			goto out;
+	}
+	*cfg = c;
+	rc = ERR_OK;
+out:
+	/* The copy holds the secret keys. */
+	explicit_bzero(&c, sizeof(c));
+	return rc;
+}
+
+int config_is_production(const struct config *cfg)
+{
+	return strcmp(cfg->env, "production") == 0;
+}
+
+/* Append n bytes of s to out, cutting at size - 1; out stays NUL-terminated. */
+static void put(char *out, size_t size, size_t *o, const char *s, size_t n)
+{
+	if (*o + 1 >= size)
+		return;
+	if (n > size - 1 - *o)
+		n = size - 1 - *o;
+	memcpy(out + *o, s, n);
+	*o += n;
+	out[*o] = '\0';
+}
+
+/* Where a "password=" parameter starts in s, or NULL. */
+static const char *find_password_param(const char *s, const char *from)
+{
+	const char *p = from;
+
+	while ((p = strstr(p, "password=")) != NULL) {
+		if (p == s || p[-1] == ' ' || p[-1] == '?' || p[-1] == '&')
+			return p;
+		p++;
+	}
+	return NULL;
+}
+
+/*
+ * Copy s into out with the passwords masked: "scheme://user:pass@host/..."
+ * gives "scheme://user:***@host/...", and a "password=" parameter (libpq
+ * keyword DSN or URI query) gives "password=***". The last '@' ends the
+ * user info, so that a password with a '/' or an '@' in it is masked whole;
+ * when in doubt this masks too much rather than too little.
+ */
+static void mask_url(const char *s, char *out, size_t size)
+{
+	const char *p = s, *auth = strstr(s, "://");
+	const char *pw;
+	size_t o = 0;
+
+	out[0] = '\0';
+	if (auth) {
+		const char *at = strrchr(auth + 3, '@');
+		const char *colon = at ? memchr(auth + 3, ':', (size_t)(at - (auth + 3))) : NULL;
+
+		if (colon) {
+			put(out, size, &o, s, (size_t)(colon + 1 - s));
+			put(out, size, &o, "***", 3);
+			p = at;
+		}
+	}
+	while ((pw = find_password_param(s, p)) != NULL) {
+		const char *end;
+
+		pw += strlen("password=");
+		if (*pw == '\'') {
+			/* A quoted value runs to the next unescaped quote. */
+			end = pw + 1;
+			while (*end && *end != '\'') {
+				if (*end == '\\' && end[1])
+					end++;
+				end++;
+			}
+			if (*end)
+				end++;
+		} else {
+			end = pw + strcspn(pw, " &");
+		}
+		put(out, size, &o, p, (size_t)(pw - p));
+		put(out, size, &o, "***", 3);
+		p = end;
+	}
+	put(out, size, &o, p, strlen(p));
+}
+
+void config_log(const struct config *cfg)
+{
+	struct log_field fields[CONFIG_ROWS + 1];
+	char masked[CONFIG_ROWS][CONFIG_STR_MAX + 8];
+	size_t i;
+
+	if (LOG_INFO < log__level)
+		return;
+	for (i = 0; i < CONFIG_ROWS; i++) {
+		const struct config_row *r = &config_table[i];
+		const char *field = (const char *)cfg + r->offset;
+
+		if (r->type == CONFIG_INT) {
+			fields[i] = LF_INT(r->name, *(const int *)(const void *)field);
+		} else if (r->flags & CONFIG_SECRET) {
+			fields[i] = LF_STR(r->name, "***");
+		} else if (r->flags & CONFIG_URL) {
+			mask_url(field, masked[i], sizeof(masked[i]));
+			fields[i] = LF_STR(r->name, masked[i]);
+		} else {
+			fields[i] = LF_STR(r->name, field);
+		}
+	}
+	fields[CONFIG_ROWS] = LF_END;
+	log__emit(LOG_INFO, "configuration", fields);
+}

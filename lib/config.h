@@ -1,0 +1,52 @@
+/*
+ * config.h: the one configuration table, read from ORDERS_* environment
+ * variables, validated at start and printed once with secrets masked.
+ *
+ * Every daemon loads the same struct config; each uses the fields it needs.
+ * Adding a setting means one field here and one row in config.c's table.
+ */
+#ifndef ORDERS_CONFIG_H
+#define ORDERS_CONFIG_H
+
+#include <stddef.h>
+
+#define CONFIG_STR_MAX 512
+
+struct config {
+	char env[32];                  /* ORDERS_ENV: development | production */
+	char log_level[16];            /* ORDERS_LOG_LEVEL */
+	char http_bind[64];            /* ORDERS_HTTP_BIND: address the API and ops ports listen on */
+	int http_port;                 /* ORDERS_HTTP_PORT (API) */
+	int http_threads;              /* ORDERS_HTTP_THREADS */
+	int http_connection_limit;     /* ORDERS_HTTP_CONNECTION_LIMIT */
+	int metrics_port;              /* ORDERS_METRICS_PORT (consumers; 0 = daemon default) */
+	char pg_dsn[CONFIG_STR_MAX];   /* ORDERS_PG_DSN (secret) */
+	char amqp_url[CONFIG_STR_MAX]; /* ORDERS_AMQP_URL (secret) */
+	char redis_url[CONFIG_STR_MAX];/* ORDERS_REDIS_URL */
+	char api_keys[CONFIG_STR_MAX]; /* ORDERS_API_KEYS "key:role,..." (secret) */
+	char seal_public_key[128];     /* ORDERS_SEAL_PUBLIC_KEY, hex (API) */
+	char seal_secret_key[128];     /* ORDERS_SEAL_SECRET_KEY, hex (payment; secret) */
+	char vault_key[128];           /* ORDERS_VAULT_KEY, hex (payment; secret) */
+	char fingerprint_key[128];     /* ORDERS_FINGERPRINT_KEY, hex (payment; secret) */
+	char order_id_key[128];        /* ORDERS_ORDER_ID_KEY, hex (API; secret) */
+	int prefetch;                  /* ORDERS_PREFETCH */
+	int publish_timeout_ms;        /* ORDERS_PUBLISH_TIMEOUT_MS */
+	int gateway_latency_ms;        /* ORDERS_GATEWAY_LATENCY_MS */
+	int reservation_ttl_s;         /* ORDERS_RESERVATION_TTL_S */
+};
+
+/*
+ * config_load - fill cfg from the defaults and then from getenv().
+ * On a bad value returns ERR_INVALID and writes a sentence naming the
+ * variable into err (size errlen). Production refuses the dev API keys and
+ * the dev crypto keys. Not thread-safe (reads the environment).
+ */
+int config_load(struct config *cfg, char *err, size_t errlen);
+
+/* config_log - print every setting once as a log line, secrets masked. */
+void config_log(const struct config *cfg);
+
+/* config_is_production - ORDERS_ENV is "production". */
+int config_is_production(const struct config *cfg);
+
+#endif

@@ -1,0 +1,63 @@
+/*
+ * log.h: structured logging, one JSON object a line on stdout.
+ *
+ *   log_info("order accepted", LF_STR("order_id", id), LF_INT("lines", n));
+ *
+ * Each line carries "ts" (RFC 3339, UTC, ms), "level", "daemon", "msg" and
+ * the fields given. The level is checked before any argument is formatted.
+ * Card data cannot be logged: struct card (card.h) has no field helper.
+ * Thread-safe: a line is written with one write(2).
+ */
+#ifndef ORDERS_LOG_H
+#define ORDERS_LOG_H
+
+#include <stddef.h>
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
+
+enum log_field_type { LOG_FIELD_END = 0, LOG_FIELD_STR, LOG_FIELD_INT, LOG_FIELD_DBL };
+
+struct log_field {
+	const char *key;
+	enum log_field_type type;
+	union {
+		const char *s;
+		long long i;
+		double d;
+	} v;
+};
+
+#define LF_STR(k, x) ((struct log_field){ .key = (k), .type = LOG_FIELD_STR, .v.s = (x) })
+#define LF_INT(k, x) ((struct log_field){ .key = (k), .type = LOG_FIELD_INT, .v.i = (long long)(x) })
+#define LF_DBL(k, x) ((struct log_field){ .key = (k), .type = LOG_FIELD_DBL, .v.d = (double)(x) })
+#define LF_END ((struct log_field){ .key = 0, .type = LOG_FIELD_END, .v.i = 0 })
+
+extern enum log_level log__level;
+
+/* log_init - name the daemon for every line and set the minimum level. */
+void log_init(const char *daemon, enum log_level level);
+
+/* log_level_parse - "debug", "info", "warn", "error"; ERR_INVALID otherwise. */
+int log_level_parse(const char *s, enum log_level *out);
+
+/* Internal: format and write one line. fields ends with LF_END. */
+void log__emit(enum log_level level, const char *msg, const struct log_field *fields);
+
+/* log__format - the line log__emit writes, into buf (always NUL-terminated,
+ * ends with '\n'; cut short with the JSON still valid when too long).
+ * Returns the length. Exposed for tests. */
+size_t log__format(char *buf, size_t size, enum log_level level, const char *msg,
+		   const struct log_field *fields);
+
+#define LOG__(lvl, msg, ...)                                                              \
+	do {                                                                              \
+		if ((lvl) >= log__level)                                                  \
+			log__emit((lvl), (msg), (const struct log_field[]){ __VA_ARGS__ }); \
+	} while (0)
+
+#define log_debug(...) LOG__(LOG_DEBUG, __VA_ARGS__, LF_END)
+#define log_info(...) LOG__(LOG_INFO, __VA_ARGS__, LF_END)
+#define log_warn(...) LOG__(LOG_WARN, __VA_ARGS__, LF_END)
+#define log_error(...) LOG__(LOG_ERROR, __VA_ARGS__, LF_END)
+
+#endif

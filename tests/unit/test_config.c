@@ -1,0 +1,535 @@
+/* test_config.c: defaults, overrides, validation, production refusal, masking. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "config.h"
+#include "err.h"
+#include "log.h"
+
+#include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const all_vars[] = {
+    "ORDERS_ENV",
+    "ORDERS_LOG_LEVEL",
+    "ORDERS_HTTP_PORT",
+    "ORDERS_HTTP_THREADS",
+    "ORDERS_HTTP_CONNECTION_LIMIT",
+    "ORDERS_METRICS_PORT",
+    "ORDERS_PG_DSN",
+    "ORDERS_AMQP_URL",
+    "ORDERS_REDIS_URL",
+    "ORDERS_API_KEYS",
+    "ORDERS_SEAL_PUBLIC_KEY",
+    "ORDERS_SEAL_SECRET_KEY",
+    "ORDERS_VAULT_KEY",
+    "ORDERS_FINGERPRINT_KEY",
+    "ORDERS_ORDER_ID_KEY",
+    "ORDERS_PREFETCH",
+    "ORDERS_PUBLISH_TIMEOUT_MS",
+    "ORDERS_GATEWAY_LATENCY_MS",
+    "ORDERS_RESERVATION_TTL_S",
+};
+
+#define NVARS (sizeof(all_vars) / sizeof(all_vars[0]))
+
+/* Production-looking keys, none of them a dev default. */
+#define K1 "1111111111111111111111111111111111111111111111111111111111111111"
+#define K2 "2222222222222222222222222222222222222222222222222222222222222222"
+#define K3 "3333333333333333333333333333333333333333333333333333333333333333"
+#define K4 "4444444444444444444444444444444444444444444444444444444444444444"
+#define K5 "5555555555555555555555555555555555555555555555555555555555555555"
+
+static int clear_env(void **state)
+{
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < NVARS; i++)
+		unsetenv(all_vars[i]);
+	return 0;
+}
+
+static void set_prod_keys(void)
+{
+	setenv("ORDERS_ENV", "production", 1);
+	setenv("ORDERS_API_KEYS", "live-7f3a:client,live-91bc:finance,live-0d2e:admin", 1);
+	setenv("ORDERS_SEAL_PUBLIC_KEY", K1, 1);
+	setenv("ORDERS_SEAL_SECRET_KEY", K2, 1);
+	setenv("ORDERS_VAULT_KEY", K3, 1);
+	setenv("ORDERS_FINGERPRINT_KEY", K4, 1);
+	setenv("ORDERS_ORDER_ID_KEY", K5, 1);
+}
+
+static int is_hex64(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < 64; i++) {
+		if (!strchr("0123456789abcdef", s[i]) || s[i] == '\0')
+			return 0;
+	}
+	return s[64] == '\0';
+}
+
+static void test_defaults(void **state)
+{
+	struct config c;
+	char err[256] = "";
+
+	(void)state;
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
+	assert_string_equal(c.env, "development");
+	assert_false(config_is_production(&c));
+	assert_string_equal(c.log_level, "info");
+	assert_int_equal(c.http_port, 8080);
+	assert_int_equal(c.http_threads, 2);
+	assert_int_equal(c.http_connection_limit, 10000);
+	assert_int_equal(c.metrics_port, 0);
+	assert_string_equal(c.pg_dsn, "postgresql://orders@127.0.0.1:5442/orders");
+	assert_string_equal(c.amqp_url, "amqp://guest:guest@127.0.0.1:5682/");
+	assert_string_equal(c.redis_url, "redis://127.0.0.1:6389/0");
+	assert_string_equal(c.api_keys, "dev-client:client,dev-finance:finance,dev-admin:admin");
+	assert_int_equal(c.prefetch, 100);
+	assert_int_equal(c.publish_timeout_ms, 5000);
+	assert_int_equal(c.gateway_latency_ms, 0);
+	assert_int_equal(c.reservation_ttl_s, 900);
+	assert_true(is_hex64(c.seal_public_key));
+	assert_true(is_hex64(c.seal_secret_key));
+	assert_true(is_hex64(c.vault_key));
+	assert_true(is_hex64(c.fingerprint_key));
+	assert_true(is_hex64(c.order_id_key));
+	assert_string_not_equal(c.vault_key, c.fingerprint_key);
+	assert_string_not_equal(c.vault_key, c.order_id_key);
+}
+
+static void test_dev_seal_keys_are_a_pair(void **state)
+{
+	struct config c;
+	uint8_t pk[32], sk[32], derived[32];
+
+	(void)state;
+	assert_int_equal(config_load(&c, NULL, 0), ERR_OK);
+	assert_int_equal(sodium_hex2bin(pk, 32, c.seal_public_key, 64, NULL, NULL, NULL), 0);
+	assert_int_equal(sodium_hex2bin(sk, 32, c.seal_secret_key, 64, NULL, NULL, NULL), 0);
+	assert_int_equal(crypto_scalarmult_base(derived, sk), 0);
+	assert_memory_equal(derived, pk, 32);
+}
+
+static void test_overrides(void **state)
+{
+	struct config c;
+	char err[256] = "";
+
+	(void)state;
+	setenv("ORDERS_LOG_LEVEL", "debug", 1);
+	setenv("ORDERS_HTTP_PORT", "9090", 1);
+	setenv("ORDERS_HTTP_THREADS", "64", 1);
+	setenv("ORDERS_HTTP_CONNECTION_LIMIT", "1", 1);
+	setenv("ORDERS_METRICS_PORT", "9101", 1);
+	setenv("ORDERS_PG_DSN", "host=db user=orders", 1);
+	setenv("ORDERS_AMQP_URL", "amqp://u:p@mq:5672/%2F", 1);
+	setenv("ORDERS_REDIS_URL", "redis://cache:6379/1", 1);
+	setenv("ORDERS_API_KEYS", "a:client", 1);
+	setenv("ORDERS_VAULT_KEY", K3, 1);
+	setenv("ORDERS_PREFETCH", "65535", 1);
+	setenv("ORDERS_PUBLISH_TIMEOUT_MS", "10", 1);
+	setenv("ORDERS_GATEWAY_LATENCY_MS", "60000", 1);
+	setenv("ORDERS_RESERVATION_TTL_S", "604800", 1);
+	setenv("ORDERS_ORDER_ID_KEY",
+	       "ABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCD", 1);
+	setenv("ORDERS_ENV", "", 1); /* empty counts as unset */
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
+	assert_string_equal(c.env, "development");
+	assert_string_equal(c.log_level, "debug");
+	assert_int_equal(c.http_port, 9090);
+	assert_int_equal(c.http_threads, 64);
+	assert_int_equal(c.http_connection_limit, 1);
+	assert_int_equal(c.metrics_port, 9101);
+	assert_string_equal(c.pg_dsn, "host=db user=orders");
+	assert_string_equal(c.amqp_url, "amqp://u:p@mq:5672/%2F");
+	assert_string_equal(c.redis_url, "redis://cache:6379/1");
+	assert_string_equal(c.api_keys, "a:client");
+	assert_string_equal(c.vault_key, K3);
+	assert_string_equal(c.order_id_key,
+	                    "ABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCD");
+	assert_int_equal(c.prefetch, 65535);
+	assert_int_equal(c.publish_timeout_ms, 10);
+	assert_int_equal(c.gateway_latency_ms, 60000);
+	assert_int_equal(c.reservation_ttl_s, 604800);
+}
+
+/* Load with one variable set; expect ERR_INVALID, cfg untouched, and the message. */
+static void expect_invalid(const char *var, const char *value, const char *expect_msg)
+{
+	struct config c, before;
+	char err[256] = "";
+
+	clear_env(NULL);
+	setenv(var, value, 1);
+	memset(&c, 0xab, sizeof(c));
+	before = c;
+	if (config_load(&c, err, sizeof(err)) != ERR_INVALID)
+		fail_msg("%s='%s' was accepted", var, value);
+	assert_memory_equal(&c, &before, sizeof(c));
+	if (strstr(err, var) != err)
+		fail_msg("message does not start with the variable: %s", err);
+	if (expect_msg)
+		assert_string_equal(err, expect_msg);
+	unsetenv(var);
+}
+
+static void test_invalid_ints(void **state)
+{
+	static const char *const bad[] = {"abc",
+	                                  "80x",
+	                                  " 80",
+	                                  "80 ",
+	                                  "+80",
+	                                  "0x50",
+	                                  "8.0",
+	                                  "0",
+	                                  "-1",
+	                                  "65536",
+	                                  "99999999999999999999",
+	                                  "-"};
+	size_t i;
+
+	(void)state;
+	expect_invalid("ORDERS_HTTP_PORT", "abc",
+	               "ORDERS_HTTP_PORT must be an integer from 1 to 65535, got 'abc'");
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect_invalid("ORDERS_HTTP_PORT", bad[i], NULL);
+	expect_invalid("ORDERS_HTTP_THREADS", "65",
+	               "ORDERS_HTTP_THREADS must be an integer from 1 to 64, got '65'");
+	expect_invalid("ORDERS_HTTP_CONNECTION_LIMIT", "100001", NULL);
+	expect_invalid("ORDERS_METRICS_PORT", "-1", NULL);
+	expect_invalid("ORDERS_PREFETCH", "0", NULL);
+	expect_invalid("ORDERS_PUBLISH_TIMEOUT_MS", "9", NULL);
+	expect_invalid("ORDERS_GATEWAY_LATENCY_MS", "60001", NULL);
+	expect_invalid("ORDERS_RESERVATION_TTL_S", "604801", NULL);
+	expect_invalid("ORDERS_RESERVATION_TTL_S", "4294967297", NULL); /* wraps in 32 bits */
+}
+
+static void test_invalid_strings(void **state)
+{
+	char longv[CONFIG_STR_MAX + 10];
+
+	(void)state;
+	expect_invalid("ORDERS_ENV", "staging",
+	               "ORDERS_ENV must be development or production, got 'staging'");
+	expect_invalid("ORDERS_ENV", "Production", NULL);
+	expect_invalid("ORDERS_LOG_LEVEL", "verbose",
+	               "ORDERS_LOG_LEVEL must be debug, info, warn or error, got 'verbose'");
+	memset(longv, 'x', sizeof(longv) - 1);
+	longv[sizeof(longv) - 1] = '\0';
+	expect_invalid("ORDERS_PG_DSN", longv,
+	               "ORDERS_PG_DSN is too long (at most 511 characters)");
+	expect_invalid("ORDERS_AMQP_URL", longv, NULL);
+	/* Exactly at the limit fits. */
+	longv[CONFIG_STR_MAX - 1] = '\0';
+	setenv("ORDERS_PG_DSN", longv, 1);
+	{
+		struct config c;
+
+		assert_int_equal(config_load(&c, NULL, 0), ERR_OK);
+		assert_int_equal(strlen(c.pg_dsn), CONFIG_STR_MAX - 1);
+	}
+	unsetenv("ORDERS_PG_DSN");
+}
+
+static void test_invalid_keys(void **state)
+{
+	static const char *const vars[] = {"ORDERS_SEAL_PUBLIC_KEY", "ORDERS_SEAL_SECRET_KEY",
+	                                   "ORDERS_VAULT_KEY", "ORDERS_FINGERPRINT_KEY",
+	                                   "ORDERS_ORDER_ID_KEY"};
+	static const char *const bad[] = {
+	    "111111111111111111111111111111111111111111111111111111111111111",   /* 63 */
+	    "11111111111111111111111111111111111111111111111111111111111111111", /* 65 */
+	    "g111111111111111111111111111111111111111111111111111111111111111",
+	    "secret-not-hex",
+	};
+	char err[256];
+	struct config c;
+	size_t i, j;
+
+	(void)state;
+	for (i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		for (j = 0; j < sizeof(bad) / sizeof(bad[0]); j++)
+			expect_invalid(vars[i], bad[j], NULL);
+	}
+	/* The message never repeats a secret. */
+	clear_env(NULL);
+	setenv("ORDERS_VAULT_KEY", "secret-not-hex", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_null(strstr(err, "secret-not-hex"));
+	assert_string_equal(err, "ORDERS_VAULT_KEY must be 64 hex digits (32 bytes)");
+	unsetenv("ORDERS_VAULT_KEY");
+}
+
+static void test_invalid_api_keys(void **state)
+{
+	static const char *const bad[] = {"nokey",    "a:superuser",       "a:client,",
+	                                  ":client",  "a:client,,b:admin", "a:client:x",
+	                                  "a:Client", "a:client, b:admin"};
+	char err[256];
+	struct config c;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect_invalid("ORDERS_API_KEYS", bad[i], NULL);
+	setenv("ORDERS_API_KEYS", "s3cret-key:root", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_null(strstr(err, "s3cret-key"));
+	unsetenv("ORDERS_API_KEYS");
+}
+
+static void test_production_refusal(void **state)
+{
+	static const char *const key_vars[] = {"ORDERS_SEAL_PUBLIC_KEY", "ORDERS_SEAL_SECRET_KEY",
+	                                       "ORDERS_VAULT_KEY", "ORDERS_FINGERPRINT_KEY",
+	                                       "ORDERS_ORDER_ID_KEY"};
+	struct config dev, c;
+	char err[256];
+	size_t i;
+
+	(void)state;
+	assert_int_equal(config_load(&dev, NULL, 0), ERR_OK); /* the dev defaults */
+
+	/* Production with every default: refused. */
+	setenv("ORDERS_ENV", "production", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_non_null(strstr(err, "ORDERS_API_KEYS"));
+
+	/* All own keys: accepted. */
+	set_prod_keys();
+	err[0] = '\0';
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
+	assert_true(config_is_production(&c));
+
+	/* Any one dev API key among real ones: refused. */
+	setenv("ORDERS_API_KEYS", "live-7f3a:client,dev-admin:admin", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_string_equal(err, "ORDERS_API_KEYS must not contain the development key "
+	                         "'dev-admin' when ORDERS_ENV is production");
+	setenv("ORDERS_API_KEYS", "dev-client:finance", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	setenv("ORDERS_API_KEYS", "dev-finance:finance,live-1:client", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	/* A key that merely starts like a dev key is fine. */
+	setenv("ORDERS_API_KEYS", "dev-client2:client,xdev-admin:admin", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
+
+	/* Any crypto key left at its dev default: refused, naming it. */
+	for (i = 0; i < sizeof(key_vars) / sizeof(key_vars[0]); i++) {
+		const char *def = i == 0   ? dev.seal_public_key
+		                  : i == 1 ? dev.seal_secret_key
+		                  : i == 2 ? dev.vault_key
+		                  : i == 3 ? dev.fingerprint_key
+		                           : dev.order_id_key;
+		char upper[65];
+		size_t k;
+
+		set_prod_keys();
+		setenv(key_vars[i], def, 1);
+		assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+		assert_non_null(strstr(err, key_vars[i]));
+		assert_null(strstr(err, def));
+		/* The same key in upper case is the same key. */
+		for (k = 0; k < 64; k++)
+			upper[k] = (char)(def[k] >= 'a' && def[k] <= 'f' ? def[k] - 32 : def[k]);
+		upper[64] = '\0';
+		setenv(key_vars[i], upper, 1);
+		assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+		/* Unset means the default, so also refused. */
+		unsetenv(key_vars[i]);
+		assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	}
+
+	/* Development does not care. */
+	set_prod_keys();
+	setenv("ORDERS_ENV", "development", 1);
+	setenv("ORDERS_API_KEYS", "dev-admin:admin", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
+	assert_false(config_is_production(&c));
+}
+
+static void test_error_buffer_bounds(void **state)
+{
+	struct config c;
+	char err[8];
+
+	(void)state;
+	setenv("ORDERS_HTTP_PORT", "abc", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_string_equal(err, "ORDERS_");
+	assert_int_equal(config_load(&c, NULL, 0), ERR_INVALID);
+	unsetenv("ORDERS_HTTP_PORT");
+}
+
+/* config_log() with stdout sent into a pipe; returns the parsed line. */
+static json_t *log_config(const struct config *c, char *raw, size_t size)
+{
+	int p[2], saved;
+	ssize_t r;
+	size_t n = 0;
+	json_t *j;
+
+	fflush(stdout);
+	assert_int_equal(pipe(p), 0);
+	saved = dup(STDOUT_FILENO);
+	assert_true(dup2(p[1], STDOUT_FILENO) >= 0);
+	config_log(c);
+	assert_true(dup2(saved, STDOUT_FILENO) >= 0);
+	close(saved);
+	close(p[1]);
+	while (n + 1 < size && (r = read(p[0], raw + n, size - 1 - n)) > 0)
+		n += (size_t)r;
+	raw[n] = '\0';
+	close(p[0]);
+	assert_true(n > 0);
+	assert_int_equal(raw[n - 1], '\n');
+	assert_ptr_equal(strchr(raw, '\n'), raw + n - 1); /* one line */
+	j = json_loads(raw, 0, NULL);
+	assert_non_null(j);
+	return j;
+}
+
+static const char *str_of(json_t *j, const char *key)
+{
+	json_t *v = json_object_get(j, key);
+
+	if (!json_is_string(v))
+		fail_msg("%s is not a string", key);
+	return json_string_value(v);
+}
+
+static void test_log_masks_secrets(void **state)
+{
+	static const char *const secrets[] = {
+	    "s3cr3t-pg", "s3cr3t-amqp", "s3cr3t-redis", "live-7f3a", "live-91bc", K2, K3, K4, K5};
+	struct config c;
+	char raw[16384];
+	json_t *j;
+	size_t i;
+
+	(void)state;
+	set_prod_keys();
+	setenv("ORDERS_PG_DSN", "postgresql://orders:s3cr3t-pg@db:5432/orders?sslmode=require", 1);
+	setenv("ORDERS_AMQP_URL", "amqps://svc:s3cr3t-amqp@mq.internal:5671/%2F", 1);
+	setenv("ORDERS_REDIS_URL", "redis://:s3cr3t-redis@cache:6379/0", 1);
+	setenv("ORDERS_HTTP_PORT", "8081", 1);
+	assert_int_equal(config_load(&c, NULL, 0), ERR_OK);
+	log_init("orders-api", LOG_INFO);
+	j = log_config(&c, raw, sizeof(raw));
+	for (i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
+		if (strstr(raw, secrets[i]))
+			fail_msg("secret %s in the log line", secrets[i]);
+	}
+	assert_string_equal(str_of(j, "msg"), "configuration");
+	assert_string_equal(str_of(j, "ORDERS_ENV"), "production");
+	assert_string_equal(str_of(j, "ORDERS_PG_DSN"),
+	                    "postgresql://orders:***@db:5432/orders?sslmode=require");
+	assert_string_equal(str_of(j, "ORDERS_AMQP_URL"), "amqps://svc:***@mq.internal:5671/%2F");
+	assert_string_equal(str_of(j, "ORDERS_REDIS_URL"), "redis://:***@cache:6379/0");
+	assert_string_equal(str_of(j, "ORDERS_API_KEYS"), "***");
+	assert_string_equal(str_of(j, "ORDERS_SEAL_SECRET_KEY"), "***");
+	assert_string_equal(str_of(j, "ORDERS_VAULT_KEY"), "***");
+	assert_string_equal(str_of(j, "ORDERS_FINGERPRINT_KEY"), "***");
+	assert_string_equal(str_of(j, "ORDERS_ORDER_ID_KEY"), "***");
+	/* The public key is not a secret and helps to tell deployments apart. */
+	assert_string_equal(str_of(j, "ORDERS_SEAL_PUBLIC_KEY"), K1);
+	assert_int_equal(json_integer_value(json_object_get(j, "ORDERS_HTTP_PORT")), 8081);
+	assert_int_equal(json_integer_value(json_object_get(j, "ORDERS_RESERVATION_TTL_S")), 900);
+	/* Every setting is there. */
+	for (i = 0; i < NVARS; i++)
+		assert_non_null(json_object_get(j, all_vars[i]));
+	assert_null(json_object_get(j, "truncated"));
+	json_decref(j);
+}
+
+/* One DSN through config_log; returns the masked form. */
+static void expect_masked(const char *dsn, const char *secret, const char *expect)
+{
+	struct config c;
+	char raw[16384];
+	json_t *j;
+
+	clear_env(NULL);
+	setenv("ORDERS_PG_DSN", dsn, 1);
+	assert_int_equal(config_load(&c, NULL, 0), ERR_OK);
+	j = log_config(&c, raw, sizeof(raw));
+	if (secret && strstr(raw, secret))
+		fail_msg("'%s' leaks from '%s'", secret, dsn);
+	assert_string_equal(str_of(j, "ORDERS_PG_DSN"), expect);
+	json_decref(j);
+}
+
+static void test_dsn_masking_forms(void **state)
+{
+	(void)state;
+	expect_masked("postgresql://orders@127.0.0.1:5442/orders", NULL,
+	              "postgresql://orders@127.0.0.1:5442/orders");
+	expect_masked("host=db user=orders password=pw1 dbname=orders", "pw1",
+	              "host=db user=orders password=*** dbname=orders");
+	expect_masked("password=pw2 host=db", "pw2", "password=*** host=db");
+	expect_masked("host=db password='p w\\'3' user=x", "p w", "host=db password=*** user=x");
+	expect_masked("postgresql://db/orders?user=x&password=pw4&sslmode=require", "pw4",
+	              "postgresql://db/orders?user=x&password=***&sslmode=require");
+	/* Unescaped '/' and '@' in a password are masked whole. */
+	expect_masked("postgresql://u:pa/s@s5@db/orders", "pa/s", "postgresql://u:***@db/orders");
+	expect_masked("postgresql://u:p:w6@db:5432/orders", "p:w6",
+	              "postgresql://u:***@db:5432/orders");
+}
+
+static void test_config_log_respects_level(void **state)
+{
+	struct config c;
+	char raw[64];
+	int p[2], saved;
+	ssize_t r;
+
+	(void)state;
+	assert_int_equal(config_load(&c, NULL, 0), ERR_OK);
+	log_init("orders-api", LOG_ERROR);
+	fflush(stdout);
+	assert_int_equal(pipe(p), 0);
+	saved = dup(STDOUT_FILENO);
+	assert_true(dup2(p[1], STDOUT_FILENO) >= 0);
+	config_log(&c);
+	assert_true(dup2(saved, STDOUT_FILENO) >= 0);
+	close(saved);
+	close(p[1]);
+	r = read(p[0], raw, sizeof(raw));
+	close(p[0]);
+	assert_int_equal(r, 0);
+	log_init("orders-api", LOG_INFO);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup(test_defaults, clear_env),
+	    cmocka_unit_test_setup(test_dev_seal_keys_are_a_pair, clear_env),
+	    cmocka_unit_test_setup(test_overrides, clear_env),
+	    cmocka_unit_test_setup(test_invalid_ints, clear_env),
+	    cmocka_unit_test_setup(test_invalid_strings, clear_env),
+	    cmocka_unit_test_setup(test_invalid_keys, clear_env),
+	    cmocka_unit_test_setup(test_invalid_api_keys, clear_env),
+	    cmocka_unit_test_setup(test_production_refusal, clear_env),
+	    cmocka_unit_test_setup(test_error_buffer_bounds, clear_env),
+	    cmocka_unit_test_setup(test_log_masks_secrets, clear_env),
+	    cmocka_unit_test_setup(test_dsn_masking_forms, clear_env),
+	    cmocka_unit_test_setup(test_config_log_respects_level, clear_env),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
