@@ -1,0 +1,394 @@
+/* cache.c: Redis connections (hiredis, synchronous) that reconnect once on failure, and a pool. */
+#include "cache.h"
+
+#include "err.h"
+#include "log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#define CACHE_HOST_MAX 256
+#define CACHE_DEFAULT_HOST "127.0.0.1"
+#define CACHE_DEFAULT_PORT 6379
+/* Redis's own ceiling on "databases" is configurable; this only stops junk. */
+#define CACHE_DB_MAX 65535
+/* A Redis that is down warns at most this often per connection. */
+#define CACHE_WARN_EVERY_S 10
+
+struct cache {
+	char host[CACHE_HOST_MAX];
+	int port;
+	int db;
+	redisContext *ctx; /* NULL while not connected */
+	time_t last_warn;  /* CLOCK_MONOTONIC seconds of the last warning */
+	long suppressed;   /* warnings not written since */
+};
+
+struct cache_pool {
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* signalled when a connection is put back */
+	char *url;
+	int size;
+	int opened; /* connections that exist, idle or handed out, or being made */
+	int nidle;
+	struct cache **idle;
+};
+
+/* ---- URL --------------------------------------------------------------- */
+
+/* Digits only, within [min, max]; ERR_INVALID otherwise. */
+static int parse_int(const char *s, size_t n, int min, int max, int *out)
+{
+	long v = 0;
+	size_t i;
+
+	if (n == 0 || n > 9)
+		return ERR_INVALID;
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return ERR_INVALID;
+		v = v * 10 + (s[i] - '0');
+	}
+	if (v < min || v > max)
+		return ERR_INVALID;
+	*out = (int)v;
+	return ERR_OK;
+}
+
+static int host_char_ok(char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       ch == '.' || ch == '-' || ch == '_';
+}
+
+/*
+ * redis://[host][:port][/db], host a name, an IPv4 address or [an IPv6
+ * one]. Anything else (a password, a query, another scheme) is refused
+ * rather than half understood.
+ */
+static int cache_parse_url(const char *url, char *host, int *port, int *db)
+{
+	static const char scheme[] = "redis://";
+	const char *p, *start;
+	size_t n;
+	int rc;
+
+	if (!url || strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+		return ERR_INVALID;
+	p = url + sizeof(scheme) - 1;
+	*port = CACHE_DEFAULT_PORT;
+	*db = 0;
+
+	if (*p == '[') {
+		start = ++p;
+		while (*p && *p != ']') {
+			if (!host_char_ok(*p) && *p != ':')
+				return ERR_INVALID;
+			p++;
+		}
+		if (*p != ']' || p == start)
+			return ERR_INVALID;
+		n = (size_t)(p - start);
+		p++;
+	} else {
+		start = p;
+		while (host_char_ok(*p))
+			p++;
+		n = (size_t)(p - start);
+	}
+	if (n >= CACHE_HOST_MAX)
+		return ERR_INVALID;
+	if (n == 0) {
+		memcpy(host, CACHE_DEFAULT_HOST, sizeof(CACHE_DEFAULT_HOST));
+	} else {
+		memcpy(host, start, n);
+		host[n] = '\0';
+	}
+
+	if (*p == ':') {
+		start = ++p;
+		while (*p && *p != '/')
+			p++;
+		rc = parse_int(start, (size_t)(p - start), 1, 65535, port);
+		if (rc != ERR_OK)
+			return rc;
+	}
+	if (*p == '/') {
+		start = ++p;
+		while (*p)
+			p++;
+		/* "redis://host:port/" means db 0. */
+		if (p > start) {
+			rc = parse_int(start, (size_t)(p - start), 0, CACHE_DB_MAX, db);
+			if (rc != ERR_OK)
+				return rc;
+		}
+	}
+	return *p ? ERR_INVALID : ERR_OK;
+}
+
+/* ---- connection -------------------------------------------------------- */
+
+static time_t cache_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+/* A warning about this connection, unless one was written in the last
+ * CACHE_WARN_EVERY_S seconds: a Redis outage would otherwise write a line
+ * per request. */
+static void cache_warn(struct cache *c, const char *msg, const char *reason)
+{
+	time_t now = cache_now();
+
+	if (c->last_warn != 0 && now - c->last_warn < CACHE_WARN_EVERY_S) {
+		c->suppressed++;
+		return;
+	}
+	log_warn(msg, LF_STR("reason", reason ? reason : "unknown"), LF_STR("host", c->host),
+	         LF_INT("port", c->port), LF_INT("warnings_suppressed", c->suppressed));
+	c->last_warn = now;
+	c->suppressed = 0;
+}
+
+static void cache_disconnect(struct cache *c)
+{
+	redisFree(c->ctx);
+	c->ctx = NULL;
+}
+
+static int cache_connect(struct cache *c)
+{
+	const struct timeval tv = {.tv_sec = 1, .tv_usec = 0};
+	redisReply *r;
+
+	cache_disconnect(c);
+	c->ctx = redisConnectWithTimeout(c->host, c->port, tv);
+	if (!c->ctx) {
+		cache_warn(c, "cannot connect to redis", "out of memory");
+		return ERR_UNAVAILABLE;
+	}
+	if (c->ctx->err) {
+		cache_warn(c, "cannot connect to redis", c->ctx->errstr);
+		goto fail;
+	}
+	/* The connect timeout covers connecting only; commands get their own. */
+	if (redisSetTimeout(c->ctx, tv) != REDIS_OK) {
+		cache_warn(c, "cannot connect to redis", "cannot set the command timeout");
+		goto fail;
+	}
+	/* Notices a peer that vanished without closing (failover, NAT). */
+	redisEnableKeepAlive(c->ctx);
+	if (c->db != 0) {
+		r = redisCommand(c->ctx, "SELECT %d", c->db);
+		if (!r || r->type == REDIS_REPLY_ERROR) {
+			cache_warn(c, "cannot select redis database", r ? r->str : c->ctx->errstr);
+			freeReplyObject(r);
+			goto fail;
+		}
+		freeReplyObject(r);
+	}
+	if (c->last_warn != 0) {
+		log_info("reconnected to redis", LF_STR("host", c->host), LF_INT("port", c->port),
+		         LF_INT("warnings_suppressed", c->suppressed));
+		c->last_warn = 0;
+		c->suppressed = 0;
+	}
+	return ERR_OK;
+fail:
+	cache_disconnect(c);
+	return ERR_UNAVAILABLE;
+}
+
+struct cache *cache_new(const char *url)
+{
+	struct cache *c;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	if (cache_parse_url(url, c->host, &c->port, &c->db) != ERR_OK) {
+		/* The URL is not logged: a bad one may hold a password. */
+		log_error("cannot use redis url", LF_STR("reason", "not redis://host:port/db"));
+		free(c);
+		return NULL;
+	}
+	/* A failure here is logged and retried by the first command. */
+	cache_connect(c);
+	return c;
+}
+
+void cache_free(struct cache *c)
+{
+	if (!c)
+		return;
+	cache_disconnect(c);
+	free(c);
+}
+
+redisReply *cache_command(struct cache *c, const char *fmt, ...)
+{
+	redisReply *r = NULL;
+	va_list ap, again;
+	int saved_errno;
+
+	if (!c || !fmt)
+		return NULL;
+	va_start(ap, fmt);
+	/* redisvCommand consumes ap; the retry needs its own copy. */
+	va_copy(again, ap);
+
+	if (c->ctx && !c->ctx->err) {
+		errno = 0;
+		r = redisvCommand(c->ctx, fmt, ap);
+		if (r)
+			goto out;
+		saved_errno = errno;
+		/*
+		 * A timeout means Redis is slow, not gone, and the command may
+		 * still run: sending it again could apply it twice and would
+		 * double the wait, so it is not retried.
+		 */
+		if (c->ctx->err == REDIS_ERR_IO &&
+		    (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK)) {
+			cache_warn(c, "redis command timed out", c->ctx->errstr);
+			cache_disconnect(c);
+			goto out;
+		}
+		cache_warn(c, "lost connection to redis", c->ctx->errstr);
+	}
+	/* Not connected, or the connection just broke: one new one, one try. */
+	if (cache_connect(c) != ERR_OK)
+		goto out;
+	r = redisvCommand(c->ctx, fmt, again);
+	if (!r) {
+		cache_warn(c, "redis command failed", c->ctx->errstr);
+		cache_disconnect(c);
+	}
+out:
+	va_end(again);
+	va_end(ap);
+	return r;
+}
+
+int cache_ping(struct cache *c)
+{
+	redisReply *r = cache_command(c, "PING");
+	int rc;
+
+	if (!r)
+		return ERR_UNAVAILABLE;
+	rc = r->type == REDIS_REPLY_STATUS && r->str && strcmp(r->str, "PONG") == 0 ? ERR_OK
+	                                                                            : ERR_CACHE;
+	freeReplyObject(r);
+	return rc;
+}
+
+/* ---- pool -------------------------------------------------------------- */
+
+/* NULL on a bad URL (checked here, so a daemon fails at start) or ERR_NOMEM. */
+struct cache_pool *cache_pool_new(const char *url, int size)
+{
+	char host[CACHE_HOST_MAX];
+	struct cache_pool *p;
+	int port, db;
+
+	if (size < 1 || cache_parse_url(url, host, &port, &db) != ERR_OK) {
+		log_error("cannot use redis url", LF_STR("reason", "not redis://host:port/db"));
+		return NULL;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->size = size;
+	p->url = strdup(url);
+	p->idle = calloc((size_t)size, sizeof(*p->idle));
+	if (!p->url || !p->idle)
+		goto fail_mem;
+	if (pthread_mutex_init(&p->lock, NULL) != 0)
+		goto fail_mem;
+	if (pthread_cond_init(&p->cond, NULL) != 0) {
+		pthread_mutex_destroy(&p->lock);
+		goto fail_mem;
+	}
+	return p;
+fail_mem:
+	free(p->idle);
+	free(p->url);
+	free(p);
+	return NULL;
+}
+
+/* Every connection must have been put back first. */
+void cache_pool_free(struct cache_pool *p)
+{
+	int i;
+
+	if (!p)
+		return;
+	for (i = 0; i < p->nidle; i++)
+		cache_free(p->idle[i]);
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->lock);
+	free(p->idle);
+	free(p->url);
+	free(p);
+}
+
+struct cache *cache_pool_get(struct cache_pool *p)
+{
+	struct cache *c;
+
+	if (!p)
+		return NULL;
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		if (p->nidle > 0) {
+			c = p->idle[--p->nidle];
+			pthread_mutex_unlock(&p->lock);
+			return c;
+		}
+		if (p->opened < p->size)
+			break;
+		pthread_cond_wait(&p->cond, &p->lock);
+	}
+	p->opened++;
+	pthread_mutex_unlock(&p->lock);
+	/* Connecting may take the 1 s timeout: not under the lock. A cache
+	 * whose connection failed is still handed out and reconnects on use. */
+	c = cache_new(p->url);
+	if (c)
+		return c;
+	pthread_mutex_lock(&p->lock);
+	p->opened--;
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+/* A connection must come back with no reply pending (every
+ * redisAppendCommand matched by a redisGetReply). */
+void cache_pool_put(struct cache_pool *p, struct cache *c)
+{
+	if (!p || !c)
+		return;
+	pthread_mutex_lock(&p->lock);
+	if (p->nidle < p->size) {
+		p->idle[p->nidle++] = c;
+		c = NULL;
+	} else {
+		/* More put back than taken: a caller bug; do not overflow. */
+		p->opened--;
+	}
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	cache_free(c);
+}

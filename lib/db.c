@@ -1,0 +1,397 @@
+/* db.c: PostgreSQL connections that reconnect, error classification by SQLSTATE, and a pool. */
+#include <stddef.h>
+
+#include "db.h"
+
+#include "err.h"
+#include "log.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Unless the DSN says otherwise: a host that does not answer must not hang
+ * a daemon's start or a reconnect for the kernel's TCP timeout. */
+#define DB_CONNECT_TIMEOUT "5"
+#define DB_REASON_MAX 512
+/* A connection that stays down warns at most this often. */
+#define DB_WARN_EVERY_S 10
+
+struct db {
+	PGconn *conn;
+	time_t last_warn; /* CLOCK_MONOTONIC seconds of the last reconnect warning */
+	long suppressed;  /* reconnect warnings not written since */
+};
+
+struct db_pool {
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* signalled when a connection is put back or a slot frees */
+	char *dsn;
+	int size;
+	int opened; /* connections that exist, idle or handed out, or being opened */
+	int nidle;
+	struct db **idle;
+};
+
+/* libpq's messages end with a newline and may span lines; a log field
+ * wants one line. */
+static const char *db_reason(const char *msg, char *out, size_t outlen)
+{
+	size_t n, i;
+
+	if (!msg || !msg[0])
+		return "unknown";
+	n = strlen(msg);
+	if (n >= outlen)
+		n = outlen - 1;
+	memcpy(out, msg, n);
+	out[n] = '\0';
+	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
+		out[--n] = '\0';
+	for (i = 0; i < n; i++) {
+		if (out[i] == '\n' || out[i] == '\t')
+			out[i] = ' ';
+	}
+	return out;
+}
+
+static time_t db_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+/* NOTICEs (e.g. "there is no transaction in progress") would go to stderr;
+ * they belong in our log, at debug. */
+static void db_notice(void *arg, const PGresult *res)
+{
+	char buf[DB_REASON_MAX];
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+	(void)arg;
+	log_debug("postgresql notice",
+	          LF_STR("reason", db_reason(PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY), buf,
+	                                     sizeof(buf))),
+	          LF_STR("sqlstate", state ? state : ""));
+}
+
+struct db *db_new(const char *dsn)
+{
+	/* dsn is expanded last, so whatever it says wins over these. */
+	static const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname",
+	                                   NULL};
+	const char *values[] = {DB_CONNECT_TIMEOUT, "orders", dsn, NULL};
+	char buf[DB_REASON_MAX];
+	struct db *d;
+
+	if (!dsn)
+		return NULL;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	d->conn = PQconnectdbParams(keys, values, 1);
+	if (!d->conn || PQstatus(d->conn) != CONNECTION_OK) {
+		/* PQerrorMessage names host and port, never the password. */
+		log_error(
+		    "cannot connect to postgresql",
+		    LF_STR("reason", d->conn ? db_reason(PQerrorMessage(d->conn), buf, sizeof(buf))
+		                             : "out of memory"));
+		PQfinish(d->conn);
+		free(d);
+		return NULL;
+	}
+	PQsetNoticeReceiver(d->conn, db_notice, NULL);
+	return d;
+}
+
+void db_free(struct db *d)
+{
+	if (!d)
+		return;
+	PQfinish(d->conn);
+	free(d);
+}
+
+PGconn *db_conn(struct db *d)
+{
+	char buf[DB_REASON_MAX];
+	time_t now;
+
+	if (!d || !d->conn)
+		return NULL;
+	if (PQstatus(d->conn) == CONNECTION_OK)
+		return d->conn;
+	/* PQreset keeps the PGconn (and its notice receiver) and opens a new
+	 * session: whatever transaction was open is gone. */
+	PQreset(d->conn);
+	if (PQstatus(d->conn) == CONNECTION_OK) {
+		log_info("reconnected to postgresql", LF_INT("warnings_suppressed", d->suppressed));
+		d->suppressed = 0;
+		d->last_warn = 0;
+		return d->conn;
+	}
+	now = db_now();
+	if (d->last_warn == 0 || now - d->last_warn >= DB_WARN_EVERY_S) {
+		log_warn("cannot reconnect to postgresql",
+		         LF_STR("reason", db_reason(PQerrorMessage(d->conn), buf, sizeof(buf))),
+		         LF_INT("warnings_suppressed", d->suppressed));
+		d->last_warn = now;
+		d->suppressed = 0;
+	} else {
+		d->suppressed++;
+	}
+	return NULL;
+}
+
+/*
+ * The error code for a failed result. The connection's state is checked
+ * first: a lost connection often has no SQLSTATE at all.
+ */
+static int db_classify(PGconn *conn, const char *state)
+{
+	if (PQstatus(conn) != CONNECTION_OK)
+		return ERR_UNAVAILABLE;
+	if (!state)
+		return ERR_DB;
+	if (strcmp(state, "23505") == 0)
+		return ERR_CONFLICT;
+	if (strcmp(state, "23514") == 0)
+		return ERR_INVALID;
+	if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+		return ERR_TIMEOUT;
+	/* Class 08 is connection exceptions; 57P01-57P03 are the server
+	 * shutting down or not yet up. */
+	if (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
+	    strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0)
+		return ERR_UNAVAILABLE;
+	return ERR_DB;
+}
+
+/*
+ * Only the primary message, the constraint and the table are logged:
+ * PostgreSQL's DETAIL repeats the row's values ("Failing row contains"),
+ * and values are never ours to log.
+ */
+static void db_log_failure(PGconn *conn, const PGresult *r, int rc)
+{
+	char buf[DB_REASON_MAX];
+	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	const char *constraint = r ? PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME) : NULL;
+	const char *table = r ? PQresultErrorField(r, PG_DIAG_TABLE_NAME) : NULL;
+
+	/* Without a server message, libpq's own (e.g. "server closed the
+	 * connection unexpectedly") says what happened. */
+	if (!msg && r && PQresultErrorMessage(r)[0])
+		msg = PQresultErrorMessage(r);
+	if (!msg && PQerrorMessage(conn)[0])
+		msg = PQerrorMessage(conn);
+	if (!msg && r)
+		msg = PQresStatus(PQresultStatus(r));
+	msg = db_reason(msg, buf, sizeof(buf));
+	if (rc == ERR_CONFLICT)
+		log_debug("postgresql statement failed", LF_STR("reason", msg),
+		          LF_STR("sqlstate", state ? state : ""),
+		          LF_STR("constraint", constraint ? constraint : ""),
+		          LF_STR("table", table ? table : ""));
+	else
+		log_warn("postgresql statement failed", LF_STR("reason", msg),
+		         LF_STR("sqlstate", state ? state : ""),
+		         LF_STR("constraint", constraint ? constraint : ""),
+		         LF_STR("table", table ? table : ""), LF_STR("error", err_str(rc)));
+}
+
+int db_exec(struct db *d, const char *sql, int nparams, const char *const *params, PGresult **res)
+{
+	PGconn *conn;
+	PGresult *r;
+	int rc;
+
+	if (!d || !sql || nparams < 0 || (nparams > 0 && !params))
+		return ERR_INVALID;
+	conn = db_conn(d);
+	if (!conn)
+		return ERR_UNAVAILABLE;
+	/*
+	 * No retry here even when the connection was lost: inside a
+	 * transaction the earlier statements are gone with it, and outside
+	 * one the statement may have run before the connection broke. The
+	 * next call reconnects; the caller retries whole transactions.
+	 */
+	r = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	if (!r) {
+		/* libpq gives no result when it could not send the statement
+		 * or ran out of memory: nothing ran either way. */
+		rc = ERR_UNAVAILABLE;
+		db_log_failure(conn, NULL, rc);
+		return rc;
+	}
+	switch (PQresultStatus(r)) {
+	case PGRES_COMMAND_OK:
+	case PGRES_TUPLES_OK:
+		if (res)
+			*res = r;
+		else
+			PQclear(r);
+		return ERR_OK;
+	case PGRES_FATAL_ERROR:
+		rc = db_classify(conn, PQresultErrorField(r, PG_DIAG_SQLSTATE));
+		break;
+	default:
+		/* An empty query or COPY: not what this API runs. */
+		rc = PQstatus(conn) != CONNECTION_OK ? ERR_UNAVAILABLE : ERR_DB;
+		break;
+	}
+	db_log_failure(conn, r, rc);
+	PQclear(r);
+	return rc;
+}
+
+int db_begin(struct db *d)
+{
+	return db_exec(d, "BEGIN", 0, NULL, NULL);
+}
+
+int db_commit(struct db *d)
+{
+	PGresult *r = NULL;
+	int rc;
+
+	rc = db_exec(d, "COMMIT", 0, NULL, &r);
+	if (rc != ERR_OK)
+		return rc;
+	/*
+	 * COMMIT of a transaction that already failed "succeeds" with the tag
+	 * ROLLBACK: nothing was written, and the caller must hear about it.
+	 */
+	if (strcmp(PQcmdStatus(r), "ROLLBACK") == 0) {
+		log_warn("postgresql transaction rolled back at commit",
+		         LF_STR("reason", "an earlier statement in it failed"));
+		rc = ERR_DB;
+	}
+	PQclear(r);
+	return rc;
+}
+
+int db_rollback(struct db *d)
+{
+	return db_exec(d, "ROLLBACK", 0, NULL, NULL);
+}
+
+int db_ping(struct db *d)
+{
+	int rc = db_exec(d, "SELECT 1", 0, NULL, NULL);
+
+	/* A server restart is only noticed by the first statement after it;
+	 * SELECT 1 is safe to run again on the new connection. */
+	if (rc == ERR_UNAVAILABLE)
+		rc = db_exec(d, "SELECT 1", 0, NULL, NULL);
+	return rc;
+}
+
+/* ---- pool -------------------------------------------------------------- */
+
+struct db_pool *db_pool_new(const char *dsn, int size)
+{
+	struct db_pool *p;
+
+	if (!dsn || size < 1)
+		return NULL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->size = size;
+	p->dsn = strdup(dsn);
+	p->idle = calloc((size_t)size, sizeof(*p->idle));
+	if (!p->dsn || !p->idle)
+		goto fail_mem;
+	if (pthread_mutex_init(&p->lock, NULL) != 0)
+		goto fail_mem;
+	if (pthread_cond_init(&p->cond, NULL) != 0) {
+		pthread_mutex_destroy(&p->lock);
+		goto fail_mem;
+	}
+	return p;
+fail_mem:
+	free(p->idle);
+	free(p->dsn);
+	free(p);
+	return NULL;
+}
+
+/* Every connection must have been put back first. */
+void db_pool_free(struct db_pool *p)
+{
+	int i;
+
+	if (!p)
+		return;
+	for (i = 0; i < p->nidle; i++)
+		db_free(p->idle[i]);
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->lock);
+	free(p->idle);
+	free(p->dsn);
+	free(p);
+}
+
+struct db *db_pool_get(struct db_pool *p)
+{
+	struct db *d;
+
+	if (!p)
+		return NULL;
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		if (p->nidle > 0) {
+			d = p->idle[--p->nidle];
+			pthread_mutex_unlock(&p->lock);
+			return d;
+		}
+		if (p->opened < p->size)
+			break;
+		pthread_cond_wait(&p->cond, &p->lock);
+	}
+	/* Take the slot, then connect without the lock: connecting takes a
+	 * round trip or a timeout, and others may be putting back. */
+	p->opened++;
+	pthread_mutex_unlock(&p->lock);
+	d = db_new(p->dsn);
+	if (d)
+		return d;
+	pthread_mutex_lock(&p->lock);
+	p->opened--;
+	/* The slot is free again; a waiter may try its own luck. */
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+void db_pool_put(struct db_pool *p, struct db *d)
+{
+	PGTransactionStatusType ts;
+
+	if (!p || !d)
+		return;
+	/* A transaction left open must not leak into the next user's work. */
+	ts = PQtransactionStatus(d->conn);
+	if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+		log_warn("postgresql connection returned inside a transaction",
+		         LF_STR("reason", "rolled back"));
+		db_rollback(d);
+	}
+	pthread_mutex_lock(&p->lock);
+	if (p->nidle < p->size) {
+		p->idle[p->nidle++] = d;
+		d = NULL;
+	} else {
+		/* More put back than taken: a caller bug; do not overflow. */
+		p->opened--;
+	}
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	db_free(d);
+}
