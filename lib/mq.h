@@ -1,0 +1,150 @@
+/*
+ * mq.h: RabbitMQ (rabbitmq-c 0.11): topology, a pipelined confirming
+ * publisher, and a consumer.
+ *
+ * rabbitmq-c connections are not thread-safe, so the publisher owns its
+ * connection in a thread of its own; any thread hands it messages through
+ * mq_publisher_publish() and hears back through a callback once the broker
+ * has confirmed (or refused) the message. Many messages are in flight at
+ * once and one basic.ack may cover hundreds of them: that is what takes a
+ * publisher from ~1k to 10-20k persistent messages/s.
+ */
+#ifndef ORDERS_MQ_H
+#define ORDERS_MQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MQ_EXCHANGE_ORDERS "orders"
+#define MQ_EXCHANGE_EVENTS "order-events"
+#define MQ_EXCHANGE_DLX "orders.dlx"
+
+#define MQ_QUEUE_INVENTORY "inventory.reserve"
+#define MQ_QUEUE_PAYMENT "payment.authorize"
+#define MQ_QUEUE_ORDER "order.finalize"
+
+#define MQ_KEY_CHECKOUT_REQUESTED "checkout.requested"
+#define MQ_KEY_INVENTORY_RESERVED "inventory.reserved"
+#define MQ_KEY_INVENTORY_REJECTED "inventory.rejected"
+#define MQ_KEY_PAYMENT_AUTHORIZED "payment.authorized"
+#define MQ_KEY_PAYMENT_DECLINED "payment.declined"
+
+/* A message that fails this many deliveries is dead-lettered to <queue>.dlq. */
+#define MQ_DELIVERY_LIMIT 10
+
+#define MQ_ID_MAX 64
+#define MQ_KEY_MAX 64
+
+/* The work queues, for iteration (metrics, declaring). */
+extern const char *const mq_work_queues[3];
+
+/* ---- publisher ---------------------------------------------------------- */
+
+struct mq_publisher;
+
+/*
+ * Called exactly once per accepted message, from the publisher thread, with
+ * ERR_OK (the broker confirmed it: durably stored and routed), ERR_NACKED,
+ * ERR_TIMEOUT (no confirm within the timeout), ERR_UNAVAILABLE (connection
+ * lost before the confirm) or ERR_CLOSED (publisher shutting down).
+ * Must not block; must not call back into the publisher.
+ */
+typedef void (*mq_confirm_cb)(void *arg, int result);
+
+struct mq_publisher_options {
+	const char *url;          /* amqp://user:pass@host:port/vhost */
+	int confirm_timeout_ms;   /* per message, from hand-over to confirm */
+	int max_in_flight;        /* messages handed over but not confirmed; 0 = 10000 */
+	int declare_topology;     /* declare exchanges and queues on every connect */
+	int poll_queue_stats_ms;  /* > 0: passive-declare the work queues this often */
+};
+
+/*
+ * mq_publisher_new - start the publisher thread. It connects in the
+ * background and reconnects with back-off (100 ms doubling to 5 s). NULL on
+ * failure to allocate or to start the thread.
+ */
+struct mq_publisher *mq_publisher_new(const struct mq_publisher_options *opt);
+
+/*
+ * mq_publisher_free - stop the thread; every message not yet confirmed gets
+ * its callback with ERR_CLOSED before this returns. NULL is a no-op.
+ */
+void mq_publisher_free(struct mq_publisher *p);
+
+/*
+ * mq_publisher_publish - hand a persistent message over (body is copied).
+ * ERR_OK: cb will be called exactly once. Otherwise cb is never called:
+ * ERR_UNAVAILABLE (not connected now), ERR_TOO_BIG (max_in_flight reached),
+ * ERR_CLOSED, ERR_NOMEM. Thread-safe.
+ */
+int mq_publisher_publish(struct mq_publisher *p, const char *exchange,
+			 const char *routing_key, const char *message_id,
+			 const void *body, size_t len, mq_confirm_cb cb, void *arg);
+
+/* mq_publisher_connected - 1 while the connection is up. Thread-safe. */
+int mq_publisher_connected(const struct mq_publisher *p);
+
+/*
+ * mq_publisher_queue_stats - the last polled ready-message count and consumer
+ * count of mq_work_queues[i]; ERR_NOT_FOUND before the first poll.
+ */
+int mq_publisher_queue_stats(const struct mq_publisher *p, size_t i, long *messages,
+			     long *consumers);
+
+/*
+ * mq_publish_sync - publish one message and wait for its confirm: a
+ * convenience over a publisher for single-threaded callers (consumers).
+ * Returns the callback's result. Thread-safe.
+ */
+int mq_publish_sync(struct mq_publisher *p, const char *exchange, const char *routing_key,
+		    const char *message_id, const void *body, size_t len);
+
+/* ---- consumer ----------------------------------------------------------- */
+
+struct mq_consumer;
+
+struct mq_delivery {
+	uint64_t tag;
+	int redelivered;
+	long delivery_count;           /* x-delivery-count (quorum queues), 0 if absent */
+	char routing_key[MQ_KEY_MAX];
+	char message_id[MQ_ID_MAX];    /* basic.properties message_id, "" if absent */
+	uint8_t *body;                 /* malloc'd copy, owned by the delivery */
+	size_t len;
+};
+
+/* mq_delivery_release - free the body. */
+void mq_delivery_release(struct mq_delivery *d);
+
+/*
+ * mq_consumer_new - connect, declare the topology, set the prefetch and start
+ * consuming queue (manual acks). NULL when the broker cannot be reached or
+ * says no (the reason is logged); the caller retries with back-off.
+ */
+struct mq_consumer *mq_consumer_new(const char *url, const char *queue, int prefetch);
+void mq_consumer_free(struct mq_consumer *c);
+
+/*
+ * mq_consumer_next - wait up to timeout_ms for the next delivery.
+ * ERR_OK (*out filled; release it), ERR_TIMEOUT, or ERR_UNAVAILABLE (the
+ * connection is gone: free the consumer and make a new one).
+ */
+int mq_consumer_next(struct mq_consumer *c, struct mq_delivery *out, int timeout_ms);
+
+/* mq_consumer_ack / _reject - settle one delivery. requeue=0 on reject sends
+ * it to the dead-letter queue. ERR_UNAVAILABLE when the connection is gone. */
+int mq_consumer_ack(struct mq_consumer *c, uint64_t tag);
+int mq_consumer_reject(struct mq_consumer *c, uint64_t tag, int requeue);
+
+/* ---- topology ----------------------------------------------------------- */
+
+/*
+ * mq_declare_topology - declare (idempotently) the exchanges, the durable
+ * quorum work queues with their dead-letter queues and delivery limit, and
+ * the bindings. Takes an open amqp_connection_state_t (as void *) and a free
+ * channel number; used by the publisher and the consumer on connect.
+ */
+int mq_declare_topology(void *amqp_conn, uint16_t channel);
+
+#endif

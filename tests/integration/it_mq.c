@@ -1,0 +1,652 @@
+/* it_mq.c: the RabbitMQ module against a real broker (ORDERS_AMQP_URL). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "mq.h"
+
+#define DEFAULT_URL "amqp://guest:guest@127.0.0.1:5682/"
+#define BAD_URL "amqp://guest:guest@127.0.0.1:1/"
+#define N_MESSAGES 10000
+#define N_THREADS 4
+#define BODY_SIZE 700
+#define TEST_CHANNEL 1
+#define TOPOLOGY_CHANNEL 2
+
+static const char *url;
+static char queue[64];              /* test.mq.<pid>: our own queue, bound to "orders" */
+static char key[64];                /* its routing key */
+static amqp_connection_state_t raw; /* a plain rabbitmq-c connection for setup */
+
+/* Per-message callback bookkeeping for the concurrent publish. */
+static atomic_int calls[N_MESSAGES];
+static atomic_int results[N_MESSAGES];
+static atomic_int done_count;
+static int published_ok; /* how many of test 1's messages the broker confirmed */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+/* message_id and body for message i, so that the consumer can check both. */
+static void make_id(char *buf, size_t size, int i)
+{
+	snprintf(buf, size, "it-mq-%ld-%d", (long)getpid(), i);
+}
+
+static void make_body(uint8_t *buf, int i)
+{
+	for (int k = 0; k < BODY_SIZE; k++)
+		buf[k] = (uint8_t)((i * 31 + k * 7) & 0xff);
+	memcpy(buf, &i, sizeof(i));
+}
+
+static int raw_ok(const char *what)
+{
+	amqp_rpc_reply_t r = amqp_get_rpc_reply(raw);
+
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		fprintf(stderr, "it_mq: %s failed (reply type %d, library error %s)\n", what,
+		        (int)r.reply_type, amqp_error_string2(r.library_error));
+		return 0;
+	}
+	return 1;
+}
+
+/*
+ * Our own queue: a durable quorum queue like the real ones (so that the
+ * throughput is the real one), bound to "orders" with a key of its own, so
+ * that a consumer daemon running on the same broker never sees our messages.
+ * x-expires removes it if this test dies before deleting it.
+ */
+static int group_setup(void **state)
+{
+	struct amqp_connection_info ci;
+	amqp_table_entry_t args[2];
+	amqp_table_t table = {2, args};
+	char *buf;
+	amqp_socket_t *sock;
+	amqp_rpc_reply_t r;
+
+	(void)state;
+	url = getenv("ORDERS_AMQP_URL");
+	if (!url || !*url)
+		url = DEFAULT_URL;
+	snprintf(queue, sizeof(queue), "test.mq.%ld", (long)getpid());
+	snprintf(key, sizeof(key), "test.mq.%ld", (long)getpid());
+
+	buf = strdup(url);
+	if (!buf || amqp_parse_url(buf, &ci) != AMQP_STATUS_OK) {
+		fprintf(stderr, "it_mq: cannot parse ORDERS_AMQP_URL\n");
+		free(buf);
+		return -1;
+	}
+	if (!ci.vhost[0])
+		ci.vhost = "/";
+	raw = amqp_new_connection();
+	sock = amqp_tcp_socket_new(raw);
+	if (!sock || amqp_socket_open(sock, ci.host, ci.port) != AMQP_STATUS_OK) {
+		fprintf(stderr, "it_mq: cannot connect to %s:%d (is the broker up?)\n", ci.host,
+		        ci.port);
+		free(buf);
+		return -1;
+	}
+	r = amqp_login(raw, ci.vhost, 0, AMQP_DEFAULT_FRAME_SIZE, 0, AMQP_SASL_METHOD_PLAIN,
+	               ci.user, ci.password);
+	free(buf);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		fprintf(stderr, "it_mq: cannot log in to rabbitmq\n");
+		return -1;
+	}
+	amqp_channel_open(raw, TEST_CHANNEL);
+	if (!raw_ok("channel.open"))
+		return -1;
+	/* The exchange must exist before the binding. */
+	if (mq_declare_topology(raw, TOPOLOGY_CHANNEL) != ERR_OK)
+		return -1;
+	args[0].key = amqp_cstring_bytes("x-queue-type");
+	args[0].value.kind = AMQP_FIELD_KIND_UTF8;
+	args[0].value.value.bytes = amqp_cstring_bytes("quorum");
+	args[1].key = amqp_cstring_bytes("x-expires");
+	args[1].value.kind = AMQP_FIELD_KIND_I64;
+	args[1].value.value.i64 = 600000;
+	amqp_queue_declare(raw, TEST_CHANNEL, amqp_cstring_bytes(queue), 0, 1, 0, 0, table);
+	if (!raw_ok("queue.declare"))
+		return -1;
+	amqp_queue_bind(raw, TEST_CHANNEL, amqp_cstring_bytes(queue),
+	                amqp_cstring_bytes(MQ_EXCHANGE_ORDERS), amqp_cstring_bytes(key),
+	                amqp_empty_table);
+	if (!raw_ok("queue.bind"))
+		return -1;
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	if (!raw)
+		return 0;
+	amqp_queue_delete(raw, TEST_CHANNEL, amqp_cstring_bytes(queue), 0, 0);
+	raw_ok("queue.delete");
+	amqp_connection_close(raw, AMQP_REPLY_SUCCESS);
+	amqp_destroy_connection(raw);
+	raw = NULL;
+	return 0;
+}
+
+static struct mq_publisher *new_publisher(const char *u, int max_in_flight, int stats_ms)
+{
+	struct mq_publisher_options o = {
+	    .url = u,
+	    .confirm_timeout_ms = 30000,
+	    .max_in_flight = max_in_flight,
+	    .declare_topology = 1,
+	    .poll_queue_stats_ms = stats_ms,
+	};
+
+	return mq_publisher_new(&o);
+}
+
+static int wait_connected(struct mq_publisher *p, int ms)
+{
+	int64_t end = now_ms() + ms;
+
+	while (!mq_publisher_connected(p) && now_ms() < end)
+		sleep_ms(10);
+	return mq_publisher_connected(p);
+}
+
+/* ---- topology ------------------------------------------------------------ */
+
+static void test_topology_idempotent(void **state)
+{
+	(void)state;
+	/* Declared once by the group setup: again and again changes nothing. */
+	assert_int_equal(mq_declare_topology(raw, TOPOLOGY_CHANNEL), ERR_OK);
+	assert_int_equal(mq_declare_topology(raw, TOPOLOGY_CHANNEL), ERR_OK);
+	for (size_t i = 0; i < 3; i++) {
+		char dlq[80];
+
+		amqp_queue_declare(raw, TEST_CHANNEL, amqp_cstring_bytes(mq_work_queues[i]), 1, 0,
+		                   0, 0, amqp_empty_table);
+		assert_true(raw_ok(mq_work_queues[i]));
+		snprintf(dlq, sizeof(dlq), "%s.dlq", mq_work_queues[i]);
+		amqp_queue_declare(raw, TEST_CHANNEL, amqp_cstring_bytes(dlq), 1, 0, 0, 0,
+		                   amqp_empty_table);
+		assert_true(raw_ok(dlq));
+	}
+	assert_int_equal(mq_declare_topology(NULL, TOPOLOGY_CHANNEL), ERR_INVALID);
+}
+
+/* ---- (1) concurrent publish through one publisher ------------------------ */
+
+static void count_cb(void *arg, int result)
+{
+	int i = (int)(intptr_t)arg;
+
+	atomic_fetch_add(&calls[i], 1);
+	atomic_store(&results[i], result);
+	atomic_fetch_add(&done_count, 1);
+}
+
+struct pub_job {
+	struct mq_publisher *p;
+	int first;
+	int count;
+	int refused; /* non-retryable refusals */
+};
+
+static void *publish_thread(void *arg)
+{
+	struct pub_job *j = arg;
+	uint8_t body[BODY_SIZE];
+	char id[MQ_ID_MAX];
+
+	for (int i = j->first; i < j->first + j->count; i++) {
+		int rc;
+
+		make_id(id, sizeof(id), i);
+		make_body(body, i);
+		/* ERR_TOO_BIG is back-pressure: wait for confirms and try again. */
+		while ((rc = mq_publisher_publish(j->p, MQ_EXCHANGE_ORDERS, key, id, body,
+		                                  sizeof(body), count_cb, (void *)(intptr_t)i)) ==
+		       ERR_TOO_BIG)
+			sleep_ms(1);
+		if (rc != ERR_OK)
+			j->refused++;
+	}
+	return NULL;
+}
+
+static void test_publish_concurrent(void **state)
+{
+	struct mq_publisher *p;
+	pthread_t th[N_THREADS];
+	struct pub_job jobs[N_THREADS];
+	int64_t start, end, deadline;
+	double secs;
+
+	(void)state;
+	p = new_publisher(url, 0, 0);
+	assert_non_null(p);
+	assert_true(wait_connected(p, 15000));
+	for (int i = 0; i < N_MESSAGES; i++) {
+		atomic_store(&calls[i], 0);
+		atomic_store(&results[i], 1);
+	}
+	atomic_store(&done_count, 0);
+
+	start = now_ms();
+	for (int t = 0; t < N_THREADS; t++) {
+		jobs[t].p = p;
+		jobs[t].first = t * (N_MESSAGES / N_THREADS);
+		jobs[t].count = N_MESSAGES / N_THREADS;
+		jobs[t].refused = 0;
+		assert_int_equal(pthread_create(&th[t], NULL, publish_thread, &jobs[t]), 0);
+	}
+	for (int t = 0; t < N_THREADS; t++) {
+		pthread_join(th[t], NULL);
+		assert_int_equal(jobs[t].refused, 0);
+	}
+	deadline = now_ms() + 60000;
+	while (atomic_load(&done_count) < N_MESSAGES && now_ms() < deadline)
+		sleep_ms(1);
+	end = now_ms();
+	assert_int_equal(atomic_load(&done_count), N_MESSAGES);
+
+	published_ok = 0;
+	for (int i = 0; i < N_MESSAGES; i++) {
+		assert_int_equal(atomic_load(&calls[i]), 1);
+		assert_int_equal(atomic_load(&results[i]), ERR_OK);
+		published_ok++;
+	}
+	secs = (double)(end - start) / 1000.0;
+	printf("it_mq: published and confirmed %d persistent %d-byte messages from %d threads "
+	       "in %.3f s: %.0f msgs/s\n",
+	       N_MESSAGES, BODY_SIZE, N_THREADS, secs, secs > 0 ? N_MESSAGES / secs : 0.0);
+	fflush(stdout);
+
+	mq_publisher_free(p);
+	/* Every callback came once, and none after free. */
+	assert_int_equal(atomic_load(&done_count), N_MESSAGES);
+}
+
+/* ---- (2)(3) consume them: message_id and body round-trip ----------------- */
+
+static void test_consume_roundtrip(void **state)
+{
+	struct mq_consumer *c;
+	static uint8_t seen[N_MESSAGES];
+	uint8_t body[BODY_SIZE];
+	int got = 0;
+	int64_t deadline, t0;
+	struct mq_delivery d;
+
+	(void)state;
+	assert_int_equal(published_ok, N_MESSAGES);
+	c = mq_consumer_new(url, queue, 200);
+	assert_non_null(c);
+	memset(seen, 0, sizeof(seen));
+	deadline = now_ms() + 60000;
+	while (got < N_MESSAGES && now_ms() < deadline) {
+		int rc = mq_consumer_next(c, &d, 2000);
+		char id[MQ_ID_MAX];
+		int i;
+
+		if (rc == ERR_TIMEOUT)
+			continue;
+		assert_int_equal(rc, ERR_OK);
+		assert_string_equal(d.routing_key, key);
+		assert_int_equal(d.len, BODY_SIZE);
+		memcpy(&i, d.body, sizeof(i));
+		assert_true(i >= 0 && i < N_MESSAGES);
+		make_id(id, sizeof(id), i);
+		assert_string_equal(d.message_id, id);
+		make_body(body, i);
+		assert_memory_equal(d.body, body, BODY_SIZE);
+		assert_int_equal(seen[i], 0);
+		seen[i] = 1;
+		got++;
+		assert_int_equal(mq_consumer_ack(c, d.tag), ERR_OK);
+		mq_delivery_release(&d);
+		assert_null(d.body);
+	}
+	assert_int_equal(got, N_MESSAGES);
+
+	/* The queue is empty now: the wait ends with ERR_TIMEOUT, on time. */
+	t0 = now_ms();
+	assert_int_equal(mq_consumer_next(c, &d, 300), ERR_TIMEOUT);
+	assert_true(now_ms() - t0 >= 250);
+	assert_true(now_ms() - t0 < 2000);
+	mq_consumer_free(c);
+	mq_consumer_free(NULL);
+}
+
+/* Quorum queues count deliveries in the x-delivery-count header. */
+static void test_redelivery_count(void **state)
+{
+	struct mq_publisher *p;
+	struct mq_consumer *c;
+	struct mq_delivery d;
+	const char body[] = "redeliver me";
+
+	(void)state;
+	p = new_publisher(url, 0, 0);
+	assert_non_null(p);
+	assert_true(wait_connected(p, 15000));
+	assert_int_equal(
+	    mq_publish_sync(p, MQ_EXCHANGE_ORDERS, key, "it-mq-redeliver", body, sizeof(body)),
+	    ERR_OK);
+	mq_publisher_free(p);
+
+	c = mq_consumer_new(url, queue, 10);
+	assert_non_null(c);
+	assert_int_equal(mq_consumer_next(c, &d, 10000), ERR_OK);
+	assert_string_equal(d.message_id, "it-mq-redeliver");
+	assert_int_equal(d.redelivered, 0);
+	assert_int_equal(d.delivery_count, 0);
+	assert_int_equal(mq_consumer_reject(c, d.tag, 1), ERR_OK);
+	mq_delivery_release(&d);
+
+	assert_int_equal(mq_consumer_next(c, &d, 10000), ERR_OK);
+	assert_string_equal(d.message_id, "it-mq-redeliver");
+	assert_int_equal(d.redelivered, 1);
+	assert_int_equal(d.delivery_count, 1);
+	assert_int_equal(d.len, sizeof(body));
+	assert_memory_equal(d.body, body, sizeof(body));
+	assert_int_equal(mq_consumer_ack(c, d.tag), ERR_OK);
+	mq_delivery_release(&d);
+	mq_consumer_free(c);
+}
+
+/* ---- nack and channel loss ------------------------------------------------- */
+
+/*
+ * A quorum queue that holds one message and refuses more (reject-publish, as
+ * the work queues are declared) makes the broker nack: ERR_NACKED.
+ */
+static void test_nacked(void **state)
+{
+	char full[80];
+	amqp_table_entry_t args[3];
+	amqp_table_t table = {3, args};
+	struct mq_publisher *p;
+	int first, nacked = 0, other = 0;
+
+	(void)state;
+	snprintf(full, sizeof(full), "%s.full", queue);
+	args[0].key = amqp_cstring_bytes("x-queue-type");
+	args[0].value.kind = AMQP_FIELD_KIND_UTF8;
+	args[0].value.value.bytes = amqp_cstring_bytes("quorum");
+	args[1].key = amqp_cstring_bytes("x-max-length");
+	args[1].value.kind = AMQP_FIELD_KIND_I64;
+	args[1].value.value.i64 = 1;
+	args[2].key = amqp_cstring_bytes("x-overflow");
+	args[2].value.kind = AMQP_FIELD_KIND_UTF8;
+	args[2].value.value.bytes = amqp_cstring_bytes("reject-publish");
+	amqp_queue_declare(raw, TEST_CHANNEL, amqp_cstring_bytes(full), 0, 1, 0, 0, table);
+	assert_true(raw_ok("queue.declare full"));
+	amqp_queue_bind(raw, TEST_CHANNEL, amqp_cstring_bytes(full),
+	                amqp_cstring_bytes(MQ_EXCHANGE_ORDERS), amqp_cstring_bytes(full),
+	                amqp_empty_table);
+	assert_true(raw_ok("queue.bind full"));
+
+	p = new_publisher(url, 0, 0);
+	assert_non_null(p);
+	assert_true(wait_connected(p, 15000));
+	first = mq_publish_sync(p, MQ_EXCHANGE_ORDERS, full, "it-mq-full-0", "a", 1);
+	/* The quorum queue notices it is full a little late: keep going a while. */
+	for (int i = 1; i < 20 && nacked == 0; i++) {
+		int rc = mq_publish_sync(p, MQ_EXCHANGE_ORDERS, full, "it-mq-full-n", "b", 1);
+
+		if (rc == ERR_NACKED)
+			nacked++;
+		else if (rc != ERR_OK)
+			other++;
+	}
+	mq_publisher_free(p);
+	amqp_queue_delete(raw, TEST_CHANNEL, amqp_cstring_bytes(full), 0, 0);
+	assert_true(raw_ok("queue.delete full"));
+	assert_int_equal(first, ERR_OK);
+	assert_int_equal(nacked, 1);
+	assert_int_equal(other, 0);
+}
+
+/*
+ * Publishing to a missing exchange makes the broker close the channel (404):
+ * the publisher treats that as a lost connection, fails the message with
+ * ERR_UNAVAILABLE, reconnects and goes on.
+ */
+static void test_channel_loss_reconnects(void **state)
+{
+	struct mq_publisher *p;
+	char bad[64];
+	int64_t deadline;
+	int rc;
+
+	(void)state;
+	snprintf(bad, sizeof(bad), "it-mq-missing-%ld", (long)getpid());
+	p = new_publisher(url, 0, 0);
+	assert_non_null(p);
+	assert_true(wait_connected(p, 15000));
+	assert_int_equal(mq_publish_sync(p, bad, key, "it-mq-lost", "x", 1), ERR_UNAVAILABLE);
+	/* Back within the first back-off steps; ERR_UNAVAILABLE meanwhile. */
+	deadline = now_ms() + 15000;
+	do {
+		rc = mq_publish_sync(p, MQ_EXCHANGE_ORDERS, "it-mq-nowhere", "it-mq-after", "x", 1);
+		if (rc != ERR_OK)
+			sleep_ms(20);
+	} while (rc == ERR_UNAVAILABLE && now_ms() < deadline);
+	assert_int_equal(rc, ERR_OK);
+	mq_publisher_free(p);
+}
+
+/* ---- queue stats ----------------------------------------------------------- */
+
+static void test_queue_stats(void **state)
+{
+	struct mq_publisher *p;
+	long messages = -1, consumers = -1;
+	int64_t deadline;
+
+	(void)state;
+	p = new_publisher(url, 0, 100);
+	assert_non_null(p);
+	assert_true(wait_connected(p, 15000));
+	deadline = now_ms() + 10000;
+	/* The three are read one after the other: wait for the last. */
+	while (mq_publisher_queue_stats(p, 2, &messages, &consumers) != ERR_OK &&
+	       now_ms() < deadline)
+		sleep_ms(20);
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(mq_publisher_queue_stats(p, i, &messages, &consumers), ERR_OK);
+		assert_true(messages >= 0);
+		assert_true(consumers >= 0);
+	}
+	assert_int_equal(mq_publisher_queue_stats(p, 3, &messages, &consumers), ERR_INVALID);
+	mq_publisher_free(p);
+}
+
+/* ---- max_in_flight --------------------------------------------------------- */
+
+static atomic_int small_calls;
+
+static void small_cb(void *arg, int result)
+{
+	(void)arg;
+	(void)result;
+	atomic_fetch_add(&small_calls, 1);
+}
+
+static void test_max_in_flight(void **state)
+{
+	struct mq_publisher *p;
+	int accepted = 0, too_big = 0;
+	int64_t deadline;
+
+	(void)state;
+	p = new_publisher(url, 5, 0);
+	assert_non_null(p);
+	assert_true(wait_connected(p, 15000));
+	atomic_store(&small_calls, 0);
+	for (int i = 0; i < 50; i++) {
+		int rc = mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "it-mq-small", "x", 1,
+		                              small_cb, NULL);
+
+		if (rc == ERR_OK)
+			accepted++;
+		else if (rc == ERR_TOO_BIG)
+			too_big++;
+		else
+			fail_msg("unexpected publish result %d", rc);
+	}
+	assert_true(accepted >= 5);
+	assert_true(too_big > 0);
+	/* Argument checks come first and never call back. */
+	assert_int_equal(
+	    mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "id", NULL, 1, small_cb, NULL),
+	    ERR_INVALID);
+	deadline = now_ms() + 10000;
+	while (atomic_load(&small_calls) < accepted && now_ms() < deadline)
+		sleep_ms(5);
+	mq_publisher_free(p);
+	assert_int_equal(atomic_load(&small_calls), accepted);
+}
+
+/* ---- (5) free with messages pending ---------------------------------------- */
+
+static atomic_int free_ok, free_closed, free_other;
+static atomic_int free_calls[2000];
+
+static void free_cb(void *arg, int result)
+{
+	int i = (int)(intptr_t)arg;
+
+	atomic_fetch_add(&free_calls[i], 1);
+	if (result == ERR_OK)
+		atomic_fetch_add(&free_ok, 1);
+	else if (result == ERR_CLOSED)
+		atomic_fetch_add(&free_closed, 1);
+	else
+		atomic_fetch_add(&free_other, 1);
+}
+
+static void test_free_with_pending(void **state)
+{
+	struct mq_publisher *p;
+	uint8_t body[BODY_SIZE];
+	int accepted = 0;
+
+	(void)state;
+	p = new_publisher(url, 0, 0);
+	assert_non_null(p);
+	assert_true(wait_connected(p, 15000));
+	atomic_store(&free_ok, 0);
+	atomic_store(&free_closed, 0);
+	atomic_store(&free_other, 0);
+	memset(body, 'f', sizeof(body));
+	for (int i = 0; i < 2000; i++) {
+		atomic_store(&free_calls[i], 0);
+		if (mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "it-mq-free", body,
+		                         sizeof(body), free_cb, (void *)(intptr_t)i) == ERR_OK)
+			accepted++;
+	}
+	assert_int_equal(accepted, 2000);
+	mq_publisher_free(p);
+	/* Every callback has run by the time free returns, exactly once. */
+	for (int i = 0; i < 2000; i++)
+		assert_int_equal(atomic_load(&free_calls[i]), 1);
+	assert_int_equal(atomic_load(&free_ok) + atomic_load(&free_closed), 2000);
+	assert_int_equal(atomic_load(&free_other), 0);
+	printf("it_mq: free with 2000 pending: %d confirmed, %d closed\n", atomic_load(&free_ok),
+	       atomic_load(&free_closed));
+	fflush(stdout);
+}
+
+/* ---- (4) no broker --------------------------------------------------------- */
+
+/* cmocka is not thread-safe: count here, assert on the test's thread. */
+static atomic_int never_calls;
+
+static void never_cb(void *arg, int result)
+{
+	(void)arg;
+	(void)result;
+	atomic_fetch_add(&never_calls, 1);
+}
+
+static void test_unavailable(void **state)
+{
+	struct mq_publisher *p;
+	int64_t t0;
+	long m, c;
+
+	(void)state;
+	p = new_publisher(BAD_URL, 0, 100);
+	assert_non_null(p);
+	t0 = now_ms();
+	assert_int_equal(
+	    mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "x", "x", 1, never_cb, NULL),
+	    ERR_UNAVAILABLE);
+	assert_true(now_ms() - t0 < 50);
+	sleep_ms(400); /* a few reconnect attempts */
+	assert_int_equal(mq_publisher_connected(p), 0);
+	t0 = now_ms();
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(
+		    mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "x", "x", 1, never_cb, NULL),
+		    ERR_UNAVAILABLE);
+	assert_true(now_ms() - t0 < 50);
+	assert_int_equal(mq_publish_sync(p, MQ_EXCHANGE_ORDERS, key, "x", "x", 1), ERR_UNAVAILABLE);
+	assert_int_equal(mq_publisher_queue_stats(p, 0, &m, &c), ERR_NOT_FOUND);
+	t0 = now_ms();
+	mq_publisher_free(p);
+	assert_true(now_ms() - t0 < 1000);
+	mq_publisher_free(NULL);
+	assert_int_equal(atomic_load(&never_calls), 0);
+
+	assert_null(mq_consumer_new(BAD_URL, queue, 10));
+	assert_null(mq_publisher_new(&(struct mq_publisher_options){.url = "not a url"}));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_topology_idempotent),
+	    cmocka_unit_test(test_publish_concurrent),
+	    cmocka_unit_test(test_consume_roundtrip),
+	    cmocka_unit_test(test_redelivery_count),
+	    cmocka_unit_test(test_nacked),
+	    cmocka_unit_test(test_channel_loss_reconnects),
+	    cmocka_unit_test(test_queue_stats),
+	    cmocka_unit_test(test_max_in_flight),
+	    cmocka_unit_test(test_free_with_pending),
+	    cmocka_unit_test(test_unavailable),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
