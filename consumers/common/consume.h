@@ -1,0 +1,219 @@
+/*
+ * consume.h: the one consume loop every consumer daemon runs, and the
+ * handler contract the daemons fill in.
+ *
+ * Per delivery the loop does:
+ *
+ *   1. message_id = the AMQP message_id property; empty, oversized or
+ *      undecodable (handler->decode) -> poison.
+ *   2. BEGIN; INSERT INTO inbox (consumer, message_id, order_id, outcome)
+ *      ... ON CONFLICT DO NOTHING RETURNING. A concurrent duplicate blocks
+ *      on the unique key until the first transaction commits, then
+ *      conflicts.
+ *   3. Row inserted: handler->process() does the work on the same
+ *      connection inside the transaction and fills a struct consume_result
+ *      (an outcome text and at most one outgoing message); the loop stores
+ *      the outcome in the inbox row and commits.
+ *      No row (seen before): the loop reads the recorded outcome, commits,
+ *      and handler->replay() rebuilds the same outgoing message from the
+ *      input and the outcome, without touching any business table. (A
+ *      message_id recorded for another order_id is poison.) The outgoing
+ *      envelope's occurred_at_ms is the inbox row's time, so a replayed
+ *      message is byte for byte the first one.
+ *   4. The outgoing message is published with a message_id derived from
+ *      the consumer name and the input message_id (so the next stage's
+ *      inbox recognises a re-publication), and the delivery is acked only
+ *      once the broker has confirmed it. A failed publish rejects the
+ *      delivery with requeue; its redelivery takes the replay path.
+ *   5. ERR_PARSE or ERR_INVALID from a hook is poison (it can never
+ *      succeed): rollback, log, reject without requeue (dead-letter queue).
+ *      Anything else is transient: rollback, back off (100 ms doubling to
+ *      5 s, reset on success), reject with requeue; the quorum queue's
+ *      delivery limit eventually parks a message that never succeeds in
+ *      <queue>.dlq. While PostgreSQL is unreachable the delivery is held and
+ *      retried in-process instead, so an outage does not burn deliveries.
+ *   6. SIGTERM or SIGINT: the current message is finished, everything is
+ *      closed and consume_main() returns 0.
+ *
+ * Outcome texts are short, stored in inbox.outcome and logged: they must
+ * never contain card data.
+ *
+ * The hooks run on the loop's thread only (their state needs no locking).
+ * decode, msg_free, process and replay are required; decode may run more
+ * than once for one delivery (retries while PostgreSQL is down).
+ *
+ * Metrics: orders_messages_total{consumer,outcome} (outcome: processed,
+ * replayed, poison, retried) and orders_message_processing_seconds
+ * {consumer}. /readyz: PostgreSQL answered the last query or ping, and the
+ * publisher and the consumer are connected.
+ */
+#ifndef ORDERS_CONSUME_H
+#define ORDERS_CONSUME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "db.h"
+#include "ids.h"
+#include "mq.h"
+#include "proto.h"
+#include "buf.h"
+
+#define CONSUME_OUTCOME_MAX 256
+
+/* One delivery as the hooks see it. Everything is borrowed from the loop. */
+struct consume_input {
+	const char *message_id; /* the AMQP message_id, never empty */
+	const char *routing_key;
+	const uint8_t *body;
+	size_t len; /* at most PROTO_MAX_MESSAGE */
+	/* The message_id the outgoing message must carry in its envelope. */
+	char out_message_id[IDS_UUID_LEN + 1];
+	/*
+	 * When the inbox row was written (Unix ms, the transaction's now()):
+	 * the same on the first run and on every replay, so use it as the
+	 * outgoing envelope's occurred_at_ms and the replayed message is
+	 * identical. Set before process() and replay() are called.
+	 */
+	int64_t processed_ms;
+	void *msg;            /* set by decode(), freed with msg_free() */
+	const char *order_id; /* set by decode(): a valid UUID inside msg */
+};
+
+/*
+ * What process() or replay() produce. outcome is required; exchange NULL
+ * means there is nothing to publish. body is malloc'd and freed by the loop.
+ */
+struct consume_result {
+	char outcome[CONSUME_OUTCOME_MAX];
+	/* Set by the loop, not the hooks: */
+	char message_id[IDS_UUID_LEN + 1]; /* the outgoing message's id */
+	char order_id[IDS_UUID_LEN + 1];   /* the input's order id, for logs */
+	int replayed;                      /* 1 when replay() made it */
+	/* Set by process() or replay(): */
+	const char *exchange; /* a static string, e.g. MQ_EXCHANGE_ORDERS */
+	char routing_key[MQ_KEY_MAX];
+	uint8_t *body;
+	size_t len;
+};
+
+struct consume_handler {
+	/* "inventory": the inbox consumer name, the metric label and the
+	 * daemon name "orders-inventory" in every log line. */
+	const char *name;
+	const char *queue; /* the work queue to consume */
+	int default_port;  /* ops port when ORDERS_METRICS_PORT is 0 */
+
+	/* init - optional: make *state from the configuration (keys, extra
+	 * connections). An error stops the daemon before it consumes. */
+	int (*init)(const struct config *cfg, void **state);
+	/* fini - optional: free what init made. */
+	void (*fini)(void *state);
+
+	/*
+	 * decode - unpack and validate in->body (for in->routing_key), set
+	 * in->msg and in->order_id (a lowercase UUID). ERR_PARSE or
+	 * ERR_INVALID for a message that can never be processed.
+	 */
+	int (*decode)(void *state, struct consume_input *in);
+	/* msg_free - free in->msg; called with NULL too. */
+	void (*msg_free)(void *msg);
+
+	/*
+	 * process - do the work with db, inside the loop's transaction (use
+	 * savepoints for partial rollbacks, never COMMIT or ROLLBACK), and fill
+	 * res. Returns ERR_OK, ERR_PARSE/ERR_INVALID (poison) or a transient
+	 * error (ERR_UNAVAILABLE, ERR_TIMEOUT, ERR_DB, ...). Map db_exec()'s
+	 * ERR_INVALID/ERR_CONFLICT through consume_db_rc() so that a database
+	 * refusal is not mistaken for poison.
+	 */
+	int (*process)(void *state, struct db *db, const struct consume_input *in,
+	               struct consume_result *res);
+
+	/*
+	 * replay - rebuild into res the outgoing message process() produced
+	 * for this input and outcome (res->outcome is already set). No
+	 * database access. ERR_PARSE for an outcome it does not know.
+	 */
+	int (*replay)(void *state, const struct consume_input *in, const char *outcome,
+	              struct consume_result *res);
+};
+
+/*
+ * consume_main - the whole daemon: configuration, logging, metrics, the ops
+ * endpoints, PostgreSQL, the publisher, handler init, the loop until
+ * SIGTERM/SIGINT, and the release of everything. Returns the process exit
+ * status: 0 after a clean stop, 2 on a bad configuration, 1 when start-up
+ * fails otherwise.
+ */
+int consume_main(const struct consume_handler *h, int argc, char **argv);
+
+/*
+ * consume__deliver - steps 1-3 for one delivery on db without RabbitMQ:
+ * check and decode it, then process it in the inbox transaction or replay
+ * its recorded outcome. On ERR_OK res holds the outcome and the message to
+ * publish (release it with consume_result_release); res->order_id is set
+ * whenever decoding got that far. Errors as the hooks give them; poison is
+ * logged. Used by the loop, and by tests to drive a handler directly.
+ */
+int consume__deliver(const struct consume_handler *h, void *state, struct db *db,
+                     const struct mq_delivery *d, struct consume_result *res);
+
+/* consume_result_release - free res->body and empty res. */
+void consume_result_release(struct consume_result *res);
+
+/* ---- helpers for handlers ----------------------------------------------- */
+
+/* consume_db_rc - a db_exec() error as a transient one: ERR_INVALID (a
+ * check violation) and ERR_CONFLICT become ERR_DB; the rest pass through. */
+int consume_db_rc(int rc);
+
+/* consume_utf8_ok - 1 when s is valid UTF-8 (PostgreSQL refuses anything
+ * else in text, which would otherwise look like a transient failure). */
+int consume_utf8_ok(const char *s);
+
+/* consume_sku_ok - 1 when s matches ^[A-Za-z0-9._-]{1,64}$. */
+int consume_sku_ok(const char *s);
+
+/* consume_currency_ok - 1 when s is three upper-case ASCII letters. */
+int consume_currency_ok(const char *s);
+
+/*
+ * consume_sleep_ms - sleep, waking early once a stop has been requested.
+ * Returns 1 when the daemon is stopping.
+ */
+int consume_sleep_ms(int ms);
+
+/* consume_stopping - 1 once SIGTERM or SIGINT has arrived. */
+int consume_stopping(void);
+
+/*
+ * consume_field - the n-th (from 0) ':'-separated field of an outcome text
+ * into out (size outlen; may be empty). ERR_NOT_FOUND when there are fewer
+ * fields, ERR_TOO_BIG when it does not fit. Outcome fields never contain
+ * ':' themselves (ids, tokens, codes, SKUs).
+ */
+int consume_field(const char *outcome, int n, char *out, size_t outlen);
+
+/*
+ * consume_envelope_problem / consume_order_problem - NULL when the envelope
+ * (present, message_id, order_id a lowercase UUID, UTF-8 texts) or the order
+ * (1..100 lines, SKU pattern, quantity 1..999, prices and total >= 0,
+ * currency ^[A-Z]{3}$, UTF-8 texts) is acceptable, else a short reason for
+ * the log (never any input text). A problem makes the message poison.
+ */
+const char *consume_envelope_problem(const Orders__Envelope *env);
+const char *consume_order_problem(const Orders__Order *o);
+
+/*
+ * consume_pg_array_add - append s to a PostgreSQL array literal in b as one
+ * double-quoted element, with a comma before it unless first. The caller
+ * writes the braces. Errors from buf_append (ERR_TOO_BIG, ERR_NOMEM).
+ */
+int consume_pg_array_add(struct buf *b, const char *s, int first);
+
+/* consume_field_count - how many ':'-separated fields outcome has. */
+int consume_field_count(const char *outcome);
+
+#endif

@@ -1,0 +1,367 @@
+/* payment.c: opens the sealed card, vaults it and authorizes the order through the gateway. */
+#include "payment.h"
+
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "card.h"
+#include "err.h"
+#include "gateway.h"
+#include "log.h"
+#include "seal.h"
+#include "vault.h"
+
+struct payment {
+	struct opener *opener;
+	struct vault vault;
+	struct gateway *gateway;
+};
+
+/* In-process retries of a transient gateway failure, before the loop's own. */
+static const int retry_delays_ms[] = {50, 100, 200, 400, 800};
+#define RETRIES (sizeof(retry_delays_ms) / sizeof(retry_delays_ms[0]))
+
+static void pay_fini(void *state)
+{
+	struct payment *pay = state;
+
+	if (!pay)
+		return;
+	opener_free(pay->opener);
+	vault_release(&pay->vault);
+	gateway_free(pay->gateway);
+	sodium_memzero(pay, sizeof(*pay));
+	free(pay);
+}
+
+static int pay_init(const struct config *cfg, void **state)
+{
+	uint8_t sk[SEAL_KEY_BYTES];
+	struct payment *pay = calloc(1, sizeof(*pay));
+	int rc = ERR_NOMEM;
+
+	if (!pay)
+		return ERR_NOMEM;
+	if (seal_hex_decode(cfg->seal_secret_key, sk, sizeof(sk)) != ERR_OK) {
+		log_error("cannot use ORDERS_SEAL_SECRET_KEY: it must be 64 hex digits");
+		rc = ERR_INVALID;
+		goto fail;
+	}
+	pay->opener = opener_new(sk);
+	sodium_memzero(sk, sizeof(sk));
+	if (!pay->opener)
+		goto fail;
+	rc = vault_init(&pay->vault, cfg->vault_key, cfg->fingerprint_key);
+	if (rc)
+		goto fail;
+	rc = ERR_NOMEM;
+	pay->gateway = gateway_new(cfg->pg_dsn, cfg->gateway_latency_ms);
+	if (!pay->gateway)
+		goto fail;
+	*state = pay;
+	return ERR_OK;
+fail:
+	pay_fini(pay);
+	return rc;
+}
+
+static void pay_msg_free(void *msg)
+{
+	if (msg)
+		orders__inventory_reserved__free_unpacked(msg, NULL);
+}
+
+static int pay_decode(void *state, struct consume_input *in)
+{
+	Orders__InventoryReserved *m;
+	const Orders__SealedCard *sc;
+	const char *why;
+
+	(void)state;
+	m = orders__inventory_reserved__unpack(NULL, in->len, in->body);
+	if (!m) {
+		log_error("cannot unpack inventory.reserved", LF_STR("message_id", in->message_id));
+		return ERR_PARSE;
+	}
+	sc = m->card;
+	why = consume_envelope_problem(m->envelope);
+	if (!why)
+		why = consume_order_problem(m->order);
+	if (!why && !sc)
+		why = "sealed card missing";
+	if (!why && sc->sender_public_key.len != SEAL_KEY_BYTES)
+		why = "sealed card sender_public_key is not 32 bytes";
+	if (!why && sc->nonce.len != SEAL_NONCE_BYTES)
+		why = "sealed card nonce is not 24 bytes";
+	if (!why && (sc->ciphertext.len <= SEAL_MAC_BYTES ||
+	             sc->ciphertext.len > SEAL_MAC_BYTES + CARD_RECORD_MAX))
+		why = "sealed card ciphertext has an impossible length";
+	if (!why && (!sc->brand || strlen(sc->brand) > 16 || !sc->last4 || strlen(sc->last4) != 4))
+		why = "sealed card brand or last4 missing";
+	if (why) {
+		log_error("cannot accept inventory.reserved", LF_STR("message_id", in->message_id),
+		          LF_STR("reason", why));
+		orders__inventory_reserved__free_unpacked(m, NULL);
+		return ERR_INVALID;
+	}
+	in->msg = m;
+	in->order_id = m->envelope->order_id;
+	return ERR_OK;
+}
+
+/* ---- outgoing message ---------------------------------------------------- */
+
+static int build_result(Orders__InventoryReserved *m, const struct consume_input *in,
+                        int authorized, const char *code, const char *token, const char *auth_id,
+                        struct consume_result *res)
+{
+	Orders__PaymentResult out = ORDERS__PAYMENT_RESULT__INIT;
+	Orders__Envelope env = ORDERS__ENVELOPE__INIT;
+	const char *key = authorized ? MQ_KEY_PAYMENT_AUTHORIZED : MQ_KEY_PAYMENT_DECLINED;
+	int rc;
+
+	proto_envelope_set(&env, (char *)in->out_message_id, m->envelope->order_id,
+	                   in->processed_ms, m->envelope->correlation_id);
+	out.envelope = &env;
+	out.order = m->order;
+	out.authorized = authorized ? 1 : 0;
+	out.decline_code = (char *)code;
+	out.token = (char *)token;
+	out.brand = m->card->brand;
+	out.last4 = m->card->last4;
+	out.authorization_id = (char *)auth_id;
+	rc = proto_pack(&out.base, &res->body, &res->len);
+	if (rc)
+		return rc == ERR_TOO_BIG ? ERR_INVALID : rc;
+	res->exchange = MQ_EXCHANGE_ORDERS;
+	snprintf(res->routing_key, sizeof(res->routing_key), "%s", key);
+	return ERR_OK;
+}
+
+/* ---- processing ---------------------------------------------------------- */
+
+/* Lock the order row for the whole transaction and read its status. */
+static int lock_order(struct db *db, const char *order_id, char *status, size_t len)
+{
+	static const char sql[] = "SELECT status FROM orders WHERE order_id = $1::uuid FOR UPDATE";
+	PGresult *r = NULL;
+	int rc;
+
+	rc = consume_db_rc(db_exec(db, sql, 1, &order_id, &r));
+	if (rc)
+		return rc;
+	if (PQntuples(r) != 1) {
+		/* inventory-consumer commits the order before announcing it. */
+		PQclear(r);
+		log_error("cannot find order to charge", LF_STR("order_id", order_id));
+		return ERR_DB;
+	}
+	snprintf(status, len, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return ERR_OK;
+}
+
+/*
+ * Open the sealed card into *card. Anything that does not open or decode is
+ * poison: it will not open any better next time.
+ */
+static int open_card(struct payment *pay, const struct consume_input *in,
+                     const Orders__SealedCard *sc, struct card *card)
+{
+	uint8_t plain[CARD_RECORD_MAX];
+	size_t n = sc->ciphertext.len - SEAL_MAC_BYTES;
+	char last4[5];
+	int rc;
+
+	rc = opener_open(pay->opener, sc->sender_public_key.data, sc->nonce.data,
+	                 sc->ciphertext.data, sc->ciphertext.len, plain);
+	if (rc) {
+		log_error("cannot open sealed card", LF_STR("message_id", in->message_id),
+		          LF_STR("order_id", in->order_id), LF_STR("error", err_str(rc)));
+		return ERR_INVALID;
+	}
+	rc = card_decode((const char *)plain, n, card);
+	sodium_memzero(plain, sizeof(plain));
+	if (rc) {
+		log_error("cannot decode opened card record", LF_STR("message_id", in->message_id),
+		          LF_STR("order_id", in->order_id));
+		return ERR_INVALID;
+	}
+	/* The clear brand and last4 travel on; they must be this card's. */
+	card_last4(card->number, last4);
+	if (strcmp(card_brand(card->number), sc->brand) != 0 || strcmp(last4, sc->last4) != 0) {
+		log_error("cannot accept sealed card: its clear brand or last4 does not match",
+		          LF_STR("message_id", in->message_id), LF_STR("order_id", in->order_id));
+		card_wipe(card);
+		return ERR_INVALID;
+	}
+	return ERR_OK;
+}
+
+static int charge(struct payment *pay, const struct consume_input *in, const struct card *card,
+                  const Orders__Order *o, struct gateway_result *gr, int *attempts)
+{
+	size_t i;
+	int rc;
+
+	for (i = 0;; i++) {
+		rc = gateway_charge(pay->gateway, in->order_id, card, o->total_cents, o->currency,
+		                    gr);
+		*attempts = (int)i + 1;
+		if (rc == ERR_OK)
+			return ERR_OK;
+		if (i == RETRIES)
+			break;
+		log_warn("payment gateway failed, retrying", LF_STR("message_id", in->message_id),
+		         LF_STR("order_id", in->order_id), LF_STR("error", err_str(rc)),
+		         LF_INT("retry_in_ms", retry_delays_ms[i]));
+		if (consume_sleep_ms(retry_delays_ms[i]))
+			break;
+	}
+	log_error("cannot authorize payment: gateway unavailable",
+	          LF_STR("message_id", in->message_id), LF_STR("order_id", in->order_id),
+	          LF_INT("attempts", *attempts));
+	return ERR_UNAVAILABLE;
+}
+
+static int record_payment(struct db *db, const char *order_id, const Orders__Order *o,
+                          const Orders__SealedCard *sc, const char *token,
+                          const struct gateway_result *gr, int attempts)
+{
+	static const char pay_sql[] =
+	    "INSERT INTO payments (order_id, token, amount_cents, currency, authorized, "
+	    "decline_code, authorization_id, attempts) "
+	    "VALUES ($1::uuid, $2, $3::bigint, $4, $5::boolean, NULLIF($6, ''), NULLIF($7, ''), "
+	    "$8::int) ON CONFLICT DO NOTHING";
+	static const char order_sql[] =
+	    "UPDATE orders SET payment_token = $2, card_brand = $3, card_last4 = $4, "
+	    "updated_at = now() WHERE order_id = $1::uuid";
+	char amount[24], tries[16];
+	const char *p[8];
+	int rc;
+
+	snprintf(amount, sizeof(amount), "%" PRId64, (int64_t)o->total_cents);
+	snprintf(tries, sizeof(tries), "%d", attempts);
+	p[0] = order_id;
+	p[1] = token;
+	p[2] = amount;
+	p[3] = o->currency;
+	p[4] = gr->approved ? "true" : "false";
+	p[5] = gr->decline_code;
+	p[6] = gr->authorization_id;
+	p[7] = tries;
+	rc = consume_db_rc(db_exec(db, pay_sql, 8, p, NULL));
+	if (rc)
+		return rc;
+	p[2] = sc->brand;
+	p[3] = sc->last4;
+	return consume_db_rc(db_exec(db, order_sql, 4, p, NULL));
+}
+
+static void utc_year_month(int *year, int *month)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&now, &tm);
+	*year = tm.tm_year + 1900;
+	*month = tm.tm_mon + 1;
+}
+
+static int pay_process(void *state, struct db *db, const struct consume_input *in,
+                       struct consume_result *res)
+{
+	struct payment *pay = state;
+	Orders__InventoryReserved *m = in->msg;
+	struct gateway_result gr;
+	struct card card;
+	enum card_problem problem;
+	char status[32], token[VAULT_TOKEN_LEN + 1] = "";
+	int rc, year, month, attempts = 0;
+
+	memset(&card, 0, sizeof(card));
+	memset(&gr, 0, sizeof(gr));
+	rc = lock_order(db, in->order_id, status, sizeof(status));
+	if (rc)
+		goto out;
+	if (strcmp(status, "reserved") != 0) {
+		/* Expired (or otherwise final) meanwhile: never charge it now. */
+		log_warn("order is no longer reserved, not charging it",
+		         LF_STR("message_id", in->message_id), LF_STR("order_id", in->order_id),
+		         LF_STR("status", status));
+		snprintf(res->outcome, sizeof(res->outcome), "noop:%s", status);
+		goto out;
+	}
+	rc = open_card(pay, in, m->card, &card);
+	if (rc)
+		goto out;
+	utc_year_month(&year, &month);
+	problem = card_validate(&card, year, month);
+	if (problem != CARD_OK) {
+		card_wipe(&card);
+		log_info("card is not valid, declining", LF_STR("message_id", in->message_id),
+		         LF_STR("order_id", in->order_id),
+		         LF_STR("reason", card_problem_str(problem)));
+		snprintf(res->outcome, sizeof(res->outcome), "declined:invalid_card:");
+		rc = build_result(m, in, 0, "invalid_card", "", "", res);
+		goto out;
+	}
+	rc = charge(pay, in, &card, m->order, &gr, &attempts);
+	if (rc)
+		goto out;
+	rc = vault_store(&pay->vault, db, &card, token);
+	/* Nothing needs the number or the CVC any more. */
+	card_wipe(&card);
+	if (rc)
+		goto out;
+	rc = record_payment(db, in->order_id, m->order, m->card, token, &gr, attempts);
+	if (rc)
+		goto out;
+	if (gr.approved) {
+		snprintf(res->outcome, sizeof(res->outcome), "authorized:%s:%s",
+		         gr.authorization_id, token);
+		rc = build_result(m, in, 1, "", token, gr.authorization_id, res);
+	} else {
+		snprintf(res->outcome, sizeof(res->outcome), "declined:%s:%s", gr.decline_code,
+		         token);
+		rc = build_result(m, in, 0, gr.decline_code, token, "", res);
+	}
+out:
+	card_wipe(&card);
+	return rc;
+}
+
+static int pay_replay(void *state, const struct consume_input *in, const char *outcome,
+                      struct consume_result *res)
+{
+	Orders__InventoryReserved *m = in->msg;
+	char a[GATEWAY_CODE_MAX], token[VAULT_TOKEN_LEN + 1];
+
+	(void)state;
+	if (strncmp(outcome, "noop:", 5) == 0)
+		return ERR_OK;
+	if (consume_field_count(outcome) != 3 || consume_field(outcome, 1, a, sizeof(a)) ||
+	    consume_field(outcome, 2, token, sizeof(token)))
+		return ERR_PARSE;
+	if (strncmp(outcome, "authorized:", 11) == 0)
+		return build_result(m, in, 1, "", token, a, res);
+	if (strncmp(outcome, "declined:", 9) == 0)
+		return build_result(m, in, 0, a, token, "", res);
+	return ERR_PARSE;
+}
+
+const struct consume_handler payment_handler = {
+    .name = "payment",
+    .queue = MQ_QUEUE_PAYMENT,
+    .default_port = 9102,
+    .init = pay_init,
+    .fini = pay_fini,
+    .decode = pay_decode,
+    .msg_free = pay_msg_free,
+    .process = pay_process,
+    .replay = pay_replay,
+};

@@ -1,0 +1,24 @@
+/*
+ * payment.h: the payment-consumer's handler (queue payment.authorize).
+ *
+ * For each inventory.reserved message, with the order row locked: open the
+ * sealed card, validate it, authorize the order total through the gateway
+ * (the order id is its idempotency key; transient failures are retried
+ * in-process after 50, 100, 200, 400 and 800 ms), vault the number and get
+ * its token, wipe the card (the CVC is never stored), record the payment and
+ * put token, brand and last4 on the order. payment.authorized or
+ * payment.declined goes out. An order that is no longer 'reserved' (expired
+ * meanwhile) is not charged.
+ *
+ * Outcomes: "authorized:<authorization_id>:<token>",
+ * "declined:<code>:<token>" (token empty for an invalid card),
+ * "noop:<status>". None of them holds card data.
+ */
+#ifndef ORDERS_PAYMENT_H
+#define ORDERS_PAYMENT_H
+
+#include "consume.h"
+
+extern const struct consume_handler payment_handler;
+
+#endif
