@@ -1,0 +1,149 @@
+/*
+ * api.h: orders-api, the HTTP front door. Shared state and the pieces the
+ * route handlers in catalog.c, checkout.c and orders.c use.
+ *
+ * Threads: libmicrohttpd runs the handlers on its pool of epoll threads;
+ * the publisher has a thread of its own. struct api is set up before the
+ * HTTP daemon starts and is read-only afterwards, except through the
+ * thread-safe pools, publisher and metrics it holds.
+ */
+#ifndef ORDERS_API_H
+#define ORDERS_API_H
+
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "buf.h"
+#include "cache.h"
+#include "config.h"
+#include "db.h"
+#include "metrics.h"
+#include "mq.h"
+#include "seal.h"
+
+#define API_BODY_MAX (64 * 1024)
+#define API_REQUEST_ID_MAX 64
+#define API_MAX_KEYS 32
+#define API_CLIENT_ID_LEN 16 /* "key_" + 12 hex digits */
+
+enum role { ROLE_NONE = 0, ROLE_CLIENT, ROLE_FINANCE, ROLE_ADMIN };
+
+struct api_key {
+	char key[128];
+	enum role role;
+	char client_id[API_CLIENT_ID_LEN + 1]; /* a non-secret name for the key */
+};
+
+struct api {
+	struct config cfg;
+	struct api_key keys[API_MAX_KEYS];
+	size_t nkeys;
+	uint8_t order_id_key[32];
+
+	struct db_pool *db;
+	struct cache_pool *cache;
+	struct mq_publisher *publisher;
+	struct sealer *sealer;
+
+	struct metrics *metrics;
+	struct metric_family *m_requests;
+	struct metric_family *m_latency;
+	struct metric_family *m_checkouts;
+	struct metric_family *m_confirm_latency;
+	struct metric_family *m_queue_messages;
+	struct metric_family *m_queue_consumers;
+
+	struct MHD_Daemon *httpd;
+};
+
+/* The stages of one request's life (struct request.state). */
+enum request_state {
+	REQ_RECEIVING = 0, /* headers and body arriving */
+	REQ_PUBLISHING,    /* suspended, waiting for the broker's confirm */
+	REQ_CONFIRMED,     /* the confirm (or its failure) has arrived */
+};
+
+/*
+ * One HTTP request, from its first header to its completion. Owned by MHD's
+ * per-request pointer; freed in the completion callback. While suspended,
+ * the publisher thread writes publish_result and state, then resumes the
+ * connection; after that it never touches the request again.
+ */
+struct request {
+	struct api *api;
+	struct MHD_Connection *conn;
+	char request_id[API_REQUEST_ID_MAX + 1];
+	const char *method;
+	const char *route;  /* the route's pattern, the metrics label */
+	const struct api_key *key;
+	struct buf body;
+	int body_too_big;
+	int64_t started_ns;
+
+	/* Checkout, across the suspension. */
+	_Atomic int state;
+	_Atomic int publish_result;
+	int64_t publish_started_ns;
+	char order_id[40];
+	char idem_redis_key[320];
+	char *accepted_body; /* the 202 body, malloc'd */
+};
+
+/* ---- responses (http.c) --------------------------------------------------- */
+
+/* respond_json - queue status with the JSON body (copied). headers is a
+ * NULL-terminated list of name, value pairs, or NULL. */
+enum MHD_Result respond_json(struct request *r, unsigned int status, const char *body,
+			     const char *const *headers);
+/* respond_obj - like respond_json with a jansson object (decref'd here). */
+enum MHD_Result respond_obj(struct request *r, unsigned int status, json_t *obj,
+			    const char *const *headers);
+/* respond_error - the contract's error shape; field may be NULL. */
+enum MHD_Result respond_error(struct request *r, unsigned int status, const char *code,
+			      const char *message, const char *field);
+/* respond_unavailable - 503 unavailable with Retry-After. */
+enum MHD_Result respond_unavailable(struct request *r, const char *what);
+
+/* require_role - ERR_OK when the request's key may use a route for role;
+ * otherwise the 401/403 has been queued and the handler returns *result. */
+int require_role(struct request *r, enum role role, enum MHD_Result *result);
+
+/* body_json - parse the request body as a JSON object. On failure queues
+ * 415/400 and returns NULL with *result set. */
+json_t *body_json(struct request *r, enum MHD_Result *result);
+
+int64_t api_now_ns(void);
+
+/* ---- validation helpers (http.c) ------------------------------------------ */
+
+int valid_sku(const char *s);
+int valid_currency(const char *s);
+
+/* ---- route handlers ------------------------------------------------------- */
+
+enum MHD_Result catalog_put(struct request *r, const char *sku);
+enum MHD_Result catalog_get(struct request *r, const char *sku);
+enum MHD_Result catalog_list(struct request *r);
+enum MHD_Result checkout_post(struct request *r);
+/* checkout_resumed - called when a suspended checkout comes back. */
+enum MHD_Result checkout_resumed(struct request *r);
+enum MHD_Result orders_get(struct request *r, const char *order_id);
+
+/*
+ * product_lookup - name, price and currency of sku: Redis first, PostgreSQL
+ * on a miss (and the cache is filled). ERR_NOT_FOUND, ERR_UNAVAILABLE.
+ * name_out may be NULL.
+ */
+int product_lookup(struct api *a, struct cache *c, const char *sku, int64_t *price_cents,
+		   char currency[4], char *name_out, size_t name_len);
+
+/* http_start / http_stop - the MHD daemon (http.c). */
+int http_start(struct api *a);
+void http_quiesce(struct api *a);
+void http_stop(struct api *a);
+
+#endif

@@ -1,0 +1,315 @@
+/* catalog.c: products: PUT/GET /v1/products/{sku}, GET /v1/products, and the product cache. */
+#include "api.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "log.h"
+
+/*
+ * Redis keys: "product:{sku}" is a hash (name, price_cents, currency) kept
+ * current by PUT and filled on a miss; "available:{sku}" holds stock minus
+ * reservations for at most one second, so what clients see lags the
+ * database by at most that.
+ */
+#define AVAILABLE_TTL_MS 1000
+
+static void cache_product(struct cache *c, const char *sku, const char *name, int64_t price,
+			  const char *currency)
+{
+	char price_s[24];
+	redisReply *rep;
+
+	snprintf(price_s, sizeof(price_s), "%" PRId64, price);
+	rep = cache_command(c, "HSET product:%s name %s price_cents %s currency %s", sku, name,
+			    price_s, currency);
+	if (rep)
+		freeReplyObject(rep);
+}
+
+int product_lookup(struct api *a, struct cache *c, const char *sku, int64_t *price_cents,
+		   char currency[4], char *name_out, size_t name_len)
+{
+	const char *params[1] = { sku };
+	redisReply *rep;
+	PGresult *res = NULL;
+	struct db *d;
+	int rc;
+
+	rep = cache_command(c, "HMGET product:%s name price_cents currency", sku);
+	if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
+	    rep->element[0]->type == REDIS_REPLY_STRING &&
+	    rep->element[1]->type == REDIS_REPLY_STRING &&
+	    rep->element[2]->type == REDIS_REPLY_STRING && rep->element[2]->len == 3) {
+		*price_cents = strtoll(rep->element[1]->str, NULL, 10);
+		memcpy(currency, rep->element[2]->str, 4);
+		if (name_out)
+			snprintf(name_out, name_len, "%s", rep->element[0]->str);
+		freeReplyObject(rep);
+		return ERR_OK;
+	}
+	if (rep)
+		freeReplyObject(rep);
+
+	/* A miss: the database knows, and the next caller finds it cached. */
+	d = db_pool_get(a->db);
+	if (!d)
+		return ERR_UNAVAILABLE;
+	rc = db_exec(d, "SELECT name, price_cents, currency FROM products WHERE sku = $1", 1,
+		     params, &res);
+	db_pool_put(a->db, d);
+	if (rc != ERR_OK)
+		return ERR_UNAVAILABLE;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		return ERR_NOT_FOUND;
+	}
+	*price_cents = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	snprintf(currency, 4, "%s", PQgetvalue(res, 0, 2));
+	if (name_out)
+		snprintf(name_out, name_len, "%s", PQgetvalue(res, 0, 0));
+	cache_product(c, sku, PQgetvalue(res, 0, 0), *price_cents, currency);
+	PQclear(res);
+	return ERR_OK;
+}
+
+/* A field that must be an integer in [min, max]; queues the 422 otherwise. */
+static int int_field(struct request *r, json_t *obj, const char *key, int64_t min, int64_t max,
+		     int64_t *out, enum MHD_Result *result)
+{
+	json_t *v = json_object_get(obj, key);
+	char msg[128];
+
+	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+		snprintf(msg, sizeof(msg), "'%s' must be an integer from %" PRId64 " to %" PRId64,
+			 key, min, max);
+		*result = respond_error(r, 422, "validation_error", msg, key);
+		return ERR_INVALID;
+	}
+	*out = json_integer_value(v);
+	return ERR_OK;
+}
+
+enum MHD_Result catalog_put(struct request *r, const char *sku)
+{
+	enum MHD_Result result;
+	json_t *body, *name;
+	const char *currency;
+	int64_t price, stock;
+	char price_s[24], stock_s[24];
+	const char *params[5];
+	PGresult *res = NULL;
+	struct db *d;
+	struct cache *c;
+	int rc, created;
+	json_t *out;
+
+	if (require_role(r, ROLE_ADMIN, &result) != ERR_OK)
+		return result;
+	if (!valid_sku(sku))
+		return respond_error(r, 422, "validation_error",
+				     "sku must be 1 to 64 of A-Z a-z 0-9 . _ -", "sku");
+	body = body_json(r, &result);
+	if (!body)
+		return result;
+
+	name = json_object_get(body, "name");
+	if (!json_is_string(name) || json_string_length(name) < 1 ||
+	    json_string_length(name) > 200) {
+		json_decref(body);
+		return respond_error(r, 422, "validation_error",
+				     "'name' must be a string of 1 to 200 characters", "name");
+	}
+	currency = json_string_value(json_object_get(body, "currency"));
+	if (!currency || !valid_currency(currency)) {
+		json_decref(body);
+		return respond_error(r, 422, "validation_error",
+				     "'currency' must be an ISO 4217 code such as \"USD\"",
+				     "currency");
+	}
+	if (int_field(r, body, "price_cents", 0, INT64_C(1000000000000), &price, &result) ||
+	    int_field(r, body, "stock", 0, INT64_C(1000000000), &stock, &result)) {
+		json_decref(body);
+		return result;
+	}
+
+	snprintf(price_s, sizeof(price_s), "%" PRId64, price);
+	snprintf(stock_s, sizeof(stock_s), "%" PRId64, stock);
+	params[0] = sku;
+	params[1] = json_string_value(name);
+	params[2] = price_s;
+	params[3] = currency;
+	params[4] = stock_s;
+	d = db_pool_get(r->api->db);
+	if (!d) {
+		json_decref(body);
+		return respond_unavailable(r, "the database");
+	}
+	/* xmax = 0 only on a row this statement inserted: 201 versus 200. */
+	rc = db_exec(d,
+		     "INSERT INTO products (sku, name, price_cents, currency, stock)"
+		     " VALUES ($1, $2, $3, $4, $5)"
+		     " ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name,"
+		     "   price_cents = EXCLUDED.price_cents, currency = EXCLUDED.currency,"
+		     "   stock = EXCLUDED.stock, updated_at = now()"
+		     " RETURNING (xmax = 0), stock - reserved, reserved",
+		     5, params, &res);
+	db_pool_put(r->api->db, d);
+	if (rc == ERR_INVALID) {
+		json_decref(body);
+		return respond_error(r, 409, "stock_below_reserved",
+				     "stock cannot be set below the units currently reserved",
+				     "stock");
+	}
+	if (rc != ERR_OK) {
+		json_decref(body);
+		return respond_unavailable(r, "the database");
+	}
+	created = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	out = json_pack("{s:s, s:O, s:I, s:s, s:I, s:I}", "sku", sku, "name", name,
+			"price_cents", (json_int_t)price, "currency", currency, "stock",
+			(json_int_t)stock, "available",
+			(json_int_t)strtoll(PQgetvalue(res, 0, 1), NULL, 10));
+	PQclear(res);
+
+	c = cache_pool_get(r->api->cache);
+	if (c) {
+		redisReply *rep;
+
+		cache_product(c, sku, json_string_value(name), price, currency);
+		rep = cache_command(c, "DEL available:%s", sku);
+		if (rep)
+			freeReplyObject(rep);
+		cache_pool_put(r->api->cache, c);
+	}
+	log_info("product saved", LF_STR("request_id", r->request_id), LF_STR("sku", sku),
+		 LF_INT("stock", stock), LF_INT("created", created));
+	json_decref(body);
+	return respond_obj(r, created ? 201 : 200, out, NULL);
+}
+
+/* available for sku: the one-second cache, else the database. */
+static int product_available(struct api *a, struct cache *c, const char *sku, int64_t *out)
+{
+	const char *params[1] = { sku };
+	redisReply *rep;
+	PGresult *res = NULL;
+	struct db *d;
+	int rc;
+
+	rep = cache_command(c, "GET available:%s", sku);
+	if (rep && rep->type == REDIS_REPLY_STRING) {
+		*out = strtoll(rep->str, NULL, 10);
+		freeReplyObject(rep);
+		return ERR_OK;
+	}
+	if (rep)
+		freeReplyObject(rep);
+	d = db_pool_get(a->db);
+	if (!d)
+		return ERR_UNAVAILABLE;
+	rc = db_exec(d, "SELECT stock - reserved FROM products WHERE sku = $1", 1, params, &res);
+	db_pool_put(a->db, d);
+	if (rc != ERR_OK)
+		return ERR_UNAVAILABLE;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		return ERR_NOT_FOUND;
+	}
+	*out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	rep = cache_command(c, "SET available:%s %s PX %d", sku, PQgetvalue(res, 0, 0),
+			    AVAILABLE_TTL_MS);
+	if (rep)
+		freeReplyObject(rep);
+	PQclear(res);
+	return ERR_OK;
+}
+
+enum MHD_Result catalog_get(struct request *r, const char *sku)
+{
+	enum MHD_Result result;
+	struct cache *c;
+	char currency[4], name[256];
+	int64_t price = 0, available = 0;
+	int rc;
+
+	if (require_role(r, ROLE_CLIENT, &result) != ERR_OK)
+		return result;
+	if (!valid_sku(sku))
+		return respond_error(r, 404, "product_not_found", "no product has that sku", NULL);
+	c = cache_pool_get(r->api->cache);
+	if (!c)
+		return respond_unavailable(r, "the cache");
+	rc = product_lookup(r->api, c, sku, &price, currency, name, sizeof(name));
+	if (rc == ERR_OK)
+		rc = product_available(r->api, c, sku, &available);
+	cache_pool_put(r->api->cache, c);
+	if (rc == ERR_NOT_FOUND)
+		return respond_error(r, 404, "product_not_found", "no product has that sku", NULL);
+	if (rc != ERR_OK)
+		return respond_unavailable(r, "the database");
+	return respond_obj(r, 200,
+			   json_pack("{s:s, s:s, s:I, s:s, s:I}", "sku", sku, "name", name,
+				     "price_cents", (json_int_t)price, "currency", currency,
+				     "available", (json_int_t)(available < 0 ? 0 : available)),
+			   NULL);
+}
+
+enum MHD_Result catalog_list(struct request *r)
+{
+	enum MHD_Result result;
+	const char *limit_s, *after;
+	char limit_buf[8];
+	const char *params[2];
+	PGresult *res = NULL;
+	struct db *d;
+	json_t *products, *out;
+	long limit = 50;
+	char *end;
+	int rc, n;
+
+	if (require_role(r, ROLE_CLIENT, &result) != ERR_OK)
+		return result;
+	limit_s = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "limit");
+	if (limit_s) {
+		limit = strtol(limit_s, &end, 10);
+		if (!*limit_s || *end || limit < 1 || limit > 200)
+			return respond_error(r, 422, "validation_error",
+					     "'limit' must be an integer from 1 to 200", "limit");
+	}
+	after = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after");
+	if (after && !valid_sku(after))
+		return respond_error(r, 422, "validation_error", "'after' must be a sku", "after");
+
+	/* One more than asked tells whether there is a next page. */
+	snprintf(limit_buf, sizeof(limit_buf), "%ld", limit + 1);
+	params[0] = after ? after : "";
+	params[1] = limit_buf;
+	d = db_pool_get(r->api->db);
+	if (!d)
+		return respond_unavailable(r, "the database");
+	rc = db_exec(d,
+		     "SELECT sku, name, price_cents, currency, stock - reserved FROM products"
+		     " WHERE sku > $1 ORDER BY sku LIMIT $2::int",
+		     2, params, &res);
+	db_pool_put(r->api->db, d);
+	if (rc != ERR_OK)
+		return respond_unavailable(r, "the database");
+	products = json_array();
+	n = PQntuples(res);
+	for (int i = 0; i < n && i < limit; i++)
+		json_array_append_new(
+			products,
+			json_pack("{s:s, s:s, s:I, s:s, s:I}", "sku", PQgetvalue(res, i, 0),
+				  "name", PQgetvalue(res, i, 1), "price_cents",
+				  (json_int_t)strtoll(PQgetvalue(res, i, 2), NULL, 10),
+				  "currency", PQgetvalue(res, i, 3), "available",
+				  (json_int_t)strtoll(PQgetvalue(res, i, 4), NULL, 10)));
+	out = json_pack("{s:o, s:o}", "products", products, "next_after",
+			n > limit ? json_string(PQgetvalue(res, (int)limit - 1, 0)) : json_null());
+	PQclear(res);
+	return respond_obj(r, 200, out, NULL);
+}

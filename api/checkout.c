@@ -1,0 +1,621 @@
+/* checkout.c: POST /v1/checkouts: validate, deduplicate, seal the card, publish, answer 202 on confirm. */
+#include "api.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "card.h"
+#include "err.h"
+#include "ids.h"
+#include "log.h"
+#include "proto.h"
+
+#define MAX_LINES 100
+#define MAX_QUANTITY 999
+/* How long a checkout may hold its Idempotency-Key while in flight. */
+#define IDEM_PENDING_TTL_S 60
+/* How long a finished checkout's answer is replayed (the contract: >= 24 h). */
+#define IDEM_DONE_TTL_S (48 * 3600)
+#define ORDER_SNAPSHOT_TTL_S (24 * 3600)
+
+/*
+ * The Redis record of an Idempotency-Key, "idem:{client}:{key}":
+ *   "P:<body hash>"          a checkout with this key is in flight
+ *   "D:<body hash>:<json>"   it was accepted; <json> is the 202 body
+ * The body hash is BLAKE2b-128 of the raw body in hex (32 digits).
+ */
+#define BODY_HASH_HEX 32
+
+struct checkout {
+	json_t *root;
+	const char *customer_id;
+	const char *customer_email;
+	const char *currency;
+	struct {
+		const char *sku;
+		int quantity;
+		int64_t unit_price;
+	} lines[MAX_LINES];
+	size_t nlines;
+	int64_t total;
+	json_t *shipping;
+	struct card card;
+};
+
+static void checkout_release(struct checkout *co)
+{
+	card_wipe(&co->card);
+	json_decref(co->root);
+}
+
+/* ---- validation ----------------------------------------------------------- */
+
+/* A string member of obj, 1..max characters, or NULL. */
+static const char *str_member(json_t *obj, const char *key, size_t max)
+{
+	json_t *v = json_object_get(obj, key);
+
+	if (!json_is_string(v) || json_string_length(v) < 1 || json_string_length(v) > max)
+		return NULL;
+	return json_string_value(v);
+}
+
+static enum MHD_Result invalid(struct request *r, const char *message, const char *field)
+{
+	return respond_error(r, 422, "validation_error", message, field);
+}
+
+static enum MHD_Result invalid_card(struct request *r, const char *message, const char *field)
+{
+	return respond_error(r, 422, "invalid_card", message, field);
+}
+
+/* Parse and check everything but prices; 0 on success, else *res is queued. */
+static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
+			  enum MHD_Result *res)
+{
+	json_t *customer, *items, *payment, *card, *v;
+	const char *number, *cvc;
+	char field[48];
+	time_t now = time(NULL);
+	struct tm tm;
+	size_t i;
+
+	if (json_object_get(root, "cart_id")) {
+		/* Carts are not served yet: no cart id can name one. */
+		*res = respond_error(r, 404, "cart_not_found", "no cart has that id", "cart_id");
+		return -1;
+	}
+	customer = json_object_get(root, "customer");
+	if (!json_is_object(customer) || !(co->customer_id = str_member(customer, "id", 128))) {
+		*res = invalid(r, "'customer.id' must be a string of 1 to 128 characters",
+			       "customer.id");
+		return -1;
+	}
+	co->customer_email = "";
+	if (json_object_get(customer, "email")) {
+		co->customer_email = str_member(customer, "email", 254);
+		if (!co->customer_email || !strchr(co->customer_email, '@')) {
+			*res = invalid(r, "'customer.email' must be an email address",
+				       "customer.email");
+			return -1;
+		}
+	}
+	co->shipping = json_object_get(root, "shipping_address");
+	if (!json_is_object(co->shipping)) {
+		*res = invalid(r, "'shipping_address' is required", "shipping_address");
+		return -1;
+	}
+	{
+		static const char *const required[] = { "name", "line1", "city", "postal_code",
+							"country" };
+
+		for (i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+			if (!str_member(co->shipping, required[i], 200)) {
+				snprintf(field, sizeof(field), "shipping_address.%s", required[i]);
+				*res = invalid(r, "a required shipping address field is missing",
+					       field);
+				return -1;
+			}
+		}
+		v = json_object_get(co->shipping, "line2");
+		if (v && !json_is_null(v) && !str_member(co->shipping, "line2", 200)) {
+			*res = invalid(r, "'shipping_address.line2' must be a string",
+				       "shipping_address.line2");
+			return -1;
+		}
+		v = json_object_get(co->shipping, "country");
+		if (json_string_length(v) != 2) {
+			*res = invalid(r, "'shipping_address.country' must be an ISO 3166 code",
+				       "shipping_address.country");
+			return -1;
+		}
+	}
+
+	co->currency = str_member(root, "currency", 3);
+	if (!co->currency || !valid_currency(co->currency)) {
+		*res = invalid(r, "'currency' must be an ISO 4217 code such as \"USD\"", "currency");
+		return -1;
+	}
+	items = json_object_get(root, "items");
+	if (!json_is_array(items)) {
+		*res = invalid(r, "'items' or 'cart_id' is required", "items");
+		return -1;
+	}
+	if (json_array_size(items) == 0) {
+		*res = respond_error(r, 422, "empty_cart", "the checkout has no items", "items");
+		return -1;
+	}
+	if (json_array_size(items) > MAX_LINES) {
+		*res = invalid(r, "at most 100 items", "items");
+		return -1;
+	}
+	json_array_foreach(items, i, v)
+	{
+		json_t *q = json_object_get(v, "quantity");
+		const char *sku = json_is_object(v) ? str_member(v, "sku", 64) : NULL;
+
+		if (!sku || !valid_sku(sku)) {
+			snprintf(field, sizeof(field), "items[%zu].sku", i);
+			*res = invalid(r, "sku must be 1 to 64 of A-Z a-z 0-9 . _ -", field);
+			return -1;
+		}
+		if (!json_is_integer(q) || json_integer_value(q) < 1 ||
+		    json_integer_value(q) > MAX_QUANTITY) {
+			snprintf(field, sizeof(field), "items[%zu].quantity", i);
+			*res = invalid(r, "quantity must be an integer from 1 to 999", field);
+			return -1;
+		}
+		co->lines[i].sku = sku;
+		co->lines[i].quantity = (int)json_integer_value(q);
+	}
+	co->nlines = json_array_size(items);
+
+	payment = json_object_get(root, "payment");
+	card = json_is_object(payment) ? json_object_get(payment, "card") : NULL;
+	if (!json_is_object(card)) {
+		*res = invalid(r, "'payment.card' is required", "payment.card");
+		return -1;
+	}
+	/* The messages below never quote what was sent: it may be a card number. */
+	number = str_member(card, "number", CARD_NUMBER_MAX);
+	if (!number || !card_luhn_ok(number)) {
+		*res = invalid_card(r, "the card number is not valid", "payment.card.number");
+		return -1;
+	}
+	v = json_object_get(card, "exp_month");
+	co->card.exp_month = json_is_integer(v) ? (int)json_integer_value(v) : 0;
+	v = json_object_get(card, "exp_year");
+	co->card.exp_year = json_is_integer(v) && json_integer_value(v) < 10000
+				    ? (int)json_integer_value(v)
+				    : 0;
+	cvc = str_member(card, "cvc", CARD_CVC_MAX);
+	if (!cvc) {
+		*res = invalid_card(r, "the card's CVC is not valid", "payment.card.cvc");
+		return -1;
+	}
+	snprintf(co->card.number, sizeof(co->card.number), "%s", number);
+	snprintf(co->card.cvc, sizeof(co->card.cvc), "%s", cvc);
+	gmtime_r(&now, &tm);
+	switch (card_validate(&co->card, tm.tm_year + 1900, tm.tm_mon + 1)) {
+	case CARD_OK:
+		break;
+	case CARD_BAD_EXPIRY:
+		*res = invalid_card(r, card_problem_str(CARD_BAD_EXPIRY), "payment.card.exp_month");
+		return -1;
+	case CARD_BAD_CVC:
+		*res = invalid_card(r, card_problem_str(CARD_BAD_CVC), "payment.card.cvc");
+		return -1;
+	default:
+		*res = invalid_card(r, card_problem_str(CARD_BAD_NUMBER), "payment.card.number");
+		return -1;
+	}
+	return 0;
+}
+
+/* Prices from the product cache; 0 on success, else *res is queued. */
+static int price_lines(struct request *r, struct cache *c, struct checkout *co,
+		       enum MHD_Result *res)
+{
+	char currency[4], field[48];
+
+	co->total = 0;
+	for (size_t i = 0; i < co->nlines; i++) {
+		int rc = product_lookup(r->api, c, co->lines[i].sku, &co->lines[i].unit_price,
+					currency, NULL, 0);
+
+		snprintf(field, sizeof(field), "items[%zu].sku", i);
+		if (rc == ERR_NOT_FOUND) {
+			*res = respond_error(r, 422, "unknown_sku", "no product has that sku",
+					     field);
+			return -1;
+		}
+		if (rc != ERR_OK) {
+			*res = respond_unavailable(r, "the product catalog");
+			return -1;
+		}
+		if (strcmp(currency, co->currency) != 0) {
+			*res = respond_error(r, 422, "currency_mismatch",
+					     "the product is sold in another currency", field);
+			return -1;
+		}
+		co->total += co->lines[i].unit_price * co->lines[i].quantity;
+	}
+	return 0;
+}
+
+/* ---- idempotency ---------------------------------------------------------- */
+
+static int valid_idempotency_key(const char *k)
+{
+	size_t n = 0;
+
+	for (; k[n]; n++)
+		if (k[n] < ' ' || k[n] > '~')
+			return 0;
+	return n >= 1 && n <= 255;
+}
+
+static void body_hash(const struct request *r, char out[BODY_HASH_HEX + 1])
+{
+	unsigned char h[BODY_HASH_HEX / 2];
+
+	crypto_generichash(h, sizeof(h), (const unsigned char *)(r->body.data ? r->body.data : ""),
+			   r->body.len, NULL, 0);
+	sodium_bin2hex(out, BODY_HASH_HEX + 1, h, sizeof(h));
+}
+
+/*
+ * Answer from an existing record, if any. Returns 1 when a response was
+ * queued into *res, 0 when the key is free (and now reserved by us), -1
+ * when Redis failed (*res queued).
+ */
+static int claim_key(struct request *r, struct cache *c, const char *hash, enum MHD_Result *res)
+{
+	static const char *const retry[] = { "Retry-After", "1", NULL };
+	redisReply *rep;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		rep = cache_command(c, "SET %s P:%s NX EX %d", r->idem_redis_key, hash,
+				    IDEM_PENDING_TTL_S);
+		if (!rep || rep->type == REDIS_REPLY_ERROR) {
+			if (rep)
+				freeReplyObject(rep);
+			*res = respond_unavailable(r, "the idempotency store");
+			return -1;
+		}
+		if (rep->type == REDIS_REPLY_STATUS) {
+			freeReplyObject(rep);
+			return 0;
+		}
+		freeReplyObject(rep);
+
+		rep = cache_command(c, "GET %s", r->idem_redis_key);
+		if (!rep) {
+			*res = respond_unavailable(r, "the idempotency store");
+			return -1;
+		}
+		if (rep->type != REDIS_REPLY_STRING) {
+			/* Expired between SET and GET: try to claim it again. */
+			freeReplyObject(rep);
+			continue;
+		}
+		if (rep->len < 2 + BODY_HASH_HEX ||
+		    memcmp(rep->str + 2, hash, BODY_HASH_HEX) != 0) {
+			freeReplyObject(rep);
+			*res = respond_error(r, 422, "idempotency_key_reused",
+					     "this Idempotency-Key was used with a different body",
+					     NULL);
+			return 1;
+		}
+		if (rep->str[0] == 'D' && rep->len > 3 + BODY_HASH_HEX) {
+			*res = respond_json(r, 202, rep->str + 3 + BODY_HASH_HEX, NULL);
+			freeReplyObject(rep);
+			return 1;
+		}
+		freeReplyObject(rep);
+		*res = respond_obj(r, 409,
+				   json_pack("{s:{s:s, s:s}}", "error", "code",
+					     "idempotency_key_in_use", "message",
+					     "a checkout with this Idempotency-Key is in progress"),
+				   retry);
+		return 1;
+	}
+	*res = respond_unavailable(r, "the idempotency store");
+	return -1;
+}
+
+static void release_key(struct api *a, const char *redis_key)
+{
+	struct cache *c = cache_pool_get(a->cache);
+	redisReply *rep;
+
+	if (!c)
+		return;
+	rep = cache_command(c, "DEL %s", redis_key);
+	if (rep)
+		freeReplyObject(rep);
+	cache_pool_put(a->cache, c);
+}
+
+/* ---- the message ---------------------------------------------------------- */
+
+/* The pending view GET /v1/orders serves until order-consumer's row exists. */
+static char *order_snapshot(const struct request *r, const struct checkout *co, int64_t now_ms)
+{
+	char created[25];
+	json_t *items = json_array();
+
+	ids_rfc3339(now_ms, created);
+	for (size_t i = 0; i < co->nlines; i++)
+		json_array_append_new(
+			items, json_pack("{s:s, s:i, s:I, s:I}", "sku", co->lines[i].sku,
+					 "quantity", co->lines[i].quantity, "unit_price_cents",
+					 (json_int_t)co->lines[i].unit_price, "line_total_cents",
+					 (json_int_t)(co->lines[i].unit_price *
+						      co->lines[i].quantity)));
+	json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:s, s:s}", "order_id",
+				r->order_id, "status", "pending", "customer_id", co->customer_id,
+				"currency", co->currency, "items", items, "total_cents",
+				(json_int_t)co->total, "created_at", created, "updated_at", created);
+	char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+
+	json_decref(doc);
+	return text;
+}
+
+static char *ship_field(json_t *shipping, const char *key)
+{
+	const char *v = json_string_value(json_object_get(shipping, key));
+
+	return (char *)(v ? v : "");
+}
+
+static int build_message(struct request *r, const struct checkout *co, int64_t now_ms,
+			 char message_id[IDS_UUID_LEN + 1], uint8_t **out, size_t *outlen)
+{
+	Orders__CheckoutRequested msg = ORDERS__CHECKOUT_REQUESTED__INIT;
+	Orders__Envelope env = ORDERS__ENVELOPE__INIT;
+	Orders__Order order = ORDERS__ORDER__INIT;
+	Orders__Address addr = ORDERS__ADDRESS__INIT;
+	Orders__SealedCard sealed = ORDERS__SEALED_CARD__INIT;
+	Orders__Line line_store[MAX_LINES];
+	Orders__Line *lines[MAX_LINES];
+	uint8_t nonce[SEAL_NONCE_BYTES];
+	uint8_t ct[CARD_RECORD_MAX + SEAL_MAC_BYTES];
+	char record[CARD_RECORD_MAX], last4[5];
+	size_t reclen;
+	int rc;
+
+	/* Derived from the order id: a retried publish of the same checkout is
+	 * a redelivery to inventory-consumer's inbox, not a second order. */
+	ids_uuid_derived(r->api->order_id_key, MQ_KEY_CHECKOUT_REQUESTED, r->order_id, message_id);
+	proto_envelope_set(&env, message_id, r->order_id, now_ms, r->request_id);
+
+	for (size_t i = 0; i < co->nlines; i++) {
+		orders__line__init(&line_store[i]);
+		line_store[i].sku = (char *)co->lines[i].sku;
+		line_store[i].quantity = (uint32_t)co->lines[i].quantity;
+		line_store[i].unit_price_cents = co->lines[i].unit_price;
+		lines[i] = &line_store[i];
+	}
+#define SHIP(f) ship_field(co->shipping, f)
+	addr.name = SHIP("name");
+	addr.line1 = SHIP("line1");
+	addr.line2 = SHIP("line2");
+	addr.city = SHIP("city");
+	addr.postal_code = SHIP("postal_code");
+	addr.country = SHIP("country");
+#undef SHIP
+	order.customer_id = (char *)co->customer_id;
+	order.customer_email = (char *)co->customer_email;
+	order.currency = (char *)co->currency;
+	order.n_lines = co->nlines;
+	order.lines = lines;
+	order.total_cents = co->total;
+	order.shipping = &addr;
+	order.client_id = (char *)r->key->client_id;
+	order.idempotency_key = (char *)MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+								    "Idempotency-Key");
+
+	/* The card leaves this process only sealed for payment-consumer. */
+	reclen = card_encode(&co->card, record);
+	rc = sealer_seal(r->api->sealer, record, reclen, nonce, ct);
+	sodium_memzero(record, sizeof(record));
+	if (rc != ERR_OK)
+		return rc;
+	card_last4(co->card.number, last4);
+	sealed.sender_public_key.data = (uint8_t *)sealer_public_key(r->api->sealer);
+	sealed.sender_public_key.len = SEAL_KEY_BYTES;
+	sealed.nonce.data = nonce;
+	sealed.nonce.len = sizeof(nonce);
+	sealed.ciphertext.data = ct;
+	sealed.ciphertext.len = reclen + SEAL_MAC_BYTES;
+	sealed.brand = (char *)card_brand(co->card.number);
+	sealed.last4 = last4;
+
+	msg.envelope = &env;
+	msg.order = &order;
+	msg.card = &sealed;
+	return proto_pack(&msg.base, out, outlen);
+}
+
+/* Runs on the publisher thread: record the outcome and wake the connection. */
+static void on_confirm(void *arg, int result)
+{
+	struct request *r = arg;
+	struct MHD_Connection *conn = r->conn;
+
+	atomic_store(&r->publish_result, result);
+	atomic_store(&r->state, REQ_CONFIRMED);
+	/* After this the request belongs to MHD's thread again. */
+	MHD_resume_connection(conn);
+}
+
+enum MHD_Result checkout_post(struct request *r)
+{
+	struct checkout co;
+	enum MHD_Result res;
+	const char *idem;
+	char hash[BODY_HASH_HEX + 1], message_id[IDS_UUID_LEN + 1];
+	char *snapshot = NULL;
+	struct cache *c = NULL;
+	uint8_t *msg = NULL;
+	size_t msglen = 0;
+	int64_t now_ms = ids_now_ms();
+	redisReply *rep;
+	json_t *root;
+	int rc;
+
+	memset(&co, 0, sizeof(co));
+	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK)
+		return res;
+	idem = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
+	if (!idem)
+		return respond_error(r, 400, "missing_idempotency_key",
+				     "the Idempotency-Key header is required", NULL);
+	if (!valid_idempotency_key(idem))
+		return respond_error(r, 400, "invalid_idempotency_key",
+				     "Idempotency-Key must be 1 to 255 printable ASCII characters",
+				     NULL);
+	root = body_json(r, &res);
+	if (!root)
+		return res;
+	co.root = root;
+	if (parse_checkout(r, root, &co, &res) != 0)
+		goto out;
+
+	c = cache_pool_get(r->api->cache);
+	if (!c) {
+		res = respond_unavailable(r, "the cache");
+		goto out;
+	}
+	if (price_lines(r, c, &co, &res) != 0)
+		goto out;
+
+	/* Same client and key: same order id, also after Redis forgets the key. */
+	ids_uuid_derived(r->api->order_id_key, r->key->client_id, idem, r->order_id);
+	snprintf(r->idem_redis_key, sizeof(r->idem_redis_key), "idem:%s:%s", r->key->client_id,
+		 idem);
+	body_hash(r, hash);
+	if (claim_key(r, c, hash, &res) != 0)
+		goto out;
+
+	rc = build_message(r, &co, now_ms, message_id, &msg, &msglen);
+	if (rc != ERR_OK) {
+		release_key(r->api, r->idem_redis_key);
+		res = respond_error(r, 500, "internal", "cannot prepare the order", NULL);
+		goto out;
+	}
+	snapshot = order_snapshot(r, &co, now_ms);
+	rep = snapshot ? cache_command(c, "SET order:%s %s EX %d", r->order_id, snapshot,
+				       ORDER_SNAPSHOT_TTL_S)
+		       : NULL;
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		if (rep)
+			freeReplyObject(rep);
+		release_key(r->api, r->idem_redis_key);
+		res = respond_unavailable(r, "the cache");
+		goto out;
+	}
+	freeReplyObject(rep);
+
+	r->accepted_body = NULL;
+	{
+		json_t *body = json_pack("{s:s, s:s, s:s+}", "order_id", r->order_id, "status",
+					 "pending", "status_url", "/v1/orders/", r->order_id);
+
+		r->accepted_body = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		json_decref(body);
+	}
+	if (!r->accepted_body) {
+		release_key(r->api, r->idem_redis_key);
+		res = respond_error(r, 500, "internal", "out of memory", NULL);
+		goto out;
+	}
+
+	/*
+	 * Suspend before handing over: the confirm may arrive on the publisher
+	 * thread before this function returns, and resuming is only valid on a
+	 * suspended connection. From here on the request is the callback's
+	 * until the connection is resumed.
+	 */
+	atomic_store(&r->state, REQ_PUBLISHING);
+	r->publish_started_ns = api_now_ns();
+	MHD_suspend_connection(r->conn);
+	rc = mq_publisher_publish(r->api->publisher, MQ_EXCHANGE_ORDERS,
+				  MQ_KEY_CHECKOUT_REQUESTED, message_id, msg, msglen, on_confirm,
+				  r);
+	if (rc != ERR_OK) {
+		/* Never handed over: no callback will come, so resume ourselves. */
+		atomic_store(&r->publish_result, rc);
+		atomic_store(&r->state, REQ_CONFIRMED);
+		MHD_resume_connection(r->conn);
+	}
+	res = MHD_YES;
+out:
+	if (c)
+		cache_pool_put(r->api->cache, c);
+	free(snapshot);
+	free(msg);
+	checkout_release(&co);
+	return res;
+}
+
+enum MHD_Result checkout_resumed(struct request *r)
+{
+	static const char *const retry[] = { "Retry-After", "1", NULL };
+	int result = atomic_load(&r->publish_result);
+	const char *labels[1] = { NULL };
+	char location[80];
+	struct cache *c;
+	redisReply *rep = NULL;
+	char hash[BODY_HASH_HEX + 1];
+	const char *headers[3];
+
+	metric_observe(r->api->m_confirm_latency, labels,
+		       (double)(api_now_ns() - r->publish_started_ns) / 1e9);
+	if (result != ERR_OK) {
+		/* Nothing was half-accepted: a retry with the same key may succeed.
+		 * (After a confirm timeout the broker may still hold the message;
+		 * then the retry's message carries the same order and message id,
+		 * and the consumers' inbox and order key make it one order.) */
+		release_key(r->api, r->idem_redis_key);
+		log_warn("checkout not accepted", LF_STR("request_id", r->request_id),
+			 LF_STR("order_id", r->order_id), LF_STR("reason", err_str(result)));
+		return respond_obj(r, 503,
+				   json_pack("{s:{s:s, s:s}}", "error", "code", "unavailable",
+					     "message",
+					     "the order could not be queued; retry with the same "
+					     "Idempotency-Key"),
+				   retry);
+	}
+
+	/* Remember the answer so that a replay gets the same 202. */
+	body_hash(r, hash);
+	c = cache_pool_get(r->api->cache);
+	if (c)
+		rep = cache_command(c, "SET %s D:%s:%s EX %d", r->idem_redis_key, hash,
+				    r->accepted_body, IDEM_DONE_TTL_S);
+	if (!rep || rep->type == REDIS_REPLY_ERROR)
+		log_warn("cannot record idempotency key", LF_STR("request_id", r->request_id),
+			 LF_STR("order_id", r->order_id));
+	if (rep)
+		freeReplyObject(rep);
+	if (c)
+		cache_pool_put(r->api->cache, c);
+
+	metric_add(r->api->m_checkouts, labels, 1);
+	log_info("checkout accepted", LF_STR("request_id", r->request_id),
+		 LF_STR("order_id", r->order_id));
+	snprintf(location, sizeof(location), "/v1/orders/%s", r->order_id);
+	headers[0] = "Location";
+	headers[1] = location;
+	headers[2] = NULL;
+	return respond_json(r, 202, r->accepted_body, headers);
+}

@@ -1,0 +1,451 @@
+/* http.c: the libmicrohttpd side of orders-api: requests, routing, auth, responses. */
+#include "api.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sodium.h>
+
+#include "err.h"
+#include "ids.h"
+#include "log.h"
+
+int64_t api_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int valid_sku(const char *s)
+{
+	size_t n = 0;
+
+	for (; s[n]; n++) {
+		unsigned char c = (unsigned char)s[n];
+
+		if (!isalnum(c) && c != '.' && c != '_' && c != '-')
+			return 0;
+	}
+	return n >= 1 && n <= 64;
+}
+
+int valid_currency(const char *s)
+{
+	return strlen(s) == 3 && isupper((unsigned char)s[0]) && isupper((unsigned char)s[1]) &&
+	       isupper((unsigned char)s[2]);
+}
+
+/* ---- responses ------------------------------------------------------------ */
+
+enum MHD_Result respond_json(struct request *r, unsigned int status, const char *body,
+			     const char *const *headers)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	const char *labels[2];
+	char code[8];
+
+	/* MUST_COPY: MHD owns its copy, so body may be freed right after. */
+	resp = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+	for (; headers && headers[0]; headers += 2)
+		MHD_add_response_header(resp, headers[0], headers[1]);
+	ret = MHD_queue_response(r->conn, status, resp);
+	/* The response is reference-counted: the connection holds its own. */
+	MHD_destroy_response(resp);
+
+	snprintf(code, sizeof(code), "%u", status);
+	labels[0] = r->route ? r->route : "unmatched";
+	labels[1] = code;
+	metric_add(r->api->m_requests, labels, 1);
+	metric_observe(r->api->m_latency, labels,
+		       (double)(api_now_ns() - r->started_ns) / 1e9);
+	return ret;
+}
+
+enum MHD_Result respond_obj(struct request *r, unsigned int status, json_t *obj,
+			    const char *const *headers)
+{
+	char *text = json_dumps(obj, JSON_COMPACT);
+	enum MHD_Result ret;
+
+	json_decref(obj);
+	if (!text)
+		return respond_json(r, 500,
+				    "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}",
+				    NULL);
+	ret = respond_json(r, status, text, headers);
+	free(text);
+	return ret;
+}
+
+enum MHD_Result respond_error(struct request *r, unsigned int status, const char *code,
+			      const char *message, const char *field)
+{
+	json_t *err = json_pack("{s:s, s:s}", "code", code, "message", message);
+
+	if (err && field)
+		json_object_set_new(err, "field", json_string(field));
+	if (status >= 500)
+		log_warn("request failed", LF_STR("request_id", r->request_id),
+			 LF_STR("route", r->route ? r->route : ""), LF_INT("status", status),
+			 LF_STR("code", code), LF_STR("reason", message));
+	return respond_obj(r, status, json_pack("{s:o}", "error", err), NULL);
+}
+
+enum MHD_Result respond_unavailable(struct request *r, const char *what)
+{
+	static const char *const retry[] = { "Retry-After", "1", NULL };
+	char msg[160];
+	json_t *err;
+
+	snprintf(msg, sizeof(msg), "%s is unavailable, retry shortly", what);
+	log_warn("dependency unavailable", LF_STR("request_id", r->request_id),
+		 LF_STR("route", r->route ? r->route : ""), LF_STR("dependency", what));
+	err = json_pack("{s:{s:s, s:s}}", "error", "code", "unavailable", "message", msg);
+	return respond_obj(r, 503, err, retry);
+}
+
+/* ---- auth ----------------------------------------------------------------- */
+
+static const struct api_key *find_key(const struct api *a, const char *header)
+{
+	static const char prefix[] = "Bearer ";
+	size_t n;
+
+	if (!header || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
+		return NULL;
+	header += sizeof(prefix) - 1;
+	n = strlen(header);
+	for (size_t i = 0; i < a->nkeys; i++) {
+		/* Constant time in the key's content; lengths are not secret. */
+		if (strlen(a->keys[i].key) == n && sodium_memcmp(a->keys[i].key, header, n) == 0)
+			return &a->keys[i];
+	}
+	return NULL;
+}
+
+int require_role(struct request *r, enum role role, enum MHD_Result *result)
+{
+	if (!r->key) {
+		*result = respond_error(r, 401, "unauthorized",
+					"missing or unknown API key; send Authorization: Bearer <key>",
+					NULL);
+		return ERR_INVALID;
+	}
+	/* admin may do anything; other roles only their own routes. */
+	if (r->key->role != role && r->key->role != ROLE_ADMIN) {
+		*result = respond_error(r, 403, "forbidden", "this API key may not use this route",
+					NULL);
+		return ERR_INVALID;
+	}
+	return ERR_OK;
+}
+
+json_t *body_json(struct request *r, enum MHD_Result *result)
+{
+	const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+						     MHD_HTTP_HEADER_CONTENT_TYPE);
+	json_error_t jerr;
+	json_t *root;
+	size_t n;
+
+	/* "application/json" optionally followed by parameters ("; charset=utf-8"). */
+	n = strlen("application/json");
+	if (!ct || strncasecmp(ct, "application/json", n) != 0 ||
+	    (ct[n] != '\0' && ct[n] != ';' && ct[n] != ' ')) {
+		*result = respond_error(r, 415, "unsupported_media_type",
+					"request bodies must be application/json", NULL);
+		return NULL;
+	}
+	root = json_loadb(r->body.data ? r->body.data : "", r->body.len,
+			  JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		*result = respond_error(r, 400, "malformed_json",
+					"the request body is not valid JSON", NULL);
+		return NULL;
+	}
+	if (!json_is_object(root)) {
+		json_decref(root);
+		*result = respond_error(r, 400, "malformed_json",
+					"the request body must be a JSON object", NULL);
+		return NULL;
+	}
+	return root;
+}
+
+/* ---- routing -------------------------------------------------------------- */
+
+/* Copy the one path segment after prefix into out; 0 if path has more. */
+static int path_param(const char *url, const char *prefix, char *out, size_t outlen)
+{
+	size_t n = strlen(prefix);
+	const char *rest;
+
+	if (strncmp(url, prefix, n) != 0)
+		return 0;
+	rest = url + n;
+	if (!*rest || strchr(rest, '/') || strlen(rest) >= outlen)
+		return 0;
+	strcpy(out, rest);
+	return 1;
+}
+
+static enum MHD_Result method_not_allowed(struct request *r, const char *allow)
+{
+	const char *const headers[] = { "Allow", allow, NULL };
+	json_t *err = json_pack("{s:{s:s, s:s}}", "error", "code", "method_not_allowed",
+				"message", "this route does not take that method");
+
+	return respond_obj(r, 405, err, headers);
+}
+
+static enum MHD_Result serve_metrics(struct request *r)
+{
+	struct buf out;
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	buf_init(&out, 4 * 1024 * 1024);
+	if (metrics_render(r->api->metrics, &out) != ERR_OK) {
+		buf_release(&out);
+		return respond_error(r, 500, "internal", "cannot render metrics", NULL);
+	}
+	resp = MHD_create_response_from_buffer(out.len, out.data ? out.data : (char *)"",
+					       MHD_RESPMEM_MUST_COPY);
+	buf_release(&out);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+				"text/plain; version=0.0.4");
+	ret = MHD_queue_response(r->conn, 200, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result serve_readyz(struct request *r)
+{
+	struct cache *c;
+	int cache_ok;
+
+	if (!mq_publisher_connected(r->api->publisher))
+		return respond_json(r, 503, "{\"status\":\"not_ready\",\"failing\":\"rabbitmq\"}",
+				    NULL);
+	c = cache_pool_get(r->api->cache);
+	cache_ok = c && cache_ping(c) == ERR_OK;
+	if (c)
+		cache_pool_put(r->api->cache, c);
+	if (!cache_ok)
+		return respond_json(r, 503, "{\"status\":\"not_ready\",\"failing\":\"redis\"}",
+				    NULL);
+	return respond_json(r, 200, "{\"status\":\"ready\"}", NULL);
+}
+
+static enum MHD_Result dispatch(struct request *r, const char *url)
+{
+	const char *m = r->method;
+	int get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
+	char param[128];
+
+	if (strcmp(url, "/healthz") == 0) {
+		r->route = "/healthz";
+		return get ? respond_json(r, 200, "{\"status\":\"ok\"}", NULL)
+			   : method_not_allowed(r, "GET");
+	}
+	if (strcmp(url, "/readyz") == 0) {
+		r->route = "/readyz";
+		return get ? serve_readyz(r) : method_not_allowed(r, "GET");
+	}
+	if (strcmp(url, "/metrics") == 0) {
+		r->route = "/metrics";
+		return get ? serve_metrics(r) : method_not_allowed(r, "GET");
+	}
+	if (strcmp(url, "/v1/checkouts") == 0) {
+		r->route = "/v1/checkouts";
+		return strcmp(m, "POST") == 0 ? checkout_post(r) : method_not_allowed(r, "POST");
+	}
+	if (strcmp(url, "/v1/products") == 0) {
+		r->route = "/v1/products";
+		return get ? catalog_list(r) : method_not_allowed(r, "GET");
+	}
+	if (path_param(url, "/v1/products/", param, sizeof(param))) {
+		r->route = "/v1/products/{sku}";
+		if (get)
+			return catalog_get(r, param);
+		if (strcmp(m, "PUT") == 0)
+			return catalog_put(r, param);
+		return method_not_allowed(r, "GET, PUT");
+	}
+	if (path_param(url, "/v1/orders/", param, sizeof(param))) {
+		r->route = "/v1/orders/{order_id}";
+		return get ? orders_get(r, param) : method_not_allowed(r, "GET");
+	}
+	return respond_error(r, 404, "not_found", "no such route", NULL);
+}
+
+/* ---- the MHD callbacks ---------------------------------------------------- */
+
+static int valid_request_id(const char *s)
+{
+	size_t n = 0;
+
+	for (; s[n]; n++)
+		if (s[n] <= ' ' || s[n] > '~' || s[n] == '"' || s[n] == '\\')
+			return 0;
+	return n >= 1 && n <= API_REQUEST_ID_MAX;
+}
+
+static struct request *request_new(struct api *a, struct MHD_Connection *conn,
+				   const char *method)
+{
+	struct request *r = calloc(1, sizeof(*r));
+	const char *rid;
+
+	if (!r)
+		return NULL;
+	r->api = a;
+	r->conn = conn;
+	r->method = method;
+	r->started_ns = api_now_ns();
+	buf_init(&r->body, API_BODY_MAX);
+	rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+	if (rid && valid_request_id(rid))
+		strcpy(r->request_id, rid);
+	else
+		ids_uuid4(r->request_id);
+	r->key = find_key(a, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+							 MHD_HTTP_HEADER_AUTHORIZATION));
+	return r;
+}
+
+static void request_free(struct request *r)
+{
+	if (!r)
+		return;
+	buf_release(&r->body);
+	free(r->accepted_body);
+	free(r);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version,
+				  const char *upload_data, size_t *upload_data_size,
+				  void **con_cls)
+{
+	struct api *a = cls;
+	struct request *r = *con_cls;
+	(void)version;
+
+	if (!r) {
+		const char *cl;
+
+		r = request_new(a, conn, method);
+		if (!r)
+			return MHD_NO;
+		*con_cls = r;
+		/* Refuse an announced oversized body before reading any of it. */
+		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						 MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl && strtoull(cl, NULL, 10) > API_BODY_MAX) {
+			r->body_too_big = 1;
+			return respond_error(r, 413, "payload_too_large",
+					     "request bodies are limited to 64 KiB", NULL);
+		}
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		/* Chunked bodies have no Content-Length: stop at the limit. */
+		if (!r->body_too_big &&
+		    buf_append(&r->body, upload_data, *upload_data_size) != ERR_OK) {
+			r->body_too_big = 1;
+			buf_release(&r->body);
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (atomic_load(&r->state) == REQ_CONFIRMED)
+		return checkout_resumed(r);
+	if (r->body_too_big)
+		return respond_error(r, 413, "payload_too_large",
+				     "request bodies are limited to 64 KiB", NULL);
+	return dispatch(r, url);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	request_free(*con_cls);
+	*con_cls = NULL;
+}
+
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+int http_start(struct api *a)
+{
+	struct sockaddr_in addr;
+	unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+			     MHD_USE_ITC | MHD_USE_ERROR_LOG;
+
+	raise_fd_limit();
+	memset(&addr, 0, sizeof(addr));
+	addr.sin_family = AF_INET;
+	addr.sin_port = htons((uint16_t)a->cfg.http_port);
+	/* Loopback by default; 0.0.0.0 where a load balancer calls in. */
+	if (inet_pton(AF_INET, a->cfg.http_bind, &addr.sin_addr) != 1)
+		return ERR_INVALID;
+
+	a->httpd = MHD_start_daemon(
+		flags, (uint16_t)a->cfg.http_port, NULL, NULL, on_request, a,
+		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)a->cfg.http_threads,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned int)a->cfg.http_connection_limit,
+		/* 4 KiB a connection holds 10,000 clients in ~50 MB; larger
+		 * bodies still arrive, in pieces, through on_request. */
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(8 * 1024),
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,
+		MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
+		MHD_OPTION_END);
+	if (!a->httpd) {
+		log_error("cannot start http server", LF_INT("port", a->cfg.http_port));
+		return ERR_IO;
+	}
+	log_info("listening", LF_INT("port", a->cfg.http_port),
+		 LF_INT("threads", a->cfg.http_threads));
+	return ERR_OK;
+}
+
+void http_quiesce(struct api *a)
+{
+	if (a->httpd)
+		MHD_quiesce_daemon(a->httpd);
+}
+
+void http_stop(struct api *a)
+{
+	if (a->httpd)
+		MHD_stop_daemon(a->httpd);
+	a->httpd = NULL;
+}

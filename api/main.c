@@ -1,0 +1,200 @@
+/* main.c: orders-api: read the configuration, wire the modules, serve until SIGTERM. */
+#include "api.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "err.h"
+#include "log.h"
+
+/* "key:role,key:role" into a->keys. */
+static int parse_keys(struct api *a, char *err, size_t errlen)
+{
+	char list[CONFIG_STR_MAX];
+	char *save = NULL, *item;
+
+	snprintf(list, sizeof(list), "%s", a->cfg.api_keys);
+	for (item = strtok_r(list, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+		char *colon = strrchr(item, ':');
+		struct api_key *k;
+		unsigned char h[6];
+
+		if (a->nkeys == API_MAX_KEYS) {
+			snprintf(err, errlen, "ORDERS_API_KEYS has more than %d keys", API_MAX_KEYS);
+			return ERR_INVALID;
+		}
+		if (!colon || colon == item || (size_t)(colon - item) >= sizeof(k->key)) {
+			snprintf(err, errlen, "ORDERS_API_KEYS entries must be key:role");
+			return ERR_INVALID;
+		}
+		k = &a->keys[a->nkeys];
+		*colon = '\0';
+		if (strcmp(colon + 1, "client") == 0)
+			k->role = ROLE_CLIENT;
+		else if (strcmp(colon + 1, "finance") == 0)
+			k->role = ROLE_FINANCE;
+		else if (strcmp(colon + 1, "admin") == 0)
+			k->role = ROLE_ADMIN;
+		else {
+			snprintf(err, errlen,
+				 "ORDERS_API_KEYS roles are client, finance or admin, got '%s'",
+				 colon + 1);
+			return ERR_INVALID;
+		}
+		snprintf(k->key, sizeof(k->key), "%s", item);
+		/* A name for the key that can be stored and logged: a hash of it. */
+		crypto_generichash(h, sizeof(h), (const unsigned char *)k->key, strlen(k->key),
+				   NULL, 0);
+		memcpy(k->client_id, "key_", 4);
+		sodium_bin2hex(k->client_id + 4, sizeof(k->client_id) - 4, h, sizeof(h));
+		a->nkeys++;
+	}
+	sodium_memzero(list, sizeof(list));
+	if (a->nkeys == 0) {
+		snprintf(err, errlen, "ORDERS_API_KEYS has no keys");
+		return ERR_INVALID;
+	}
+	return ERR_OK;
+}
+
+static void collect_queue_stats(void *arg)
+{
+	struct api *a = arg;
+
+	for (size_t i = 0; i < sizeof(mq_work_queues) / sizeof(mq_work_queues[0]); i++) {
+		const char *labels[1] = { mq_work_queues[i] };
+		long messages, consumers;
+
+		if (mq_publisher_queue_stats(a->publisher, i, &messages, &consumers) != ERR_OK)
+			continue;
+		metric_set(a->m_queue_messages, labels, (double)messages);
+		metric_set(a->m_queue_consumers, labels, (double)consumers);
+	}
+}
+
+static int setup_metrics(struct api *a)
+{
+	const double *lb = metrics_latency_bounds;
+	size_t nlb = metrics_latency_nbounds;
+
+	a->metrics = metrics_new();
+	if (!a->metrics)
+		return ERR_NOMEM;
+	a->m_requests = metrics_counter(a->metrics, "orders_http_requests_total",
+					"HTTP requests by route and status", "route,status");
+	a->m_latency = metrics_histogram(a->metrics, "orders_http_request_duration_seconds",
+					 "HTTP request latency by route and status",
+					 "route,status", lb, nlb);
+	a->m_checkouts = metrics_counter(a->metrics, "orders_checkouts_accepted_total",
+					 "Checkouts answered 202", NULL);
+	a->m_confirm_latency = metrics_histogram(
+		a->metrics, "orders_publish_confirm_seconds",
+		"Time from handing a checkout to the publisher to the broker's confirm", NULL, lb,
+		nlb);
+	a->m_queue_messages = metrics_gauge(a->metrics, "orders_queue_messages",
+					    "Ready messages in each work queue", "queue");
+	a->m_queue_consumers = metrics_gauge(a->metrics, "orders_queue_consumers",
+					     "Consumers attached to each work queue", "queue");
+	if (!a->m_requests || !a->m_latency || !a->m_checkouts || !a->m_confirm_latency ||
+	    !a->m_queue_messages || !a->m_queue_consumers)
+		return ERR_NOMEM;
+	metrics_on_collect(a->metrics, collect_queue_stats, a);
+	return ERR_OK;
+}
+
+static int setup(struct api *a)
+{
+	uint8_t pk[SEAL_KEY_BYTES];
+	struct mq_publisher_options opt;
+	char err[256];
+	enum log_level level = LOG_INFO;
+
+	if (config_load(&a->cfg, err, sizeof(err)) != ERR_OK) {
+		fprintf(stderr, "orders-api: %s\n", err);
+		return ERR_INVALID;
+	}
+	log_level_parse(a->cfg.log_level, &level);
+	log_init("orders-api", level);
+	config_log(&a->cfg);
+	if (seal_init() != ERR_OK || parse_keys(a, err, sizeof(err)) != ERR_OK ||
+	    seal_hex_decode(a->cfg.seal_public_key, pk, sizeof(pk)) != ERR_OK ||
+	    seal_hex_decode(a->cfg.order_id_key, a->order_id_key, sizeof(a->order_id_key)) !=
+		    ERR_OK) {
+		log_error("cannot start", LF_STR("reason", err[0] ? err : "bad key material"));
+		return ERR_INVALID;
+	}
+	a->sealer = sealer_new(pk);
+	if (!a->sealer || setup_metrics(a) != ERR_OK)
+		return ERR_NOMEM;
+
+	/* One pooled connection per HTTP thread is enough: handlers hold one
+	 * for the length of a request and never two of a kind. */
+	a->db = db_pool_new(a->cfg.pg_dsn, a->cfg.http_threads);
+	a->cache = cache_pool_new(a->cfg.redis_url, a->cfg.http_threads);
+	if (!a->db || !a->cache) {
+		log_error("cannot start", LF_STR("reason", "bad database or cache settings"));
+		return ERR_INVALID;
+	}
+
+	memset(&opt, 0, sizeof(opt));
+	opt.url = a->cfg.amqp_url;
+	opt.confirm_timeout_ms = a->cfg.publish_timeout_ms;
+	opt.max_in_flight = 20000;
+	opt.declare_topology = 1;
+	opt.poll_queue_stats_ms = 5000;
+	a->publisher = mq_publisher_new(&opt);
+	if (!a->publisher) {
+		log_error("cannot start", LF_STR("reason", "cannot start the publisher"));
+		return ERR_NOMEM;
+	}
+	return http_start(a);
+}
+
+static void teardown(struct api *a)
+{
+	/* Stop taking connections, then let every suspended checkout finish:
+	 * freeing the publisher calls back (and so resumes) each one still in
+	 * flight, which must happen before MHD_stop_daemon. */
+	http_quiesce(a);
+	if (a->publisher) {
+		usleep(200000); /* confirms come within milliseconds when all is well */
+		mq_publisher_free(a->publisher);
+		a->publisher = NULL;
+	}
+	usleep(100000);
+	http_stop(a);
+	db_pool_free(a->db);
+	cache_pool_free(a->cache);
+	sealer_free(a->sealer);
+	metrics_free(a->metrics);
+	sodium_memzero(a->keys, sizeof(a->keys));
+}
+
+int main(void)
+{
+	static struct api api;
+	sigset_t stop;
+	int rc, sig;
+
+	/* Every thread started from here inherits the mask, so SIGTERM and
+	 * SIGINT reach only the sigwait below. */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	rc = setup(&api);
+	if (rc == ERR_OK) {
+		sigwait(&stop, &sig);
+		log_info("shutting down", LF_STR("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+	}
+	teardown(&api);
+	return rc == ERR_OK ? 0 : 1;
+}
