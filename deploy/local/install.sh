@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# install.sh: install the Debian 12 packages the build, the tests and the local
+# services need. Idempotent: does nothing when everything is already there.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config curl ca-certificates procps
+  protobuf-c-compiler libprotobuf-c-dev
+  librabbitmq-dev libpq-dev libhiredis-dev libmicrohttpd-dev
+  libcmocka-dev libjansson-dev libsodium-dev
+  postgresql rabbitmq-server redis-server
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+    missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install: missing packages: ${missing[*]}; run as root or install them" >&2
+  exit 1
+fi
+
+echo "install: installing ${missing[*]}"
+# The packaged services must not start system-wide copies of themselves: the
+# project runs its own instances under .local/. policy-rc.d (exit 101) tells
+# invoke-rc.d not to start anything; it is removed again afterwards.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  own_policy=1
+fi
+trap '[ $own_policy -eq 1 ] && rm -f "$policy"' EXIT
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"

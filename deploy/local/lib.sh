@@ -1,0 +1,203 @@
+# shellcheck shell=bash disable=SC2034 # the variables are for the includers
+# lib.sh: helpers shared by the local-stack scripts (services.sh, up.sh,
+# down.sh, run.sh, build.sh, test.sh). Sourced, never run: it sets ROOT from
+# its own location, so every script works in any clone of the repository.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
+LOCAL=$ROOT/.local
+LOG_DIR=$LOCAL/log
+RUN_DIR=$LOCAL/run
+ENV_FILE=$LOCAL/env
+
+PG_PORT=5442
+AMQP_PORT=5682
+RABBIT_DIST_PORT=25682
+RABBIT_PROM_PORT=15682
+REDIS_PORT=6389
+HTTP_PORT=8080
+# RabbitMQ's node registers with an epmd of its own on this port, not the
+# machine's shared one on 4369, so no other node can come to depend on it.
+EPMD_PORT=24682
+
+# The four daemons, where the build puts them, and the ops port each one
+# serves /healthz on (the API serves it on the HTTP port).
+DAEMONS=(orders-api orders-inventory orders-payment orders-order)
+declare -A DAEMON_PATH=(
+	[orders-api]=api/orders-api
+	[orders-inventory]=consumers/orders-inventory
+	[orders-payment]=consumers/orders-payment
+	[orders-order]=consumers/orders-order
+)
+declare -A DAEMON_METRICS_PORT=(
+	[orders-inventory]=9101
+	[orders-payment]=9102
+	[orders-order]=9103
+)
+
+SCRIPT_NAME=${SCRIPT_NAME:-$(basename "$0" .sh)}
+
+say() { printf '%s: %s\n' "$SCRIPT_NAME" "$*"; }
+warn() { printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2; }
+die() {
+	printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2
+	exit 1
+}
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# Paths end up in postgresql.conf, redis.conf, rabbitmq.conf, Makefiles and
+# unquoted psql meta-commands; refusing odd characters once here is simpler
+# than quoting them correctly for five different parsers.
+case $ROOT in
+*[[:space:]\'\"\\\$\`]*)
+	die "the repository path '$ROOT' contains a space, quote, backslash, \$ or backquote; clone it somewhere else"
+	;;
+esac
+
+# pid_alive PID [NAME]: PID is a live (not zombie) process, and when NAME is
+# given its command name is NAME (compared on the kernel's 15 characters).
+pid_alive() {
+	local pid=${1:-} want=${2:-} stat comm
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+	stat=${stat##*) }
+	[ "${stat%% *}" != Z ] || return 1
+	[ -n "$want" ] || return 0
+	comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+	[ "$comm" = "${want:0:15}" ]
+}
+
+# pidfile_pid FILE: the pid on the first line of FILE, or nothing.
+pidfile_pid() {
+	local line=
+	[ -r "$1" ] && IFS= read -r line 2>/dev/null <"$1"
+	[[ $line =~ ^[0-9]+$ ]] && printf '%s\n' "$line"
+	return 0
+}
+
+# wait_gone PID SECONDS: wait until PID has exited; 1 on timeout.
+wait_gone() {
+	local pid=$1 deadline=$((SECONDS + $2))
+	while pid_alive "$pid"; do
+		[ $SECONDS -lt $deadline ] || return 1
+		sleep 0.2
+	done
+	return 0
+}
+
+# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+	timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# http_ok URL: URL answers 2xx within two seconds.
+http_ok() {
+	curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null
+}
+
+# daemon_pid NAME: pid of our running daemon NAME, or nothing. The process
+# must still be NAME (an argument ending in /NAME, which also holds for a
+# script run by an interpreter), not a later process that got the same pid.
+daemon_pid() {
+	local pid arg args=()
+	pid=$(pidfile_pid "$RUN_DIR/$1.pid")
+	if [ -n "$pid" ] && pid_alive "$pid"; then
+		mapfile -d '' args 2>/dev/null <"/proc/$pid/cmdline" || return 0
+		for arg in "${args[@]:0:3}"; do
+			if [ "${arg##*/}" = "$1" ]; then
+				printf '%s\n' "$pid"
+				return 0
+			fi
+		done
+	fi
+	return 0
+}
+
+# stop_daemons: SIGTERM every daemon of ours, wait up to 10 s for all of
+# them, then SIGKILL what is left. Pid files are removed.
+stop_daemons() {
+	local name pid pids=() deadline
+	for name in "${DAEMONS[@]}"; do
+		pid=$(daemon_pid "$name")
+		if [ -n "$pid" ]; then
+			say "stopping $name (pid $pid)"
+			kill -TERM "$pid" 2>/dev/null || true
+			pids+=("$pid:$name")
+		fi
+	done
+	deadline=$((SECONDS + 10))
+	for entry in "${pids[@]}"; do
+		pid=${entry%%:*}
+		name=${entry#*:}
+		while pid_alive "$pid" && [ $SECONDS -lt $deadline ]; do
+			sleep 0.2
+		done
+		if pid_alive "$pid"; then
+			warn "$name (pid $pid) did not stop within 10 s of SIGTERM; sending SIGKILL"
+			kill -KILL "$pid" 2>/dev/null || true
+			wait_gone "$pid" 5 || warn "$name (pid $pid) survived SIGKILL"
+		fi
+	done
+	for name in "${DAEMONS[@]}"; do
+		rm -f "$RUN_DIR/$name.pid"
+	done
+}
+
+# our_processes: "pid command" for every live process that belongs to this
+# checkout's stack: anything whose command line names .local/ or a build
+# directory of ours, the pids our pid files name, and their descendants
+# (postgres backends and erl_child_setup have rewritten command lines).
+our_processes() {
+	local -A set=() parent=() mine=()
+	local seeds=() args=() pid f cmd line rest
+	# Parent links of every process: builtins only, no fork per process.
+	for f in /proc/[0-9]*/stat; do
+		pid=${f#/proc/}
+		pid=${pid%/stat}
+		IFS= read -r line 2>/dev/null <"$f" || continue
+		rest=${line##*) }
+		rest=${rest#* }
+		parent[$pid]=${rest%% *}
+	done
+	# The caller and its ancestors (a make or shell whose command line
+	# happens to name .local/) are not part of the stack.
+	pid=$BASHPID
+	while [ -n "$pid" ] && [ "$pid" != 0 ] && [ -z "${mine[$pid]:-}" ]; do
+		mine[$pid]=1
+		pid=${parent[$pid]:-}
+	done
+	for f in "$LOCAL/pg/postmaster.pid" "$LOCAL/rabbitmq/rabbit.pid" \
+		"$LOCAL/rabbitmq/epmd.pid" "$LOCAL/rabbitmq/launcher.pid" "$LOCAL/redis/redis.pid" "$RUN_DIR"/*.pid; do
+		pid=$(pidfile_pid "$f")
+		[ -n "$pid" ] && pid_alive "$pid" && seeds+=("$pid")
+	done
+	for pid in "${!parent[@]}"; do
+		[ -z "${mine[$pid]:-}" ] || continue
+		mapfile -d '' args 2>/dev/null <"/proc/$pid/cmdline" || continue
+		cmd="${args[*]:-}"
+		case $cmd in
+		*"$LOCAL/"* | *"$ROOT/build"*/api/orders-* | *"$ROOT/build"*/consumers/orders-*)
+			seeds+=("$pid")
+			;;
+		esac
+	done
+	[ ${#seeds[@]} -gt 0 ] || return 0
+	for pid in "${seeds[@]}"; do set[$pid]=1; done
+	local changed=1
+	while [ $changed -eq 1 ]; do
+		changed=0
+		for pid in "${!parent[@]}"; do
+			if [ -z "${set[$pid]:-}" ] && [ -n "${set[${parent[$pid]}]:-}" ]; then
+				set[$pid]=1
+				changed=1
+			fi
+		done
+	done
+	for pid in "${!set[@]}"; do
+		[ -z "${mine[$pid]:-}" ] || continue
+		pid_alive "$pid" || continue
+		mapfile -d '' args 2>/dev/null <"/proc/$pid/cmdline" || continue
+		cmd="${args[*]:-}"
+		printf '%s %s\n' "$pid" "${cmd:0:120}"
+	done | sort -n
+}

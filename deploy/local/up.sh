@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# up.sh: the whole local stack, in the background (`make up`).
+#
+#   1. install missing packages and build (build.sh; BUILD_DIR, CMAKE_ARGS;
+#      SKIP_BUILD=1 skips this step and runs what BUILD_DIR holds)
+#   2. start PostgreSQL, RabbitMQ and Redis (services.sh start)
+#   3. migrate and seed the demo catalog (tools/migrate.sh --seed)
+#   4. write .local/env, the connection settings for tools and tests
+#   5. start orders-api and the three consumers with that environment
+#      (logs .local/log/<daemon>.log, pids .local/run/<daemon>.pid);
+#      daemons already running are restarted, so they run the new build
+#   6. wait up to 30 s until the API's /readyz and every consumer's
+#      /healthz answer 200; otherwise print the logs' tails and fail
+#
+# Variables already in the environment (ORDERS_LOG_LEVEL, ASAN_OPTIONS, ...)
+# reach the daemons too. `make down` (down.sh) stops everything.
+set -euo pipefail
+
+SCRIPT_NAME=up
+HERE=$(dirname "${BASH_SOURCE[0]}")
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+
+READY_TIMEOUT=${READY_TIMEOUT:-30}
+build_dir=${BUILD_DIR:-build}
+case $build_dir in
+/*) ;;
+*) build_dir=$ROOT/$build_dir ;;
+esac
+export BUILD_DIR=$build_dir
+
+if [ "${SKIP_BUILD:-0}" = 1 ]; then
+	say "SKIP_BUILD=1: using what is in $build_dir"
+else
+	"$HERE/build.sh"
+fi
+"$HERE/services.sh" start
+
+pg_dsn=postgresql://orders@127.0.0.1:$PG_PORT/orders
+ORDERS_PG_DSN=$pg_dsn "$ROOT/tools/migrate.sh" --seed
+
+mkdir -p "$RUN_DIR" "$LOG_DIR"
+tmp=$(mktemp "$LOCAL/env.XXXXXX")
+cat >"$tmp" <<ENV
+# Written by deploy/local/up.sh: the local stack's connection settings.
+# Use with: . .local/env
+export ORDERS_ENV=development
+export ORDERS_PG_DSN=$pg_dsn
+export ORDERS_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/
+export ORDERS_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+export ORDERS_HTTP_PORT=$HTTP_PORT
+ENV
+chmod 644 "$tmp"
+mv -f "$tmp" "$ENV_FILE"
+say "wrote $ENV_FILE"
+
+for name in "${DAEMONS[@]}"; do
+	[ -x "$build_dir/${DAEMON_PATH[$name]}" ] ||
+		die "$build_dir/${DAEMON_PATH[$name]} was not built"
+done
+stop_daemons
+
+# start_daemon NAME: start one daemon in its own session (so that Ctrl-C
+# in the terminal of `make run` reaches run.sh, which stops things in
+# order), with .local/env and its ops port. The subshell execs setsid,
+# which execs the daemon: $! is the daemon's pid.
+start_daemon() {
+	local name=$1 log=$LOG_DIR/$1.log port=${DAEMON_METRICS_PORT[$1]:-}
+	# One previous run is kept beside the new log.
+	if [ -s "$log" ]; then
+		mv -f "$log" "$log.prev"
+	fi
+	(
+		# shellcheck source=/dev/null
+		. "$ENV_FILE"
+		if [ -n "$port" ]; then
+			export ORDERS_METRICS_PORT=$port
+		fi
+		cd "$ROOT"
+		exec setsid "$build_dir/${DAEMON_PATH[$name]}"
+	) >>"$log" 2>&1 </dev/null &
+	started[$name]=$!
+	printf '%s\n' "$!" >"$RUN_DIR/$name.pid"
+	say "started $name (pid $!, log ${log#"$ROOT"/})"
+}
+
+declare -A started=()
+for name in "${DAEMONS[@]}"; do
+	start_daemon "$name"
+done
+
+# ready_url NAME: the URL that answers 200 once NAME is ready.
+ready_url() {
+	if [ "$1" = orders-api ]; then
+		printf 'http://127.0.0.1:%s/readyz\n' "$HTTP_PORT"
+	else
+		printf 'http://127.0.0.1:%s/healthz\n' "${DAEMON_METRICS_PORT[$1]}"
+	fi
+}
+
+show_logs() {
+	local name
+	for name in "${DAEMONS[@]}"; do
+		printf '%s: ---- last lines of .local/log/%s.log\n' "$SCRIPT_NAME" "$name" >&2
+		tail -n 30 "$LOG_DIR/$name.log" >&2 2>/dev/null || true
+	done
+}
+
+deadline=$((SECONDS + READY_TIMEOUT))
+declare -A ready=()
+while :; do
+	waiting=()
+	for name in "${DAEMONS[@]}"; do
+		[ -z "${ready[$name]:-}" ] || continue
+		# Just started: the pid may not have exec'd the daemon yet.
+		if ! pid_alive "${started[$name]}"; then
+			show_logs
+			die "$name exited during start-up (see .local/log/$name.log); 'make down' stops the rest"
+		fi
+		if http_ok "$(ready_url "$name")"; then
+			ready[$name]=1
+		else
+			waiting+=("$name")
+		fi
+	done
+	[ ${#waiting[@]} -gt 0 ] || break
+	if [ $SECONDS -ge $deadline ]; then
+		show_logs
+		urls=()
+		for name in "${waiting[@]}"; do urls+=("$(ready_url "$name")"); done
+		die "not ready after ${READY_TIMEOUT} s: ${waiting[*]} (${urls[*]} did not answer 200); 'make down' stops the stack"
+	fi
+	sleep 0.5
+done
+say "ready: API http://127.0.0.1:$HTTP_PORT, consumers' ops ports 9101-9103; settings in .local/env"
