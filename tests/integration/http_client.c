@@ -1,0 +1,146 @@
+/* http_client.c: a minimal blocking HTTP/1.1 client for the end-to-end tests. */
+#include "http_client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+static int port(void)
+{
+	const char *p = getenv("ORDERS_HTTP_PORT");
+
+	return p && *p ? atoi(p) : 8080;
+}
+
+static int send_all(int fd, const char *data, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, data, n, MSG_NOSIGNAL);
+
+		if (w <= 0)
+			return -1;
+		data += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int http_request(const char *method, const char *path, const char *const *headers,
+		 const char *body, size_t body_len, struct http_response *out)
+{
+	struct sockaddr_in addr;
+	char head[8192];
+	size_t len = 0, cap = 65536;
+	char *resp = NULL, *split;
+	int fd, n;
+
+	memset(out, 0, sizeof(*out));
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		return -1;
+	memset(&addr, 0, sizeof(addr));
+	addr.sin_family = AF_INET;
+	addr.sin_port = htons((unsigned short)port());
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0)
+		goto fail;
+
+	n = snprintf(head, sizeof(head), "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
+		     method, path);
+	for (; headers && *headers; headers++)
+		n += snprintf(head + n, sizeof(head) - (size_t)n, "%s\r\n", *headers);
+	if (body)
+		n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Length: %zu\r\n",
+			      body_len);
+	n += snprintf(head + n, sizeof(head) - (size_t)n, "\r\n");
+	if (send_all(fd, head, (size_t)n) != 0 || (body && send_all(fd, body, body_len) != 0)) {
+		/* The server may answer (413) and close before taking the whole body. */
+	}
+
+	resp = malloc(cap + 1);
+	if (!resp)
+		goto fail;
+	for (;;) {
+		ssize_t r;
+
+		if (len == cap) {
+			char *bigger = realloc(resp, cap * 2 + 1);
+
+			if (!bigger)
+				goto fail;
+			resp = bigger;
+			cap *= 2;
+		}
+		r = recv(fd, resp + len, cap - len, 0);
+		if (r < 0)
+			goto fail;
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	resp[len] = '\0';
+	close(fd);
+	fd = -1;
+
+	split = strstr(resp, "\r\n\r\n");
+	if (!split || sscanf(resp, "HTTP/1.%*d %d", &out->status) != 1)
+		goto fail;
+	*split = '\0';
+	out->headers = strdup(resp);
+	out->body_len = len - (size_t)(split + 4 - resp);
+	out->body = malloc(out->body_len + 1);
+	if (!out->headers || !out->body)
+		goto fail;
+	memcpy(out->body, split + 4, out->body_len);
+	out->body[out->body_len] = '\0';
+	free(resp);
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(resp);
+	http_response_release(out);
+	return -1;
+}
+
+int http_header(const struct http_response *r, const char *name, char *out, size_t outlen)
+{
+	size_t n = strlen(name);
+	const char *line = r->headers;
+
+	while (line && (line = strstr(line, "\r\n"))) {
+		line += 2;
+		if (strncasecmp(line, name, n) == 0 && line[n] == ':') {
+			const char *v = line + n + 1;
+			size_t vl;
+
+			while (*v == ' ')
+				v++;
+			vl = strcspn(v, "\r\n");
+			if (vl >= outlen)
+				vl = outlen - 1;
+			memcpy(out, v, vl);
+			out[vl] = '\0';
+			return 0;
+		}
+	}
+	return -1;
+}
+
+json_t *http_json(const struct http_response *r)
+{
+	return r->body ? json_loads(r->body, 0, NULL) : NULL;
+}
+
+void http_response_release(struct http_response *r)
+{
+	free(r->headers);
+	free(r->body);
+	memset(r, 0, sizeof(*r));
+}

@@ -1,0 +1,34 @@
+/* http_client.h: a minimal blocking HTTP/1.1 client for the end-to-end tests. */
+#ifndef ORDERS_TEST_HTTP_CLIENT_H
+#define ORDERS_TEST_HTTP_CLIENT_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+struct http_response {
+	int status;   /* 0 when the request failed */
+	char *headers; /* raw header block, malloc'd */
+	char *body;    /* NUL-terminated, malloc'd */
+	size_t body_len;
+};
+
+/*
+ * http_request - send one request to 127.0.0.1:$ORDERS_HTTP_PORT (8080 when
+ * unset) with Connection: close. headers is a NULL-terminated list of full
+ * header lines ("Authorization: Bearer dev-client"). body may be NULL.
+ * Returns 0 and fills out, or -1 on a socket error.
+ */
+int http_request(const char *method, const char *path, const char *const *headers,
+		 const char *body, size_t body_len, struct http_response *out);
+
+/* http_header - the value of a response header (case-insensitive name) into
+ * out; 0 when found. */
+int http_header(const struct http_response *r, const char *name, char *out, size_t outlen);
+
+/* http_json - the body parsed as JSON (decref it), or NULL. */
+json_t *http_json(const struct http_response *r);
+
+void http_response_release(struct http_response *r);
+
+#endif
