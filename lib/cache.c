@@ -3,9 +3,9 @@
 
 #include "err.h"
 #include "log.h"
+#include "pool.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,14 +29,10 @@ struct cache {
 	long suppressed;   /* warnings not written since */
 };
 
+/* The pool mechanism is pool.c's; this only adds the URL to open with. */
 struct cache_pool {
-	pthread_mutex_t lock;
-	pthread_cond_t cond; /* signalled when a connection is put back */
-	char *url;
-	int size;
-	int opened; /* connections that exist, idle or handed out, or being made */
-	int nidle;
-	struct cache **idle;
+	struct pool *pool;
+	char url[]; /* the open callback's argument; lives as long as pool */
 };
 
 /* ---- URL --------------------------------------------------------------- */
@@ -294,101 +290,68 @@ int cache_ping(struct cache *c)
 
 /* ---- pool -------------------------------------------------------------- */
 
+/* A cache whose connection failed is still handed out and reconnects on
+ * use: only a bad URL (checked by cache_pool_new) or ERR_NOMEM is NULL. */
+static void *cache_pool_open(void *arg)
+{
+	return cache_new(arg);
+}
+
+static void cache_pool_close(void *conn, void *arg)
+{
+	(void)arg;
+	cache_free(conn);
+}
+
+static const struct pool_ops cache_pool_ops = {
+    .open = cache_pool_open,
+    .close = cache_pool_close,
+    .reset = NULL,
+};
+
 /* NULL on a bad URL (checked here, so a daemon fails at start) or ERR_NOMEM. */
 struct cache_pool *cache_pool_new(const char *url, int size)
 {
 	char host[CACHE_HOST_MAX];
 	struct cache_pool *p;
 	int port, db;
+	size_t n;
 
 	if (size < 1 || cache_parse_url(url, host, &port, &db) != ERR_OK) {
 		log_error("cannot use redis url", LF_STR("reason", "not redis://host:port/db"));
 		return NULL;
 	}
-	p = calloc(1, sizeof(*p));
+	n = strlen(url) + 1;
+	p = malloc(sizeof(*p) + n);
 	if (!p)
 		return NULL;
-	p->size = size;
-	p->url = strdup(url);
-	p->idle = calloc((size_t)size, sizeof(*p->idle));
-	if (!p->url || !p->idle)
-		goto fail_mem;
-	if (pthread_mutex_init(&p->lock, NULL) != 0)
-		goto fail_mem;
-	if (pthread_cond_init(&p->cond, NULL) != 0) {
-		pthread_mutex_destroy(&p->lock);
-		goto fail_mem;
+	memcpy(p->url, url, n);
+	p->pool = pool_new(size, &cache_pool_ops, p->url);
+	if (!p->pool) {
+		free(p);
+		return NULL;
 	}
 	return p;
-fail_mem:
-	free(p->idle);
-	free(p->url);
-	free(p);
-	return NULL;
 }
 
 /* Every connection must have been put back first. */
 void cache_pool_free(struct cache_pool *p)
 {
-	int i;
-
 	if (!p)
 		return;
-	for (i = 0; i < p->nidle; i++)
-		cache_free(p->idle[i]);
-	pthread_cond_destroy(&p->cond);
-	pthread_mutex_destroy(&p->lock);
-	free(p->idle);
-	free(p->url);
+	pool_free(p->pool);
 	free(p);
 }
 
 struct cache *cache_pool_get(struct cache_pool *p)
 {
-	struct cache *c;
-
-	if (!p)
-		return NULL;
-	pthread_mutex_lock(&p->lock);
-	for (;;) {
-		if (p->nidle > 0) {
-			c = p->idle[--p->nidle];
-			pthread_mutex_unlock(&p->lock);
-			return c;
-		}
-		if (p->opened < p->size)
-			break;
-		pthread_cond_wait(&p->cond, &p->lock);
-	}
-	p->opened++;
-	pthread_mutex_unlock(&p->lock);
-	/* Connecting may take the 1 s timeout: not under the lock. A cache
-	 * whose connection failed is still handed out and reconnects on use. */
-	c = cache_new(p->url);
-	if (c)
-		return c;
-	pthread_mutex_lock(&p->lock);
-	p->opened--;
-	pthread_cond_signal(&p->cond);
-	pthread_mutex_unlock(&p->lock);
-	return NULL;
+	return p ? pool_get(p->pool) : NULL;
 }
 
 /* A connection must come back with no reply pending (every
  * redisAppendCommand matched by a redisGetReply). */
 void cache_pool_put(struct cache_pool *p, struct cache *c)
 {
-	if (!p || !c)
-		return;
-	pthread_mutex_lock(&p->lock);
-	if (p->nidle < p->size) {
-		p->idle[p->nidle++] = c;
-		c = NULL;
-	} else {
-		/* More put back than taken: a caller bug; do not overflow. */
-		p->opened--;
-	}
-	pthread_cond_signal(&p->cond);
-	pthread_mutex_unlock(&p->lock);
-	cache_free(c);
+	if (p)
+		pool_put(p->pool, c);
 }

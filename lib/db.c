@@ -5,8 +5,8 @@
 
 #include "err.h"
 #include "log.h"
+#include "pool.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -24,14 +24,11 @@ struct db {
 	long suppressed;  /* reconnect warnings not written since */
 };
 
+/* The pool mechanism is pool.c's; this only adds what a PostgreSQL
+ * connection needs (the DSN to open it, a rollback when it comes back). */
 struct db_pool {
-	pthread_mutex_t lock;
-	pthread_cond_t cond; /* signalled when a connection is put back or a slot frees */
-	char *dsn;
-	int size;
-	int opened; /* connections that exist, idle or handed out, or being opened */
-	int nidle;
-	struct db **idle;
+	struct pool *pool;
+	char dsn[]; /* the open callback's argument; lives as long as pool */
 };
 
 /* libpq's messages end with a newline and may span lines; a log field
@@ -294,104 +291,73 @@ int db_ping(struct db *d)
 
 /* ---- pool -------------------------------------------------------------- */
 
-struct db_pool *db_pool_new(const char *dsn, int size)
+static void *db_pool_open(void *arg)
 {
-	struct db_pool *p;
-
-	if (!dsn || size < 1)
-		return NULL;
-	p = calloc(1, sizeof(*p));
-	if (!p)
-		return NULL;
-	p->size = size;
-	p->dsn = strdup(dsn);
-	p->idle = calloc((size_t)size, sizeof(*p->idle));
-	if (!p->dsn || !p->idle)
-		goto fail_mem;
-	if (pthread_mutex_init(&p->lock, NULL) != 0)
-		goto fail_mem;
-	if (pthread_cond_init(&p->cond, NULL) != 0) {
-		pthread_mutex_destroy(&p->lock);
-		goto fail_mem;
-	}
-	return p;
-fail_mem:
-	free(p->idle);
-	free(p->dsn);
-	free(p);
-	return NULL;
+	return db_new(arg);
 }
 
-/* Every connection must have been put back first. */
-void db_pool_free(struct db_pool *p)
+static void db_pool_close(void *conn, void *arg)
 {
-	int i;
-
-	if (!p)
-		return;
-	for (i = 0; i < p->nidle; i++)
-		db_free(p->idle[i]);
-	pthread_cond_destroy(&p->cond);
-	pthread_mutex_destroy(&p->lock);
-	free(p->idle);
-	free(p->dsn);
-	free(p);
+	(void)arg;
+	db_free(conn);
 }
 
-struct db *db_pool_get(struct db_pool *p)
+/* A transaction left open must not leak into the next user's work. */
+static void db_pool_reset(void *conn, void *arg)
 {
-	struct db *d;
+	struct db *d = conn;
+	PGTransactionStatusType ts = PQtransactionStatus(d->conn);
 
-	if (!p)
-		return NULL;
-	pthread_mutex_lock(&p->lock);
-	for (;;) {
-		if (p->nidle > 0) {
-			d = p->idle[--p->nidle];
-			pthread_mutex_unlock(&p->lock);
-			return d;
-		}
-		if (p->opened < p->size)
-			break;
-		pthread_cond_wait(&p->cond, &p->lock);
-	}
-	/* Take the slot, then connect without the lock: connecting takes a
-	 * round trip or a timeout, and others may be putting back. */
-	p->opened++;
-	pthread_mutex_unlock(&p->lock);
-	d = db_new(p->dsn);
-	if (d)
-		return d;
-	pthread_mutex_lock(&p->lock);
-	p->opened--;
-	/* The slot is free again; a waiter may try its own luck. */
-	pthread_cond_signal(&p->cond);
-	pthread_mutex_unlock(&p->lock);
-	return NULL;
-}
-
-void db_pool_put(struct db_pool *p, struct db *d)
-{
-	PGTransactionStatusType ts;
-
-	if (!p || !d)
-		return;
-	/* A transaction left open must not leak into the next user's work. */
-	ts = PQtransactionStatus(d->conn);
+	(void)arg;
 	if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
 		log_warn("postgresql connection returned inside a transaction",
 		         LF_STR("reason", "rolled back"));
 		db_rollback(d);
 	}
-	pthread_mutex_lock(&p->lock);
-	if (p->nidle < p->size) {
-		p->idle[p->nidle++] = d;
-		d = NULL;
-	} else {
-		/* More put back than taken: a caller bug; do not overflow. */
-		p->opened--;
+}
+
+static const struct pool_ops db_pool_ops = {
+    .open = db_pool_open,
+    .close = db_pool_close,
+    .reset = db_pool_reset,
+};
+
+struct db_pool *db_pool_new(const char *dsn, int size)
+{
+	struct db_pool *p;
+	size_t n;
+
+	if (!dsn || size < 1)
+		return NULL;
+	n = strlen(dsn) + 1;
+	p = malloc(sizeof(*p) + n);
+	if (!p)
+		return NULL;
+	memcpy(p->dsn, dsn, n);
+	p->pool = pool_new(size, &db_pool_ops, p->dsn);
+	if (!p->pool) {
+		free(p);
+		return NULL;
 	}
-	pthread_cond_signal(&p->cond);
-	pthread_mutex_unlock(&p->lock);
-	db_free(d);
+	return p;
+}
+
+/* Every connection must have been put back first. */
+void db_pool_free(struct db_pool *p)
+{
+	if (!p)
+		return;
+	pool_free(p->pool);
+	free(p);
+}
+
+struct db *db_pool_get(struct db_pool *p)
+{
+	return p ? pool_get(p->pool) : NULL;
+}
+
+void db_pool_put(struct db_pool *p, struct db *d)
+{
+	if (p)
+		pool_put(p->pool, d);
 }
