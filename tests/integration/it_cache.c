@@ -1,0 +1,436 @@
+/* it_cache.c: the Redis module against a real server (ORDERS_REDIS_URL). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "err.h"
+
+#define DEFAULT_URL "redis://127.0.0.1:6389/0"
+/* Port 1 on loopback: nothing listens, so connecting is refused at once. */
+#define DEAD_URL "redis://127.0.0.1:1/0"
+#define POOL_SIZE 2
+#define POOL_THREADS 4
+#define POOL_INCRS 500
+
+static const char *url;
+static struct cache *c;
+static char prefix[64]; /* test:<pid>: - every key this test makes starts with it */
+
+/* prefix + name, in a static buffer per slot. */
+static const char *key(const char *name)
+{
+	static char bufs[4][128];
+	static int next;
+	char *b = bufs[next++ % 4];
+
+	snprintf(b, sizeof(bufs[0]), "%s%s", prefix, name);
+	return b;
+}
+
+static void del_keys(struct cache *cc)
+{
+	redisReply *r, *k;
+	size_t i;
+
+	r = cache_command(cc, "KEYS %s*", prefix);
+	if (!r)
+		return;
+	if (r->type == REDIS_REPLY_ARRAY) {
+		for (i = 0; i < r->elements; i++) {
+			k = cache_command(cc, "DEL %b", r->element[i]->str, r->element[i]->len);
+			freeReplyObject(k);
+		}
+	}
+	freeReplyObject(r);
+}
+
+static int group_setup(void **state)
+{
+	(void)state;
+	url = getenv("ORDERS_REDIS_URL");
+	if (!url || !*url)
+		url = DEFAULT_URL;
+	snprintf(prefix, sizeof(prefix), "test:%ld:", (long)getpid());
+	c = cache_new(url);
+	if (!c || cache_ping(c) != ERR_OK) {
+		fprintf(stderr, "it_cache: cannot reach ORDERS_REDIS_URL (is redis up?)\n");
+		cache_free(c);
+		c = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	redisReply *r;
+	int left = -1;
+
+	(void)state;
+	del_keys(c);
+	r = cache_command(c, "KEYS %s*", prefix);
+	if (r && r->type == REDIS_REPLY_ARRAY)
+		left = (int)r->elements;
+	freeReplyObject(r);
+	cache_free(c);
+	if (left != 0) {
+		fprintf(stderr, "it_cache: %d test keys left behind\n", left);
+		return -1;
+	}
+	return 0;
+}
+
+static void test_ping(void **state)
+{
+	(void)state;
+	assert_int_equal(cache_ping(c), ERR_OK);
+	assert_int_not_equal(cache_ping(NULL), ERR_OK);
+	assert_null(cache_command(NULL, "PING"));
+	assert_null(cache_command(c, NULL));
+}
+
+static void test_set_get(void **state)
+{
+	redisReply *r;
+
+	(void)state;
+	r = cache_command(c, "SET %s %s", key("greeting"), "hello world");
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_STATUS);
+	assert_string_equal(r->str, "OK");
+	freeReplyObject(r);
+
+	r = cache_command(c, "GET %s", key("greeting"));
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_STRING);
+	assert_int_equal(r->len, 11);
+	assert_string_equal(r->str, "hello world");
+	freeReplyObject(r);
+
+	r = cache_command(c, "GET %s", key("missing"));
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_NIL);
+	freeReplyObject(r);
+
+	/* SET NX on an existing key does nothing and says so with nil. */
+	r = cache_command(c, "SET %s %s NX EX %d", key("greeting"), "other", 60);
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_NIL);
+	freeReplyObject(r);
+
+	r = cache_command(c, "DEL %s", key("greeting"));
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+	assert_int_equal(r->integer, 1);
+	freeReplyObject(r);
+}
+
+/* %b values may hold NULs, spaces, CR LF and high bytes: all must survive. */
+static void test_binary_values(void **state)
+{
+	uint8_t v[300];
+	char bkey[128];
+	redisReply *r;
+	size_t i, n;
+
+	(void)state;
+	for (i = 0; i < sizeof(v); i++)
+		v[i] = (uint8_t)(i * 37 + 11);
+	v[0] = 0;
+	v[1] = '\r';
+	v[2] = '\n';
+	v[3] = ' ';
+	v[sizeof(v) - 1] = 0;
+
+	r = cache_command(c, "SET %s %b", key("bin"), v, sizeof(v));
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_STATUS);
+	freeReplyObject(r);
+
+	r = cache_command(c, "GET %s", key("bin"));
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_STRING);
+	assert_int_equal(r->len, sizeof(v));
+	assert_memory_equal(r->str, v, sizeof(v));
+	freeReplyObject(r);
+
+	r = cache_command(c, "STRLEN %s", key("bin"));
+	assert_non_null(r);
+	assert_int_equal(r->integer, (long long)sizeof(v));
+	freeReplyObject(r);
+
+	/* A binary key too, and an empty value. */
+	n = (size_t)snprintf(bkey, sizeof(bkey), "%sk", prefix);
+	memcpy(bkey + n, "\0ey", 3);
+	n += 3;
+	r = cache_command(c, "SET %b %b", bkey, n, "", (size_t)0);
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_STATUS);
+	freeReplyObject(r);
+	r = cache_command(c, "GET %b", bkey, n);
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_STRING);
+	assert_int_equal(r->len, 0);
+	freeReplyObject(r);
+	/* Only the full binary key finds it: the NUL is part of the key. */
+	r = cache_command(c, "EXISTS %b", bkey, n - 3);
+	assert_non_null(r);
+	assert_int_equal(r->integer, 0);
+	freeReplyObject(r);
+}
+
+/* An error reply is a reply: handed back as is, and the connection stays usable. */
+static void test_error_reply(void **state)
+{
+	redisReply *r;
+
+	(void)state;
+	r = cache_command(c, "SET %s %s", key("word"), "not-a-number");
+	assert_non_null(r);
+	freeReplyObject(r);
+
+	r = cache_command(c, "INCR %s", key("word"));
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_ERROR);
+	assert_non_null(strstr(r->str, "not an integer"));
+	freeReplyObject(r);
+
+	r = cache_command(c, "NOSUCHCOMMAND %s", key("word"));
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_ERROR);
+	freeReplyObject(r);
+
+	/* The value was not touched, and the next command works. */
+	r = cache_command(c, "GET %s", key("word"));
+	assert_non_null(r);
+	assert_string_equal(r->str, "not-a-number");
+	freeReplyObject(r);
+	assert_int_equal(cache_ping(c), ERR_OK);
+}
+
+/* The /db part of the URL selects the database. */
+static void test_select_db(void **state)
+{
+	char other_url[256];
+	struct cache *o;
+	redisReply *r;
+	const char *slash;
+
+	(void)state;
+	/* redis://host:port/db or redis://host:port: swap or add the db part. */
+	slash = strrchr(url, '/');
+	assert_non_null(slash);
+	if (slash < url + 8)
+		snprintf(other_url, sizeof(other_url), "%s/15", url);
+	else
+		snprintf(other_url, sizeof(other_url), "%.*s/%d", (int)(slash - url), url,
+		         atoi(slash + 1) == 15 ? 14 : 15);
+	o = cache_new(other_url);
+	assert_non_null(o);
+	r = cache_command(o, "SET %s %s", key("elsewhere"), "1");
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_STATUS);
+	freeReplyObject(r);
+
+	r = cache_command(c, "EXISTS %s", key("elsewhere"));
+	assert_non_null(r);
+	assert_int_equal(r->integer, 0);
+	freeReplyObject(r);
+
+	del_keys(o);
+	r = cache_command(o, "EXISTS %s", key("elsewhere"));
+	assert_non_null(r);
+	assert_int_equal(r->integer, 0);
+	freeReplyObject(r);
+	cache_free(o);
+}
+
+/* The server drops our connection (a restart, a timeout): the next command reconnects once. */
+static void test_reconnect(void **state)
+{
+	struct cache *killer;
+	redisReply *r;
+	long long id;
+
+	(void)state;
+	r = cache_command(c, "CLIENT ID");
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+	id = r->integer;
+	freeReplyObject(r);
+
+	killer = cache_new(url);
+	assert_non_null(killer);
+	r = cache_command(killer, "CLIENT KILL ID %lld", id);
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+	assert_int_equal(r->integer, 1);
+	freeReplyObject(r);
+	cache_free(killer);
+
+	r = cache_command(c, "SET %s %s", key("after"), "yes");
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_STATUS);
+	freeReplyObject(r);
+	r = cache_command(c, "CLIENT ID");
+	assert_non_null(r);
+	assert_true(r->integer != id);
+	freeReplyObject(r);
+}
+
+static void test_bad_urls(void **state)
+{
+	static const char *const bad[] = {
+	    "http://127.0.0.1:6389/0",
+	    "redis:/127.0.0.1:6389",
+	    "redis://127.0.0.1:0/0",
+	    "redis://127.0.0.1:65536/0",
+	    "redis://127.0.0.1:port/0",
+	    "redis://127.0.0.1:6389/x",
+	    "redis://127.0.0.1:6389/-1",
+	    "redis://:secret@127.0.0.1:6389/0",
+	    "redis://127.0.0.1:6389/0?timeout=1",
+	    "redis://[::1/0",
+	    "",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_null(cache_new(bad[i]));
+		assert_null(cache_pool_new(bad[i], 2));
+	}
+	assert_null(cache_new(NULL));
+	assert_null(cache_pool_new(NULL, 2));
+	assert_null(cache_pool_new(url, 0));
+	cache_free(NULL);
+	cache_pool_free(NULL);
+	assert_null(cache_pool_get(NULL));
+	cache_pool_put(NULL, NULL);
+}
+
+/* A well-formed URL with nothing behind it: an object, but every use says unavailable. */
+static void test_dead_server(void **state)
+{
+	struct cache *d;
+
+	(void)state;
+	d = cache_new(DEAD_URL);
+	assert_non_null(d);
+	assert_null(cache_command(d, "PING"));
+	assert_int_equal(cache_ping(d), ERR_UNAVAILABLE);
+	cache_free(d);
+}
+
+/* ---- pool ---------------------------------------------------------------- */
+
+struct pool_run {
+	struct cache_pool *pool;
+	const char *counter; /* the key, made on the main thread: key() is not thread-safe */
+	atomic_int *in_use;
+	atomic_int *max_in_use;
+	atomic_int *ok;
+};
+
+/* No cmocka asserts off the main thread: failures are counted instead. */
+static void *pool_worker(void *arg)
+{
+	struct pool_run *run = arg;
+	struct cache *cc;
+	redisReply *r;
+	int i, now, max;
+
+	for (i = 0; i < POOL_INCRS; i++) {
+		cc = cache_pool_get(run->pool);
+		if (!cc)
+			continue;
+		now = atomic_fetch_add(run->in_use, 1) + 1;
+		max = atomic_load(run->max_in_use);
+		while (now > max && !atomic_compare_exchange_weak(run->max_in_use, &max, now))
+			;
+		r = cache_command(cc, "INCR %s", run->counter);
+		if (r && r->type == REDIS_REPLY_INTEGER)
+			atomic_fetch_add(run->ok, 1);
+		freeReplyObject(r);
+		atomic_fetch_sub(run->in_use, 1);
+		cache_pool_put(run->pool, cc);
+	}
+	return NULL;
+}
+
+static void test_pool_threads(void **state)
+{
+	struct pool_run run;
+	pthread_t tids[POOL_THREADS];
+	atomic_int in_use = 0, max_in_use = 0, ok = 0;
+	struct cache_pool *p;
+	char counter[128];
+	redisReply *r;
+	int i;
+
+	(void)state;
+	snprintf(counter, sizeof(counter), "%scounter", prefix);
+	p = cache_pool_new(url, POOL_SIZE);
+	assert_non_null(p);
+	run = (struct pool_run){
+	    .pool = p, .counter = counter, .in_use = &in_use, .max_in_use = &max_in_use, .ok = &ok};
+	for (i = 0; i < POOL_THREADS; i++)
+		assert_int_equal(pthread_create(&tids[i], NULL, pool_worker, &run), 0);
+	for (i = 0; i < POOL_THREADS; i++)
+		assert_int_equal(pthread_join(tids[i], NULL), 0);
+
+	assert_int_equal(atomic_load(&ok), POOL_THREADS * POOL_INCRS);
+	assert_true(atomic_load(&max_in_use) >= 1 && atomic_load(&max_in_use) <= POOL_SIZE);
+	r = cache_command(c, "GET %s", counter);
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_STRING);
+	assert_int_equal(strtol(r->str, NULL, 10), POOL_THREADS * POOL_INCRS);
+	freeReplyObject(r);
+	cache_pool_free(p);
+}
+
+/* Connections put back are handed out again, not made anew. */
+static void test_pool_reuse(void **state)
+{
+	struct cache_pool *p;
+	struct cache *a, *b, *x;
+
+	(void)state;
+	p = cache_pool_new(url, 2);
+	assert_non_null(p);
+	a = cache_pool_get(p);
+	b = cache_pool_get(p);
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_ptr_not_equal(a, b);
+	cache_pool_put(p, a);
+	x = cache_pool_get(p);
+	assert_ptr_equal(x, a);
+	assert_int_equal(cache_ping(x), ERR_OK);
+	cache_pool_put(p, x);
+	cache_pool_put(p, b);
+	cache_pool_free(p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_ping),          cmocka_unit_test(test_set_get),
+	    cmocka_unit_test(test_binary_values), cmocka_unit_test(test_error_reply),
+	    cmocka_unit_test(test_select_db),     cmocka_unit_test(test_reconnect),
+	    cmocka_unit_test(test_bad_urls),      cmocka_unit_test(test_dead_server),
+	    cmocka_unit_test(test_pool_threads),  cmocka_unit_test(test_pool_reuse),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
