@@ -43,6 +43,12 @@ struct api {
 	struct api_key keys[API_MAX_KEYS];
 	size_t nkeys;
 	uint8_t order_id_key[32];
+	uint8_t body_hash_key[32]; /* keys the idempotency record's body hash */
+
+	/* Shutdown: new requests are refused once stopping is set, and the
+	 * daemon stops only when no checkout is suspended any more. */
+	atomic_int stopping;
+	atomic_int suspended;
 
 	struct db_pool *db;
 	struct cache_pool *cache;
@@ -90,6 +96,7 @@ struct request {
 	int64_t publish_started_ns;
 	char order_id[40];
 	char idem_redis_key[320];
+	char idem_hash[33]; /* keyed hash of the body, hex */
 	char *accepted_body; /* the 202 body, malloc'd */
 };
 

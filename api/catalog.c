@@ -10,11 +10,14 @@
 #include "log.h"
 
 /*
- * Redis keys: "product:{sku}" is a hash (name, price_cents, currency) kept
- * current by PUT and filled on a miss; "available:{sku}" holds stock minus
- * reservations for at most one second, so what clients see lags the
+ * Redis keys: "product:{sku}" is a hash (name, price_cents, currency),
+ * filled from the database on a miss and dropped by PUT, so the next
+ * reader fills it afresh; it also expires, which bounds how long a fill
+ * that raced a PUT can serve the old price. "available:{sku}" holds stock
+ * minus reservations for at most one second, so what clients see lags the
  * database by at most that.
  */
+#define PRODUCT_TTL_S 300
 #define AVAILABLE_TTL_MS 1000
 
 static void cache_product(struct cache *c, const char *sku, const char *name, int64_t price,
@@ -26,6 +29,9 @@ static void cache_product(struct cache *c, const char *sku, const char *name, in
 	snprintf(price_s, sizeof(price_s), "%" PRId64, price);
 	rep = cache_command(c, "HSET product:%s name %s price_cents %s currency %s", sku, name,
 			    price_s, currency);
+	if (rep)
+		freeReplyObject(rep);
+	rep = cache_command(c, "EXPIRE product:%s %d", sku, PRODUCT_TTL_S);
 	if (rep)
 		freeReplyObject(rep);
 }
@@ -179,8 +185,7 @@ enum MHD_Result catalog_put(struct request *r, const char *sku)
 	if (c) {
 		redisReply *rep;
 
-		cache_product(c, sku, json_string_value(name), price, currency);
-		rep = cache_command(c, "DEL available:%s", sku);
+		rep = cache_command(c, "DEL product:%s available:%s", sku, sku);
 		if (rep)
 			freeReplyObject(rep);
 		cache_pool_put(r->api->cache, c);

@@ -188,10 +188,15 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 		*res = invalid_card(r, "the card number is not valid", "payment.card.number");
 		return -1;
 	}
+	/* Out-of-range values become 0, which card_validate refuses. */
 	v = json_object_get(card, "exp_month");
-	co->card.exp_month = json_is_integer(v) ? (int)json_integer_value(v) : 0;
+	co->card.exp_month = json_is_integer(v) && json_integer_value(v) >= 1 &&
+					     json_integer_value(v) <= 12
+				     ? (int)json_integer_value(v)
+				     : 0;
 	v = json_object_get(card, "exp_year");
-	co->card.exp_year = json_is_integer(v) && json_integer_value(v) < 10000
+	co->card.exp_year = json_is_integer(v) && json_integer_value(v) >= 1000 &&
+					    json_integer_value(v) <= 9999
 				    ? (int)json_integer_value(v)
 				    : 0;
 	cvc = str_member(card, "cvc", CARD_CVC_MAX);
@@ -261,86 +266,127 @@ static int valid_idempotency_key(const char *k)
 	return n >= 1 && n <= 255;
 }
 
+/* Keyed, so the record in Redis says nothing about the card in the body. */
 static void body_hash(const struct request *r, char out[BODY_HASH_HEX + 1])
 {
 	unsigned char h[BODY_HASH_HEX / 2];
 
 	crypto_generichash(h, sizeof(h), (const unsigned char *)(r->body.data ? r->body.data : ""),
-			   r->body.len, NULL, 0);
+			   r->body.len, r->api->body_hash_key, sizeof(r->api->body_hash_key));
 	sodium_bin2hex(out, BODY_HASH_HEX + 1, h, sizeof(h));
 }
 
+/* The in-flight record outlives the longest wait for a confirm. */
+static int pending_ttl_s(const struct api *a)
+{
+	int ttl = a->cfg.publish_timeout_ms / 1000 + 10;
+
+	return ttl > IDEM_PENDING_TTL_S ? ttl : IDEM_PENDING_TTL_S;
+}
+
+static enum MHD_Result respond_accepted(struct request *r, const char *body)
+{
+	char location[80];
+	const char *headers[] = { "Location", location, NULL };
+
+	snprintf(location, sizeof(location), "/v1/orders/%s", r->order_id);
+	return respond_json(r, 202, body, headers);
+}
+
 /*
- * Answer from an existing record, if any. Returns 1 when a response was
- * queued into *res, 0 when the key is free (and now reserved by us), -1
- * when Redis failed (*res queued).
+ * idem_answer - answer from the key's record, if it has one: the same 202
+ * for the same body, 422 for another body, 409 while the first is in
+ * flight. ERR_OK with *answered set, or ERR_UNAVAILABLE (503 queued).
  */
-static int claim_key(struct request *r, struct cache *c, const char *hash, enum MHD_Result *res)
+static int idem_answer(struct request *r, struct cache *c, int *answered, enum MHD_Result *res)
 {
 	static const char *const retry[] = { "Retry-After", "1", NULL };
-	redisReply *rep;
+	redisReply *rep = cache_command(c, "GET %s", r->idem_redis_key);
 
-	for (int attempt = 0; attempt < 2; attempt++) {
-		rep = cache_command(c, "SET %s P:%s NX EX %d", r->idem_redis_key, hash,
-				    IDEM_PENDING_TTL_S);
-		if (!rep || rep->type == REDIS_REPLY_ERROR) {
-			if (rep)
-				freeReplyObject(rep);
-			*res = respond_unavailable(r, "the idempotency store");
-			return -1;
-		}
-		if (rep->type == REDIS_REPLY_STATUS) {
+	*answered = 1;
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		if (rep)
 			freeReplyObject(rep);
-			return 0;
-		}
-		freeReplyObject(rep);
-
-		rep = cache_command(c, "GET %s", r->idem_redis_key);
-		if (!rep) {
-			*res = respond_unavailable(r, "the idempotency store");
-			return -1;
-		}
-		if (rep->type != REDIS_REPLY_STRING) {
-			/* Expired between SET and GET: try to claim it again. */
-			freeReplyObject(rep);
-			continue;
-		}
-		if (rep->len < 2 + BODY_HASH_HEX ||
-		    memcmp(rep->str + 2, hash, BODY_HASH_HEX) != 0) {
-			freeReplyObject(rep);
-			*res = respond_error(r, 422, "idempotency_key_reused",
-					     "this Idempotency-Key was used with a different body",
-					     NULL);
-			return 1;
-		}
-		if (rep->str[0] == 'D' && rep->len > 3 + BODY_HASH_HEX) {
-			*res = respond_json(r, 202, rep->str + 3 + BODY_HASH_HEX, NULL);
-			freeReplyObject(rep);
-			return 1;
-		}
-		freeReplyObject(rep);
+		*res = respond_unavailable(r, "the idempotency store");
+		return ERR_UNAVAILABLE;
+	}
+	if (rep->type != REDIS_REPLY_STRING) {
+		*answered = 0;
+	} else if (rep->len < 2 + BODY_HASH_HEX ||
+		   memcmp(rep->str + 2, r->idem_hash, BODY_HASH_HEX) != 0) {
+		*res = respond_error(r, 422, "idempotency_key_reused",
+				     "this Idempotency-Key was used with a different body", NULL);
+	} else if (rep->str[0] == 'D' && rep->len > 3 + BODY_HASH_HEX) {
+		*res = respond_accepted(r, rep->str + 3 + BODY_HASH_HEX);
+	} else {
 		*res = respond_obj(r, 409,
 				   json_pack("{s:{s:s, s:s}}", "error", "code",
 					     "idempotency_key_in_use", "message",
 					     "a checkout with this Idempotency-Key is in progress"),
 				   retry);
-		return 1;
 	}
-	*res = respond_unavailable(r, "the idempotency store");
-	return -1;
+	freeReplyObject(rep);
+	return ERR_OK;
 }
 
-static void release_key(struct api *a, const char *redis_key)
+/*
+ * idem_claim - take the key for this request (SET NX). ERR_OK when taken;
+ * ERR_CONFLICT when another request has it (its answer is queued);
+ * ERR_UNAVAILABLE when Redis failed (503 queued).
+ */
+static int idem_claim(struct request *r, struct cache *c, enum MHD_Result *res)
 {
-	struct cache *c = cache_pool_get(a->cache);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		redisReply *rep = cache_command(c, "SET %s P:%s NX EX %d", r->idem_redis_key,
+						r->idem_hash, pending_ttl_s(r->api));
+		int taken, answered;
+
+		if (!rep || rep->type == REDIS_REPLY_ERROR) {
+			if (rep)
+				freeReplyObject(rep);
+			*res = respond_unavailable(r, "the idempotency store");
+			return ERR_UNAVAILABLE;
+		}
+		taken = rep->type == REDIS_REPLY_STATUS;
+		freeReplyObject(rep);
+		if (taken)
+			return ERR_OK;
+		/* Someone else has it; unless it expired in between, say so. */
+		if (idem_answer(r, c, &answered, res) != ERR_OK)
+			return ERR_UNAVAILABLE;
+		if (answered)
+			return ERR_CONFLICT;
+	}
+	*res = respond_unavailable(r, "the idempotency store");
+	return ERR_UNAVAILABLE;
+}
+
+/*
+ * idem_release - give the key up after a failure, so that a retry with it
+ * may succeed. Only our own in-flight record is removed: if it expired and
+ * another request took the key meanwhile, that one's record stays.
+ * c may be NULL (one is taken from the pool).
+ */
+static void idem_release(struct request *r, struct cache *c)
+{
+	static const char script[] =
+		"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+		"return 0";
+	struct cache *own = c ? NULL : cache_pool_get(r->api->cache);
+	char value[BODY_HASH_HEX + 3];
 	redisReply *rep;
 
-	if (!c)
+	if (!c && !own)
 		return;
-	rep = cache_command(c, "DEL %s", redis_key);
+	snprintf(value, sizeof(value), "P:%s", r->idem_hash);
+	rep = cache_command(c ? c : own, "EVAL %s 1 %s %s", script, r->idem_redis_key, value);
+	if (!rep || rep->type == REDIS_REPLY_ERROR)
+		log_warn("cannot release idempotency key; it expires by itself",
+			 LF_STR("request_id", r->request_id), LF_STR("order_id", r->order_id));
 	if (rep)
 		freeReplyObject(rep);
-	cache_pool_put(a->cache, c);
+	if (own)
+		cache_pool_put(r->api->cache, own);
 }
 
 /* ---- the message ---------------------------------------------------------- */
@@ -462,15 +508,15 @@ enum MHD_Result checkout_post(struct request *r)
 	struct checkout co;
 	enum MHD_Result res;
 	const char *idem;
-	char hash[BODY_HASH_HEX + 1], message_id[IDS_UUID_LEN + 1];
+	char message_id[IDS_UUID_LEN + 1];
 	char *snapshot = NULL;
 	struct cache *c = NULL;
 	uint8_t *msg = NULL;
 	size_t msglen = 0;
 	int64_t now_ms = ids_now_ms();
 	redisReply *rep;
-	json_t *root;
-	int rc;
+	json_t *root, *accepted;
+	int rc, answered, claimed = 0;
 
 	memset(&co, 0, sizeof(co));
 	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK)
@@ -487,28 +533,33 @@ enum MHD_Result checkout_post(struct request *r)
 	if (!root)
 		return res;
 	co.root = root;
-	if (parse_checkout(r, root, &co, &res) != 0)
-		goto out;
+
+	/* Same client and key: same order id, also after Redis forgets the key. */
+	ids_uuid_derived(r->api->order_id_key, r->key->client_id, idem, r->order_id);
+	snprintf(r->idem_redis_key, sizeof(r->idem_redis_key), "idem:%s:%s", r->key->client_id,
+		 idem);
+	body_hash(r, r->idem_hash);
+	/* Parsed and hashed: the raw body (card included) is not needed again. */
+	if (r->body.data)
+		sodium_memzero(r->body.data, r->body.len);
 
 	c = cache_pool_get(r->api->cache);
 	if (!c) {
 		res = respond_unavailable(r, "the cache");
 		goto out;
 	}
-	if (price_lines(r, c, &co, &res) != 0)
+	/* A replay gets the first answer whatever has changed since (an
+	 * expired card, a repriced product), so look before validating. */
+	if (idem_answer(r, c, &answered, &res) != ERR_OK || answered)
 		goto out;
-
-	/* Same client and key: same order id, also after Redis forgets the key. */
-	ids_uuid_derived(r->api->order_id_key, r->key->client_id, idem, r->order_id);
-	snprintf(r->idem_redis_key, sizeof(r->idem_redis_key), "idem:%s:%s", r->key->client_id,
-		 idem);
-	body_hash(r, hash);
-	if (claim_key(r, c, hash, &res) != 0)
+	if (parse_checkout(r, root, &co, &res) != 0 || price_lines(r, c, &co, &res) != 0)
 		goto out;
+	if (idem_claim(r, c, &res) != ERR_OK)
+		goto out;
+	claimed = 1;
 
 	rc = build_message(r, &co, now_ms, message_id, &msg, &msglen);
 	if (rc != ERR_OK) {
-		release_key(r->api, r->idem_redis_key);
 		res = respond_error(r, 500, "internal", "cannot prepare the order", NULL);
 		goto out;
 	}
@@ -519,22 +570,16 @@ enum MHD_Result checkout_post(struct request *r)
 	if (!rep || rep->type == REDIS_REPLY_ERROR) {
 		if (rep)
 			freeReplyObject(rep);
-		release_key(r->api, r->idem_redis_key);
 		res = respond_unavailable(r, "the cache");
 		goto out;
 	}
 	freeReplyObject(rep);
 
-	r->accepted_body = NULL;
-	{
-		json_t *body = json_pack("{s:s, s:s, s:s+}", "order_id", r->order_id, "status",
-					 "pending", "status_url", "/v1/orders/", r->order_id);
-
-		r->accepted_body = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
-		json_decref(body);
-	}
+	accepted = json_pack("{s:s, s:s, s:s+}", "order_id", r->order_id, "status", "pending",
+			     "status_url", "/v1/orders/", r->order_id);
+	r->accepted_body = accepted ? json_dumps(accepted, JSON_COMPACT) : NULL;
+	json_decref(accepted);
 	if (!r->accepted_body) {
-		release_key(r->api, r->idem_redis_key);
 		res = respond_error(r, 500, "internal", "out of memory", NULL);
 		goto out;
 	}
@@ -547,6 +592,7 @@ enum MHD_Result checkout_post(struct request *r)
 	 */
 	atomic_store(&r->state, REQ_PUBLISHING);
 	r->publish_started_ns = api_now_ns();
+	atomic_fetch_add(&r->api->suspended, 1);
 	MHD_suspend_connection(r->conn);
 	rc = mq_publisher_publish(r->api->publisher, MQ_EXCHANGE_ORDERS,
 				  MQ_KEY_CHECKOUT_REQUESTED, message_id, msg, msglen, on_confirm,
@@ -557,8 +603,11 @@ enum MHD_Result checkout_post(struct request *r)
 		atomic_store(&r->state, REQ_CONFIRMED);
 		MHD_resume_connection(r->conn);
 	}
+	claimed = 0; /* checkout_resumed() settles the key now */
 	res = MHD_YES;
 out:
+	if (claimed)
+		idem_release(r, c);
 	if (c)
 		cache_pool_put(r->api->cache, c);
 	free(snapshot);
@@ -571,21 +620,25 @@ enum MHD_Result checkout_resumed(struct request *r)
 {
 	static const char *const retry[] = { "Retry-After", "1", NULL };
 	int result = atomic_load(&r->publish_result);
-	const char *labels[1] = { NULL };
-	char location[80];
 	struct cache *c;
 	redisReply *rep = NULL;
-	char hash[BODY_HASH_HEX + 1];
-	const char *headers[3];
 
-	metric_observe(r->api->m_confirm_latency, labels,
+	atomic_fetch_sub(&r->api->suspended, 1);
+	metric_observe(r->api->m_confirm_latency, NULL,
 		       (double)(api_now_ns() - r->publish_started_ns) / 1e9);
+	c = cache_pool_get(r->api->cache);
 	if (result != ERR_OK) {
 		/* Nothing was half-accepted: a retry with the same key may succeed.
 		 * (After a confirm timeout the broker may still hold the message;
 		 * then the retry's message carries the same order and message id,
 		 * and the consumers' inbox and order key make it one order.) */
-		release_key(r->api, r->idem_redis_key);
+		idem_release(r, c);
+		if (c) {
+			rep = cache_command(c, "DEL order:%s", r->order_id);
+			if (rep)
+				freeReplyObject(rep);
+			cache_pool_put(r->api->cache, c);
+		}
 		log_warn("checkout not accepted", LF_STR("request_id", r->request_id),
 			 LF_STR("order_id", r->order_id), LF_STR("reason", err_str(result)));
 		return respond_obj(r, 503,
@@ -597,10 +650,8 @@ enum MHD_Result checkout_resumed(struct request *r)
 	}
 
 	/* Remember the answer so that a replay gets the same 202. */
-	body_hash(r, hash);
-	c = cache_pool_get(r->api->cache);
 	if (c)
-		rep = cache_command(c, "SET %s D:%s:%s EX %d", r->idem_redis_key, hash,
+		rep = cache_command(c, "SET %s D:%s:%s EX %d", r->idem_redis_key, r->idem_hash,
 				    r->accepted_body, IDEM_DONE_TTL_S);
 	if (!rep || rep->type == REDIS_REPLY_ERROR)
 		log_warn("cannot record idempotency key", LF_STR("request_id", r->request_id),
@@ -610,12 +661,8 @@ enum MHD_Result checkout_resumed(struct request *r)
 	if (c)
 		cache_pool_put(r->api->cache, c);
 
-	metric_add(r->api->m_checkouts, labels, 1);
+	metric_add(r->api->m_checkouts, NULL, 1);
 	log_info("checkout accepted", LF_STR("request_id", r->request_id),
 		 LF_STR("order_id", r->order_id));
-	snprintf(location, sizeof(location), "/v1/orders/%s", r->order_id);
-	headers[0] = "Location";
-	headers[1] = location;
-	headers[2] = NULL;
-	return respond_json(r, 202, r->accepted_body, headers);
+	return respond_accepted(r, r->accepted_body);
 }

@@ -112,8 +112,9 @@ static int setup(struct api *a)
 {
 	uint8_t pk[SEAL_KEY_BYTES];
 	struct mq_publisher_options opt;
-	char err[256];
+	char err[256] = "";
 	enum log_level level = LOG_INFO;
+	static const char body_hash_context[] = "orders idempotency body hash";
 
 	if (config_load(&a->cfg, err, sizeof(err)) != ERR_OK) {
 		fprintf(stderr, "orders-api: %s\n", err);
@@ -129,12 +130,17 @@ static int setup(struct api *a)
 		log_error("cannot start", LF_STR("reason", err[0] ? err : "bad key material"));
 		return ERR_INVALID;
 	}
+	/* A key of its own for hashing request bodies, derived from the order
+	 * id key so that there is no further secret to configure. */
+	crypto_generichash(a->body_hash_key, sizeof(a->body_hash_key),
+			   (const unsigned char *)body_hash_context, sizeof(body_hash_context) - 1,
+			   a->order_id_key, sizeof(a->order_id_key));
 	a->sealer = sealer_new(pk);
 	if (!a->sealer || setup_metrics(a) != ERR_OK)
 		return ERR_NOMEM;
 
-	/* One pooled connection per HTTP thread is enough: handlers hold one
-	 * for the length of a request and never two of a kind. */
+	/* One pooled connection per HTTP thread is enough: a handler holds at
+	 * most one of each kind at a time. */
 	a->db = db_pool_new(a->cfg.pg_dsn, a->cfg.http_threads);
 	a->cache = cache_pool_new(a->cfg.redis_url, a->cfg.http_threads);
 	if (!a->db || !a->cache) {
@@ -156,24 +162,40 @@ static int setup(struct api *a)
 	return http_start(a);
 }
 
+/* Wait up to ms for every suspended checkout to be answered; 1 when none is left. */
+static int drain_suspended(struct api *a, int ms)
+{
+	for (; ms > 0 && atomic_load(&a->suspended) > 0; ms -= 10)
+		usleep(10000);
+	return atomic_load(&a->suspended) == 0;
+}
+
 static void teardown(struct api *a)
 {
-	/* Stop taking connections, then let every suspended checkout finish:
-	 * freeing the publisher calls back (and so resumes) each one still in
-	 * flight, which must happen before MHD_stop_daemon. */
+	/*
+	 * Stop taking connections and requests, let every suspended checkout
+	 * get its confirm (bounded by the publish timeout), and only then stop
+	 * MHD: stopping it with a suspended connection is undefined. If the
+	 * broker never answers, freeing the publisher fails what is left with
+	 * ERR_CLOSED, which resumes those connections with a 503.
+	 */
 	http_quiesce(a);
-	if (a->publisher) {
-		usleep(200000); /* confirms come within milliseconds when all is well */
+	atomic_store(&a->stopping, 1);
+	if (a->publisher && !drain_suspended(a, a->cfg.publish_timeout_ms + 1000)) {
 		mq_publisher_free(a->publisher);
 		a->publisher = NULL;
+		drain_suspended(a, 2000);
 	}
-	usleep(100000);
 	http_stop(a);
+	mq_publisher_free(a->publisher);
+	a->publisher = NULL;
 	db_pool_free(a->db);
 	cache_pool_free(a->cache);
 	sealer_free(a->sealer);
 	metrics_free(a->metrics);
 	sodium_memzero(a->keys, sizeof(a->keys));
+	sodium_memzero(a->order_id_key, sizeof(a->order_id_key));
+	sodium_memzero(a->body_hash_key, sizeof(a->body_hash_key));
 }
 
 int main(void)
