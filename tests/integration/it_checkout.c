@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -409,6 +411,79 @@ static void test_idempotency(void **state)
 	http_response_release(&b);
 }
 
+/* Racers share one key and body: each gets the one 202 or a 409, never a second order. */
+#define RACERS 8
+
+struct racer {
+	const char *idem;
+	const char *body;
+	int status;
+	char order_id[40];
+	char retry_after[16];
+};
+
+static void *race(void *arg)
+{
+	struct racer *rc = arg;
+	struct http_response r;
+	json_t *j;
+
+	if (post_checkout(rc->idem, rc->body, &r) != 0)
+		return NULL;
+	rc->status = r.status;
+	if (r.status == 202 && (j = http_json(&r))) {
+		snprintf(rc->order_id, sizeof(rc->order_id), "%s",
+			 json_string_value(json_object_get(j, "order_id")));
+		json_decref(j);
+	}
+	if (r.status == 409)
+		http_header(&r, "Retry-After", rc->retry_after, sizeof(rc->retry_after));
+	http_response_release(&r);
+	return NULL;
+}
+
+static void test_idempotency_race(void **state)
+{
+	struct racer racers[RACERS];
+	pthread_t threads[RACERS];
+	char sku[64], body[1024], idem[96];
+	const char *order_id = NULL;
+	int accepted = 0;
+	json_t *o;
+	(void)state;
+
+	sku_name(sku, sizeof(sku), "RACE");
+	put_product(sku, 10, 300);
+	snprintf(idem, sizeof(idem), "e2e-%s-race", run_id);
+	checkout_body(body, sizeof(body), sku, 1, "4242424242424242");
+	for (int i = 0; i < RACERS; i++) {
+		memset(&racers[i], 0, sizeof(racers[i]));
+		racers[i].idem = idem;
+		racers[i].body = body;
+		assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
+	}
+	for (int i = 0; i < RACERS; i++)
+		pthread_join(threads[i], NULL);
+	for (int i = 0; i < RACERS; i++) {
+		assert_true(racers[i].status == 202 || racers[i].status == 409);
+		if (racers[i].status == 409) {
+			assert_string_equal(racers[i].retry_after, "1");
+			continue;
+		}
+		accepted++;
+		if (!order_id)
+			order_id = racers[i].order_id;
+		assert_string_equal(racers[i].order_id, order_id);
+	}
+	assert_true(accepted >= 1);
+
+	/* One order, one unit reserved and sold: 10 - 1. */
+	o = wait_final(order_id, NULL);
+	assert_string_equal(json_string_value(json_object_get(o, "status")), "confirmed");
+	json_decref(o);
+	wait_available(sku, 9);
+}
+
 static void expect_error(const char *const *headers, const char *body, size_t len, int status,
 			 const char *code)
 {
@@ -491,6 +566,7 @@ int main(void)
 		cmocka_unit_test(test_payment_failed_insufficient_funds),
 		cmocka_unit_test(test_transient_gateway_failure_retried),
 		cmocka_unit_test(test_idempotency),
+		cmocka_unit_test(test_idempotency_race),
 		cmocka_unit_test(test_checkout_errors),
 		cmocka_unit_test(test_unknown_order),
 	};
