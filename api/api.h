@@ -84,7 +84,7 @@ struct request {
 	struct MHD_Connection *conn;
 	char request_id[API_REQUEST_ID_MAX + 1];
 	const char *method;
-	const char *route;  /* the route's pattern, the metrics label */
+	const char *route; /* the route's pattern, the metrics label */
 	const struct api_key *key;
 	struct buf body;
 	int body_too_big;
@@ -96,7 +96,7 @@ struct request {
 	int64_t publish_started_ns;
 	char order_id[40];
 	char idem_redis_key[320];
-	char idem_hash[33]; /* keyed hash of the body, hex */
+	char idem_hash[33];  /* keyed hash of the body, hex */
 	char *accepted_body; /* the 202 body, malloc'd */
 };
 
@@ -105,13 +105,13 @@ struct request {
 /* respond_json - queue status with the JSON body (copied). headers is a
  * NULL-terminated list of name, value pairs, or NULL. */
 enum MHD_Result respond_json(struct request *r, unsigned int status, const char *body,
-			     const char *const *headers);
+                             const char *const *headers);
 /* respond_obj - like respond_json with a jansson object (decref'd here). */
 enum MHD_Result respond_obj(struct request *r, unsigned int status, json_t *obj,
-			    const char *const *headers);
+                            const char *const *headers);
 /* respond_error - the contract's error shape; field may be NULL. */
 enum MHD_Result respond_error(struct request *r, unsigned int status, const char *code,
-			      const char *message, const char *field);
+                              const char *message, const char *field);
 /* respond_unavailable - 503 unavailable with Retry-After. */
 enum MHD_Result respond_unavailable(struct request *r, const char *what);
 
@@ -146,7 +146,7 @@ enum MHD_Result orders_get(struct request *r, const char *order_id);
  * name_out may be NULL.
  */
 int product_lookup(struct api *a, struct cache *c, const char *sku, int64_t *price_cents,
-		   char currency[4], char *name_out, size_t name_len);
+                   char currency[4], char *name_out, size_t name_len);
 
 /* http_start / http_stop - the MHD daemon (http.c). */
 int http_start(struct api *a);

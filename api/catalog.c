@@ -21,14 +21,14 @@
 #define AVAILABLE_TTL_MS 1000
 
 static void cache_product(struct cache *c, const char *sku, const char *name, int64_t price,
-			  const char *currency)
+                          const char *currency)
 {
 	char price_s[24];
 	redisReply *rep;
 
 	snprintf(price_s, sizeof(price_s), "%" PRId64, price);
 	rep = cache_command(c, "HSET product:%s name %s price_cents %s currency %s", sku, name,
-			    price_s, currency);
+	                    price_s, currency);
 	if (rep)
 		freeReplyObject(rep);
 	rep = cache_command(c, "EXPIRE product:%s %d", sku, PRODUCT_TTL_S);
@@ -37,9 +37,9 @@ static void cache_product(struct cache *c, const char *sku, const char *name, in
 }
 
 int product_lookup(struct api *a, struct cache *c, const char *sku, int64_t *price_cents,
-		   char currency[4], char *name_out, size_t name_len)
+                   char currency[4], char *name_out, size_t name_len)
 {
-	const char *params[1] = { sku };
+	const char *params[1] = {sku};
 	redisReply *rep;
 	PGresult *res = NULL;
 	struct db *d;
@@ -65,7 +65,7 @@ int product_lookup(struct api *a, struct cache *c, const char *sku, int64_t *pri
 	if (!d)
 		return ERR_UNAVAILABLE;
 	rc = db_exec(d, "SELECT name, price_cents, currency FROM products WHERE sku = $1", 1,
-		     params, &res);
+	             params, &res);
 	db_pool_put(a->db, d);
 	if (rc != ERR_OK)
 		return ERR_UNAVAILABLE;
@@ -84,14 +84,14 @@ int product_lookup(struct api *a, struct cache *c, const char *sku, int64_t *pri
 
 /* A field that must be an integer in [min, max]; queues the 422 otherwise. */
 static int int_field(struct request *r, json_t *obj, const char *key, int64_t min, int64_t max,
-		     int64_t *out, enum MHD_Result *result)
+                     int64_t *out, enum MHD_Result *result)
 {
 	json_t *v = json_object_get(obj, key);
 	char msg[128];
 
 	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
 		snprintf(msg, sizeof(msg), "'%s' must be an integer from %" PRId64 " to %" PRId64,
-			 key, min, max);
+		         key, min, max);
 		*result = respond_error(r, 422, "validation_error", msg, key);
 		return ERR_INVALID;
 	}
@@ -117,7 +117,7 @@ enum MHD_Result catalog_put(struct request *r, const char *sku)
 		return result;
 	if (!valid_sku(sku))
 		return respond_error(r, 422, "validation_error",
-				     "sku must be 1 to 64 of A-Z a-z 0-9 . _ -", "sku");
+		                     "sku must be 1 to 64 of A-Z a-z 0-9 . _ -", "sku");
 	body = body_json(r, &result);
 	if (!body)
 		return result;
@@ -127,14 +127,14 @@ enum MHD_Result catalog_put(struct request *r, const char *sku)
 	    json_string_length(name) > 200) {
 		json_decref(body);
 		return respond_error(r, 422, "validation_error",
-				     "'name' must be a string of 1 to 200 characters", "name");
+		                     "'name' must be a string of 1 to 200 characters", "name");
 	}
 	currency = json_string_value(json_object_get(body, "currency"));
 	if (!currency || !valid_currency(currency)) {
 		json_decref(body);
 		return respond_error(r, 422, "validation_error",
-				     "'currency' must be an ISO 4217 code such as \"USD\"",
-				     "currency");
+		                     "'currency' must be an ISO 4217 code such as \"USD\"",
+		                     "currency");
 	}
 	if (int_field(r, body, "price_cents", 0, INT64_C(1000000000000), &price, &result) ||
 	    int_field(r, body, "stock", 0, INT64_C(1000000000), &stock, &result)) {
@@ -156,29 +156,28 @@ enum MHD_Result catalog_put(struct request *r, const char *sku)
 	}
 	/* xmax = 0 only on a row this statement inserted: 201 versus 200. */
 	rc = db_exec(d,
-		     "INSERT INTO products (sku, name, price_cents, currency, stock)"
-		     " VALUES ($1, $2, $3, $4, $5)"
-		     " ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name,"
-		     "   price_cents = EXCLUDED.price_cents, currency = EXCLUDED.currency,"
-		     "   stock = EXCLUDED.stock, updated_at = now()"
-		     " RETURNING (xmax = 0), stock - reserved, reserved",
-		     5, params, &res);
+	             "INSERT INTO products (sku, name, price_cents, currency, stock)"
+	             " VALUES ($1, $2, $3, $4, $5)"
+	             " ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name,"
+	             "   price_cents = EXCLUDED.price_cents, currency = EXCLUDED.currency,"
+	             "   stock = EXCLUDED.stock, updated_at = now()"
+	             " RETURNING (xmax = 0), stock - reserved, reserved",
+	             5, params, &res);
 	db_pool_put(r->api->db, d);
 	if (rc == ERR_INVALID) {
 		json_decref(body);
 		return respond_error(r, 409, "stock_below_reserved",
-				     "stock cannot be set below the units currently reserved",
-				     "stock");
+		                     "stock cannot be set below the units currently reserved",
+		                     "stock");
 	}
 	if (rc != ERR_OK) {
 		json_decref(body);
 		return respond_unavailable(r, "the database");
 	}
 	created = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-	out = json_pack("{s:s, s:O, s:I, s:s, s:I, s:I}", "sku", sku, "name", name,
-			"price_cents", (json_int_t)price, "currency", currency, "stock",
-			(json_int_t)stock, "available",
-			(json_int_t)strtoll(PQgetvalue(res, 0, 1), NULL, 10));
+	out = json_pack("{s:s, s:O, s:I, s:s, s:I, s:I}", "sku", sku, "name", name, "price_cents",
+	                (json_int_t)price, "currency", currency, "stock", (json_int_t)stock,
+	                "available", (json_int_t)strtoll(PQgetvalue(res, 0, 1), NULL, 10));
 	PQclear(res);
 
 	c = cache_pool_get(r->api->cache);
@@ -191,7 +190,7 @@ enum MHD_Result catalog_put(struct request *r, const char *sku)
 		cache_pool_put(r->api->cache, c);
 	}
 	log_info("product saved", LF_STR("request_id", r->request_id), LF_STR("sku", sku),
-		 LF_INT("stock", stock), LF_INT("created", created));
+	         LF_INT("stock", stock), LF_INT("created", created));
 	json_decref(body);
 	return respond_obj(r, created ? 201 : 200, out, NULL);
 }
@@ -199,7 +198,7 @@ enum MHD_Result catalog_put(struct request *r, const char *sku)
 /* available for sku: the one-second cache, else the database. */
 static int product_available(struct api *a, struct cache *c, const char *sku, int64_t *out)
 {
-	const char *params[1] = { sku };
+	const char *params[1] = {sku};
 	redisReply *rep;
 	PGresult *res = NULL;
 	struct db *d;
@@ -226,7 +225,7 @@ static int product_available(struct api *a, struct cache *c, const char *sku, in
 	}
 	*out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	rep = cache_command(c, "SET available:%s %s PX %d", sku, PQgetvalue(res, 0, 0),
-			    AVAILABLE_TTL_MS);
+	                    AVAILABLE_TTL_MS);
 	if (rep)
 		freeReplyObject(rep);
 	PQclear(res);
@@ -257,10 +256,10 @@ enum MHD_Result catalog_get(struct request *r, const char *sku)
 	if (rc != ERR_OK)
 		return respond_unavailable(r, "the database");
 	return respond_obj(r, 200,
-			   json_pack("{s:s, s:s, s:I, s:s, s:I}", "sku", sku, "name", name,
-				     "price_cents", (json_int_t)price, "currency", currency,
-				     "available", (json_int_t)(available < 0 ? 0 : available)),
-			   NULL);
+	                   json_pack("{s:s, s:s, s:I, s:s, s:I}", "sku", sku, "name", name,
+	                             "price_cents", (json_int_t)price, "currency", currency,
+	                             "available", (json_int_t)(available < 0 ? 0 : available)),
+	                   NULL);
 }
 
 enum MHD_Result catalog_list(struct request *r)
@@ -283,7 +282,7 @@ enum MHD_Result catalog_list(struct request *r)
 		limit = strtol(limit_s, &end, 10);
 		if (!*limit_s || *end || limit < 1 || limit > 200)
 			return respond_error(r, 422, "validation_error",
-					     "'limit' must be an integer from 1 to 200", "limit");
+			                     "'limit' must be an integer from 1 to 200", "limit");
 	}
 	after = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after");
 	if (after && !valid_sku(after))
@@ -297,9 +296,9 @@ enum MHD_Result catalog_list(struct request *r)
 	if (!d)
 		return respond_unavailable(r, "the database");
 	rc = db_exec(d,
-		     "SELECT sku, name, price_cents, currency, stock - reserved FROM products"
-		     " WHERE sku > $1 ORDER BY sku LIMIT $2::int",
-		     2, params, &res);
+	             "SELECT sku, name, price_cents, currency, stock - reserved FROM products"
+	             " WHERE sku > $1 ORDER BY sku LIMIT $2::int",
+	             2, params, &res);
 	db_pool_put(r->api->db, d);
 	if (rc != ERR_OK)
 		return respond_unavailable(r, "the database");
@@ -307,14 +306,13 @@ enum MHD_Result catalog_list(struct request *r)
 	n = PQntuples(res);
 	for (int i = 0; i < n && i < limit; i++)
 		json_array_append_new(
-			products,
-			json_pack("{s:s, s:s, s:I, s:s, s:I}", "sku", PQgetvalue(res, i, 0),
-				  "name", PQgetvalue(res, i, 1), "price_cents",
-				  (json_int_t)strtoll(PQgetvalue(res, i, 2), NULL, 10),
-				  "currency", PQgetvalue(res, i, 3), "available",
-				  (json_int_t)strtoll(PQgetvalue(res, i, 4), NULL, 10)));
+		    products, json_pack("{s:s, s:s, s:I, s:s, s:I}", "sku", PQgetvalue(res, i, 0),
+		                        "name", PQgetvalue(res, i, 1), "price_cents",
+		                        (json_int_t)strtoll(PQgetvalue(res, i, 2), NULL, 10),
+		                        "currency", PQgetvalue(res, i, 3), "available",
+		                        (json_int_t)strtoll(PQgetvalue(res, i, 4), NULL, 10)));
 	out = json_pack("{s:o, s:o}", "products", products, "next_after",
-			n > limit ? json_string(PQgetvalue(res, (int)limit - 1, 0)) : json_null());
+	                n > limit ? json_string(PQgetvalue(res, (int)limit - 1, 0)) : json_null());
 	PQclear(res);
 	return respond_obj(r, 200, out, NULL);
 }

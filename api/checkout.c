@@ -1,4 +1,5 @@
-/* checkout.c: POST /v1/checkouts: validate, deduplicate, seal the card, publish, answer 202 on confirm. */
+/* checkout.c: POST /v1/checkouts: validate, deduplicate, seal the card, publish, answer 202 on
+ * confirm. */
 #include "api.h"
 
 #include <inttypes.h>
@@ -77,7 +78,7 @@ static enum MHD_Result invalid_card(struct request *r, const char *message, cons
 
 /* Parse and check everything but prices; 0 on success, else *res is queued. */
 static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
-			  enum MHD_Result *res)
+                          enum MHD_Result *res)
 {
 	json_t *customer, *items, *payment, *card, *v;
 	const char *number, *cvc;
@@ -94,7 +95,7 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 	customer = json_object_get(root, "customer");
 	if (!json_is_object(customer) || !(co->customer_id = str_member(customer, "id", 128))) {
 		*res = invalid(r, "'customer.id' must be a string of 1 to 128 characters",
-			       "customer.id");
+		               "customer.id");
 		return -1;
 	}
 	co->customer_email = "";
@@ -102,7 +103,7 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 		co->customer_email = str_member(customer, "email", 254);
 		if (!co->customer_email || !strchr(co->customer_email, '@')) {
 			*res = invalid(r, "'customer.email' must be an email address",
-				       "customer.email");
+			               "customer.email");
 			return -1;
 		}
 	}
@@ -112,34 +113,35 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 		return -1;
 	}
 	{
-		static const char *const required[] = { "name", "line1", "city", "postal_code",
-							"country" };
+		static const char *const required[] = {"name", "line1", "city", "postal_code",
+		                                       "country"};
 
 		for (i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
 			if (!str_member(co->shipping, required[i], 200)) {
 				snprintf(field, sizeof(field), "shipping_address.%s", required[i]);
 				*res = invalid(r, "a required shipping address field is missing",
-					       field);
+				               field);
 				return -1;
 			}
 		}
 		v = json_object_get(co->shipping, "line2");
 		if (v && !json_is_null(v) && !str_member(co->shipping, "line2", 200)) {
 			*res = invalid(r, "'shipping_address.line2' must be a string",
-				       "shipping_address.line2");
+			               "shipping_address.line2");
 			return -1;
 		}
 		v = json_object_get(co->shipping, "country");
 		if (json_string_length(v) != 2) {
 			*res = invalid(r, "'shipping_address.country' must be an ISO 3166 code",
-				       "shipping_address.country");
+			               "shipping_address.country");
 			return -1;
 		}
 	}
 
 	co->currency = str_member(root, "currency", 3);
 	if (!co->currency || !valid_currency(co->currency)) {
-		*res = invalid(r, "'currency' must be an ISO 4217 code such as \"USD\"", "currency");
+		*res =
+		    invalid(r, "'currency' must be an ISO 4217 code such as \"USD\"", "currency");
 		return -1;
 	}
 	items = json_object_get(root, "items");
@@ -190,15 +192,15 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 	}
 	/* Out-of-range values become 0, which card_validate refuses. */
 	v = json_object_get(card, "exp_month");
-	co->card.exp_month = json_is_integer(v) && json_integer_value(v) >= 1 &&
-					     json_integer_value(v) <= 12
-				     ? (int)json_integer_value(v)
-				     : 0;
+	co->card.exp_month =
+	    json_is_integer(v) && json_integer_value(v) >= 1 && json_integer_value(v) <= 12
+	        ? (int)json_integer_value(v)
+	        : 0;
 	v = json_object_get(card, "exp_year");
-	co->card.exp_year = json_is_integer(v) && json_integer_value(v) >= 1000 &&
-					    json_integer_value(v) <= 9999
-				    ? (int)json_integer_value(v)
-				    : 0;
+	co->card.exp_year =
+	    json_is_integer(v) && json_integer_value(v) >= 1000 && json_integer_value(v) <= 9999
+	        ? (int)json_integer_value(v)
+	        : 0;
 	cvc = str_member(card, "cvc", CARD_CVC_MAX);
 	if (!cvc) {
 		*res = invalid_card(r, "the card's CVC is not valid", "payment.card.cvc");
@@ -225,19 +227,19 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 
 /* Prices from the product cache; 0 on success, else *res is queued. */
 static int price_lines(struct request *r, struct cache *c, struct checkout *co,
-		       enum MHD_Result *res)
+                       enum MHD_Result *res)
 {
 	char currency[4], field[48];
 
 	co->total = 0;
 	for (size_t i = 0; i < co->nlines; i++) {
 		int rc = product_lookup(r->api, c, co->lines[i].sku, &co->lines[i].unit_price,
-					currency, NULL, 0);
+		                        currency, NULL, 0);
 
 		snprintf(field, sizeof(field), "items[%zu].sku", i);
 		if (rc == ERR_NOT_FOUND) {
-			*res = respond_error(r, 422, "unknown_sku", "no product has that sku",
-					     field);
+			*res =
+			    respond_error(r, 422, "unknown_sku", "no product has that sku", field);
 			return -1;
 		}
 		if (rc != ERR_OK) {
@@ -246,7 +248,7 @@ static int price_lines(struct request *r, struct cache *c, struct checkout *co,
 		}
 		if (strcmp(currency, co->currency) != 0) {
 			*res = respond_error(r, 422, "currency_mismatch",
-					     "the product is sold in another currency", field);
+			                     "the product is sold in another currency", field);
 			return -1;
 		}
 		co->total += co->lines[i].unit_price * co->lines[i].quantity;
@@ -272,7 +274,7 @@ static void body_hash(const struct request *r, char out[BODY_HASH_HEX + 1])
 	unsigned char h[BODY_HASH_HEX / 2];
 
 	crypto_generichash(h, sizeof(h), (const unsigned char *)(r->body.data ? r->body.data : ""),
-			   r->body.len, r->api->body_hash_key, sizeof(r->api->body_hash_key));
+	                   r->body.len, r->api->body_hash_key, sizeof(r->api->body_hash_key));
 	sodium_bin2hex(out, BODY_HASH_HEX + 1, h, sizeof(h));
 }
 
@@ -287,7 +289,7 @@ static int pending_ttl_s(const struct api *a)
 static enum MHD_Result respond_accepted(struct request *r, const char *body)
 {
 	char location[80];
-	const char *headers[] = { "Location", location, NULL };
+	const char *headers[] = {"Location", location, NULL};
 
 	snprintf(location, sizeof(location), "/v1/orders/%s", r->order_id);
 	return respond_json(r, 202, body, headers);
@@ -300,7 +302,7 @@ static enum MHD_Result respond_accepted(struct request *r, const char *body)
  */
 static int idem_answer(struct request *r, struct cache *c, int *answered, enum MHD_Result *res)
 {
-	static const char *const retry[] = { "Retry-After", "1", NULL };
+	static const char *const retry[] = {"Retry-After", "1", NULL};
 	redisReply *rep = cache_command(c, "GET %s", r->idem_redis_key);
 
 	*answered = 1;
@@ -313,17 +315,17 @@ static int idem_answer(struct request *r, struct cache *c, int *answered, enum M
 	if (rep->type != REDIS_REPLY_STRING) {
 		*answered = 0;
 	} else if (rep->len < 2 + BODY_HASH_HEX ||
-		   memcmp(rep->str + 2, r->idem_hash, BODY_HASH_HEX) != 0) {
+	           memcmp(rep->str + 2, r->idem_hash, BODY_HASH_HEX) != 0) {
 		*res = respond_error(r, 422, "idempotency_key_reused",
-				     "this Idempotency-Key was used with a different body", NULL);
+		                     "this Idempotency-Key was used with a different body", NULL);
 	} else if (rep->str[0] == 'D' && rep->len > 3 + BODY_HASH_HEX) {
 		*res = respond_accepted(r, rep->str + 3 + BODY_HASH_HEX);
 	} else {
 		*res = respond_obj(r, 409,
-				   json_pack("{s:{s:s, s:s}}", "error", "code",
-					     "idempotency_key_in_use", "message",
-					     "a checkout with this Idempotency-Key is in progress"),
-				   retry);
+		                   json_pack("{s:{s:s, s:s}}", "error", "code",
+		                             "idempotency_key_in_use", "message",
+		                             "a checkout with this Idempotency-Key is in progress"),
+		                   retry);
 	}
 	freeReplyObject(rep);
 	return ERR_OK;
@@ -338,7 +340,7 @@ static int idem_claim(struct request *r, struct cache *c, enum MHD_Result *res)
 {
 	for (int attempt = 0; attempt < 2; attempt++) {
 		redisReply *rep = cache_command(c, "SET %s P:%s NX EX %d", r->idem_redis_key,
-						r->idem_hash, pending_ttl_s(r->api));
+		                                r->idem_hash, pending_ttl_s(r->api));
 		int taken, answered;
 
 		if (!rep || rep->type == REDIS_REPLY_ERROR) {
@@ -370,8 +372,8 @@ static int idem_claim(struct request *r, struct cache *c, enum MHD_Result *res)
 static void idem_release(struct request *r, struct cache *c)
 {
 	static const char script[] =
-		"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
-		"return 0";
+	    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+	    "return 0";
 	struct cache *own = c ? NULL : cache_pool_get(r->api->cache);
 	char value[BODY_HASH_HEX + 3];
 	redisReply *rep;
@@ -382,7 +384,7 @@ static void idem_release(struct request *r, struct cache *c)
 	rep = cache_command(c ? c : own, "EVAL %s 1 %s %s", script, r->idem_redis_key, value);
 	if (!rep || rep->type == REDIS_REPLY_ERROR)
 		log_warn("cannot release idempotency key; it expires by itself",
-			 LF_STR("request_id", r->request_id), LF_STR("order_id", r->order_id));
+		         LF_STR("request_id", r->request_id), LF_STR("order_id", r->order_id));
 	if (rep)
 		freeReplyObject(rep);
 	if (own)
@@ -400,15 +402,15 @@ static char *order_snapshot(const struct request *r, const struct checkout *co, 
 	ids_rfc3339(now_ms, created);
 	for (size_t i = 0; i < co->nlines; i++)
 		json_array_append_new(
-			items, json_pack("{s:s, s:i, s:I, s:I}", "sku", co->lines[i].sku,
-					 "quantity", co->lines[i].quantity, "unit_price_cents",
-					 (json_int_t)co->lines[i].unit_price, "line_total_cents",
-					 (json_int_t)(co->lines[i].unit_price *
-						      co->lines[i].quantity)));
-	json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:s, s:s}", "order_id",
-				r->order_id, "status", "pending", "customer_id", co->customer_id,
-				"currency", co->currency, "items", items, "total_cents",
-				(json_int_t)co->total, "created_at", created, "updated_at", created);
+		    items,
+		    json_pack("{s:s, s:i, s:I, s:I}", "sku", co->lines[i].sku, "quantity",
+		              co->lines[i].quantity, "unit_price_cents",
+		              (json_int_t)co->lines[i].unit_price, "line_total_cents",
+		              (json_int_t)(co->lines[i].unit_price * co->lines[i].quantity)));
+	json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:s, s:s}", "order_id", r->order_id,
+	                        "status", "pending", "customer_id", co->customer_id, "currency",
+	                        co->currency, "items", items, "total_cents", (json_int_t)co->total,
+	                        "created_at", created, "updated_at", created);
 	char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 
 	json_decref(doc);
@@ -423,7 +425,7 @@ static char *ship_field(json_t *shipping, const char *key)
 }
 
 static int build_message(struct request *r, const struct checkout *co, int64_t now_ms,
-			 char message_id[IDS_UUID_LEN + 1], uint8_t **out, size_t *outlen)
+                         char message_id[IDS_UUID_LEN + 1], uint8_t **out, size_t *outlen)
 {
 	Orders__CheckoutRequested msg = ORDERS__CHECKOUT_REQUESTED__INIT;
 	Orders__Envelope env = ORDERS__ENVELOPE__INIT;
@@ -466,8 +468,8 @@ static int build_message(struct request *r, const struct checkout *co, int64_t n
 	order.total_cents = co->total;
 	order.shipping = &addr;
 	order.client_id = (char *)r->key->client_id;
-	order.idempotency_key = (char *)MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-								    "Idempotency-Key");
+	order.idempotency_key =
+	    (char *)MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
 
 	/* The card leaves this process only sealed for payment-consumer. */
 	reclen = card_encode(&co->card, record);
@@ -524,11 +526,11 @@ enum MHD_Result checkout_post(struct request *r)
 	idem = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
 	if (!idem)
 		return respond_error(r, 400, "missing_idempotency_key",
-				     "the Idempotency-Key header is required", NULL);
+		                     "the Idempotency-Key header is required", NULL);
 	if (!valid_idempotency_key(idem))
 		return respond_error(r, 400, "invalid_idempotency_key",
-				     "Idempotency-Key must be 1 to 255 printable ASCII characters",
-				     NULL);
+		                     "Idempotency-Key must be 1 to 255 printable ASCII characters",
+		                     NULL);
 	root = body_json(r, &res);
 	if (!root)
 		return res;
@@ -537,7 +539,7 @@ enum MHD_Result checkout_post(struct request *r)
 	/* Same client and key: same order id, also after Redis forgets the key. */
 	ids_uuid_derived(r->api->order_id_key, r->key->client_id, idem, r->order_id);
 	snprintf(r->idem_redis_key, sizeof(r->idem_redis_key), "idem:%s:%s", r->key->client_id,
-		 idem);
+	         idem);
 	body_hash(r, r->idem_hash);
 	/* Parsed and hashed: the raw body (card included) is not needed again. */
 	if (r->body.data)
@@ -565,8 +567,8 @@ enum MHD_Result checkout_post(struct request *r)
 	}
 	snapshot = order_snapshot(r, &co, now_ms);
 	rep = snapshot ? cache_command(c, "SET order:%s %s EX %d", r->order_id, snapshot,
-				       ORDER_SNAPSHOT_TTL_S)
-		       : NULL;
+	                               ORDER_SNAPSHOT_TTL_S)
+	               : NULL;
 	if (!rep || rep->type == REDIS_REPLY_ERROR) {
 		if (rep)
 			freeReplyObject(rep);
@@ -576,7 +578,7 @@ enum MHD_Result checkout_post(struct request *r)
 	freeReplyObject(rep);
 
 	accepted = json_pack("{s:s, s:s, s:s+}", "order_id", r->order_id, "status", "pending",
-			     "status_url", "/v1/orders/", r->order_id);
+	                     "status_url", "/v1/orders/", r->order_id);
 	r->accepted_body = accepted ? json_dumps(accepted, JSON_COMPACT) : NULL;
 	json_decref(accepted);
 	if (!r->accepted_body) {
@@ -594,9 +596,8 @@ enum MHD_Result checkout_post(struct request *r)
 	r->publish_started_ns = api_now_ns();
 	atomic_fetch_add(&r->api->suspended, 1);
 	MHD_suspend_connection(r->conn);
-	rc = mq_publisher_publish(r->api->publisher, MQ_EXCHANGE_ORDERS,
-				  MQ_KEY_CHECKOUT_REQUESTED, message_id, msg, msglen, on_confirm,
-				  r);
+	rc = mq_publisher_publish(r->api->publisher, MQ_EXCHANGE_ORDERS, MQ_KEY_CHECKOUT_REQUESTED,
+	                          message_id, msg, msglen, on_confirm, r);
 	if (rc != ERR_OK) {
 		/* Never handed over: no callback will come, so resume ourselves. */
 		atomic_store(&r->publish_result, rc);
@@ -618,14 +619,14 @@ out:
 
 enum MHD_Result checkout_resumed(struct request *r)
 {
-	static const char *const retry[] = { "Retry-After", "1", NULL };
+	static const char *const retry[] = {"Retry-After", "1", NULL};
 	int result = atomic_load(&r->publish_result);
 	struct cache *c;
 	redisReply *rep = NULL;
 
 	atomic_fetch_sub(&r->api->suspended, 1);
 	metric_observe(r->api->m_confirm_latency, NULL,
-		       (double)(api_now_ns() - r->publish_started_ns) / 1e9);
+	               (double)(api_now_ns() - r->publish_started_ns) / 1e9);
 	c = cache_pool_get(r->api->cache);
 	if (result != ERR_OK) {
 		/* Nothing was half-accepted: a retry with the same key may succeed.
@@ -640,22 +641,22 @@ enum MHD_Result checkout_resumed(struct request *r)
 			cache_pool_put(r->api->cache, c);
 		}
 		log_warn("checkout not accepted", LF_STR("request_id", r->request_id),
-			 LF_STR("order_id", r->order_id), LF_STR("reason", err_str(result)));
+		         LF_STR("order_id", r->order_id), LF_STR("reason", err_str(result)));
 		return respond_obj(r, 503,
-				   json_pack("{s:{s:s, s:s}}", "error", "code", "unavailable",
-					     "message",
-					     "the order could not be queued; retry with the same "
-					     "Idempotency-Key"),
-				   retry);
+		                   json_pack("{s:{s:s, s:s}}", "error", "code", "unavailable",
+		                             "message",
+		                             "the order could not be queued; retry with the same "
+		                             "Idempotency-Key"),
+		                   retry);
 	}
 
 	/* Remember the answer so that a replay gets the same 202. */
 	if (c)
 		rep = cache_command(c, "SET %s D:%s:%s EX %d", r->idem_redis_key, r->idem_hash,
-				    r->accepted_body, IDEM_DONE_TTL_S);
+		                    r->accepted_body, IDEM_DONE_TTL_S);
 	if (!rep || rep->type == REDIS_REPLY_ERROR)
 		log_warn("cannot record idempotency key", LF_STR("request_id", r->request_id),
-			 LF_STR("order_id", r->order_id));
+		         LF_STR("order_id", r->order_id));
 	if (rep)
 		freeReplyObject(rep);
 	if (c)
@@ -663,6 +664,6 @@ enum MHD_Result checkout_resumed(struct request *r)
 
 	metric_add(r->api->m_checkouts, NULL, 1);
 	log_info("checkout accepted", LF_STR("request_id", r->request_id),
-		 LF_STR("order_id", r->order_id));
+	         LF_STR("order_id", r->order_id));
 	return respond_accepted(r, r->accepted_body);
 }

@@ -47,7 +47,7 @@ int valid_currency(const char *s)
 /* ---- responses ------------------------------------------------------------ */
 
 enum MHD_Result respond_json(struct request *r, unsigned int status, const char *body,
-			     const char *const *headers)
+                             const char *const *headers)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
@@ -70,29 +70,28 @@ enum MHD_Result respond_json(struct request *r, unsigned int status, const char 
 	labels[0] = r->route ? r->route : "unmatched";
 	labels[1] = code;
 	metric_add(r->api->m_requests, labels, 1);
-	metric_observe(r->api->m_latency, labels,
-		       (double)(api_now_ns() - r->started_ns) / 1e9);
+	metric_observe(r->api->m_latency, labels, (double)(api_now_ns() - r->started_ns) / 1e9);
 	return ret;
 }
 
 enum MHD_Result respond_obj(struct request *r, unsigned int status, json_t *obj,
-			    const char *const *headers)
+                            const char *const *headers)
 {
 	char *text = json_dumps(obj, JSON_COMPACT);
 	enum MHD_Result ret;
 
 	json_decref(obj);
 	if (!text)
-		return respond_json(r, 500,
-				    "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}",
-				    NULL);
+		return respond_json(
+		    r, 500, "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}",
+		    NULL);
 	ret = respond_json(r, status, text, headers);
 	free(text);
 	return ret;
 }
 
 enum MHD_Result respond_error(struct request *r, unsigned int status, const char *code,
-			      const char *message, const char *field)
+                              const char *message, const char *field)
 {
 	json_t *err = json_pack("{s:s, s:s}", "code", code, "message", message);
 
@@ -100,20 +99,20 @@ enum MHD_Result respond_error(struct request *r, unsigned int status, const char
 		json_object_set_new(err, "field", json_string(field));
 	if (status >= 500)
 		log_warn("request failed", LF_STR("request_id", r->request_id),
-			 LF_STR("route", r->route ? r->route : ""), LF_INT("status", status),
-			 LF_STR("code", code), LF_STR("reason", message));
+		         LF_STR("route", r->route ? r->route : ""), LF_INT("status", status),
+		         LF_STR("code", code), LF_STR("reason", message));
 	return respond_obj(r, status, json_pack("{s:o}", "error", err), NULL);
 }
 
 enum MHD_Result respond_unavailable(struct request *r, const char *what)
 {
-	static const char *const retry[] = { "Retry-After", "1", NULL };
+	static const char *const retry[] = {"Retry-After", "1", NULL};
 	char msg[160];
 	json_t *err;
 
 	snprintf(msg, sizeof(msg), "%s is unavailable, retry shortly", what);
 	log_warn("dependency unavailable", LF_STR("request_id", r->request_id),
-		 LF_STR("route", r->route ? r->route : ""), LF_STR("dependency", what));
+	         LF_STR("route", r->route ? r->route : ""), LF_STR("dependency", what));
 	err = json_pack("{s:{s:s, s:s}}", "error", "code", "unavailable", "message", msg);
 	return respond_obj(r, 503, err, retry);
 }
@@ -140,15 +139,15 @@ static const struct api_key *find_key(const struct api *a, const char *header)
 int require_role(struct request *r, enum role role, enum MHD_Result *result)
 {
 	if (!r->key) {
-		*result = respond_error(r, 401, "unauthorized",
-					"missing or unknown API key; send Authorization: Bearer <key>",
-					NULL);
+		*result = respond_error(
+		    r, 401, "unauthorized",
+		    "missing or unknown API key; send Authorization: Bearer <key>", NULL);
 		return ERR_INVALID;
 	}
 	/* admin may do anything; other roles only their own routes. */
 	if (r->key->role != role && r->key->role != ROLE_ADMIN) {
-		*result = respond_error(r, 403, "forbidden", "this API key may not use this route",
-					NULL);
+		*result =
+		    respond_error(r, 403, "forbidden", "this API key may not use this route", NULL);
 		return ERR_INVALID;
 	}
 	return ERR_OK;
@@ -156,8 +155,8 @@ int require_role(struct request *r, enum role role, enum MHD_Result *result)
 
 json_t *body_json(struct request *r, enum MHD_Result *result)
 {
-	const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-						     MHD_HTTP_HEADER_CONTENT_TYPE);
+	const char *ct =
+	    MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
 	json_error_t jerr;
 	json_t *root;
 	size_t n;
@@ -167,20 +166,20 @@ json_t *body_json(struct request *r, enum MHD_Result *result)
 	if (!ct || strncasecmp(ct, "application/json", n) != 0 ||
 	    (ct[n] != '\0' && ct[n] != ';' && ct[n] != ' ')) {
 		*result = respond_error(r, 415, "unsupported_media_type",
-					"request bodies must be application/json", NULL);
+		                        "request bodies must be application/json", NULL);
 		return NULL;
 	}
-	root = json_loadb(r->body.data ? r->body.data : "", r->body.len,
-			  JSON_REJECT_DUPLICATES, &jerr);
+	root = json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES,
+	                  &jerr);
 	if (!root) {
 		*result = respond_error(r, 400, "malformed_json",
-					"the request body is not valid JSON", NULL);
+		                        "the request body is not valid JSON", NULL);
 		return NULL;
 	}
 	if (!json_is_object(root)) {
 		json_decref(root);
 		*result = respond_error(r, 400, "malformed_json",
-					"the request body must be a JSON object", NULL);
+		                        "the request body must be a JSON object", NULL);
 		return NULL;
 	}
 	return root;
@@ -205,9 +204,9 @@ static int path_param(const char *url, const char *prefix, char *out, size_t out
 
 static enum MHD_Result method_not_allowed(struct request *r, const char *allow)
 {
-	const char *const headers[] = { "Allow", allow, NULL };
-	json_t *err = json_pack("{s:{s:s, s:s}}", "error", "code", "method_not_allowed",
-				"message", "this route does not take that method");
+	const char *const headers[] = {"Allow", allow, NULL};
+	json_t *err = json_pack("{s:{s:s, s:s}}", "error", "code", "method_not_allowed", "message",
+	                        "this route does not take that method");
 
 	return respond_obj(r, 405, err, headers);
 }
@@ -224,12 +223,11 @@ static enum MHD_Result serve_metrics(struct request *r)
 		return respond_error(r, 500, "internal", "cannot render metrics", NULL);
 	}
 	resp = MHD_create_response_from_buffer(out.len, out.data ? out.data : (char *)"",
-					       MHD_RESPMEM_MUST_COPY);
+	                                       MHD_RESPMEM_MUST_COPY);
 	buf_release(&out);
 	if (!resp)
 		return MHD_NO;
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-				"text/plain; version=0.0.4");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
 	MHD_add_response_header(resp, "X-Request-Id", r->request_id);
 	ret = MHD_queue_response(r->conn, 200, resp);
 	MHD_destroy_response(resp);
@@ -243,14 +241,14 @@ static enum MHD_Result serve_readyz(struct request *r)
 
 	if (!mq_publisher_connected(r->api->publisher))
 		return respond_json(r, 503, "{\"status\":\"not_ready\",\"failing\":\"rabbitmq\"}",
-				    NULL);
+		                    NULL);
 	c = cache_pool_get(r->api->cache);
 	cache_ok = c && cache_ping(c) == ERR_OK;
 	if (c)
 		cache_pool_put(r->api->cache, c);
 	if (!cache_ok)
 		return respond_json(r, 503, "{\"status\":\"not_ready\",\"failing\":\"redis\"}",
-				    NULL);
+		                    NULL);
 	return respond_json(r, 200, "{\"status\":\"ready\"}", NULL);
 }
 
@@ -263,7 +261,7 @@ static enum MHD_Result dispatch(struct request *r, const char *url)
 	if (strcmp(url, "/healthz") == 0) {
 		r->route = "/healthz";
 		return get ? respond_json(r, 200, "{\"status\":\"ok\"}", NULL)
-			   : method_not_allowed(r, "GET, HEAD");
+		           : method_not_allowed(r, "GET, HEAD");
 	}
 	if (strcmp(url, "/readyz") == 0) {
 		r->route = "/readyz";
@@ -308,8 +306,7 @@ static int valid_request_id(const char *s)
 	return n >= 1 && n <= API_REQUEST_ID_MAX;
 }
 
-static struct request *request_new(struct api *a, struct MHD_Connection *conn,
-				   const char *method)
+static struct request *request_new(struct api *a, struct MHD_Connection *conn, const char *method)
 {
 	struct request *r = calloc(1, sizeof(*r));
 	const char *rid;
@@ -326,8 +323,8 @@ static struct request *request_new(struct api *a, struct MHD_Connection *conn,
 		memcpy(r->request_id, rid, strlen(rid) + 1);
 	else
 		ids_uuid4(r->request_id);
-	r->key = find_key(a, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-							 MHD_HTTP_HEADER_AUTHORIZATION));
+	r->key = find_key(
+	    a, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
 	return r;
 }
 
@@ -344,9 +341,8 @@ static void request_free(struct request *r)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-				  const char *method, const char *version,
-				  const char *upload_data, size_t *upload_data_size,
-				  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
 	struct api *a = cls;
 	struct request *r = *con_cls;
@@ -360,21 +356,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			return MHD_NO;
 		*con_cls = r;
 		if (atomic_load(&a->stopping)) {
-			static const char *const closing[] = { "Retry-After", "1", "Connection",
-							       "close", NULL };
+			static const char *const closing[] = {"Retry-After", "1", "Connection",
+			                                      "close", NULL};
 
 			return respond_json(r, 503,
-					    "{\"error\":{\"code\":\"unavailable\",\"message\":"
-					    "\"the server is shutting down; retry\"}}",
-					    closing);
+			                    "{\"error\":{\"code\":\"unavailable\",\"message\":"
+			                    "\"the server is shutting down; retry\"}}",
+			                    closing);
 		}
 		/* Refuse an announced oversized body before reading any of it. */
 		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						 MHD_HTTP_HEADER_CONTENT_LENGTH);
+		                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && strtoull(cl, NULL, 10) > API_BODY_MAX) {
 			r->body_too_big = 1;
 			return respond_error(r, 413, "payload_too_large",
-					     "request bodies are limited to 64 KiB", NULL);
+			                     "request bodies are limited to 64 KiB", NULL);
 		}
 		return MHD_YES;
 	}
@@ -394,12 +390,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return checkout_resumed(r);
 	if (r->body_too_big)
 		return respond_error(r, 413, "payload_too_large",
-				     "request bodies are limited to 64 KiB", NULL);
+		                     "request bodies are limited to 64 KiB", NULL);
 	return dispatch(r, url);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-			 enum MHD_RequestTerminationCode toe)
+                         enum MHD_RequestTerminationCode toe)
 {
 	(void)cls;
 	(void)conn;
@@ -436,7 +432,7 @@ int http_start(struct api *a)
 {
 	struct sockaddr_in addr;
 	unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
-			     MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
 
 	raise_fd_limit();
 	memset(&addr, 0, sizeof(addr));
@@ -447,25 +443,23 @@ int http_start(struct api *a)
 		return ERR_INVALID;
 
 	a->httpd = MHD_start_daemon(
-		flags, (uint16_t)a->cfg.http_port, NULL, NULL, on_request, a,
-		/* First, so that MHD's own complaints about the rest are JSON too. */
-		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-		MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)a->cfg.http_threads,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned int)a->cfg.http_connection_limit,
-		/* 8 KiB a connection holds 10,000 clients in under 100 MB;
-		 * larger bodies still arrive, in pieces, through on_request. */
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(8 * 1024),
-		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,
-		MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096,
-		MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-		MHD_OPTION_END);
+	    flags, (uint16_t)a->cfg.http_port, NULL, NULL, on_request, a,
+	    /* First, so that MHD's own complaints about the rest are JSON too. */
+	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+	    (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
+	    (unsigned int)a->cfg.http_threads, MHD_OPTION_CONNECTION_LIMIT,
+	    (unsigned int)a->cfg.http_connection_limit,
+	    /* 8 KiB a connection holds 10,000 clients in under 100 MB;
+	     * larger bodies still arrive, in pieces, through on_request. */
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(8 * 1024), MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned int)30, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_END);
 	if (!a->httpd) {
 		log_error("cannot start http server", LF_INT("port", a->cfg.http_port));
 		return ERR_IO;
 	}
 	log_info("listening", LF_INT("port", a->cfg.http_port),
-		 LF_INT("threads", a->cfg.http_threads));
+	         LF_INT("threads", a->cfg.http_threads));
 	return ERR_OK;
 }
 

@@ -26,7 +26,8 @@ static int parse_keys(struct api *a, char *err, size_t errlen)
 		unsigned char h[6];
 
 		if (a->nkeys == API_MAX_KEYS) {
-			snprintf(err, errlen, "ORDERS_API_KEYS has more than %d keys", API_MAX_KEYS);
+			snprintf(err, errlen, "ORDERS_API_KEYS has more than %d keys",
+			         API_MAX_KEYS);
 			return ERR_INVALID;
 		}
 		if (!colon || colon == item || (size_t)(colon - item) >= sizeof(k->key)) {
@@ -43,14 +44,14 @@ static int parse_keys(struct api *a, char *err, size_t errlen)
 			k->role = ROLE_ADMIN;
 		else {
 			snprintf(err, errlen,
-				 "ORDERS_API_KEYS roles are client, finance or admin, got '%s'",
-				 colon + 1);
+			         "ORDERS_API_KEYS roles are client, finance or admin, got '%s'",
+			         colon + 1);
 			return ERR_INVALID;
 		}
 		snprintf(k->key, sizeof(k->key), "%s", item);
 		/* A name for the key that can be stored and logged: a hash of it. */
 		crypto_generichash(h, sizeof(h), (const unsigned char *)k->key, strlen(k->key),
-				   NULL, 0);
+		                   NULL, 0);
 		memcpy(k->client_id, "key_", 4);
 		sodium_bin2hex(k->client_id + 4, sizeof(k->client_id) - 4, h, sizeof(h));
 		a->nkeys++;
@@ -68,7 +69,7 @@ static void collect_queue_stats(void *arg)
 	struct api *a = arg;
 
 	for (size_t i = 0; i < sizeof(mq_work_queues) / sizeof(mq_work_queues[0]); i++) {
-		const char *labels[1] = { mq_work_queues[i] };
+		const char *labels[1] = {mq_work_queues[i]};
 		long messages, consumers;
 
 		if (mq_publisher_queue_stats(a->publisher, i, &messages, &consumers) != ERR_OK)
@@ -87,20 +88,19 @@ static int setup_metrics(struct api *a)
 	if (!a->metrics)
 		return ERR_NOMEM;
 	a->m_requests = metrics_counter(a->metrics, "orders_http_requests_total",
-					"HTTP requests by route and status", "route,status");
-	a->m_latency = metrics_histogram(a->metrics, "orders_http_request_duration_seconds",
-					 "HTTP request latency by route and status",
-					 "route,status", lb, nlb);
+	                                "HTTP requests by route and status", "route,status");
+	a->m_latency =
+	    metrics_histogram(a->metrics, "orders_http_request_duration_seconds",
+	                      "HTTP request latency by route and status", "route,status", lb, nlb);
 	a->m_checkouts = metrics_counter(a->metrics, "orders_checkouts_accepted_total",
-					 "Checkouts answered 202", NULL);
+	                                 "Checkouts answered 202", NULL);
 	a->m_confirm_latency = metrics_histogram(
-		a->metrics, "orders_publish_confirm_seconds",
-		"Time from handing a checkout to the publisher to the broker's confirm", NULL, lb,
-		nlb);
+	    a->metrics, "orders_publish_confirm_seconds",
+	    "Time from handing a checkout to the publisher to the broker's confirm", NULL, lb, nlb);
 	a->m_queue_messages = metrics_gauge(a->metrics, "orders_queue_messages",
-					    "Ready messages in each work queue", "queue");
+	                                    "Ready messages in each work queue", "queue");
 	a->m_queue_consumers = metrics_gauge(a->metrics, "orders_queue_consumers",
-					     "Consumers attached to each work queue", "queue");
+	                                     "Consumers attached to each work queue", "queue");
 	if (!a->m_requests || !a->m_latency || !a->m_checkouts || !a->m_confirm_latency ||
 	    !a->m_queue_messages || !a->m_queue_consumers)
 		return ERR_NOMEM;
@@ -126,15 +126,15 @@ static int setup(struct api *a)
 	if (seal_init() != ERR_OK || parse_keys(a, err, sizeof(err)) != ERR_OK ||
 	    seal_hex_decode(a->cfg.seal_public_key, pk, sizeof(pk)) != ERR_OK ||
 	    seal_hex_decode(a->cfg.order_id_key, a->order_id_key, sizeof(a->order_id_key)) !=
-		    ERR_OK) {
+	        ERR_OK) {
 		log_error("cannot start", LF_STR("reason", err[0] ? err : "bad key material"));
 		return ERR_INVALID;
 	}
 	/* A key of its own for hashing request bodies, derived from the order
 	 * id key so that there is no further secret to configure. */
 	crypto_generichash(a->body_hash_key, sizeof(a->body_hash_key),
-			   (const unsigned char *)body_hash_context, sizeof(body_hash_context) - 1,
-			   a->order_id_key, sizeof(a->order_id_key));
+	                   (const unsigned char *)body_hash_context, sizeof(body_hash_context) - 1,
+	                   a->order_id_key, sizeof(a->order_id_key));
 	a->sealer = sealer_new(pk);
 	if (!a->sealer || setup_metrics(a) != ERR_OK)
 		return ERR_NOMEM;

@@ -11,22 +11,22 @@
 
 /* One SELECT builds the whole document, so it is consistent with itself. */
 static const char order_sql[] =
-	"SELECT json_build_object("
-	"  'order_id', o.order_id, 'status', o.status, 'customer_id', o.customer_id,"
-	"  'currency', o.currency,"
-	"  'items', COALESCE((SELECT json_agg(json_build_object("
-	"      'sku', l.sku, 'quantity', l.quantity, 'unit_price_cents', l.unit_price_cents,"
-	"      'line_total_cents', l.unit_price_cents * l.quantity) ORDER BY l.line_no)"
-	"    FROM order_lines l WHERE l.order_id = o.order_id), '[]'::json),"
-	"  'total_cents', o.total_cents,"
-	"  'payment', CASE WHEN o.payment_token IS NULL THEN NULL ELSE json_build_object("
-	"      'token', o.payment_token, 'brand', o.card_brand, 'last4', o.card_last4) END,"
-	"  'failure_reason', o.failure_reason,"
-	"  'created_at', to_char(o.created_at AT TIME ZONE 'UTC',"
-	"                        'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
-	"  'updated_at', to_char(o.updated_at AT TIME ZONE 'UTC',"
-	"                        'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))"
-	" FROM orders o WHERE o.order_id = $1::uuid";
+    "SELECT json_build_object("
+    "  'order_id', o.order_id, 'status', o.status, 'customer_id', o.customer_id,"
+    "  'currency', o.currency,"
+    "  'items', COALESCE((SELECT json_agg(json_build_object("
+    "      'sku', l.sku, 'quantity', l.quantity, 'unit_price_cents', l.unit_price_cents,"
+    "      'line_total_cents', l.unit_price_cents * l.quantity) ORDER BY l.line_no)"
+    "    FROM order_lines l WHERE l.order_id = o.order_id), '[]'::json),"
+    "  'total_cents', o.total_cents,"
+    "  'payment', CASE WHEN o.payment_token IS NULL THEN NULL ELSE json_build_object("
+    "      'token', o.payment_token, 'brand', o.card_brand, 'last4', o.card_last4) END,"
+    "  'failure_reason', o.failure_reason,"
+    "  'created_at', to_char(o.created_at AT TIME ZONE 'UTC',"
+    "                        'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+    "  'updated_at', to_char(o.updated_at AT TIME ZONE 'UTC',"
+    "                        'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))"
+    " FROM orders o WHERE o.order_id = $1::uuid";
 
 /* Drop the members the contract leaves out when they do not apply. */
 static json_t *tidy(json_t *order)
@@ -41,7 +41,7 @@ static json_t *tidy(json_t *order)
 enum MHD_Result orders_get(struct request *r, const char *order_id)
 {
 	enum MHD_Result result;
-	const char *params[1] = { order_id };
+	const char *params[1] = {order_id};
 	PGresult *res = NULL;
 	struct db *d;
 	struct cache *c;

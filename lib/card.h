@@ -23,9 +23,9 @@ struct card {
 
 enum card_problem {
 	CARD_OK = 0,
-	CARD_BAD_NUMBER,  /* not 12..19 digits, or fails Luhn */
-	CARD_BAD_EXPIRY,  /* month out of range, or in the past */
-	CARD_BAD_CVC,     /* not 3 digits (4 for amex) */
+	CARD_BAD_NUMBER, /* not 12..19 digits, or fails Luhn */
+	CARD_BAD_EXPIRY, /* month out of range, or in the past */
+	CARD_BAD_CVC,    /* not 3 digits (4 for amex) */
 };
 
 /* card_luhn_ok - 1 when s is all digits and passes the Luhn check. */

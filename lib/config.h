@@ -13,26 +13,26 @@
 #define CONFIG_STR_MAX 512
 
 struct config {
-	char env[32];                  /* ORDERS_ENV: development | production */
-	char log_level[16];            /* ORDERS_LOG_LEVEL */
-	char http_bind[64];            /* ORDERS_HTTP_BIND: address the API and ops ports listen on */
-	int http_port;                 /* ORDERS_HTTP_PORT (API) */
-	int http_threads;              /* ORDERS_HTTP_THREADS */
-	int http_connection_limit;     /* ORDERS_HTTP_CONNECTION_LIMIT */
-	int metrics_port;              /* ORDERS_METRICS_PORT (consumers; 0 = daemon default) */
-	char pg_dsn[CONFIG_STR_MAX];   /* ORDERS_PG_DSN (secret) */
-	char amqp_url[CONFIG_STR_MAX]; /* ORDERS_AMQP_URL (secret) */
-	char redis_url[CONFIG_STR_MAX];/* ORDERS_REDIS_URL */
-	char api_keys[CONFIG_STR_MAX]; /* ORDERS_API_KEYS "key:role,..." (secret) */
-	char seal_public_key[128];     /* ORDERS_SEAL_PUBLIC_KEY, hex (API) */
-	char seal_secret_key[128];     /* ORDERS_SEAL_SECRET_KEY, hex (payment; secret) */
-	char vault_key[128];           /* ORDERS_VAULT_KEY, hex (payment; secret) */
-	char fingerprint_key[128];     /* ORDERS_FINGERPRINT_KEY, hex (payment; secret) */
-	char order_id_key[128];        /* ORDERS_ORDER_ID_KEY, hex (API; secret) */
-	int prefetch;                  /* ORDERS_PREFETCH */
-	int publish_timeout_ms;        /* ORDERS_PUBLISH_TIMEOUT_MS */
-	int gateway_latency_ms;        /* ORDERS_GATEWAY_LATENCY_MS */
-	int reservation_ttl_s;         /* ORDERS_RESERVATION_TTL_S */
+	char env[32];                /* ORDERS_ENV: development | production */
+	char log_level[16];          /* ORDERS_LOG_LEVEL */
+	char http_bind[64];          /* ORDERS_HTTP_BIND: address the API and ops ports listen on */
+	int http_port;               /* ORDERS_HTTP_PORT (API) */
+	int http_threads;            /* ORDERS_HTTP_THREADS */
+	int http_connection_limit;   /* ORDERS_HTTP_CONNECTION_LIMIT */
+	int metrics_port;            /* ORDERS_METRICS_PORT (consumers; 0 = daemon default) */
+	char pg_dsn[CONFIG_STR_MAX]; /* ORDERS_PG_DSN (secret) */
+	char amqp_url[CONFIG_STR_MAX];  /* ORDERS_AMQP_URL (secret) */
+	char redis_url[CONFIG_STR_MAX]; /* ORDERS_REDIS_URL */
+	char api_keys[CONFIG_STR_MAX];  /* ORDERS_API_KEYS "key:role,..." (secret) */
+	char seal_public_key[128];      /* ORDERS_SEAL_PUBLIC_KEY, hex (API) */
+	char seal_secret_key[128];      /* ORDERS_SEAL_SECRET_KEY, hex (payment; secret) */
+	char vault_key[128];            /* ORDERS_VAULT_KEY, hex (payment; secret) */
+	char fingerprint_key[128];      /* ORDERS_FINGERPRINT_KEY, hex (payment; secret) */
+	char order_id_key[128];         /* ORDERS_ORDER_ID_KEY, hex (API; secret) */
+	int prefetch;                   /* ORDERS_PREFETCH */
+	int publish_timeout_ms;         /* ORDERS_PUBLISH_TIMEOUT_MS */
+	int gateway_latency_ms;         /* ORDERS_GATEWAY_LATENCY_MS */
+	int reservation_ttl_s;          /* ORDERS_RESERVATION_TTL_S */
 };
 
 /*

@@ -27,8 +27,7 @@ PGconn *db_conn(struct db *d);
  * otherwise. A serialization failure or deadlock (40001, 40P01) is
  * ERR_TIMEOUT: retry the transaction.
  */
-int db_exec(struct db *d, const char *sql, int nparams, const char *const *params,
-	    PGresult **res);
+int db_exec(struct db *d, const char *sql, int nparams, const char *const *params, PGresult **res);
 
 /* db_begin / db_commit / db_rollback - transaction verbs, same errors. */
 int db_begin(struct db *d);

@@ -4,13 +4,13 @@
 
 enum err {
 	ERR_OK = 0,
-	ERR_NOMEM = -1,       /* an allocation failed */
-	ERR_INVALID = -2,     /* an argument or an input is not acceptable */
-	ERR_TOO_BIG = -3,     /* a bounded buffer would pass its maximum */
-	ERR_PARSE = -4,       /* bytes that do not parse (JSON, protobuf, hex) */
+	ERR_NOMEM = -1,   /* an allocation failed */
+	ERR_INVALID = -2, /* an argument or an input is not acceptable */
+	ERR_TOO_BIG = -3, /* a bounded buffer would pass its maximum */
+	ERR_PARSE = -4,   /* bytes that do not parse (JSON, protobuf, hex) */
 	ERR_NOT_FOUND = -5,
-	ERR_CONFLICT = -6,    /* exists already, or is in use */
-	ERR_IO = -7,          /* a system call or socket failed */
+	ERR_CONFLICT = -6, /* exists already, or is in use */
+	ERR_IO = -7,       /* a system call or socket failed */
 	ERR_TIMEOUT = -8,
 	ERR_UNAVAILABLE = -9, /* a dependency cannot be reached */
 	ERR_CRYPTO = -10,     /* sealing, opening or a key failed */

@@ -18,7 +18,7 @@ void ids_uuid4(char out[IDS_UUID_LEN + 1]);
  * message id and the consumer name). key is 32 bytes.
  */
 void ids_uuid_derived(const uint8_t key[32], const char *part1, const char *part2,
-		      char out[IDS_UUID_LEN + 1]);
+                      char out[IDS_UUID_LEN + 1]);
 
 /* ids_uuid_valid - 1 when s is a lowercase canonical UUID. */
 int ids_uuid_valid(const char *s);

@@ -27,10 +27,10 @@ struct log_field {
 	} v;
 };
 
-#define LF_STR(k, x) ((struct log_field){ .key = (k), .type = LOG_FIELD_STR, .v.s = (x) })
-#define LF_INT(k, x) ((struct log_field){ .key = (k), .type = LOG_FIELD_INT, .v.i = (long long)(x) })
-#define LF_DBL(k, x) ((struct log_field){ .key = (k), .type = LOG_FIELD_DBL, .v.d = (double)(x) })
-#define LF_END ((struct log_field){ .key = 0, .type = LOG_FIELD_END, .v.i = 0 })
+#define LF_STR(k, x) ((struct log_field){.key = (k), .type = LOG_FIELD_STR, .v.s = (x)})
+#define LF_INT(k, x) ((struct log_field){.key = (k), .type = LOG_FIELD_INT, .v.i = (long long)(x)})
+#define LF_DBL(k, x) ((struct log_field){.key = (k), .type = LOG_FIELD_DBL, .v.d = (double)(x)})
+#define LF_END ((struct log_field){.key = 0, .type = LOG_FIELD_END, .v.i = 0})
 
 extern enum log_level log__level;
 
@@ -47,12 +47,12 @@ void log__emit(enum log_level level, const char *msg, const struct log_field *fi
  * ends with '\n'; cut short with the JSON still valid when too long).
  * Returns the length. Exposed for tests. */
 size_t log__format(char *buf, size_t size, enum log_level level, const char *msg,
-		   const struct log_field *fields);
+                   const struct log_field *fields);
 
-#define LOG__(lvl, msg, ...)                                                              \
-	do {                                                                              \
-		if ((lvl) >= log__level)                                                  \
-			log__emit((lvl), (msg), (const struct log_field[]){ __VA_ARGS__ }); \
+#define LOG__(lvl, msg, ...)                                                                       \
+	do {                                                                                       \
+		if ((lvl) >= log__level)                                                           \
+			log__emit((lvl), (msg), (const struct log_field[]){__VA_ARGS__});          \
 	} while (0)
 
 #define log_debug(...) LOG__(LOG_DEBUG, __VA_ARGS__, LF_END)

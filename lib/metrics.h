@@ -33,11 +33,11 @@ void metrics_free(struct metrics *m);
  * NULL on a bad name or ERR_NOMEM. The family lives as long as m.
  */
 struct metric_family *metrics_counter(struct metrics *m, const char *name, const char *help,
-				      const char *labels);
+                                      const char *labels);
 struct metric_family *metrics_gauge(struct metrics *m, const char *name, const char *help,
-				    const char *labels);
+                                    const char *labels);
 struct metric_family *metrics_histogram(struct metrics *m, const char *name, const char *help,
-					const char *labels, const double *bounds, size_t nbounds);
+                                        const char *labels, const double *bounds, size_t nbounds);
 
 /* values has one string per label name (NULL when the family has none). */
 void metric_add(struct metric_family *f, const char *const *values, double v);

@@ -52,11 +52,11 @@ struct mq_publisher;
 typedef void (*mq_confirm_cb)(void *arg, int result);
 
 struct mq_publisher_options {
-	const char *url;          /* amqp://user:pass@host:port/vhost */
-	int confirm_timeout_ms;   /* per message, from hand-over to confirm */
-	int max_in_flight;        /* messages handed over but not confirmed; 0 = 10000 */
-	int declare_topology;     /* declare exchanges and queues on every connect */
-	int poll_queue_stats_ms;  /* > 0: passive-declare the work queues this often */
+	const char *url;         /* amqp://user:pass@host:port/vhost */
+	int confirm_timeout_ms;  /* per message, from hand-over to confirm */
+	int max_in_flight;       /* messages handed over but not confirmed; 0 = 10000 */
+	int declare_topology;    /* declare exchanges and queues on every connect */
+	int poll_queue_stats_ms; /* > 0: passive-declare the work queues this often */
 };
 
 /*
@@ -78,9 +78,9 @@ void mq_publisher_free(struct mq_publisher *p);
  * ERR_UNAVAILABLE (not connected now), ERR_TOO_BIG (max_in_flight reached),
  * ERR_CLOSED, ERR_NOMEM. Thread-safe.
  */
-int mq_publisher_publish(struct mq_publisher *p, const char *exchange,
-			 const char *routing_key, const char *message_id,
-			 const void *body, size_t len, mq_confirm_cb cb, void *arg);
+int mq_publisher_publish(struct mq_publisher *p, const char *exchange, const char *routing_key,
+                         const char *message_id, const void *body, size_t len, mq_confirm_cb cb,
+                         void *arg);
 
 /* mq_publisher_connected - 1 while the connection is up. Thread-safe. */
 int mq_publisher_connected(const struct mq_publisher *p);
@@ -90,7 +90,7 @@ int mq_publisher_connected(const struct mq_publisher *p);
  * count of mq_work_queues[i]; ERR_NOT_FOUND before the first poll.
  */
 int mq_publisher_queue_stats(const struct mq_publisher *p, size_t i, long *messages,
-			     long *consumers);
+                             long *consumers);
 
 /*
  * mq_publish_sync - publish one message and wait for its confirm: a
@@ -98,7 +98,7 @@ int mq_publisher_queue_stats(const struct mq_publisher *p, size_t i, long *messa
  * Returns the callback's result. Thread-safe.
  */
 int mq_publish_sync(struct mq_publisher *p, const char *exchange, const char *routing_key,
-		    const char *message_id, const void *body, size_t len);
+                    const char *message_id, const void *body, size_t len);
 
 /* ---- consumer ----------------------------------------------------------- */
 
@@ -107,10 +107,10 @@ struct mq_consumer;
 struct mq_delivery {
 	uint64_t tag;
 	int redelivered;
-	long delivery_count;           /* x-delivery-count (quorum queues), 0 if absent */
+	long delivery_count; /* x-delivery-count (quorum queues), 0 if absent */
 	char routing_key[MQ_KEY_MAX];
-	char message_id[MQ_ID_MAX];    /* basic.properties message_id, "" if absent */
-	uint8_t *body;                 /* malloc'd copy, owned by the delivery */
+	char message_id[MQ_ID_MAX]; /* basic.properties message_id, "" if absent */
+	uint8_t *body;              /* malloc'd copy, owned by the delivery */
 	size_t len;
 };
 

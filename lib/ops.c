@@ -231,13 +231,11 @@ struct ops *ops_new(const char *bind, int port, struct metrics *m, ops_ready_fn 
 	    (unsigned int)OPS_CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 	    (size_t)OPS_CONNECTION_MEMORY, MHD_OPTION_END);
 	if (!o->daemon) {
-		log_error("cannot start ops server", LF_INT("port", port),
-		          LF_STR("address", bind));
+		log_error("cannot start ops server", LF_INT("port", port), LF_STR("address", bind));
 		free(o);
 		return NULL;
 	}
-	log_info("ops server listening", LF_INT("port", port),
-	         LF_STR("address", bind));
+	log_info("ops server listening", LF_INT("port", port), LF_STR("address", bind));
 	return o;
 }
 

@@ -17,8 +17,7 @@ struct ops;
 
 /* ops_new - listen on bind:port (an IPv4 address: 127.0.0.1 locally,
  * 0.0.0.0 in containers). ready may be NULL (always ready). NULL on failure. */
-struct ops *ops_new(const char *bind, int port, struct metrics *m, ops_ready_fn ready,
-		    void *arg);
+struct ops *ops_new(const char *bind, int port, struct metrics *m, ops_ready_fn ready, void *arg);
 void ops_free(struct ops *o);
 
 #endif

@@ -23,7 +23,7 @@ int proto_pack(const ProtobufCMessage *m, uint8_t **out, size_t *len)
 }
 
 void proto_envelope_set(Orders__Envelope *e, char *message_id, char *order_id,
-			int64_t occurred_at_ms, char *correlation_id)
+                        int64_t occurred_at_ms, char *correlation_id)
 {
 	e->message_id = message_id;
 	e->order_id = order_id;
@@ -33,6 +33,5 @@ void proto_envelope_set(Orders__Envelope *e, char *message_id, char *order_id,
 
 int proto_envelope_ok(const Orders__Envelope *env)
 {
-	return env && env->message_id && env->message_id[0] && env->order_id &&
-	       env->order_id[0];
+	return env && env->message_id && env->message_id[0] && env->order_id && env->order_id[0];
 }

@@ -28,7 +28,7 @@ int proto_pack(const ProtobufCMessage *m, uint8_t **out, size_t *len);
  * set occurred_at_ms. e must have been initialised with ORDERS__ENVELOPE__INIT.
  */
 void proto_envelope_set(Orders__Envelope *e, char *message_id, char *order_id,
-			int64_t occurred_at_ms, char *correlation_id);
+                        int64_t occurred_at_ms, char *correlation_id);
 
 /* proto_envelope_ok - 1 when env is present and has message_id and order_id. */
 int proto_envelope_ok(const Orders__Envelope *env);

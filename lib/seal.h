@@ -40,7 +40,7 @@ const uint8_t *sealer_public_key(const struct sealer *s);
  * a fresh random nonce written to nonce. Thread-safe.
  */
 int sealer_seal(const struct sealer *s, const void *plain, size_t n,
-		uint8_t nonce[SEAL_NONCE_BYTES], uint8_t *ct);
+                uint8_t nonce[SEAL_NONCE_BYTES], uint8_t *ct);
 
 /* opener_new - from the recipient secret key; NULL on failure. */
 struct opener *opener_new(const uint8_t sk[SEAL_KEY_BYTES]);
@@ -50,7 +50,6 @@ void opener_free(struct opener *o);
  * plain (n - SEAL_MAC_BYTES bytes). ERR_CRYPTO when it does not authenticate.
  */
 int opener_open(struct opener *o, const uint8_t sender_pk[SEAL_KEY_BYTES],
-		const uint8_t nonce[SEAL_NONCE_BYTES], const uint8_t *ct, size_t n,
-		uint8_t *plain);
+                const uint8_t nonce[SEAL_NONCE_BYTES], const uint8_t *ct, size_t n, uint8_t *plain);
 
 #endif

@@ -31,8 +31,8 @@ static int send_all(int fd, const char *data, size_t n)
 	return 0;
 }
 
-int http_request(const char *method, const char *path, const char *const *headers,
-		 const char *body, size_t body_len, struct http_response *out)
+int http_request(const char *method, const char *path, const char *const *headers, const char *body,
+                 size_t body_len, struct http_response *out)
 {
 	struct sockaddr_in addr;
 	char head[8192];
@@ -51,13 +51,13 @@ int http_request(const char *method, const char *path, const char *const *header
 	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0)
 		goto fail;
 
-	n = snprintf(head, sizeof(head), "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
-		     method, path);
+	n = snprintf(head, sizeof(head),
+	             "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n", method, path);
 	for (; headers && *headers; headers++)
 		n += snprintf(head + n, sizeof(head) - (size_t)n, "%s\r\n", *headers);
 	if (body)
 		n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Length: %zu\r\n",
-			      body_len);
+		              body_len);
 	n += snprintf(head + n, sizeof(head) - (size_t)n, "\r\n");
 	if (send_all(fd, head, (size_t)n) != 0 || (body && send_all(fd, body, body_len) != 0)) {
 		/* The server may answer (413) and close before taking the whole body. */

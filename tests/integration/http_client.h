@@ -7,7 +7,7 @@
 #include <jansson.h>
 
 struct http_response {
-	int status;   /* 0 when the request failed */
+	int status;    /* 0 when the request failed */
 	char *headers; /* raw header block, malloc'd */
 	char *body;    /* NUL-terminated, malloc'd */
 	size_t body_len;
@@ -19,8 +19,8 @@ struct http_response {
  * header lines ("Authorization: Bearer dev-client"). body may be NULL.
  * Returns 0 and fills out, or -1 on a socket error.
  */
-int http_request(const char *method, const char *path, const char *const *headers,
-		 const char *body, size_t body_len, struct http_response *out);
+int http_request(const char *method, const char *path, const char *const *headers, const char *body,
+                 size_t body_len, struct http_response *out);
 
 /* http_header - the value of a response header (case-insensitive name) into
  * out; 0 when found. */

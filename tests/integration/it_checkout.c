@@ -1,4 +1,5 @@
-/* it_checkout.c: end to end over HTTP: catalog, checkout to every final status, the contract's errors. */
+/* it_checkout.c: end to end over HTTP: catalog, checkout to every final status, the contract's
+ * errors. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -41,13 +42,13 @@ static void sku_name(char *out, size_t n, const char *what)
 static void put_product(const char *sku, int stock, int price)
 {
 	struct http_response r;
-	const char *h[] = { ADMIN, JSON_CT, NULL };
+	const char *h[] = {ADMIN, JSON_CT, NULL};
 	char path[128], body[256];
 
 	snprintf(path, sizeof(path), "/v1/products/%s", sku);
 	snprintf(body, sizeof(body),
-		 "{\"name\":\"Test %s\",\"price_cents\":%d,\"currency\":\"USD\",\"stock\":%d}",
-		 sku, price, stock);
+	         "{\"name\":\"Test %s\",\"price_cents\":%d,\"currency\":\"USD\",\"stock\":%d}", sku,
+	         price, stock);
 	assert_int_equal(http_request("PUT", path, h, body, strlen(body), &r), 0);
 	assert_true(r.status == 200 || r.status == 201);
 	http_response_release(&r);
@@ -56,7 +57,7 @@ static void put_product(const char *sku, int stock, int price)
 static long product_available(const char *sku)
 {
 	struct http_response r;
-	const char *h[] = { CLIENT, NULL };
+	const char *h[] = {CLIENT, NULL};
 	char path[128];
 	json_t *j;
 	long v;
@@ -75,19 +76,19 @@ static long product_available(const char *sku)
 static void checkout_body(char *out, size_t n, const char *sku, int qty, const char *card)
 {
 	snprintf(out, n,
-		 "{\"items\":[{\"sku\":\"%s\",\"quantity\":%d}],\"currency\":\"USD\","
-		 "\"customer\":{\"id\":\"c-42\",\"email\":\"ada@example.com\"},"
-		 "\"shipping_address\":{\"name\":\"Ada\",\"line1\":\"1 Main St\","
-		 "\"city\":\"Springfield\",\"postal_code\":\"12345\",\"country\":\"US\"},"
-		 "\"payment\":{\"card\":{\"number\":\"%s\",\"exp_month\":12,"
-		 "\"exp_year\":2030,\"cvc\":\"123\"}}}",
-		 sku, qty, card);
+	         "{\"items\":[{\"sku\":\"%s\",\"quantity\":%d}],\"currency\":\"USD\","
+	         "\"customer\":{\"id\":\"c-42\",\"email\":\"ada@example.com\"},"
+	         "\"shipping_address\":{\"name\":\"Ada\",\"line1\":\"1 Main St\","
+	         "\"city\":\"Springfield\",\"postal_code\":\"12345\",\"country\":\"US\"},"
+	         "\"payment\":{\"card\":{\"number\":\"%s\",\"exp_month\":12,"
+	         "\"exp_year\":2030,\"cvc\":\"123\"}}}",
+	         sku, qty, card);
 }
 
 static int post_checkout(const char *idem, const char *body, struct http_response *r)
 {
 	char idem_h[300];
-	const char *h[] = { CLIENT, JSON_CT, idem_h, NULL };
+	const char *h[] = {CLIENT, JSON_CT, idem_h, NULL};
 
 	snprintf(idem_h, sizeof(idem_h), "Idempotency-Key: %s", idem);
 	return http_request("POST", "/v1/checkouts", h, body, strlen(body), r);
@@ -122,7 +123,7 @@ static char *checkout_ok(const char *sku, int qty, const char *card)
 static json_t *get_order(const char *id)
 {
 	struct http_response r;
-	const char *h[] = { CLIENT, NULL };
+	const char *h[] = {CLIENT, NULL};
 	char path[96];
 	json_t *j;
 
@@ -196,9 +197,9 @@ static void test_health(void **state)
 static void test_auth_and_routes(void **state)
 {
 	struct http_response r;
-	const char *fin[] = { FINANCE, JSON_CT, NULL };
-	const char *bad[] = { "Authorization: Bearer nope", NULL };
-	const char *cli[] = { CLIENT, "X-Request-Id: e2e-trace-1", NULL };
+	const char *fin[] = {FINANCE, JSON_CT, NULL};
+	const char *bad[] = {"Authorization: Bearer nope", NULL};
+	const char *cli[] = {CLIENT, "X-Request-Id: e2e-trace-1", NULL};
 	char v[64];
 	json_t *j;
 	(void)state;
@@ -207,7 +208,7 @@ static void test_auth_and_routes(void **state)
 	assert_int_equal(r.status, 401);
 	j = http_json(&r);
 	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
-			    "unauthorized");
+	                    "unauthorized");
 	json_decref(j);
 	http_response_release(&r);
 
@@ -235,10 +236,11 @@ static void test_auth_and_routes(void **state)
 static void test_catalog(void **state)
 {
 	struct http_response r;
-	const char *adm[] = { ADMIN, JSON_CT, NULL };
-	const char *cli[] = { CLIENT, NULL };
+	const char *adm[] = {ADMIN, JSON_CT, NULL};
+	const char *cli[] = {CLIENT, NULL};
 	char sku[64], path[128];
-	const char *body = "{\"name\":\"Widget\",\"price_cents\":250,\"currency\":\"USD\",\"stock\":7}";
+	const char *body =
+	    "{\"name\":\"Widget\",\"price_cents\":250,\"currency\":\"USD\",\"stock\":7}";
 	json_t *j;
 	(void)state;
 
@@ -267,8 +269,9 @@ static void test_catalog(void **state)
 	assert_int_equal(http_request("PUT", path, adm, body, strlen(body), &r), 0);
 	assert_int_equal(r.status, 422);
 	j = http_json(&r);
-	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "field")),
-			    "price_cents");
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(j, "error"), "field")),
+	    "price_cents");
 	json_decref(j);
 	http_response_release(&r);
 	assert_int_equal(product_available(sku), 7);
@@ -323,7 +326,7 @@ static void test_rejected_out_of_stock(void **state)
 	o = wait_final(id, NULL);
 	assert_string_equal(json_string_value(json_object_get(o, "status")), "rejected");
 	assert_string_equal(json_string_value(json_object_get(o, "failure_reason")),
-			    "out_of_stock");
+	                    "out_of_stock");
 	json_decref(o);
 	wait_available(sku, 1);
 	free(id);
@@ -433,7 +436,7 @@ static void *race(void *arg)
 	rc->status = r.status;
 	if (r.status == 202 && (j = http_json(&r))) {
 		snprintf(rc->order_id, sizeof(rc->order_id), "%s",
-			 json_string_value(json_object_get(j, "order_id")));
+		         json_string_value(json_object_get(j, "order_id")));
 		json_decref(j);
 	}
 	if (r.status == 409)
@@ -485,7 +488,7 @@ static void test_idempotency_race(void **state)
 }
 
 static void expect_error(const char *const *headers, const char *body, size_t len, int status,
-			 const char *code)
+                         const char *code)
 {
 	struct http_response r;
 	json_t *j;
@@ -497,7 +500,7 @@ static void expect_error(const char *const *headers, const char *body, size_t le
 	j = http_json(&r);
 	assert_non_null(j);
 	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
-			    code);
+	                    code);
 	/* Errors never echo card data. */
 	assert_null(strstr(r.body, "4242424242424241"));
 	assert_null(strstr(r.body, "4242424242424242"));
@@ -507,9 +510,9 @@ static void expect_error(const char *const *headers, const char *body, size_t le
 
 static void test_checkout_errors(void **state)
 {
-	const char *ok[] = { CLIENT, JSON_CT, "Idempotency-Key: e2e-errors", NULL };
-	const char *no_key[] = { CLIENT, JSON_CT, NULL };
-	const char *text[] = { CLIENT, "Content-Type: text/plain", "Idempotency-Key: e2e-e2", NULL };
+	const char *ok[] = {CLIENT, JSON_CT, "Idempotency-Key: e2e-errors", NULL};
+	const char *no_key[] = {CLIENT, JSON_CT, NULL};
+	const char *text[] = {CLIENT, "Content-Type: text/plain", "Idempotency-Key: e2e-e2", NULL};
 	char body[1024], sku[64];
 	char *big;
 	(void)state;
@@ -542,11 +545,12 @@ static void test_checkout_errors(void **state)
 static void test_unknown_order(void **state)
 {
 	struct http_response r;
-	const char *h[] = { CLIENT, NULL };
+	const char *h[] = {CLIENT, NULL};
 	(void)state;
 
-	assert_int_equal(http_request("GET", "/v1/orders/00000000-0000-4000-8000-000000000000", h,
-				      NULL, 0, &r), 0);
+	assert_int_equal(
+	    http_request("GET", "/v1/orders/00000000-0000-4000-8000-000000000000", h, NULL, 0, &r),
+	    0);
 	assert_int_equal(r.status, 404);
 	http_response_release(&r);
 	assert_int_equal(http_request("GET", "/v1/orders/not-a-uuid", h, NULL, 0, &r), 0);
@@ -557,18 +561,18 @@ static void test_unknown_order(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_health),
-		cmocka_unit_test(test_auth_and_routes),
-		cmocka_unit_test(test_catalog),
-		cmocka_unit_test(test_confirmed),
-		cmocka_unit_test(test_rejected_out_of_stock),
-		cmocka_unit_test(test_payment_failed_declined),
-		cmocka_unit_test(test_payment_failed_insufficient_funds),
-		cmocka_unit_test(test_transient_gateway_failure_retried),
-		cmocka_unit_test(test_idempotency),
-		cmocka_unit_test(test_idempotency_race),
-		cmocka_unit_test(test_checkout_errors),
-		cmocka_unit_test(test_unknown_order),
+	    cmocka_unit_test(test_health),
+	    cmocka_unit_test(test_auth_and_routes),
+	    cmocka_unit_test(test_catalog),
+	    cmocka_unit_test(test_confirmed),
+	    cmocka_unit_test(test_rejected_out_of_stock),
+	    cmocka_unit_test(test_payment_failed_declined),
+	    cmocka_unit_test(test_payment_failed_insufficient_funds),
+	    cmocka_unit_test(test_transient_gateway_failure_retried),
+	    cmocka_unit_test(test_idempotency),
+	    cmocka_unit_test(test_idempotency_race),
+	    cmocka_unit_test(test_checkout_errors),
+	    cmocka_unit_test(test_unknown_order),
 	};
 
 	snprintf(run_id, sizeof(run_id), "%ld-%d", (long)time(NULL), (int)getpid());
