@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config curl ca-certificates procps
+  build-essential cmake pkg-config curl ca-certificates procps clang-format
   protobuf-c-compiler libprotobuf-c-dev
   librabbitmq-dev libpq-dev libhiredis-dev libmicrohttpd-dev
   libcmocka-dev libjansson-dev libsodium-dev
