@@ -9,15 +9,23 @@ LOG_DIR=$LOCAL/log
 RUN_DIR=$LOCAL/run
 ENV_FILE=$LOCAL/env
 
-PG_PORT=5442
-AMQP_PORT=5682
-RABBIT_DIST_PORT=25682
-RABBIT_PROM_PORT=15682
-REDIS_PORT=6389
-HTTP_PORT=8080
+# ORDERS_LOCAL_PORT_OFFSET shifts every port below (and the RabbitMQ node
+# name) so that a second checkout can run its own stack beside this one.
+PORT_OFFSET=${ORDERS_LOCAL_PORT_OFFSET:-0}
+case $PORT_OFFSET in
+'' | *[!0-9]*) echo "ORDERS_LOCAL_PORT_OFFSET must be a number from 0 to 999" >&2 && exit 1 ;;
+esac
+[ "$PORT_OFFSET" -le 999 ] || { echo "ORDERS_LOCAL_PORT_OFFSET must be a number from 0 to 999" >&2 && exit 1; }
+PG_PORT=$((5442 + PORT_OFFSET))
+AMQP_PORT=$((5682 + PORT_OFFSET))
+RABBIT_DIST_PORT=$((25682 + PORT_OFFSET))
+RABBIT_PROM_PORT=$((15682 + PORT_OFFSET))
+REDIS_PORT=$((6389 + PORT_OFFSET))
+HTTP_PORT=$((8080 + PORT_OFFSET))
 # RabbitMQ's node registers with an epmd of its own on this port, not the
 # machine's shared one on 4369, so no other node can come to depend on it.
-EPMD_PORT=24682
+EPMD_PORT=$((24682 + PORT_OFFSET))
+if [ "$PORT_OFFSET" -eq 0 ]; then RMQ_NODE=orders@localhost; else RMQ_NODE=orders$PORT_OFFSET@localhost; fi
 
 # The four daemons, where the build puts them, and the ops port each one
 # serves /healthz on (the API serves it on the HTTP port).
@@ -29,9 +37,9 @@ declare -A DAEMON_PATH=(
 	[orders-order]=consumers/orders-order
 )
 declare -A DAEMON_METRICS_PORT=(
-	[orders-inventory]=9101
-	[orders-payment]=9102
-	[orders-order]=9103
+	[orders-inventory]=$((9101 + PORT_OFFSET * 10))
+	[orders-payment]=$((9102 + PORT_OFFSET * 10))
+	[orders-order]=$((9103 + PORT_OFFSET * 10))
 )
 
 SCRIPT_NAME=${SCRIPT_NAME:-$(basename "$0" .sh)}
@@ -111,6 +119,39 @@ daemon_pid() {
 		done
 	fi
 	return 0
+}
+
+# start_daemon NAME BUILD_DIR: start one daemon in its own session (so that Ctrl-C
+# in the terminal of `make run` reaches run.sh, which stops things in
+# order), with .local/env and its ops port. The subshell execs setsid,
+# which execs the daemon: $! is the daemon's pid, left in STARTED_PID.
+start_daemon() {
+	local name=$1 build_dir=$2 log=$LOG_DIR/$1.log port=${DAEMON_METRICS_PORT[$1]:-}
+	# One previous run is kept beside the new log.
+	if [ -s "$log" ]; then
+		mv -f "$log" "$log.prev"
+	fi
+	(
+		# shellcheck source=/dev/null
+		. "$ENV_FILE"
+		if [ -n "$port" ]; then
+			export ORDERS_METRICS_PORT=$port
+		fi
+		cd "$ROOT"
+		exec setsid "$build_dir/${DAEMON_PATH[$name]}"
+	) >>"$log" 2>&1 </dev/null &
+	STARTED_PID=$!
+	printf '%s\n' "$!" >"$RUN_DIR/$name.pid"
+	say "started $name (pid $!, log ${log#"$ROOT"/})"
+}
+
+# ready_url NAME: the URL that answers 200 once NAME is ready.
+ready_url() {
+	if [ "$1" = orders-api ]; then
+		printf 'http://127.0.0.1:%s/readyz\n' "$HTTP_PORT"
+	else
+		printf 'http://127.0.0.1:%s/healthz\n' "${DAEMON_METRICS_PORT[$1]}"
+	fi
 }
 
 # stop_daemons: SIGTERM every daemon of ours, wait up to 10 s for all of

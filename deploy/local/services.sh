@@ -11,6 +11,7 @@
 #   Redis       127.0.0.1:6389   state .local/redis, AOF on
 #   Logs        .local/log/postgres.log, .local/log/redis.log,
 #               .local/rabbitmq/log/
+# ORDERS_LOCAL_PORT_OFFSET (default 0) adds to every port (see lib.sh).
 #
 # As root (a fresh Debian 12 box or CI) each server runs as its package's
 # user (postgres, rabbitmq, redis): PostgreSQL refuses to run as root and
@@ -32,7 +33,6 @@ PG_LOG=$LOG_DIR/postgres.log
 PG_READY=$LOCAL/pg.initialized
 
 RMQ_DIR=$LOCAL/rabbitmq
-RMQ_NODE=orders@localhost
 RMQ_LIB=/usr/lib/rabbitmq/bin
 # Inside mnesia/, so that removing that directory removes the marker too.
 RMQ_BOOTED=$RMQ_DIR/mnesia/.orders-booted
@@ -546,7 +546,8 @@ redis_status() {
 # ---------------------------------------------------------------------- main
 
 usage() {
-	echo "usage: $0 {start|stop|status}   or   $0 ctl RABBITMQCTL-ARGS..." >&2
+	echo "usage: $0 {start|stop|status|restart} [postgresql|rabbitmq|redis]..." >&2
+	echo "   or: $0 ctl RABBITMQCTL-ARGS..." >&2
 	exit 2
 }
 
@@ -559,34 +560,63 @@ if [ "$1" = ctl ]; then
 	rmqctl "$@"
 	exit
 fi
-[ $# -eq 1 ] || usage
+action=$1
+shift
+# No service named: all three, started in dependency order, stopped in reverse.
+services=("$@")
+[ ${#services[@]} -gt 0 ] || services=(postgresql redis rabbitmq)
+for svc in "${services[@]}"; do
+	case $svc in
+	postgresql | rabbitmq | redis) ;;
+	*) usage ;;
+	esac
+done
+prefix() {
+	case $1 in
+	postgresql) echo pg ;;
+	rabbitmq) echo rmq ;;
+	redis) echo redis ;;
+	esac
+}
 
 mkdir -p "$LOCAL" "$LOG_DIR"
 chmod 755 "$LOCAL" "$LOG_DIR"
 # One start or stop at a time per checkout (status needs no lock).
-if [ "$1" = start ] || [ "$1" = stop ]; then
+if [ "$action" != status ]; then
 	exec 9>"$LOCAL/.services.lock"
 	flock -w 300 9 || die "another services.sh has held $LOCAL/.services.lock for 5 minutes"
 fi
 
-case $1 in
+start_all() {
+	local svc
+	for svc in "${services[@]}"; do
+		"$(prefix "$svc")_start"
+	done
+}
+stop_all() {
+	local i rc=0
+	for ((i = ${#services[@]} - 1; i >= 0; i--)); do
+		"$(prefix "${services[i]}")_stop" || rc=1
+	done
+	return $rc
+}
+
+case $action in
 start)
-	pg_start
-	redis_start
-	rmq_start
+	start_all
 	;;
 stop)
-	rc=0
-	rmq_stop || rc=1
-	redis_stop || rc=1
-	pg_stop || rc=1
-	exit $rc
+	stop_all
+	;;
+restart)
+	stop_all
+	start_all
 	;;
 status)
 	rc=0
-	pg_status || rc=3
-	rmq_status || rc=3
-	redis_status || rc=3
+	for svc in "${services[@]}"; do
+		"$(prefix "$svc")_status" || rc=3
+	done
 	exit $rc
 	;;
 *)

@@ -60,43 +60,13 @@ for name in "${DAEMONS[@]}"; do
 done
 stop_daemons
 
-# start_daemon NAME: start one daemon in its own session (so that Ctrl-C
-# in the terminal of `make run` reaches run.sh, which stops things in
-# order), with .local/env and its ops port. The subshell execs setsid,
-# which execs the daemon: $! is the daemon's pid.
-start_daemon() {
-	local name=$1 log=$LOG_DIR/$1.log port=${DAEMON_METRICS_PORT[$1]:-}
-	# One previous run is kept beside the new log.
-	if [ -s "$log" ]; then
-		mv -f "$log" "$log.prev"
-	fi
-	(
-		# shellcheck source=/dev/null
-		. "$ENV_FILE"
-		if [ -n "$port" ]; then
-			export ORDERS_METRICS_PORT=$port
-		fi
-		cd "$ROOT"
-		exec setsid "$build_dir/${DAEMON_PATH[$name]}"
-	) >>"$log" 2>&1 </dev/null &
-	started[$name]=$!
-	printf '%s\n' "$!" >"$RUN_DIR/$name.pid"
-	say "started $name (pid $!, log ${log#"$ROOT"/})"
-}
-
+# daemon.sh restarts single daemons from the same build.
+printf '%s\n' "$build_dir" >"$RUN_DIR/build-dir"
 declare -A started=()
 for name in "${DAEMONS[@]}"; do
-	start_daemon "$name"
+	start_daemon "$name" "$build_dir"
+	started[$name]=$STARTED_PID
 done
-
-# ready_url NAME: the URL that answers 200 once NAME is ready.
-ready_url() {
-	if [ "$1" = orders-api ]; then
-		printf 'http://127.0.0.1:%s/readyz\n' "$HTTP_PORT"
-	else
-		printf 'http://127.0.0.1:%s/healthz\n' "${DAEMON_METRICS_PORT[$1]}"
-	fi
-}
 
 show_logs() {
 	local name
@@ -132,4 +102,4 @@ while :; do
 	fi
 	sleep 0.5
 done
-say "ready: API http://127.0.0.1:$HTTP_PORT, consumers' ops ports 9101-9103; settings in .local/env"
+say "ready: API http://127.0.0.1:$HTTP_PORT, consumers' ops ports ${DAEMON_METRICS_PORT[orders-inventory]}-${DAEMON_METRICS_PORT[orders-order]}; settings in .local/env"

@@ -22,7 +22,11 @@ set -euo pipefail
 
 ROOT=${ORDERS_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)}
 LOCAL=$ROOT/.local
+# The stack's Redis, from ORDERS_REDIS_URL (redis://host:port/db) when set.
 REDIS_PORT=6389
+if [[ ${ORDERS_REDIS_URL:-} =~ ^redis://[^:/]+:([0-9]+) ]]; then
+	REDIS_PORT=${BASH_REMATCH[1]}
+fi
 MAX_HITS=20
 
 CARDS=(4242424242424242 5555555555554444 4000000000000002 4000000000009995 4000000000000119)
