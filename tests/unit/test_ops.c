@@ -395,7 +395,7 @@ static void test_free_releases_port(void **state)
 {
 	struct sockaddr_in addr;
 	struct ops *o;
-	int p, fd;
+	int p = 0, fd;
 
 	(void)state;
 	o = start_ops(&p, m, NULL, NULL);
