@@ -58,6 +58,7 @@ struct consume {
 	atomic_int consumer_ok;
 	int backoff_ms;
 	int64_t last_ping_ms;
+	int64_t next_tick_ms; /* when handler->tick is due next */
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -557,6 +558,34 @@ static int ensure_db(struct consume *c)
 	return 0;
 }
 
+/*
+ * Run the handler's periodic work when it is due. Called between deliveries
+ * only, so the connection is never inside another message's transaction.
+ */
+static void tick(struct consume *c)
+{
+	int64_t now = ids_now_ms();
+
+	if (!c->h->tick || now < c->next_tick_ms)
+		return;
+	c->next_tick_ms = now + c->h->tick_ms;
+	if (c->h->tick(c->state, c->db, c->pub) != ERR_OK && db_ping(c->db) != ERR_OK)
+		atomic_store(&c->db_ok, 0);
+}
+
+/* How long to wait for a delivery: not past the next tick. */
+static int next_timeout_ms(const struct consume *c)
+{
+	int64_t left;
+
+	if (!c->h->tick)
+		return NEXT_TIMEOUT_MS;
+	left = c->next_tick_ms - ids_now_ms();
+	if (left < 1)
+		return 1;
+	return left < NEXT_TIMEOUT_MS ? (int)left : NEXT_TIMEOUT_MS;
+}
+
 static void run(struct consume *c)
 {
 	int warned_db = 0, warned_pub = 0;
@@ -583,6 +612,9 @@ static void run(struct consume *c)
 			continue;
 		}
 		warned_pub = 0;
+		tick(c);
+		if (!atomic_load(&c->db_ok))
+			continue;
 		if (!c->mc) {
 			c->mc = mq_consumer_new(c->cfg->amqp_url, c->h->queue, c->cfg->prefetch);
 			if (!c->mc) {
@@ -595,7 +627,7 @@ static void run(struct consume *c)
 			         LF_INT("prefetch", c->cfg->prefetch));
 		}
 		memset(&d, 0, sizeof(d));
-		rc = mq_consumer_next(c->mc, &d, NEXT_TIMEOUT_MS);
+		rc = mq_consumer_next(c->mc, &d, next_timeout_ms(c));
 		if (rc == ERR_TIMEOUT)
 			continue;
 		if (rc == ERR_NOMEM) {
@@ -751,6 +783,10 @@ int consume_main(const struct consume_handler *h, int argc, char **argv)
 	c.ops = ops_new(cfg.http_bind, port, c.m, ready, &c);
 	if (!c.ops) {
 		log_error("cannot serve the ops endpoints", LF_INT("port", port));
+		goto out;
+	}
+	if (h->tick && h->tick_ms <= 0) {
+		log_error("cannot run the handler: it has a tick but no tick_ms");
 		goto out;
 	}
 	if (h->init) {

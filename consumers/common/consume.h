@@ -35,12 +35,19 @@
  *   6. SIGTERM or SIGINT: the current message is finished, everything is
  *      closed and consume_main() returns 0.
  *
+ * Periodic work: a handler with a tick hook has it called every tick_ms
+ * (at most; the wait for a delivery is cut short to keep to it), between
+ * deliveries and while idle, once PostgreSQL answers and the publisher is
+ * connected. It gets the loop's connection outside any transaction (it runs
+ * its own) and the publisher; no delivery is in progress meanwhile.
+ *
  * Outcome texts are short, stored in inbox.outcome and logged: they must
  * never contain card data.
  *
  * The hooks run on the loop's thread only (their state needs no locking).
- * decode, msg_free, process and replay are required; decode may run more
- * than once for one delivery (retries while PostgreSQL is down).
+ * decode, msg_free, process and replay are required; init, fini and tick
+ * are optional; decode may run more than once for one delivery (retries
+ * while PostgreSQL is down).
  *
  * Metrics: orders_messages_total{consumer,outcome} (outcome: processed,
  * replayed, poison, retried) and orders_message_processing_seconds
@@ -138,6 +145,16 @@ struct consume_handler {
 	 */
 	int (*replay)(void *state, const struct consume_input *in, const char *outcome,
 	              struct consume_result *res);
+
+	/*
+	 * tick - optional periodic work, every tick_ms (> 0 when tick is
+	 * set): db is not in a transaction, so the hook opens and ends its
+	 * own (BEGIN ... COMMIT or ROLLBACK, never left open), and may publish
+	 * with mq_publish_sync(pub, ...). It logs its own failures; an error
+	 * return only makes the loop check PostgreSQL before going on.
+	 */
+	int (*tick)(void *state, struct db *db, struct mq_publisher *pub);
+	int tick_ms;
 };
 
 /*

@@ -7,10 +7,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "err.h"
+#include "gateway.h"
 #include "log.h"
 
-enum order_kind { KIND_REJECTED, KIND_AUTHORIZED, KIND_DECLINED };
+/* The expiry sweeper runs this often, on the loop's thread. */
+#define EXPIRE_TICK_MS 1000
+/* Orders expired, and pending events published, per transaction. */
+#define EXPIRE_BATCH 100
+/* An order has at most this many lines (consume_order_problem). */
+#define LINES_MAX 100
+/* A PostgreSQL array literal of EXPIRE_BATCH quoted UUIDs. */
+#define ID_ARRAY_MAX (EXPIRE_BATCH * (IDS_UUID_LEN + 3) + 3)
+
+enum order_kind { KIND_REJECTED, KIND_AUTHORIZED, KIND_DECLINED, KIND_EXPIRED };
+
+struct order_state {
+	/* Voids the authorization of an order that will never be confirmed. */
+	struct gateway *gateway;
+};
 
 /* The decoded input: one of two message types, seen through common fields. */
 struct order_msg {
@@ -25,7 +41,33 @@ static const char *const event_types[] = {
     [KIND_REJECTED] = "order.rejected",
     [KIND_AUTHORIZED] = "order.confirmed",
     [KIND_DECLINED] = "order.payment_failed",
+    [KIND_EXPIRED] = "order.expired",
 };
+
+static int order_init(const struct config *cfg, void **state)
+{
+	struct order_state *st = calloc(1, sizeof(*st));
+
+	if (!st)
+		return ERR_NOMEM;
+	st->gateway = gateway_new(cfg->pg_dsn, cfg->gateway_latency_ms);
+	if (!st->gateway) {
+		free(st);
+		return ERR_NOMEM;
+	}
+	*state = st;
+	return ERR_OK;
+}
+
+static void order_fini(void *state)
+{
+	struct order_state *st = state;
+
+	if (!st)
+		return;
+	gateway_free(st->gateway);
+	free(st);
+}
 
 static void order_msg_free(void *p)
 {
@@ -233,17 +275,21 @@ out:
 	return s;
 }
 
+/*
+ * Append the order's finance event. pending: nothing will publish it but
+ * publish_pending() (the sweeper's events; see migrations/0003).
+ */
 static int insert_event(struct db *db, const struct order_msg *om, const char *order_id,
-                        const char *event_id, const char *type, int64_t *seq)
+                        const char *event_id, const char *type, int pending, int64_t *seq)
 {
 	static const char sql[] =
 	    "INSERT INTO order_events (event_id, type, order_id, customer_id, currency, "
-	    "total_cents, items) "
-	    "VALUES ($1::uuid, $2, $3::uuid, $4, $5, $6::bigint, $7::jsonb) "
+	    "total_cents, items, publish_pending) "
+	    "VALUES ($1::uuid, $2, $3::uuid, $4, $5, $6::bigint, $7::jsonb, $8::boolean) "
 	    "ON CONFLICT (order_id) DO NOTHING RETURNING seq";
 	const Orders__Order *o = om->order;
 	char total[24], *items;
-	const char *p[7];
+	const char *p[8];
 	PGresult *r = NULL;
 	int rc;
 
@@ -258,7 +304,8 @@ static int insert_event(struct db *db, const struct order_msg *om, const char *o
 	p[4] = o->currency;
 	p[5] = total;
 	p[6] = items;
-	rc = consume_db_rc(db_exec(db, sql, 7, p, &r));
+	p[7] = pending ? "true" : "false";
+	rc = consume_db_rc(db_exec(db, sql, 8, p, &r));
 	free(items);
 	if (rc)
 		return rc;
@@ -277,6 +324,43 @@ static int insert_event(struct db *db, const struct order_msg *om, const char *o
 	return ERR_OK;
 }
 
+/*
+ * An authorization arrived for an order that is final without being
+ * confirmed (expired meanwhile): payment-consumer's lock and expiry check
+ * should make that impossible, but should it happen, the authorization must
+ * not stay live on the card.
+ */
+static int void_unconfirmed(struct order_state *st, struct db *db, const struct consume_input *in)
+{
+	static const char sql[] = "SELECT status FROM orders WHERE order_id = $1::uuid "
+	                          "AND status IN ('expired', 'payment_failed', 'rejected')";
+	char status[32];
+	PGresult *r = NULL;
+	int rc, voided = 0;
+
+	rc = consume_db_rc(db_exec(db, sql, 1, &in->order_id, &r));
+	if (rc)
+		return rc;
+	if (PQntuples(r) != 1) {
+		PQclear(r);
+		return ERR_OK;
+	}
+	snprintf(status, sizeof(status), "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	rc = gateway_void(st->gateway, in->order_id, &voided);
+	if (rc) {
+		log_warn("cannot void the authorization of an unconfirmed order, will retry",
+		         LF_STR("message_id", in->message_id), LF_STR("order_id", in->order_id),
+		         LF_STR("status", status), LF_STR("error", err_str(rc)));
+		return rc;
+	}
+	if (voided)
+		log_warn("voided the authorization of an order that was not confirmed",
+		         LF_STR("message_id", in->message_id), LF_STR("order_id", in->order_id),
+		         LF_STR("status", status));
+	return ERR_OK;
+}
+
 static int order_process(void *state, struct db *db, const struct consume_input *in,
                          struct consume_result *res)
 {
@@ -286,11 +370,15 @@ static int order_process(void *state, struct db *db, const struct consume_input 
 	int64_t seq = 0;
 	int rc, moved = 0;
 
-	(void)state;
 	rc = set_status(db, om, in->order_id, &moved);
 	if (rc)
 		return rc;
 	if (!moved) {
+		if (om->kind == KIND_AUTHORIZED) {
+			rc = void_unconfirmed(state, db, in);
+			if (rc)
+				return rc;
+		}
 		log_info("order is final already, nothing to do",
 		         LF_STR("message_id", in->message_id), LF_STR("order_id", in->order_id),
 		         LF_STR("routing_key", in->routing_key));
@@ -303,7 +391,7 @@ static int order_process(void *state, struct db *db, const struct consume_input 
 			return rc;
 	}
 	ids_uuid4(event_id);
-	rc = insert_event(db, om, in->order_id, event_id, type, &seq);
+	rc = insert_event(db, om, in->order_id, event_id, type, 0, &seq);
 	if (rc)
 		return rc;
 	snprintf(res->outcome, sizeof(res->outcome), "event:%" PRId64 ":%s:%s", seq, event_id,
@@ -338,12 +426,342 @@ static int order_replay(void *state, const struct consume_input *in, const char 
 	return ERR_PARSE;
 }
 
+/* ---- expiry -------------------------------------------------------------- */
+
+/* An order read back from the database, seen as a message for the event code. */
+struct stored_order {
+	struct order_msg om;
+	char order_id[IDS_UUID_LEN + 1];
+	Orders__Envelope env;
+	Orders__Order order;
+	Orders__Line lines[LINES_MAX];
+	Orders__Line *line_ptrs[LINES_MAX];
+	PGresult *r; /* the texts above point into it */
+};
+
+static void stored_order_release(struct stored_order *so)
+{
+	PQclear(so->r);
+	so->r = NULL;
+}
+
+static int load_order(struct db *db, const char *order_id, struct stored_order *so)
+{
+	static const char sql[] =
+	    "SELECT o.customer_id, o.currency, o.total_cents, o.correlation_id, l.sku, "
+	    "l.quantity, l.unit_price_cents "
+	    "FROM orders o JOIN order_lines l ON l.order_id = o.order_id "
+	    "WHERE o.order_id = $1::uuid ORDER BY l.line_no";
+	PGresult *r = NULL;
+	int rc, i, n;
+
+	rc = consume_db_rc(db_exec(db, sql, 1, &order_id, &r));
+	if (rc)
+		return rc;
+	n = PQntuples(r);
+	if (n < 1 || n > LINES_MAX) {
+		PQclear(r);
+		log_error("cannot read order back: it has no lines or too many",
+		          LF_STR("order_id", order_id), LF_INT("lines", n));
+		return ERR_DB;
+	}
+	memset(so, 0, sizeof(*so));
+	snprintf(so->order_id, sizeof(so->order_id), "%s", order_id);
+	so->r = r;
+	orders__envelope__init(&so->env);
+	so->env.order_id = so->order_id;
+	so->env.correlation_id = PQgetvalue(r, 0, 3);
+	orders__order__init(&so->order);
+	so->order.customer_id = PQgetvalue(r, 0, 0);
+	so->order.currency = PQgetvalue(r, 0, 1);
+	so->order.total_cents = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+	for (i = 0; i < n; i++) {
+		orders__line__init(&so->lines[i]);
+		so->lines[i].sku = PQgetvalue(r, i, 4);
+		so->lines[i].quantity = (uint32_t)strtoul(PQgetvalue(r, i, 5), NULL, 10);
+		so->lines[i].unit_price_cents = strtoll(PQgetvalue(r, i, 6), NULL, 10);
+		so->line_ptrs[i] = &so->lines[i];
+	}
+	so->order.n_lines = (size_t)n;
+	so->order.lines = so->line_ptrs;
+	so->om.kind = KIND_EXPIRED;
+	so->om.env = &so->env;
+	so->om.order = &so->order;
+	return ERR_OK;
+}
+
+/* The ids in column 0 of r as a PostgreSQL uuid[] literal into b. */
+static int id_array(const PGresult *r, struct buf *b)
+{
+	int rc, i;
+
+	rc = buf_append_str(b, "{");
+	for (i = 0; !rc && i < PQntuples(r); i++)
+		rc = consume_pg_array_add(b, PQgetvalue(r, i, 0), i == 0);
+	return rc ? rc : buf_append_str(b, "}");
+}
+
+/*
+ * Lock up to EXPIRE_BATCH reserved orders whose reservation has expired
+ * and that hold no authorization; ERR_OK with *out NULL when there are none.
+ * SKIP LOCKED: payment-consumer holds an order's row while it authorizes,
+ * and other replicas sweep beside this one. The payments check is repeated
+ * once the rows are ours, in a new statement (a new snapshot): an
+ * authorization committed while this query ran must keep its order.
+ */
+static int pick_expired(struct db *db, PGresult **out)
+{
+	static const char pick_sql[] =
+	    "SELECT o.order_id::text FROM orders o "
+	    "WHERE o.status = 'reserved' AND o.order_id IN (SELECT r.order_id "
+	    "FROM reservations r WHERE r.state = 'held' AND r.expires_at <= now()) "
+	    "AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.order_id "
+	    "AND p.authorized) "
+	    "LIMIT $1::int FOR UPDATE OF o SKIP LOCKED";
+	static const char check_sql[] =
+	    "SELECT o.order_id::text FROM orders o "
+	    "WHERE o.order_id = ANY ($1::uuid[]) AND o.status = 'reserved' "
+	    "AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.order_id "
+	    "AND p.authorized) ORDER BY o.order_id";
+	char limit[16];
+	const char *p[1] = {limit};
+	struct buf ids;
+	PGresult *r = NULL;
+	int rc;
+
+	*out = NULL;
+	snprintf(limit, sizeof(limit), "%d", EXPIRE_BATCH);
+	rc = consume_db_rc(db_exec(db, pick_sql, 1, p, &r));
+	if (rc || PQntuples(r) == 0) {
+		PQclear(r);
+		return rc;
+	}
+	buf_init(&ids, ID_ARRAY_MAX);
+	rc = id_array(r, &ids);
+	PQclear(r);
+	r = NULL;
+	if (!rc) {
+		p[0] = ids.data;
+		rc = consume_db_rc(db_exec(db, check_sql, 1, p, &r));
+	}
+	buf_release(&ids);
+	if (rc)
+		return rc;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return ERR_OK;
+	}
+	*out = r;
+	return ERR_OK;
+}
+
+/*
+ * Lock every product the picked orders hold, in SKU byte order, before any
+ * is changed: releasing order by order would lock them out of order across
+ * the batch and could deadlock with another consumer.
+ */
+static int lock_batch_products(struct db *db, const PGresult *orders)
+{
+	static const char sql[] =
+	    "SELECT p.sku FROM products p WHERE p.sku IN (SELECT r.sku FROM reservations r "
+	    "WHERE r.order_id = ANY ($1::uuid[]) AND r.state = 'held') "
+	    "ORDER BY p.sku COLLATE \"C\" FOR UPDATE OF p";
+	struct buf ids;
+	const char *p[1];
+	int rc;
+
+	buf_init(&ids, ID_ARRAY_MAX);
+	rc = id_array(orders, &ids);
+	if (!rc) {
+		p[0] = ids.data;
+		rc = consume_db_rc(db_exec(db, sql, 1, p, NULL));
+	}
+	buf_release(&ids);
+	return rc;
+}
+
+/* Release one locked order's reservation, mark it expired, append its event. */
+static int expire_one(struct db *db, const char *order_id)
+{
+	static const char status_sql[] =
+	    "UPDATE orders SET status = 'expired', failure_reason = 'reservation_expired', "
+	    "updated_at = now() WHERE order_id = $1::uuid AND status = 'reserved'";
+	struct stored_order so;
+	char event_id[IDS_UUID_LEN + 1];
+	int64_t seq = 0;
+	int rc;
+
+	rc = settle_reservations(db, order_id, 0);
+	if (!rc)
+		rc = consume_db_rc(db_exec(db, status_sql, 1, &order_id, NULL));
+	if (rc)
+		return rc;
+	rc = load_order(db, order_id, &so);
+	if (rc)
+		return rc;
+	ids_uuid4(event_id);
+	rc = insert_event(db, &so.om, order_id, event_id, event_types[KIND_EXPIRED], 1, &seq);
+	stored_order_release(&so);
+	if (!rc)
+		log_info("order expired, reservation released", LF_STR("order_id", order_id),
+		         LF_INT("seq", seq), LF_STR("event_id", event_id));
+	return rc;
+}
+
+/*
+ * One batch of expiries in one transaction. Each order's authorization, if
+ * one exists (payment-consumer died between the gateway's answer and its
+ * own commit), is voided first, while the order row is locked so that no
+ * charge can start meanwhile. Voiding then failing to commit is harmless:
+ * the order stays reserved with an expired reservation, which payment-
+ * consumer refuses to charge, and the next tick expires it.
+ */
+static int expire_batch(struct order_state *st, struct db *db)
+{
+	PGresult *r = NULL;
+	int rc, i, in_tx = 0;
+
+	rc = consume_db_rc(db_begin(db));
+	if (rc)
+		goto out;
+	in_tx = 1;
+	rc = pick_expired(db, &r);
+	if (rc || !r)
+		goto out;
+	for (i = 0; i < PQntuples(r); i++) {
+		const char *order_id = PQgetvalue(r, i, 0);
+		int voided = 0;
+
+		rc = gateway_void(st->gateway, order_id, &voided);
+		if (rc) {
+			log_warn("cannot void the authorization of an expiring order, will retry",
+			         LF_STR("order_id", order_id), LF_STR("error", err_str(rc)));
+			goto out;
+		}
+		if (voided)
+			log_warn("voided the authorization of an expiring order",
+			         LF_STR("order_id", order_id));
+	}
+	rc = lock_batch_products(db, r);
+	for (i = 0; !rc && i < PQntuples(r); i++)
+		rc = expire_one(db, PQgetvalue(r, i, 0));
+	if (rc)
+		goto out;
+	in_tx = 0;
+	rc = consume_db_rc(db_commit(db));
+out:
+	if (rc)
+		log_warn("cannot expire reservations, will retry", LF_STR("error", err_str(rc)));
+	PQclear(r);
+	if (in_tx)
+		db_rollback(db);
+	return rc;
+}
+
+/* Pack one stored event the way order_process() does, as message event_id. */
+static int publish_event(struct db *db, struct mq_publisher *pub, const PGresult *r, int row)
+{
+	const char *seq = PQgetvalue(r, row, 0), *event_id = PQgetvalue(r, row, 1);
+	const char *order_id = PQgetvalue(r, row, 2), *type = PQgetvalue(r, row, 3);
+	struct consume_input in;
+	struct consume_result res;
+	struct stored_order so;
+	size_t k;
+	int rc;
+
+	for (k = 0; k < sizeof(event_types) / sizeof(event_types[0]); k++) {
+		if (strcmp(type, event_types[k]) == 0)
+			break;
+	}
+	if (k == sizeof(event_types) / sizeof(event_types[0]))
+		return ERR_INVALID;
+	rc = load_order(db, order_id, &so);
+	if (rc)
+		return rc;
+	memset(&in, 0, sizeof(in));
+	memset(&res, 0, sizeof(res));
+	/* The event's own id and time: a republication is the same message. */
+	snprintf(in.out_message_id, sizeof(in.out_message_id), "%s", event_id);
+	in.processed_ms = strtoll(PQgetvalue(r, row, 4), NULL, 10);
+	rc = build_event(&so.om, &in, strtoll(seq, NULL, 10), event_id, event_types[k], &res);
+	if (!rc)
+		rc = mq_publish_sync(pub, res.exchange, res.routing_key, event_id, res.body,
+		                     res.len);
+	consume_result_release(&res);
+	stored_order_release(&so);
+	return rc;
+}
+
+/*
+ * Publish the events marked pending (the sweeper's), oldest first, and
+ * clear each mark once the broker has confirmed it. A failure leaves the
+ * rest for the next tick, here or on another replica; a crash between the
+ * confirm and the commit publishes one again, with the same message id.
+ */
+static int publish_pending(struct db *db, struct mq_publisher *pub)
+{
+	static const char pick_sql[] = "SELECT seq, event_id::text, order_id::text, type, "
+	                               "floor(extract(epoch FROM occurred_at) * 1000)::bigint "
+	                               "FROM order_events WHERE publish_pending ORDER BY seq "
+	                               "LIMIT $1::int FOR UPDATE SKIP LOCKED";
+	static const char done_sql[] =
+	    "UPDATE order_events SET publish_pending = false WHERE seq = $1::bigint";
+	char limit[16];
+	const char *p[1] = {limit};
+	PGresult *r = NULL;
+	int rc, i, in_tx = 0;
+
+	rc = consume_db_rc(db_begin(db));
+	if (rc)
+		goto out;
+	in_tx = 1;
+	snprintf(limit, sizeof(limit), "%d", EXPIRE_BATCH);
+	rc = consume_db_rc(db_exec(db, pick_sql, 1, p, &r));
+	for (i = 0; !rc && i < PQntuples(r); i++) {
+		p[0] = PQgetvalue(r, i, 0);
+		rc = publish_event(db, pub, r, i);
+		if (rc) {
+			log_warn("cannot publish order event, will retry",
+			         LF_STR("order_id", PQgetvalue(r, i, 2)),
+			         LF_STR("type", PQgetvalue(r, i, 3)), LF_STR("seq", p[0]),
+			         LF_STR("error", err_str(rc)));
+			break;
+		}
+		log_info("order event published", LF_STR("order_id", PQgetvalue(r, i, 2)),
+		         LF_STR("type", PQgetvalue(r, i, 3)), LF_STR("seq", p[0]),
+		         LF_STR("out_message_id", PQgetvalue(r, i, 1)));
+		rc = consume_db_rc(db_exec(db, done_sql, 1, p, NULL));
+	}
+	/* What was confirmed is recorded even when a later publish failed. */
+	in_tx = 0;
+	if (consume_db_rc(db_commit(db)) != ERR_OK && !rc)
+		rc = ERR_DB;
+out:
+	PQclear(r);
+	if (in_tx)
+		db_rollback(db);
+	return rc;
+}
+
+/* The sweeper: expire what is due, then publish what is pending. */
+static int order_tick(void *state, struct db *db, struct mq_publisher *pub)
+{
+	int rc = expire_batch(state, db);
+	int prc = publish_pending(db, pub);
+
+	return rc ? rc : prc;
+}
+
 const struct consume_handler order_handler = {
     .name = "order",
     .queue = MQ_QUEUE_ORDER,
     .default_port = 9103,
+    .init = order_init,
+    .fini = order_fini,
     .decode = order_decode,
     .msg_free = order_msg_free,
     .process = order_process,
     .replay = order_replay,
+    .tick = order_tick,
+    .tick_ms = EXPIRE_TICK_MS,
 };

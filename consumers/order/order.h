@@ -10,11 +10,25 @@
  *   payment.declined    reserved -> payment_failed (failure_reason = the
  *                       decline code): the held reservations are released.
  *   inventory.rejected  pending -> rejected (failure_reason out_of_stock).
+ *   (expiry sweeper)    reserved -> expired (failure_reason
+ *                       reservation_expired): see below.
  *
  * Products are locked in SKU byte order, the order inventory-consumer
  * reserves in, so the two never deadlock. When the status is final already
  * nothing happens (outcome "noop"); otherwise the event is published to the
- * exchange order-events with its type as the routing key.
+ * exchange order-events with its type as the routing key. A payment.authorized
+ * for an order that ended otherwise (expired) voids that authorization at the
+ * gateway: only confirmed orders keep one.
+ *
+ * The expiry sweeper runs every second on the consume loop's tick. In one
+ * transaction it locks up to 100 'reserved' orders whose held reservations
+ * have expired and that have no authorized payment (FOR UPDATE SKIP LOCKED:
+ * replicas share the work, and payment-consumer holds an order's row while
+ * it authorizes), voids any authorization left at the gateway, releases the
+ * reservations, sets 'expired' and appends the order.expired event marked
+ * publish_pending. After the commit, every pending event is published (the
+ * message id is the event id) and unmarked once confirmed; one that fails
+ * stays pending and is published on a later tick, by any replica.
  *
  * Outcomes: "event:<seq>:<event_id>:<type>", "noop".
  */

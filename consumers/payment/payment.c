@@ -166,6 +166,28 @@ static int lock_order(struct db *db, const char *order_id, char *status, size_t 
 }
 
 /*
+ * *expired = 1 when the order's reservation has run out. Checked with the
+ * order row locked and against the clock (not the transaction's start,
+ * which may be long past after waiting for the lock): the expiry sweeper
+ * takes the same lock, so an order is either charged in time or expired,
+ * never both.
+ */
+static int reservation_expired(struct db *db, const char *order_id, int *expired)
+{
+	static const char sql[] = "SELECT 1 FROM reservations WHERE order_id = $1::uuid "
+	                          "AND state = 'held' AND expires_at <= clock_timestamp() LIMIT 1";
+	PGresult *r = NULL;
+	int rc;
+
+	rc = consume_db_rc(db_exec(db, sql, 1, &order_id, &r));
+	if (rc)
+		return rc;
+	*expired = PQntuples(r) == 1;
+	PQclear(r);
+	return ERR_OK;
+}
+
+/*
  * Open the sealed card into *card. Anything that does not open or decode is
  * poison: it will not open any better next time.
  */
@@ -281,7 +303,7 @@ static int pay_process(void *state, struct db *db, const struct consume_input *i
 	struct card card;
 	enum card_problem problem;
 	char status[32], token[VAULT_TOKEN_LEN + 1] = "";
-	int rc, year, month, attempts = 0;
+	int rc, year, month, attempts = 0, expired = 0;
 
 	memset(&card, 0, sizeof(card));
 	memset(&gr, 0, sizeof(gr));
@@ -294,6 +316,20 @@ static int pay_process(void *state, struct db *db, const struct consume_input *i
 		         LF_STR("message_id", in->message_id), LF_STR("order_id", in->order_id),
 		         LF_STR("status", status));
 		snprintf(res->outcome, sizeof(res->outcome), "noop:%s", status);
+		goto out;
+	}
+	rc = reservation_expired(db, in->order_id, &expired);
+	if (rc)
+		goto out;
+	if (expired) {
+		/*
+		 * Too late to pay, even if the sweeper has not come by yet: it
+		 * will expire the order, release the stock and void any
+		 * authorization an earlier, interrupted attempt left behind.
+		 */
+		log_warn("reservation has expired, not charging the order",
+		         LF_STR("message_id", in->message_id), LF_STR("order_id", in->order_id));
+		snprintf(res->outcome, sizeof(res->outcome), "noop:expired");
 		goto out;
 	}
 	rc = open_card(pay, in, m->card, &card);

@@ -53,7 +53,9 @@ static int gw_rc(int rc)
 /* The recorded charge for key: ERR_OK and *found = 1 with out filled, or *found = 0. */
 static int lookup(struct gateway *g, const char *key, struct gateway_result *out, int *found)
 {
-	static const char sql[] = "SELECT approved, coalesce(decline_code, ''), authorization_id "
+	static const char sql[] = "SELECT approved AND voided_at IS NULL, "
+	                          "coalesce(decline_code, CASE WHEN voided_at IS NOT NULL "
+	                          "THEN 'authorization_voided' END, ''), authorization_id "
 	                          "FROM gateway_charges WHERE idempotency_key = $1";
 	PGresult *r = NULL;
 	int rc;
@@ -70,6 +72,19 @@ static int lookup(struct gateway *g, const char *key, struct gateway_result *out
 		         PQgetvalue(r, 0, 2));
 	}
 	PQclear(r);
+	return ERR_OK;
+}
+
+/* Connect on first use, and answer after the configured latency. */
+static int gw_ready(struct gateway *g)
+{
+	if (g->latency_ms > 0)
+		consume_sleep_ms(g->latency_ms);
+	if (!g->db) {
+		g->db = db_new(g->dsn);
+		if (!g->db)
+			return ERR_UNAVAILABLE;
+	}
 	return ERR_OK;
 }
 
@@ -107,13 +122,9 @@ int gateway_charge(struct gateway *g, const char *idempotency_key, const struct 
 	long attempts = 0;
 	int rc, found = 0;
 
-	if (g->latency_ms > 0)
-		consume_sleep_ms(g->latency_ms);
-	if (!g->db) {
-		g->db = db_new(g->dsn);
-		if (!g->db)
-			return ERR_UNAVAILABLE;
-	}
+	rc = gw_ready(g);
+	if (rc)
+		return rc;
 	rc = lookup(g, idempotency_key, out, &found);
 	if (rc || found)
 		return rc;
@@ -152,4 +163,24 @@ int gateway_charge(struct gateway *g, const char *idempotency_key, const struct 
 	if (rc)
 		return rc;
 	return found ? ERR_OK : ERR_UNAVAILABLE;
+}
+
+int gateway_void(struct gateway *g, const char *idempotency_key, int *voided)
+{
+	static const char sql[] = "UPDATE gateway_charges SET voided_at = now() "
+	                          "WHERE idempotency_key = $1 AND approved AND voided_at IS NULL "
+	                          "RETURNING 1";
+	PGresult *r = NULL;
+	int rc;
+
+	rc = gw_ready(g);
+	if (rc)
+		return rc;
+	rc = db_exec(g->db, sql, 1, &idempotency_key, &r);
+	if (rc)
+		return gw_rc(rc);
+	if (voided)
+		*voided = PQntuples(r) == 1;
+	PQclear(r);
+	return ERR_OK;
 }

@@ -9,7 +9,8 @@
  * gateway_attempts) on a PostgreSQL connection of its own in autocommit:
  * what it did survives the caller's rollbacks, exactly as a real provider's
  * charge would. One charge per idempotency key: asking again returns the
- * first result unchanged, so a redelivered message never charges twice.
+ * first result unchanged, so a redelivered message never charges twice;
+ * once voided, it answers declined (authorization_voided) instead.
  *
  * A struct gateway is used by one thread at a time.
  */
@@ -47,5 +48,14 @@ void gateway_free(struct gateway *g);
  */
 int gateway_charge(struct gateway *g, const char *idempotency_key, const struct card *card,
                    int64_t amount_cents, const char *currency, struct gateway_result *out);
+
+/*
+ * gateway_void - void the live authorization under idempotency_key, as a
+ * provider's void call does, after the same latency. Nothing to void (no
+ * charge, a decline, voided already) is fine. ERR_OK: no live authorization
+ * is left, and *voided (when not NULL) is 1 if this call voided one.
+ * ERR_UNAVAILABLE: the ledger cannot be reached; try again.
+ */
+int gateway_void(struct gateway *g, const char *idempotency_key, int *voided);
 
 #endif
