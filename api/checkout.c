@@ -437,12 +437,20 @@ static int build_message(struct request *r, const struct checkout *co, int64_t n
 	uint8_t nonce[SEAL_NONCE_BYTES];
 	uint8_t ct[CARD_RECORD_MAX + SEAL_MAC_BYTES];
 	char record[CARD_RECORD_MAX], last4[5];
+	char id_part[sizeof(MQ_KEY_CHECKOUT_REQUESTED) + BODY_HASH_HEX + 1];
 	size_t reclen;
 	int rc;
 
-	/* Derived from the order id: a retried publish of the same checkout is
-	 * a redelivery to inventory-consumer's inbox, not a second order. */
-	ids_uuid_derived(r->api->order_id_key, MQ_KEY_CHECKOUT_REQUESTED, r->order_id, message_id);
+	/*
+	 * Derived from the order id and the body: a retried publish of the same
+	 * checkout is a redelivery to inventory-consumer's inbox, not a second
+	 * order. Once Redis has lost a key, another body can come with it; that
+	 * is another message, which inventory-consumer finds a duplicate of the
+	 * existing order and passes on nowhere, rather than replaying the first
+	 * body's outcome with this body's lines and totals.
+	 */
+	snprintf(id_part, sizeof(id_part), "%s:%s", MQ_KEY_CHECKOUT_REQUESTED, r->idem_hash);
+	ids_uuid_derived(r->api->order_id_key, id_part, r->order_id, message_id);
 	proto_envelope_set(&env, message_id, r->order_id, now_ms, r->request_id);
 
 	for (size_t i = 0; i < co->nlines; i++) {

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "e2e.h"
 #include "http_client.h"
 
 #define CLIENT "Authorization: Bearer dev-client"
@@ -81,7 +82,7 @@ static void checkout_body(char *out, size_t n, const char *sku, int qty, const c
 	         "\"shipping_address\":{\"name\":\"Ada\",\"line1\":\"1 Main St\","
 	         "\"city\":\"Springfield\",\"postal_code\":\"12345\",\"country\":\"US\"},"
 	         "\"payment\":{\"card\":{\"number\":\"%s\",\"exp_month\":12,"
-	         "\"exp_year\":2030,\"cvc\":\"123\"}}}",
+	         "\"exp_year\":2030,\"cvc\":\"" E2E_CVC "\"}}}",
 	         sku, qty, card);
 }
 

@@ -1,0 +1,247 @@
+/*
+ * e2e.h: checkout helpers shared by the end-to-end tests that drive the API
+ * over HTTP (include after cmocka.h). Each helper asserts what it needs, so
+ * a test reads as the steps it takes.
+ */
+#ifndef ORDERS_TEST_E2E_H
+#define ORDERS_TEST_E2E_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+
+#include "http_client.h"
+
+#define E2E_CLIENT "Authorization: Bearer dev-client"
+#define E2E_ADMIN "Authorization: Bearer dev-admin"
+#define E2E_JSON "Content-Type: application/json"
+#define E2E_AMQP_URL "amqp://guest:guest@127.0.0.1:5682/"
+#define E2E_AMQP_CHANNEL 1
+
+/* Final statuses must arrive within this (the machine is shared and busy). */
+#define E2E_FINAL_TIMEOUT_MS 30000
+
+/*
+ * The CVC every end-to-end checkout sends. Three digits occur everywhere,
+ * so the card-leak search (no_card_leak.sh) looks for CVCs where they would
+ * stand if one leaked: after a "cvc" key and inside a card record.
+ */
+#define E2E_CVC "737"
+
+static inline double e2e_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static inline void e2e_put_product(const char *sku, int stock, int price)
+{
+	struct http_response r;
+	const char *h[] = {E2E_ADMIN, E2E_JSON, NULL};
+	char path[128], body[256];
+
+	snprintf(path, sizeof(path), "/v1/products/%s", sku);
+	snprintf(body, sizeof(body),
+	         "{\"name\":\"Test %s\",\"price_cents\":%d,\"currency\":\"USD\",\"stock\":%d}", sku,
+	         price, stock);
+	assert_int_equal(http_request("PUT", path, h, body, strlen(body), &r), 0);
+	assert_true(r.status == 200 || r.status == 201);
+	http_response_release(&r);
+}
+
+static inline long e2e_available(const char *sku)
+{
+	struct http_response r;
+	const char *h[] = {E2E_CLIENT, NULL};
+	char path[128];
+	json_t *j;
+	long v;
+
+	snprintf(path, sizeof(path), "/v1/products/%s", sku);
+	assert_int_equal(http_request("GET", path, h, NULL, 0, &r), 0);
+	assert_int_equal(r.status, 200);
+	j = http_json(&r);
+	assert_non_null(j);
+	v = (long)json_integer_value(json_object_get(j, "available"));
+	json_decref(j);
+	http_response_release(&r);
+	return v;
+}
+
+/* Wait until the served figure is want (the cache may lag by a second). */
+static inline void e2e_wait_available(const char *sku, long want)
+{
+	double start = e2e_now_ms();
+	long got;
+
+	while ((got = e2e_available(sku)) != want) {
+		if (e2e_now_ms() - start > 5000)
+			fprintf(stderr, "%s: available %ld, want %ld\n", sku, got, want);
+		assert_true(e2e_now_ms() - start < 5000);
+		usleep(100000);
+	}
+}
+
+static inline void e2e_checkout_body(char *out, size_t n, const char *sku, int qty,
+                                     const char *card)
+{
+	snprintf(out, n,
+	         "{\"items\":[{\"sku\":\"%s\",\"quantity\":%d}],\"currency\":\"USD\","
+	         "\"customer\":{\"id\":\"c-42\",\"email\":\"ada@example.com\"},"
+	         "\"shipping_address\":{\"name\":\"Ada\",\"line1\":\"1 Main St\","
+	         "\"city\":\"Springfield\",\"postal_code\":\"12345\",\"country\":\"US\"},"
+	         "\"payment\":{\"card\":{\"number\":\"%s\",\"exp_month\":12,"
+	         "\"exp_year\":2030,\"cvc\":\"" E2E_CVC "\"}}}",
+	         sku, qty, card);
+}
+
+static inline int e2e_post_checkout(const char *idem, const char *body, struct http_response *r)
+{
+	char idem_h[300];
+	const char *h[] = {E2E_CLIENT, E2E_JSON, idem_h, NULL};
+
+	snprintf(idem_h, sizeof(idem_h), "Idempotency-Key: %s", idem);
+	return http_request("POST", "/v1/checkouts", h, body, strlen(body), r);
+}
+
+/* Check out and return the order id (free it). */
+static inline char *e2e_checkout_ok(const char *idem, const char *body)
+{
+	struct http_response r;
+	json_t *j;
+	char *id;
+
+	assert_int_equal(e2e_post_checkout(idem, body, &r), 0);
+	if (r.status != 202)
+		fprintf(stderr, "checkout answered %d: %s\n", r.status, r.body);
+	assert_int_equal(r.status, 202);
+	j = http_json(&r);
+	assert_non_null(j);
+	id = strdup(json_string_value(json_object_get(j, "order_id")));
+	assert_non_null(id);
+	assert_int_equal(strlen(id), 36);
+	json_decref(j);
+	http_response_release(&r);
+	return id;
+}
+
+static inline json_t *e2e_get_order(const char *id)
+{
+	struct http_response r;
+	const char *h[] = {E2E_CLIENT, NULL};
+	char path[96];
+	json_t *j;
+
+	snprintf(path, sizeof(path), "/v1/orders/%s", id);
+	assert_int_equal(http_request("GET", path, h, NULL, 0, &r), 0);
+	if (r.status != 200)
+		fprintf(stderr, "GET %s answered %d: %s\n", path, r.status, r.body);
+	assert_int_equal(r.status, 200);
+	j = http_json(&r);
+	assert_non_null(j);
+	http_response_release(&r);
+	return j;
+}
+
+static inline int e2e_is_final(const char *status)
+{
+	return strcmp(status, "confirmed") == 0 || strcmp(status, "rejected") == 0 ||
+	       strcmp(status, "payment_failed") == 0 || strcmp(status, "expired") == 0;
+}
+
+/* Wait up to timeout_ms for a final status; returns the order (decref it). */
+static inline json_t *e2e_wait_final(const char *id, double timeout_ms)
+{
+	double start = e2e_now_ms();
+
+	for (;;) {
+		json_t *j = e2e_get_order(id);
+		const char *st = json_string_value(json_object_get(j, "status"));
+
+		assert_non_null(st);
+		if (e2e_is_final(st))
+			return j;
+		if (e2e_now_ms() - start >= timeout_ms)
+			fprintf(stderr, "order %s still %s after %.0f ms\n", id, st, timeout_ms);
+		json_decref(j);
+		assert_true(e2e_now_ms() - start < timeout_ms);
+		usleep(50000);
+	}
+}
+
+/* Wait for the final status and check it. */
+static inline void e2e_expect_final(const char *id, const char *want, double timeout_ms)
+{
+	json_t *o = e2e_wait_final(id, timeout_ms);
+
+	assert_string_equal(json_string_value(json_object_get(o, "status")), want);
+	json_decref(o);
+}
+
+/* ---- RabbitMQ, for looking at what the daemons publish ---------------------- */
+
+static inline int e2e_amqp_ok(amqp_connection_state_t c, const char *what)
+{
+	amqp_rpc_reply_t r = amqp_get_rpc_reply(c);
+
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		fprintf(stderr, "rabbitmq: %s failed (reply type %d)\n", what, (int)r.reply_type);
+		return 0;
+	}
+	return 1;
+}
+
+/* A plain connection to ORDERS_AMQP_URL with channel E2E_AMQP_CHANNEL open, or NULL. */
+static inline amqp_connection_state_t e2e_amqp_connect(void)
+{
+	const char *url = getenv("ORDERS_AMQP_URL");
+	struct amqp_connection_info ci;
+	amqp_connection_state_t c;
+	amqp_socket_t *sock;
+	amqp_rpc_reply_t r;
+	char *buf = strdup(url && *url ? url : E2E_AMQP_URL);
+
+	if (!buf || amqp_parse_url(buf, &ci) != AMQP_STATUS_OK) {
+		free(buf);
+		return NULL;
+	}
+	if (!ci.vhost[0])
+		ci.vhost = "/";
+	c = amqp_new_connection();
+	sock = amqp_tcp_socket_new(c);
+	if (!sock || amqp_socket_open(sock, ci.host, ci.port) != AMQP_STATUS_OK) {
+		free(buf);
+		amqp_destroy_connection(c);
+		return NULL;
+	}
+	r = amqp_login(c, ci.vhost, 0, AMQP_DEFAULT_FRAME_SIZE, 0, AMQP_SASL_METHOD_PLAIN, ci.user,
+	               ci.password);
+	free(buf);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		amqp_destroy_connection(c);
+		return NULL;
+	}
+	amqp_channel_open(c, E2E_AMQP_CHANNEL);
+	if (!e2e_amqp_ok(c, "channel.open")) {
+		amqp_destroy_connection(c);
+		return NULL;
+	}
+	return c;
+}
+
+static inline void e2e_amqp_close(amqp_connection_state_t c)
+{
+	if (!c)
+		return;
+	amqp_connection_close(c, AMQP_REPLY_SUCCESS);
+	amqp_destroy_connection(c);
+}
+
+#endif
