@@ -18,6 +18,9 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+/* A message that failed is requeued behind the others; waiting long before
+ * the next delivery would only delay messages that may well succeed. */
+#define RETRY_BACKOFF_MAX_MS 1000
 /* How long one wait for a delivery lasts: the stop flag is checked between. */
 #define NEXT_TIMEOUT_MS 500
 /* While idle, PostgreSQL is pinged this often so that /readyz stays true. */
@@ -282,10 +285,18 @@ static void on_signal(int sig)
 	consume_stop = 1;
 }
 
+/* Sleep the current back-off, then double it up to max_ms. */
+static void backoff_upto(struct consume *c, int max_ms)
+{
+	if (c->backoff_ms > max_ms)
+		c->backoff_ms = max_ms;
+	consume_sleep_ms(c->backoff_ms);
+	c->backoff_ms = c->backoff_ms * 2 > max_ms ? max_ms : c->backoff_ms * 2;
+}
+
 static void backoff(struct consume *c)
 {
-	consume_sleep_ms(c->backoff_ms);
-	c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+	backoff_upto(c, BACKOFF_MAX_MS);
 }
 
 static void count(struct consume *c, const char *outcome, double t0)
@@ -658,7 +669,7 @@ static void run(struct consume *c)
 			break;
 		case SETTLE_RETRY:
 			count(c, "retried", t0);
-			backoff(c);
+			backoff_upto(c, RETRY_BACKOFF_MAX_MS);
 			break;
 		}
 	}

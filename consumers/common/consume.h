@@ -27,8 +27,9 @@
  *      delivery with requeue; its redelivery takes the replay path.
  *   5. ERR_PARSE or ERR_INVALID from a hook is poison (it can never
  *      succeed): rollback, log, reject without requeue (dead-letter queue).
- *      Anything else is transient: rollback, back off (100 ms doubling to
- *      5 s, reset on success), reject with requeue; the quorum queue's
+ *      Anything else is transient: rollback, reject with requeue and back
+ *      off (100 ms doubling to 1 s, reset on success, so one failing
+ *      message delays the others by at most a second); the quorum queue's
  *      delivery limit eventually parks a message that never succeeds in
  *      <queue>.dlq. While PostgreSQL is unreachable the delivery is held and
  *      retried in-process instead, so an outage does not burn deliveries.
