@@ -9,7 +9,7 @@
 #   BUILD_DIR (default build-test), CMAKE_ARGS (default the sanitizer
 #   options above), CTEST_ARGS (extra ctest arguments, e.g. "-R e2e").
 #
-# The test stack's reservations last ORDERS_RESERVATION_TTL_S=5 seconds
+# The test stack's reservations last ORDERS_RESERVATION_TTL_S=10 seconds
 # (not the default 900), so that it_expiry can watch an unpaid order expire;
 # `make up` and `make run` keep the default.
 set -euo pipefail
@@ -24,7 +24,7 @@ export CMAKE_ARGS=${CMAKE_ARGS:--DORDERS_ASAN=ON -DORDERS_WERROR=ON}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # up.sh passes it on to the daemons; the tests read it too.
-export ORDERS_RESERVATION_TTL_S=5
+export ORDERS_RESERVATION_TTL_S=10
 case $BUILD_DIR in
 /*) build_dir=$BUILD_DIR ;;
 *) build_dir=$ROOT/$BUILD_DIR ;;
