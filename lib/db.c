@@ -7,6 +7,7 @@
 #include "log.h"
 #include "pool.h"
 
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -20,6 +21,9 @@
 
 struct db {
 	PGconn *conn;
+	/* The server said FATAL on this session while it was idle (a restart,
+	 * pg_terminate_backend): it is closing it, so make a new one. */
+	int closing;
 	time_t last_warn; /* CLOCK_MONOTONIC seconds of the last reconnect warning */
 	long suppressed;  /* reconnect warnings not written since */
 };
@@ -61,14 +65,20 @@ static time_t db_now(void)
 	return ts.tv_sec;
 }
 
-/* NOTICEs (e.g. "there is no transaction in progress") would go to stderr;
- * they belong in our log, at debug. */
+/*
+ * NOTICEs (e.g. "there is no transaction in progress") would go to stderr;
+ * they belong in our log, at debug. libpq also hands over here the error a
+ * server sends on an idle session just before it closes it.
+ */
 static void db_notice(void *arg, const PGresult *res)
 {
 	char buf[DB_REASON_MAX];
 	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	struct db *d = arg;
 
-	(void)arg;
+	if (d && severity && (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0))
+		d->closing = 1;
 	log_debug("postgresql notice",
 	          LF_STR("reason", db_reason(PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY), buf,
 	                                     sizeof(buf))),
@@ -100,7 +110,7 @@ struct db *db_new(const char *dsn)
 		free(d);
 		return NULL;
 	}
-	PQsetNoticeReceiver(d->conn, db_notice, NULL);
+	PQsetNoticeReceiver(d->conn, db_notice, d);
 	return d;
 }
 
@@ -112,6 +122,36 @@ void db_free(struct db *d)
 	free(d);
 }
 
+/*
+ * An idle session gets nothing from the server unless the server is ending
+ * it: a FATAL error (a restart, pg_terminate_backend) and the end of the
+ * stream. Read what is there without waiting, so that a session closed
+ * meanwhile is noticed before a statement is sent on it rather than by
+ * that statement failing. (A restart would otherwise fail the first
+ * statement on every pooled connection.)
+ */
+static void db_check_idle(struct db *d)
+{
+	struct pollfd p;
+	int i;
+
+	if (PQtransactionStatus(d->conn) != PQTRANS_IDLE)
+		return;
+	p.fd = PQsocket(d->conn);
+	p.events = POLLIN;
+	/* The error message and the end of the stream may come apart. */
+	for (i = 0; i < 4 && !d->closing && PQstatus(d->conn) == CONNECTION_OK; i++) {
+		p.revents = 0;
+		if (p.fd < 0 || poll(&p, 1, 0) != 1)
+			return;
+		/* Fails at the end of the stream, marking the connection bad. */
+		if (!PQconsumeInput(d->conn))
+			return;
+		/* Parses what arrived: an error goes to db_notice. */
+		(void)PQisBusy(d->conn);
+	}
+}
+
 PGconn *db_conn(struct db *d)
 {
 	char buf[DB_REASON_MAX];
@@ -120,9 +160,12 @@ PGconn *db_conn(struct db *d)
 	if (!d || !d->conn)
 		return NULL;
 	if (PQstatus(d->conn) == CONNECTION_OK)
+		db_check_idle(d);
+	if (PQstatus(d->conn) == CONNECTION_OK && !d->closing)
 		return d->conn;
 	/* PQreset keeps the PGconn (and its notice receiver) and opens a new
 	 * session: whatever transaction was open is gone. */
+	d->closing = 0;
 	PQreset(d->conn);
 	if (PQstatus(d->conn) == CONNECTION_OK) {
 		log_info("reconnected to postgresql", LF_INT("warnings_suppressed", d->suppressed));

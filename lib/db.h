@@ -15,8 +15,9 @@ struct db;
 struct db *db_new(const char *dsn);
 void db_free(struct db *d);
 
-/* db_conn - the live connection, reconnecting first if it was lost; NULL
- * when reconnecting fails. */
+/* db_conn - the live connection, reconnecting first if it was lost or, while
+ * no transaction is open, if the server has ended the session meanwhile (a
+ * restart); NULL when reconnecting fails. */
 PGconn *db_conn(struct db *d);
 
 /*

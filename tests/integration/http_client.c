@@ -10,6 +10,14 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+
+static int timeout_ms;
+
+void http_set_timeout_ms(int ms)
+{
+	timeout_ms = ms > 0 ? ms : 0;
+}
 
 static int port(void)
 {
@@ -44,6 +52,14 @@ int http_request(const char *method, const char *path, const char *const *header
 	fd = socket(AF_INET, SOCK_STREAM, 0);
 	if (fd < 0)
 		return -1;
+	if (timeout_ms > 0) {
+		/* On Linux SO_SNDTIMEO bounds connect() too. */
+		struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+
+		if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+		    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
+			goto fail;
+	}
 	memset(&addr, 0, sizeof(addr));
 	addr.sin_family = AF_INET;
 	addr.sin_port = htons((unsigned short)port());

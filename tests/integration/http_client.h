@@ -22,6 +22,13 @@ struct http_response {
 int http_request(const char *method, const char *path, const char *const *headers, const char *body,
                  size_t body_len, struct http_response *out);
 
+/*
+ * http_set_timeout_ms - from now on every request fails (-1) when connecting,
+ * sending or one wait for response bytes takes longer than ms; 0 (the
+ * default) waits for ever. Set it before starting threads.
+ */
+void http_set_timeout_ms(int ms);
+
 /* http_header - the value of a response header (case-insensitive name) into
  * out; 0 when found. */
 int http_header(const struct http_response *r, const char *name, char *out, size_t outlen);

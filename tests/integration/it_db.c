@@ -210,21 +210,16 @@ static void test_transactions(void **state)
 	assert_int_equal(db_rollback(d), ERR_OK);
 }
 
-/*
- * The server ends our session (as a restart or an idle timeout would): the
- * first statement after it fails as unavailable, and the next reconnects.
- */
-static void test_reconnect(void **state)
+/* Make the server end d's session, as a restart would; its old backend pid into pid. */
+static void terminate_session(char *pid, size_t len)
 {
 	struct db *other;
 	PGresult *r = NULL;
-	char pid[32];
 	const char *params[] = {pid};
 	long left = 1;
 	int i;
 
-	(void)state;
-	snprintf(pid, sizeof(pid), "%d", PQbackendPID(db_conn(d)));
+	snprintf(pid, len, "%d", PQbackendPID(db_conn(d)));
 	other = db_new(dsn);
 	assert_non_null(other);
 	assert_int_equal(db_exec(other, "SELECT pg_terminate_backend($1::int)", 1, params, &r),
@@ -245,13 +240,39 @@ static void test_reconnect(void **state)
 	}
 	assert_int_equal(left, 0);
 	db_free(other);
+}
 
-	/* The statement that finds the connection dead is not retried. */
-	assert_int_equal(db_exec(d, "SELECT 1", 0, NULL, NULL), ERR_UNAVAILABLE);
-	assert_int_equal(db_ping(d), ERR_OK);
+/*
+ * The server ends our idle session (as a restart does): that is noticed
+ * before the next statement is sent, which runs on a new session.
+ */
+static void test_reconnect(void **state)
+{
+	char pid[32];
+
+	(void)state;
+	terminate_session(pid, sizeof(pid));
+	assert_int_equal(db_exec(d, "SELECT 1", 0, NULL, NULL), ERR_OK);
 	assert_int_not_equal(PQbackendPID(db_conn(d)), atoi(pid));
 	/* A new session: the old TEMP table went with the old one. */
 	assert_int_equal(db_exec(d, "SELECT 1 FROM it_db_items", 0, NULL, NULL), ERR_DB);
+}
+
+/*
+ * Inside a transaction the session cannot be replaced: the statement that
+ * finds it dead fails as unavailable and is not retried; the next
+ * reconnects.
+ */
+static void test_reconnect_in_transaction(void **state)
+{
+	char pid[32];
+
+	(void)state;
+	assert_int_equal(db_begin(d), ERR_OK);
+	terminate_session(pid, sizeof(pid));
+	assert_int_equal(db_exec(d, "SELECT 1", 0, NULL, NULL), ERR_UNAVAILABLE);
+	assert_int_equal(db_ping(d), ERR_OK);
+	assert_int_not_equal(PQbackendPID(db_conn(d)), atoi(pid));
 }
 
 static void test_dead_server(void **state)
@@ -407,6 +428,7 @@ int main(void)
 	    cmocka_unit_test(test_exec_bad_arguments),
 	    cmocka_unit_test_setup(test_transactions, setup_table),
 	    cmocka_unit_test_setup(test_reconnect, setup_table),
+	    cmocka_unit_test(test_reconnect_in_transaction),
 	    cmocka_unit_test(test_dead_server),
 	    cmocka_unit_test(test_pool_threads),
 	    cmocka_unit_test(test_pool_put_rolls_back),
