@@ -1451,7 +1451,10 @@ int mq_consumer_next(struct mq_consumer *c, struct mq_delivery *out, int timeout
 	d.redelivered = env.redelivered ? 1 : 0;
 	d.delivery_count = delivery_count(props);
 	copy_bytes(d.routing_key, sizeof(d.routing_key), env.routing_key);
-	if (props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+	/* Cut short, two long ids could become one inbox entry: a message_id
+	 * that does not fit is left out, so the message counts as having none. */
+	if ((props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) &&
+	    props->message_id.len < sizeof(d.message_id))
 		copy_bytes(d.message_id, sizeof(d.message_id), props->message_id);
 	d.len = env.message.body.len;
 	/* malloc(0) may return NULL; an empty body still gets a byte of room. */

@@ -109,7 +109,7 @@ struct mq_delivery {
 	int redelivered;
 	long delivery_count; /* x-delivery-count (quorum queues), 0 if absent */
 	char routing_key[MQ_KEY_MAX];
-	char message_id[MQ_ID_MAX]; /* basic.properties message_id, "" if absent */
+	char message_id[MQ_ID_MAX]; /* basic.properties message_id; "" if absent or too long */
 	uint8_t *body;              /* malloc'd copy, owned by the delivery */
 	size_t len;
 };

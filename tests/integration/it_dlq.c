@@ -11,6 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+
 #include "e2e.h"
 #include "err.h"
 #include "ids.h"
@@ -22,7 +25,7 @@
 #define POISON_TIMEOUT_MS 60000
 /*
  * One that keeps failing is retried MQ_DELIVERY_LIMIT times with the
- * consumer's back-off (100 ms doubling to 5 s) first: about half a minute.
+ * consumer's back-off (100 ms doubling to 1 s) first: several seconds.
  */
 #define FAILING_TIMEOUT_MS 180000
 
@@ -115,6 +118,66 @@ static void plant_invalid_checkout(struct plant *p)
 	m.order = &o;
 	m.card = &card;
 	assert_int_equal(proto_pack(&m.base, &p->body, &p->len), ERR_OK);
+}
+
+/*
+ * A checkout.requested that inventory would accept (a real order id and SKU),
+ * sent with a message_id too long for a delivery to carry. Were the id cut
+ * short instead of dropped, two such messages could share an inbox entry;
+ * without an id the message must be dead-lettered, not processed.
+ */
+static void plant_long_id_checkout(struct plant *p, char order_id[IDS_UUID_LEN + 1])
+{
+	Orders__CheckoutRequested m = ORDERS__CHECKOUT_REQUESTED__INIT;
+	Orders__Envelope env = ORDERS__ENVELOPE__INIT;
+	Orders__Order o = ORDERS__ORDER__INIT;
+	Orders__SealedCard card = ORDERS__SEALED_CARD__INIT;
+	Orders__Line line, *lines[1];
+	char id[MQ_ID_MAX * 2];
+
+	memset(id, 'x', sizeof(id) - 1);
+	id[sizeof(id) - 1] = '\0';
+	ids_uuid4(order_id);
+	proto_envelope_set(&env, id, order_id, ids_now_ms(), "it-dlq");
+	fake_order(&o, &line, lines);
+	fake_card(&card);
+	m.envelope = &env;
+	m.order = &o;
+	m.card = &card;
+	assert_int_equal(proto_pack(&m.base, &p->body, &p->len), ERR_OK);
+}
+
+/* Publish with any message_id, past what lib/mq.c's publisher allows. */
+static void publish_raw(const char *routing_key, const char *message_id, const uint8_t *body,
+                        size_t len)
+{
+	struct amqp_connection_info info;
+	amqp_basic_properties_t props;
+	amqp_connection_state_t conn = amqp_new_connection();
+	amqp_socket_t *sock = amqp_tcp_socket_new(conn);
+	char *copy = strdup(url);
+	amqp_bytes_t bytes = {len, (void *)body};
+
+	assert_non_null(copy);
+	assert_int_equal(amqp_parse_url(copy, &info), AMQP_STATUS_OK);
+	assert_int_equal(amqp_socket_open(sock, info.host, info.port), AMQP_STATUS_OK);
+	assert_int_equal(amqp_login(conn, info.vhost && *info.vhost ? info.vhost : "/", 0, 131072,
+	                            0, AMQP_SASL_METHOD_PLAIN, info.user, info.password)
+	                     .reply_type,
+	                 AMQP_RESPONSE_NORMAL);
+	amqp_channel_open(conn, 1);
+	assert_int_equal(amqp_get_rpc_reply(conn).reply_type, AMQP_RESPONSE_NORMAL);
+	memset(&props, 0, sizeof(props));
+	props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
+	props.delivery_mode = 2;
+	props.message_id = amqp_cstring_bytes(message_id);
+	assert_int_equal(amqp_basic_publish(conn, 1, amqp_cstring_bytes(MQ_EXCHANGE_ORDERS),
+	                                    amqp_cstring_bytes(routing_key), 0, 0, &props, bytes),
+	                 AMQP_STATUS_OK);
+	amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
+	amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+	amqp_destroy_connection(conn);
+	free(copy);
 }
 
 /*
@@ -283,6 +346,22 @@ static void test_undecodable_messages_dead_lettered(void **state)
 	plants_release(plants, n);
 }
 
+static void test_overlong_message_id_dead_lettered(void **state)
+{
+	struct plant p;
+	char order_id[IDS_UUID_LEN + 1], long_id[MQ_ID_MAX * 2];
+	(void)state;
+
+	/* Matched on an empty id: that is how the dead-letter queue hands it back. */
+	plant_init(&p, MQ_KEY_CHECKOUT_REQUESTED, MQ_QUEUE_INVENTORY ".dlq", "inv-longid", 0);
+	plant_long_id_checkout(&p, order_id);
+	memset(long_id, 'x', sizeof(long_id) - 1);
+	long_id[sizeof(long_id) - 1] = '\0';
+	publish_raw(MQ_KEY_CHECKOUT_REQUESTED, long_id, p.body, p.len);
+	collect(&p, 1, MQ_QUEUE_INVENTORY ".dlq", POISON_TIMEOUT_MS);
+	plants_release(&p, 1);
+}
+
 static void test_failing_message_dead_lettered(void **state)
 {
 	struct plant p;
@@ -337,6 +416,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_undecodable_messages_dead_lettered),
+	    cmocka_unit_test(test_overlong_message_id_dead_lettered),
 	    cmocka_unit_test(test_failing_message_dead_lettered),
 	};
 
