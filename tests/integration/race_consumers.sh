@@ -1,0 +1,618 @@
+#!/usr/bin/env bash
+# race_consumers.sh: several replicas of each consumer on the same queues.
+# The test starts two extra orders-inventory processes and one extra
+# orders-payment and orders-order each (same build, same .local/env, ops
+# ports of their own, logs .local/log/orders-<consumer>-race<k>.log) beside
+# the stack's own daemons, then:
+#
+#   1. no oversell: one SKU with stock RACE_STOCK (25), and RACE_CHECKOUTS
+#      (300) concurrent single-unit checkouts with an approving card.
+#      Exactly RACE_STOCK orders are confirmed, the rest rejected
+#      (out_of_stock), none expired; the SKU ends with stock 0, reserved 0,
+#      and RACE_STOCK units in committed reservations. Each of the three
+#      inventory consumers processed some of the checkouts, and every
+#      checkout was processed (not counting replays) exactly once overall.
+#   2. graceful SIGTERM: a second burst (RACE_BURST2 = 400 checkouts at
+#      RACE_RATE = 40/s over two large-stock SKUs, mixed cards). Once an
+#      extra consumer has processed some of the burst, it gets SIGTERM:
+#      one extra inventory consumer, then the extra payment consumer, then
+#      the extra order consumer. Each exits with status 0 within 10 s, and
+#      its log after the signal holds no error or non-JSON line, no message
+#      handed back for a retry ("will retry"), and ends with "stopped". The remaining consumers take over: every
+#      202'd order ends final, with exactly one finance event of its
+#      status's type, each checkout processed exactly once; per SKU,
+#      initial stock = stock + committed reservations and reserved = 0.
+#   3. Redis restart (services.sh restart redis) during the second burst:
+#      within 10 s of Redis being back a fresh checkout gets a 202 and the
+#      API's /readyz answers 200; the burst's own checkouts all get their
+#      202 in the end (orders-loadgen retries 503s).
+#
+# Also: nothing was dead-lettered, the work queues drained, and no order
+# expired (a 10 s TTL is ample at these sizes; an expiry means the machine
+# was too slow, or a stopped consumer held messages back). The EXIT trap
+# stops the extra consumers (SIGTERM, then SIGKILL) and leaves the stack's
+# own daemons and services running and ready, also when the test fails.
+#
+# Run by ctest (ORDERS_SOURCE_DIR = repository root, .local/env exported)
+# while the stack is up; ORDERS_LOADGEN names the orders-loadgen binary
+# (default: the tests/ directory of the build the stack runs).
+set -euo pipefail
+
+ROOT=${ORDERS_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)}
+LOCAL_ENV=$ROOT/.local/env
+if [ -z "${ORDERS_PG_DSN:-}" ] && [ -r "$LOCAL_ENV" ]; then
+	# shellcheck source=/dev/null
+	. "$LOCAL_ENV"
+fi
+# The stack's ports follow from its HTTP port; the scripts need the offset.
+if [ -n "${ORDERS_HTTP_PORT:-}" ]; then
+	export ORDERS_LOCAL_PORT_OFFSET=$((ORDERS_HTTP_PORT - 8080))
+fi
+# shellcheck disable=SC2034 # read by lib.sh
+SCRIPT_NAME=race_consumers
+# shellcheck source-path=SCRIPTDIR source=../../deploy/local/lib.sh
+. "$ROOT/deploy/local/lib.sh"
+
+STOCK=${RACE_STOCK:-25}
+CHECKOUTS=${RACE_CHECKOUTS:-300}
+BURST2=${RACE_BURST2:-400}
+RATE=${RACE_RATE:-40}
+DRAIN_S=${RACE_DRAIN_S:-45}
+API=http://127.0.0.1:$HTTP_PORT
+DAEMON_SH=$ROOT/deploy/local/daemon.sh
+SERVICES_SH=$ROOT/deploy/local/services.sh
+FINAL="'confirmed','rejected','payment_failed','expired'"
+
+fail_now() {
+	printf 'race_consumers: FAIL: %s\n' "$*" >&2
+	exit 1
+}
+note() { printf 'race_consumers: %s\n' "$*"; }
+
+[ -n "${ORDERS_PG_DSN:-}" ] || fail_now "ORDERS_PG_DSN is not set and $LOCAL_ENV is missing (make up)"
+[ -r "$RUN_DIR/build-dir" ] || fail_now "the stack is not up (no $RUN_DIR/build-dir)"
+BUILD=$(cat "$RUN_DIR/build-dir")
+LOADGEN=${ORDERS_LOADGEN:-$BUILD/tests/orders-loadgen}
+[ -x "$LOADGEN" ] || fail_now "no orders-loadgen at $LOADGEN (build the tests, or set ORDERS_LOADGEN)"
+
+work=$(mktemp -d)
+rid=$(date +%s)-$$
+prefix=rc-$rid
+lg_pid=
+t0=$SECONDS
+
+elapsed() { printf '%3ds' $((SECONDS - t0)); }
+say_t() { note "$(elapsed) $*"; }
+
+psql_q() {
+	psql -X -q -At -v ON_ERROR_STOP=1 -d "$ORDERS_PG_DSN" "$@"
+}
+
+# ------------------------------------------------------ the extra consumers
+
+# Extra consumers by name (e.g. inventory-race1): pid, kind, ops port, log.
+declare -A X_PID=() X_KIND=() X_PORT=() X_LOG=()
+X_NAMES=()
+
+# free_port FROM: the first port from FROM on, within this stack's block of
+# ten ops ports, that nothing listens on and no extra consumer took.
+free_port() {
+	local p=$1 last=$((9101 + PORT_OFFSET * 10 + 9)) name taken
+	while [ "$p" -le "$last" ]; do
+		taken=0
+		for name in "${X_NAMES[@]}"; do
+			[ "${X_PORT[$name]}" != "$p" ] || taken=1
+		done
+		if [ $taken -eq 0 ] && ! port_open "$p"; then
+			printf '%s\n' "$p"
+			return 0
+		fi
+		p=$((p + 1))
+	done
+	return 1
+}
+
+# start_extra NAME KIND: one more orders-KIND from the stack's build, with
+# .local/env and the environment this test got (ORDERS_RESERVATION_TTL_S,
+# ASAN_OPTIONS, ...), on a free ops port. A child of this shell, so that
+# `wait` gives its exit status.
+start_extra() {
+	local name=$1 kind=$2 port log
+	port=$(free_port $((9101 + PORT_OFFSET * 10 + 4))) || fail_now "no free ops port for $name"
+	log=$LOG_DIR/orders-$name.log
+	if [ -s "$log" ]; then
+		mv -f "$log" "$log.prev"
+	fi
+	(
+		# shellcheck source=/dev/null
+		. "$ENV_FILE"
+		cd "$ROOT"
+		ORDERS_METRICS_PORT=$port exec "$BUILD/consumers/orders-$kind"
+	) >>"$log" 2>&1 </dev/null &
+	X_PID[$name]=$!
+	X_KIND[$name]=$kind
+	X_PORT[$name]=$port
+	X_LOG[$name]=$log
+	X_NAMES+=("$name")
+	say_t "started orders-$kind as $name (pid $!, ops port $port, log ${log#"$ROOT"/})"
+}
+
+# wait_extras_ready SECONDS: every extra consumer still meant to run is
+# ready (PostgreSQL, publisher and consumer connected).
+wait_extras_ready() {
+	local deadline=$((SECONDS + $1)) name waiting
+	while :; do
+		waiting=()
+		for name in "${X_NAMES[@]}"; do
+			[ -n "${X_PID[$name]}" ] || continue
+			pid_alive "${X_PID[$name]}" ||
+				fail_now "$name exited during start-up: $(tail -n 5 "${X_LOG[$name]}")"
+			http_ok "http://127.0.0.1:${X_PORT[$name]}/readyz" || waiting+=("$name")
+		done
+		[ ${#waiting[@]} -gt 0 ] || return 0
+		[ $SECONDS -lt $deadline ] || fail_now "not ready after $1 s: ${waiting[*]}"
+		sleep 0.3
+	done
+}
+
+# stop_extra NAME SIG: signal it, wait up to 10 s, then SIGKILL; reap it
+# and leave its exit status in STOP_RC. Not in a subshell: only this shell
+# can wait for it.
+stop_extra() {
+	local name=$1 sig=$2 pid=${X_PID[$1]} rc=0
+	STOP_RC=
+	[ -n "$pid" ] || return 0
+	kill "-$sig" "$pid" 2>/dev/null || true
+	if ! wait_gone "$pid" 10; then
+		printf 'race_consumers: %s (pid %s) still runs 10 s after SIG%s; sending SIGKILL\n' \
+			"$name" "$pid" "$sig" >&2
+		kill -KILL "$pid" 2>/dev/null || true
+		wait_gone "$pid" 5 || true
+	fi
+	wait "$pid" 2>/dev/null || rc=$?
+	X_PID[$name]=
+	STOP_RC=$rc
+}
+
+# ---------------------------------------------------------------- recovery
+
+consumer_ready_url() {
+	printf 'http://127.0.0.1:%s/readyz\n' "${DAEMON_METRICS_PORT[$1]}"
+}
+
+# wait_ready SECONDS: the API's and every stack consumer's /readyz answer 200.
+wait_ready() {
+	local deadline=$((SECONDS + $1)) name url waiting
+	while :; do
+		waiting=()
+		for name in "${DAEMONS[@]}"; do
+			if [ "$name" = orders-api ]; then url=$API/readyz; else url=$(consumer_ready_url "$name"); fi
+			http_ok "$url" || waiting+=("$name")
+		done
+		[ ${#waiting[@]} -gt 0 ] || return 0
+		if [ $SECONDS -ge $deadline ]; then
+			printf 'race_consumers: not ready after %d s: %s\n' "$1" "${waiting[*]}" >&2
+			return 1
+		fi
+		sleep 0.5
+	done
+}
+
+# restore: whatever happened, stop what this test started and leave the
+# stack as the next test expects it.
+restore() {
+	local rc=$? name
+	trap - EXIT
+	if [ -n "$lg_pid" ] && kill -0 "$lg_pid" 2>/dev/null; then
+		kill "$lg_pid" 2>/dev/null || true
+		wait "$lg_pid" 2>/dev/null || true
+	fi
+	for name in "${X_NAMES[@]}"; do
+		if [ -n "${X_PID[$name]}" ]; then
+			note "restore: stopping $name (pid ${X_PID[$name]})"
+			stop_extra "$name" TERM
+		fi
+	done
+	if ! "$SERVICES_SH" status redis >/dev/null 2>&1; then
+		note "restore: starting redis"
+		"$SERVICES_SH" start redis || rc=1
+	fi
+	for name in "${DAEMONS[@]}"; do
+		if [ -z "$(daemon_pid "$name")" ]; then
+			note "restore: $name is not running; starting it"
+			"$DAEMON_SH" start "$name" || rc=1
+		fi
+	done
+	if ! wait_ready 60; then
+		printf 'race_consumers: FAIL: the stack is not healthy after the test\n' >&2
+		rc=1
+	fi
+	rm -rf "$work"
+	exit $rc
+}
+trap restore EXIT
+
+# ------------------------------------------------------------------- setup
+
+wait_ready 30 || fail_now "the stack is not ready before the test"
+
+declare -A initial=()
+skus=()
+# put_sku SKU STOCK PRICE
+put_sku() {
+	local body code
+	body=$(printf '{"name":"Race %s","price_cents":%d,"currency":"USD","stock":%d}' "$1" "$3" "$2")
+	code=$(curl -s -o "$work/put.json" -w '%{http_code}' --max-time 10 -X PUT \
+		-H 'Authorization: Bearer dev-admin' -H 'Content-Type: application/json' \
+		-d "$body" "$API/v1/products/$1") || code=000
+	[ "$code" = 201 ] || fail_now "PUT /v1/products/$1 answered $code: $(cat "$work/put.json" 2>/dev/null)"
+	initial[$1]=$(psql_q -c "SELECT stock FROM products WHERE sku = '$1'")
+	[ "${initial[$1]}" = "$2" ] || fail_now "SKU $1: stock in the database is '${initial[$1]}', expected $2"
+	skus+=("$1")
+}
+race_sku=$prefix-N
+put_sku "$race_sku" "$STOCK" 700
+put_sku "$prefix-L1" 1000000 500
+put_sku "$prefix-L2" 1000000 900
+
+dlq_counts() {
+	local out
+	out=$("$SERVICES_SH" ctl -q list_queues name messages 2>&1) ||
+		fail_now "cannot list RabbitMQ's queues: $out"
+	printf '%s\n' "$out" | awk '$1 ~ /\.dlq$/ { print $1 "=" $2 }' | sort | tr '\n' ' '
+}
+dlq_before=$(dlq_counts)
+[ -n "$dlq_before" ] || fail_now "RabbitMQ lists no dead-letter queue (.dlq)"
+
+start_extra inventory-race1 inventory
+start_extra inventory-race2 inventory
+start_extra payment-race1 payment
+start_extra order-race1 order
+wait_extras_ready 30
+say_t "the extra consumers are ready"
+
+# ------------------------------------------------------------------ checks
+
+# The loadgen's results (lg1, lg2), the initial stock, and which consumer
+# processed which message (seen), as temporary tables.
+preamble() {
+	local sku b
+	printf 'CREATE TEMP TABLE lg (burst int, key text, status int, order_id uuid, n503 int, last4 text, accepted_ms bigint);\n'
+	printf 'CREATE TEMP TABLE lg_in (key text, status int, order_id uuid, n503 int, last4 text, accepted_ms bigint);\n'
+	for b in 1 2; do
+		if [ -s "$work/lg$b.tsv" ]; then
+			printf "\\\\copy lg_in FROM '%s' WITH (FORMAT text, NULL '-')\n" "$work/lg$b.tsv"
+			printf 'INSERT INTO lg SELECT %d, * FROM lg_in; TRUNCATE lg_in;\n' "$b"
+		fi
+	done
+	printf 'CREATE TEMP TABLE init (sku text PRIMARY KEY, initial bigint);\n'
+	for sku in "${skus[@]}"; do
+		printf "INSERT INTO init VALUES ('%s', %s);\n" "$sku" "${initial[$sku]}"
+	done
+	printf "CREATE TEMP VIEW run AS SELECT o.* FROM orders o WHERE starts_with(o.idempotency_key, '%s-');\n" "$prefix"
+	printf 'CREATE TEMP TABLE seen (consumer text, kind text, line int, order_id text, routing_key text, outcome text);\n'
+	if [ -s "$work/seen.tsv" ]; then
+		printf "\\\\copy seen FROM '%s' WITH (FORMAT text)\n" "$work/seen.tsv"
+	fi
+}
+q() {
+	{
+		preamble
+		printf '%s\n' "$1"
+	} | psql_q -F ' | '
+}
+
+# collect_seen: every "message processed" line of every consumer of the
+# stack and of this test, as consumer, kind, line number, order id,
+# routing key, outcome (tabs) in $work/seen.tsv.
+collect_seen() {
+	local name kind log
+	: >"$work/seen.tsv"
+	for kind in inventory payment order; do
+		for name in "orders-$kind" "${X_NAMES[@]}"; do
+			if [ "$name" = "orders-$kind" ]; then
+				log=$LOG_DIR/$name.log
+			else
+				[ "${X_KIND[$name]}" = "$kind" ] || continue
+				log=${X_LOG[$name]}
+			fi
+			[ -r "$log" ] || continue
+			jq -R -r --arg c "$name" --arg k "$kind" \
+				'fromjson? | select(.msg == "message processed")
+				 | [$c, $k, input_line_number, .order_id, .routing_key, .outcome] | @tsv' \
+				"$log" >>"$work/seen.tsv"
+		done
+	done
+}
+
+failures=0
+# check WHAT SQL: SQL lists what is wrong, one row each; no row is a pass.
+check() {
+	local what=$1 out n
+	out=$(q "$2") || fail_now "query for '$what' failed"
+	if [ -z "$out" ]; then
+		note "ok: $what"
+		return 0
+	fi
+	failures=$((failures + 1))
+	n=$(printf '%s\n' "$out" | wc -l)
+	printf 'race_consumers: FAIL: %s: %d row(s)\n' "$what" "$n" >&2
+	printf '%s\n' "$out" | head -n 20 | sed 's/^/    /' >&2
+	[ "$n" -le 20 ] || printf '    ... and %d more\n' $((n - 20)) >&2
+}
+fail_later() {
+	failures=$((failures + 1))
+	printf 'race_consumers: FAIL: %s\n' "$*" >&2
+}
+
+# run_loadgen BURST ARGS...: orders-loadgen in the background.
+run_loadgen() {
+	local b=$1
+	shift
+	"$LOADGEN" -k "$prefix-b$b" -o "$work/lg$b.tsv" "$@" >"$work/lg$b.log" 2>&1 &
+	lg_pid=$!
+}
+
+# finish_loadgen BURST COUNT: wait for it; every checkout must have its 202.
+finish_loadgen() {
+	local b=$1 count=$2 rc=0 n_rows n_202
+	wait "$lg_pid" || rc=$?
+	lg_pid=
+	sed 's/^/race_consumers:   /' "$work/lg$b.log"
+	[ -s "$work/lg$b.tsv" ] || fail_now "orders-loadgen wrote no results (exit $rc)"
+	[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || fail_now "orders-loadgen failed (exit $rc; its output is above)"
+	read -r n_rows n_202 < <(q "SELECT count(*), count(*) FILTER (WHERE status = 202) FROM lg WHERE burst = $b" | tr '|' ' ')
+	[ "$n_rows" -eq "$count" ] || fail_now "burst $b: loadgen wrote $n_rows result lines, expected $count"
+	[ "$n_202" -eq "$count" ] ||
+		fail_now "burst $b: only $n_202 of $count checkouts got a 202: $(q "SELECT key, status, n503 FROM lg WHERE burst = $b AND status <> 202 LIMIT 5" | tr '\n' ';')"
+}
+
+# drain BURST: wait until every 202'd order of the burst is final.
+drain() {
+	local b=$1 start=$SECONDS left sql
+	sql="SELECT count(*) FROM lg l LEFT JOIN orders o USING (order_id)
+		WHERE l.burst = $b AND (o.order_id IS NULL OR o.status NOT IN ($FINAL));"
+	while :; do
+		left=$(q "$sql") || left='?'
+		[ "$left" != 0 ] || break
+		if [ $((SECONDS - start)) -ge "$DRAIN_S" ]; then
+			printf 'race_consumers: FAIL: burst %s: %s order(s) not final %d s after it; the first ones:\n' \
+				"$b" "$left" "$DRAIN_S" >&2
+			q "SELECT l.key, l.order_id, coalesce(o.status, 'MISSING'), o.updated_at
+				FROM lg l LEFT JOIN orders o USING (order_id)
+				WHERE l.burst = $b AND (o.order_id IS NULL OR o.status NOT IN ($FINAL))
+				ORDER BY l.key LIMIT 20" | sed 's/^/    /' >&2
+			"$SERVICES_SH" ctl -q list_queues name messages_ready messages_unacknowledged consumers >&2 || true
+			fail_now "orders stuck"
+		fi
+		sleep 0.5
+	done
+	say_t "burst $b: all orders final $((SECONDS - start)) s after the last 202"
+	q "SELECT o.status, count(*) FROM lg JOIN orders o USING (order_id) WHERE burst = $b GROUP BY 1 ORDER BY 1" |
+		sed 's/^/race_consumers:   /'
+}
+
+# common_checks BURST: what holds for every burst.
+common_checks() {
+	local b=$1 expired
+	expired=$(q "SELECT count(*) FROM lg JOIN orders o USING (order_id) WHERE burst = $b AND o.status = 'expired'")
+	[ "$expired" = 0 ] ||
+		fail_later "burst $b: $expired order(s) expired: their payment came more than ORDERS_RESERVATION_TTL_S (${ORDERS_RESERVATION_TTL_S:-unset} s) after the reservation; at this size that means the machine was far too slow, or a stopped consumer held messages back"
+	check "burst $b: no two checkouts got the same order id" \
+		"SELECT order_id, string_agg(key, ',') FROM lg WHERE burst = $b GROUP BY 1 HAVING count(*) > 1"
+	check "burst $b: each order carries the Idempotency-Key it was made for" \
+		"SELECT l.key, o.order_id, o.idempotency_key FROM lg l JOIN orders o USING (order_id)
+		 WHERE l.burst = $b AND o.idempotency_key <> l.key"
+	check "burst $b: exactly one event per order, of its status's type" \
+		"SELECT o.order_id, o.status, count(e.seq), string_agg(e.type, ',') FROM lg l
+		 JOIN orders o USING (order_id) LEFT JOIN order_events e USING (order_id)
+		 WHERE l.burst = $b GROUP BY 1, 2
+		 HAVING count(e.seq) <> 1 OR bool_or(e.type IS DISTINCT FROM 'order.' || o.status)"
+	check "burst $b: each checkout processed exactly once by the inventory consumers together (replays aside)" \
+		"SELECT l.key, l.order_id, count(s.*), string_agg(s.consumer || ':' || s.outcome, ',')
+		 FROM lg l LEFT JOIN seen s ON s.order_id = l.order_id::text
+		   AND s.kind = 'inventory' AND s.routing_key = 'checkout.requested' AND s.outcome <> 'duplicate'
+		 WHERE l.burst = $b GROUP BY 1, 2 HAVING count(s.*) <> 1"
+	check "burst $b: each order finalized exactly once by the order consumers together (replays aside)" \
+		"SELECT l.key, o.order_id, o.status, count(s.*), string_agg(s.consumer || ':' || s.outcome, ',')
+		 FROM lg l JOIN orders o USING (order_id) LEFT JOIN seen s ON s.order_id = l.order_id::text
+		   AND s.kind = 'order'
+		 WHERE l.burst = $b AND o.status <> 'expired' GROUP BY 1, 2, 3 HAVING count(s.*) <> 1"
+	check "burst $b: stock equation per SKU: initial = stock + committed, reserved = held = 0, stock >= 0" \
+		"SELECT i.sku, 'initial ' || i.initial, 'stock ' || p.stock, 'committed ' || coalesce(c.q, 0),
+		        'reserved ' || p.reserved, 'held ' || coalesce(h.q, 0)
+		 FROM init i JOIN products p USING (sku)
+		 LEFT JOIN (SELECT sku, sum(quantity) q FROM reservations WHERE state = 'committed' GROUP BY 1) c USING (sku)
+		 LEFT JOIN (SELECT sku, sum(quantity) q FROM reservations WHERE state = 'held' GROUP BY 1) h USING (sku)
+		 WHERE i.initial <> p.stock + coalesce(c.q, 0) OR p.reserved <> coalesce(h.q, 0)
+		    OR p.reserved <> 0 OR p.stock < 0"
+	check "burst $b: reservations agree with the status (committed iff confirmed, none when rejected)" \
+		"SELECT o.order_id, o.status, string_agg(v.sku || ':' || v.state, ',') FROM lg l
+		 JOIN orders o USING (order_id) LEFT JOIN reservations v USING (order_id)
+		 WHERE l.burst = $b GROUP BY 1, 2
+		 HAVING (o.status = 'confirmed' AND (count(v.*) = 0 OR bool_or(v.state <> 'committed')))
+		     OR (o.status = 'rejected' AND count(v.*) > 0)
+		     OR (o.status IN ('payment_failed', 'expired') AND bool_or(v.state <> 'released'))"
+}
+
+# ------------------------------------------------ 1. the race for the stock
+
+say_t "burst 1: $CHECKOUTS single-unit checkouts of $race_sku (stock $STOCK), 32 threads"
+run_loadgen 1 -n "$CHECKOUTS" -c 32 -d 30 -s "$race_sku" -q 1 -l 0 -m 4242424242424242:1
+finish_loadgen 1 "$CHECKOUTS"
+drain 1
+collect_seen
+
+read -r n_conf n_rej n_other < <(q "SELECT count(*) FILTER (WHERE o.status = 'confirmed'),
+	count(*) FILTER (WHERE o.status = 'rejected' AND o.failure_reason = 'out_of_stock'),
+	count(*) FILTER (WHERE o.status NOT IN ('confirmed', 'rejected', 'expired')
+	  OR (o.status = 'rejected' AND o.failure_reason IS DISTINCT FROM 'out_of_stock'))
+	FROM lg JOIN orders o USING (order_id) WHERE burst = 1" | tr '|' ' ')
+if [ "$n_conf" -eq "$STOCK" ] && [ "$n_rej" -eq $((CHECKOUTS - STOCK)) ]; then
+	note "ok: burst 1: exactly $STOCK confirmed, $n_rej rejected out of stock"
+else
+	fail_later "burst 1: $n_conf confirmed and $n_rej rejected (out_of_stock), expected $STOCK and $((CHECKOUTS - STOCK)); $n_other other"
+fi
+read -r r_stock r_reserved r_committed r_held < <(q "SELECT p.stock, p.reserved,
+	(SELECT coalesce(sum(quantity), 0) FROM reservations WHERE sku = p.sku AND state = 'committed'),
+	(SELECT coalesce(sum(quantity), 0) FROM reservations WHERE sku = p.sku AND state = 'held')
+	FROM products p WHERE p.sku = '$race_sku'" | tr '|' ' ')
+if [ "$r_stock" = 0 ] && [ "$r_reserved" = 0 ] && [ "$r_committed" = "$STOCK" ] && [ "$r_held" = 0 ]; then
+	note "ok: burst 1: $race_sku has stock 0, reserved 0, $STOCK units committed"
+else
+	fail_later "burst 1: $race_sku has stock $r_stock, reserved $r_reserved, $r_committed committed, $r_held held; expected 0, 0, $STOCK, 0"
+fi
+per_consumer=$(q "SELECT c, coalesce(n, 0) FROM unnest(ARRAY['orders-inventory', 'inventory-race1', 'inventory-race2']) c
+	LEFT JOIN (SELECT s.consumer c, count(*) n FROM seen s JOIN lg l ON s.order_id = l.order_id::text
+	  WHERE l.burst = 1 AND s.kind = 'inventory' AND s.routing_key = 'checkout.requested' GROUP BY 1) x USING (c)
+	ORDER BY 1")
+note "burst 1: checkouts processed per inventory consumer: $(printf '%s\n' "$per_consumer" | tr -d ' ' | tr '|\n' '= ')"
+while IFS='|' read -r c n; do
+	c=${c// /} n=${n// /}
+	[ "$n" -gt 0 ] || fail_later "burst 1: inventory consumer $c processed none of the checkouts: the race was not across consumers"
+done <<<"$per_consumer"
+common_checks 1
+
+# --------------------------------- 2 and 3. SIGTERMs and a Redis restart
+
+# log_lines NAME: how many lines NAME's log has; processed_after NAME LINE:
+# how many messages NAME processed after that line of its log.
+log_lines() { wc -l <"${X_LOG[$1]}"; }
+processed_after() {
+	tail -n +"$(($2 + 1))" "${X_LOG[$1]}" | grep -c '"msg":"message processed"' || true
+}
+
+late=()
+# sigterm_when_busy NAME MARK: once NAME has processed a few messages since
+# line MARK of its log (at most 10 s), SIGTERM it and check how it stopped.
+sigterm_when_busy() {
+	local name=$1 mark=$2 deadline=$((SECONDS + 10)) n
+	while n=$(processed_after "$name" "$mark") && [ "$n" -lt 5 ] && [ $SECONDS -lt $deadline ]; do
+		sleep 0.1
+	done
+	[ "$n" -gt 0 ] || fail_later "$name processed nothing of burst 2 within 10 s"
+	kill -0 "$lg_pid" 2>/dev/null || late+=("SIGTERM to $name")
+	say_t "SIGTERM to $name (pid ${X_PID[$name]}) after $n message(s) of burst 2"
+	sigterm_and_check "$name"
+}
+
+# sigterm_and_check NAME: SIGTERM it and check how it stopped.
+sigterm_and_check() {
+	local name=$1 at rc bad n
+	at=$(log_lines "$name")
+	stop_extra "$name" TERM
+	rc=$STOP_RC
+	say_t "$name exited with status $rc"
+	[ "$rc" = 0 ] || fail_later "$name exited with status $rc after SIGTERM, expected 0: $(tail -n 5 "${X_LOG[$name]}")"
+	# After the signal: no error (nor a sanitizer report), the message in
+	# hand finished rather than handed back, "stopping", and "stopped" last.
+	# Warnings about the message in hand (a flaky card's gateway retries)
+	# are fine.
+	bad=$(tail -n +"$((at + 1))" "${X_LOG[$name]}" |
+		jq -R -r 'fromjson? // {level: "not-json"}
+			| select(.level == "error" or .level == "not-json"
+			  or .msg == "cannot process message, will retry"
+			  or .msg == "cannot settle delivery, reconnecting") | tostring' | head -n 5)
+	[ -z "$bad" ] || fail_later "$name logged this after SIGTERM: $bad"
+	n=$(processed_after "$name" "$at")
+	note "$name finished $n message(s) after the signal"
+	tail -n +"$((at + 1))" "${X_LOG[$name]}" | grep -q '"msg":"stopping"' ||
+		fail_later "$name did not log \"stopping\" after SIGTERM"
+	tail -n 1 "${X_LOG[$name]}" | grep -q '"msg":"stopped"' ||
+		fail_later "the last line of $name's log is not \"stopped\": $(tail -n 1 "${X_LOG[$name]}")"
+}
+
+marks=()
+for name in inventory-race2 payment-race1 order-race1; do
+	marks+=("$(log_lines "$name")")
+done
+say_t "burst 2: $BURST2 checkouts of ${skus[1]} and ${skus[2]} at $RATE/s, mixed cards"
+run_loadgen 2 -n "$BURST2" -c 16 -r "$RATE" -d 30 -s "${skus[1]},${skus[2]}"
+burst2_start=$SECONDS
+sigterm_when_busy inventory-race2 "${marks[0]}"
+sigterm_when_busy payment-race1 "${marks[1]}"
+sigterm_when_busy order-race1 "${marks[2]}"
+
+# Redis, at least a few seconds into the burst.
+while [ $((SECONDS - burst2_start)) -lt 4 ]; do sleep 0.2; done
+kill -0 "$lg_pid" 2>/dev/null || late+=("Redis restart")
+say_t "restarting redis"
+"$SERVICES_SH" restart redis >"$work/redis.log" 2>&1 || fail_now "cannot restart redis: $(cat "$work/redis.log")"
+redis_back=$SECONDS
+say_t "redis is back; probing the API"
+probe_body=$(printf '{"items":[{"sku":"%s","quantity":1}],"currency":"USD","customer":{"id":"probe","email":"probe@example.com"},"shipping_address":{"name":"Probe","line1":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"},"payment":{"card":{"number":"4242424242424242","exp_month":12,"exp_year":2030,"cvc":"737"}}}' "${skus[1]}")
+probe_code=000 readyz_code=000 k=0
+while [ $((SECONDS - redis_back)) -lt 10 ]; do
+	k=$((k + 1))
+	if [ "$probe_code" != 202 ]; then
+		probe_code=$(curl -s -o "$work/probe.json" -w '%{http_code}' --max-time 5 -X POST \
+			-H 'Authorization: Bearer dev-client' -H 'Content-Type: application/json' \
+			-H "Idempotency-Key: $prefix-probe-$k" -d "$probe_body" "$API/v1/checkouts") || probe_code=000
+	fi
+	if [ "$readyz_code" != 200 ]; then
+		readyz_code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$API/readyz") || readyz_code=000
+	fi
+	[ "$probe_code" != 202 ] || [ "$readyz_code" != 200 ] || break
+	sleep 0.5
+done
+if [ "$probe_code" = 202 ] && [ "$readyz_code" = 200 ]; then
+	note "ok: checkouts (202) and /readyz (200) work again $((SECONDS - redis_back)) s after Redis came back"
+else
+	fail_later "10 s after Redis came back a fresh checkout answered $probe_code ($(head -c 200 "$work/probe.json" 2>/dev/null)) and /readyz $readyz_code; expected 202 and 200"
+fi
+probe_order=$(sed -n 's/.*"order_id": *"\([0-9a-f-]*\)".*/\1/p' "$work/probe.json")
+
+say_t "waiting for orders-loadgen"
+finish_loadgen 2 "$BURST2"
+drain 2
+collect_seen
+common_checks 2
+if [ -n "$probe_order" ]; then
+	check "the probe checkout after the Redis restart ended final" \
+		"SELECT order_id, status FROM orders WHERE order_id = '$probe_order' AND status NOT IN ($FINAL)"
+fi
+check "burst 2: no order for a key that never got a 202" \
+	"SELECT r.idempotency_key, r.order_id, r.status FROM run r
+	 WHERE starts_with(r.idempotency_key, '$prefix-b2-')
+	   AND r.order_id NOT IN (SELECT order_id FROM lg WHERE burst = 2)"
+n_503=$(q "SELECT coalesce(sum(n503), 0) FROM lg WHERE burst = 2")
+note "burst 2: $n_503 503s retried by the client around the Redis restart"
+per=$(q "SELECT consumer, count(*) FROM seen s JOIN lg l ON s.order_id = l.order_id::text
+	WHERE l.burst = 2 GROUP BY 1 ORDER BY 1" | tr -d ' ' | tr '|\n' '= ')
+note "burst 2: messages processed per consumer: $per"
+if [ ${#late[@]} -gt 0 ]; then
+	fail_later "burst 2 was over before: ${late[*]} (raise RACE_BURST2 or lower RACE_RATE)"
+fi
+
+# The queues: nothing dead-lettered, everything consumed.
+dlq_after=$(dlq_counts)
+[ "$dlq_after" = "$dlq_before" ] ||
+	fail_later "messages were dead-lettered: before ${dlq_before:-none}, after ${dlq_after:-none}"
+deadline=$((SECONDS + 20))
+while :; do
+	depth=$("$SERVICES_SH" ctl -q list_queues name messages 2>/dev/null |
+		awk '$1 ~ /^(inventory\.reserve|payment\.authorize|order\.finalize)$/ { n += $2 } END { print n + 0 }')
+	[ "$depth" != 0 ] || break
+	if [ $SECONDS -ge $deadline ]; then
+		fail_later "$depth message(s) still in the work queues with every order final"
+		"$SERVICES_SH" ctl -q list_queues name messages_ready messages_unacknowledged consumers >&2 || true
+		break
+	fi
+	sleep 0.5
+done
+
+# The extra consumer still running stops cleanly too, and no extra
+# consumer logged an error at any time.
+say_t "SIGTERM to inventory-race1 (pid ${X_PID[inventory-race1]}), idle"
+sigterm_and_check inventory-race1
+for name in "${X_NAMES[@]}"; do
+	bad=$(jq -R -r 'fromjson? // {level: "not-json"} | select(.level == "error" or .level == "not-json") | tostring' \
+		"${X_LOG[$name]}" | head -n 5)
+	[ -z "$bad" ] || fail_later "$name logged: $bad"
+done
+
+say_t "done"
+if [ $failures -gt 0 ]; then
+	fail_now "$failures check(s) failed (above)"
+fi
+note "PASS"
