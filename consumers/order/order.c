@@ -187,31 +187,34 @@ static int build_event(const struct order_msg *om, const struct consume_input *i
 
 /* ---- processing ---------------------------------------------------------- */
 
-/* Move the status; *moved = 0 when the order is not in the expected state. */
-static int set_status(struct db *db, const struct order_msg *om, const char *order_id, int *moved)
+/*
+ * Move the order to kind's final status; *moved = 0 when it is not in the
+ * state kind moves it from (it is final already). The guard in the WHERE is
+ * what makes every later attempt a no-op: PostgreSQL re-checks it on the
+ * newest version of the row once a concurrent change has committed. code is
+ * the failure_reason of KIND_DECLINED.
+ */
+static int set_status(struct db *db, enum order_kind kind, const char *order_id, const char *code,
+                      int *moved)
 {
-	static const char confirm_sql[] =
-	    "UPDATE orders SET status = 'confirmed', updated_at = now() "
-	    "WHERE order_id = $1::uuid AND status = 'reserved' RETURNING 1";
-	static const char fail_sql[] =
-	    "UPDATE orders SET status = 'payment_failed', failure_reason = $2, "
-	    "updated_at = now() WHERE order_id = $1::uuid AND status = 'reserved' RETURNING 1";
-	static const char reject_sql[] =
-	    "UPDATE orders SET status = 'rejected', failure_reason = 'out_of_stock', "
-	    "updated_at = now() WHERE order_id = $1::uuid AND status = 'pending' RETURNING 1";
-	const char *p[2] = {order_id, NULL};
-	const char *sql = reject_sql;
+	static const char *const sqls[] = {
+	    [KIND_REJECTED] = "UPDATE orders SET status = 'rejected', "
+	                      "failure_reason = 'out_of_stock', updated_at = now() "
+	                      "WHERE order_id = $1::uuid AND status = 'pending' RETURNING 1",
+	    [KIND_AUTHORIZED] = "UPDATE orders SET status = 'confirmed', updated_at = now() "
+	                        "WHERE order_id = $1::uuid AND status = 'reserved' RETURNING 1",
+	    [KIND_DECLINED] = "UPDATE orders SET status = 'payment_failed', failure_reason = $2, "
+	                      "updated_at = now() "
+	                      "WHERE order_id = $1::uuid AND status = 'reserved' RETURNING 1",
+	    [KIND_EXPIRED] = "UPDATE orders SET status = 'expired', "
+	                     "failure_reason = 'reservation_expired', updated_at = now() "
+	                     "WHERE order_id = $1::uuid AND status = 'reserved' RETURNING 1",
+	};
+	const char *p[2] = {order_id, code};
 	PGresult *r = NULL;
-	int rc, n = 1;
+	int rc;
 
-	if (om->kind == KIND_AUTHORIZED) {
-		sql = confirm_sql;
-	} else if (om->kind == KIND_DECLINED) {
-		sql = fail_sql;
-		p[1] = om->payment->decline_code;
-		n = 2;
-	}
-	rc = consume_db_rc(db_exec(db, sql, n, p, &r));
+	rc = consume_db_rc(db_exec(db, sqls[kind], kind == KIND_DECLINED ? 2 : 1, p, &r));
 	if (rc)
 		return rc;
 	*moved = PQntuples(r) == 1;
@@ -325,6 +328,34 @@ static int insert_event(struct db *db, const struct order_msg *om, const char *o
 }
 
 /*
+ * Finish the order as om->kind, in the caller's transaction: the guarded
+ * status change, then its held reservations settled (committed for a
+ * confirmation, released for a decline or an expiry; a rejected order holds
+ * none), then the finance event (pending: see insert_event). Every final
+ * status is set here, by the message handler and by both sweeps alike, so
+ * they cannot differ. om gives the event's order fields and code the
+ * decline's failure_reason. *moved = 0, with nothing done, when the order
+ * was not in the state om->kind moves it from.
+ */
+static int finish_order(struct db *db, const struct order_msg *om, const char *order_id,
+                        const char *code, int pending, char event_id[IDS_UUID_LEN + 1],
+                        int64_t *seq, int *moved)
+{
+	int rc;
+
+	rc = set_status(db, om->kind, order_id, code, moved);
+	if (rc || !*moved)
+		return rc;
+	if (om->kind != KIND_REJECTED) {
+		rc = settle_reservations(db, order_id, om->kind == KIND_AUTHORIZED);
+		if (rc)
+			return rc;
+	}
+	ids_uuid4(event_id);
+	return insert_event(db, om, order_id, event_id, event_types[om->kind], pending, seq);
+}
+
+/*
  * An authorization arrived for an order that is final without being
  * confirmed (expired meanwhile): payment-consumer's lock and expiry check
  * should make that impossible, but should it happen, the authorization must
@@ -370,7 +401,9 @@ static int order_process(void *state, struct db *db, const struct consume_input 
 	int64_t seq = 0;
 	int rc, moved = 0;
 
-	rc = set_status(db, om, in->order_id, &moved);
+	rc = finish_order(db, om, in->order_id,
+	                  om->kind == KIND_DECLINED ? om->payment->decline_code : NULL, 0, event_id,
+	                  &seq, &moved);
 	if (rc)
 		return rc;
 	if (!moved) {
@@ -385,15 +418,6 @@ static int order_process(void *state, struct db *db, const struct consume_input 
 		snprintf(res->outcome, sizeof(res->outcome), "noop");
 		return ERR_OK;
 	}
-	if (om->kind != KIND_REJECTED) {
-		rc = settle_reservations(db, in->order_id, om->kind == KIND_AUTHORIZED);
-		if (rc)
-			return rc;
-	}
-	ids_uuid4(event_id);
-	rc = insert_event(db, om, in->order_id, event_id, type, 0, &seq);
-	if (rc)
-		return rc;
 	snprintf(res->outcome, sizeof(res->outcome), "event:%" PRId64 ":%s:%s", seq, event_id,
 	         type);
 	return build_event(om, in, seq, event_id, type, res);
@@ -580,29 +604,21 @@ static int lock_batch_products(struct db *db, const PGresult *orders)
 	return rc;
 }
 
-/* Release one locked order's reservation, mark it expired, append its event. */
+/* Expire one locked order: release its reservation, set 'expired', append its event. */
 static int expire_one(struct db *db, const char *order_id)
 {
-	static const char status_sql[] =
-	    "UPDATE orders SET status = 'expired', failure_reason = 'reservation_expired', "
-	    "updated_at = now() WHERE order_id = $1::uuid AND status = 'reserved'";
 	struct stored_order so;
 	char event_id[IDS_UUID_LEN + 1];
 	int64_t seq = 0;
-	int rc;
+	int rc, moved = 0;
 
-	rc = settle_reservations(db, order_id, 0);
-	if (!rc)
-		rc = consume_db_rc(db_exec(db, status_sql, 1, &order_id, NULL));
-	if (rc)
-		return rc;
 	rc = load_order(db, order_id, &so);
 	if (rc)
 		return rc;
-	ids_uuid4(event_id);
-	rc = insert_event(db, &so.om, order_id, event_id, event_types[KIND_EXPIRED], 1, &seq);
+	so.om.kind = KIND_EXPIRED;
+	rc = finish_order(db, &so.om, order_id, NULL, 1, event_id, &seq, &moved);
 	stored_order_release(&so);
-	if (!rc)
+	if (!rc && moved)
 		log_info("order expired, reservation released", LF_STR("order_id", order_id),
 		         LF_INT("seq", seq), LF_STR("event_id", event_id));
 	return rc;
