@@ -94,6 +94,7 @@ static const struct config_row config_table[] = {
     ROW_INT("ORDERS_PUBLISH_TIMEOUT_MS", publish_timeout_ms, 5000, 10, 600000),
     ROW_INT("ORDERS_GATEWAY_LATENCY_MS", gateway_latency_ms, 0, 0, 60000),
     ROW_INT("ORDERS_RESERVATION_TTL_S", reservation_ttl_s, 900, 1, 604800),
+    ROW_INT("ORDERS_FINALIZE_GRACE_S", finalize_grace_s, 60, 1, 86400),
 };
 
 #define CONFIG_ROWS (sizeof(config_table) / sizeof(config_table[0]))

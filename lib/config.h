@@ -33,6 +33,7 @@ struct config {
 	int publish_timeout_ms;         /* ORDERS_PUBLISH_TIMEOUT_MS */
 	int gateway_latency_ms;         /* ORDERS_GATEWAY_LATENCY_MS */
 	int reservation_ttl_s;          /* ORDERS_RESERVATION_TTL_S */
+	int finalize_grace_s;           /* ORDERS_FINALIZE_GRACE_S */
 };
 
 /*

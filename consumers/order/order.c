@@ -20,12 +20,27 @@
 #define LINES_MAX 100
 /* A PostgreSQL array literal of EXPIRE_BATCH quoted UUIDs. */
 #define ID_ARRAY_MAX (EXPIRE_BATCH * (IDS_UUID_LEN + 3) + 3)
+/* The completion sweep runs this often (on the same tick), EXPIRE_BATCH at a time. */
+#define FINALIZE_EVERY_MS 2000
+
+/*
+ * SQL: the payment of order o has been decided, for good: payment-consumer
+ * recorded an authorization or a decline (payments), or declined an
+ * invalid card, which it records in its inbox only.
+ */
+#define PAYMENT_DECIDED                                                                            \
+	"(EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.order_id) "                        \
+	"OR EXISTS (SELECT 1 FROM inbox i WHERE i.order_id = o.order_id "                          \
+	"AND i.consumer = 'payment' AND i.outcome LIKE 'declined:%'))"
 
 enum order_kind { KIND_REJECTED, KIND_AUTHORIZED, KIND_DECLINED, KIND_EXPIRED };
 
 struct order_state {
 	/* Voids the authorization of an order that will never be confirmed. */
 	struct gateway *gateway;
+	/* ORDERS_FINALIZE_GRACE_S, as text for the SQL. */
+	char grace_s[16];
+	int64_t next_finalize_ms;
 };
 
 /* The decoded input: one of two message types, seen through common fields. */
@@ -55,6 +70,7 @@ static int order_init(const struct config *cfg, void **state)
 		free(st);
 		return ERR_NOMEM;
 	}
+	snprintf(st->grace_s, sizeof(st->grace_s), "%d", cfg->finalize_grace_s);
 	*state = st;
 	return ERR_OK;
 }
@@ -187,31 +203,34 @@ static int build_event(const struct order_msg *om, const struct consume_input *i
 
 /* ---- processing ---------------------------------------------------------- */
 
-/* Move the status; *moved = 0 when the order is not in the expected state. */
-static int set_status(struct db *db, const struct order_msg *om, const char *order_id, int *moved)
+/*
+ * Move the order to kind's final status; *moved = 0 when it is not in the
+ * state kind moves it from (it is final already). The guard in the WHERE is
+ * what makes every later attempt a no-op: PostgreSQL re-checks it on the
+ * newest version of the row once a concurrent change has committed. code is
+ * the failure_reason of KIND_DECLINED.
+ */
+static int set_status(struct db *db, enum order_kind kind, const char *order_id, const char *code,
+                      int *moved)
 {
-	static const char confirm_sql[] =
-	    "UPDATE orders SET status = 'confirmed', updated_at = now() "
-	    "WHERE order_id = $1::uuid AND status = 'reserved' RETURNING 1";
-	static const char fail_sql[] =
-	    "UPDATE orders SET status = 'payment_failed', failure_reason = $2, "
-	    "updated_at = now() WHERE order_id = $1::uuid AND status = 'reserved' RETURNING 1";
-	static const char reject_sql[] =
-	    "UPDATE orders SET status = 'rejected', failure_reason = 'out_of_stock', "
-	    "updated_at = now() WHERE order_id = $1::uuid AND status = 'pending' RETURNING 1";
-	const char *p[2] = {order_id, NULL};
-	const char *sql = reject_sql;
+	static const char *const sqls[] = {
+	    [KIND_REJECTED] = "UPDATE orders SET status = 'rejected', "
+	                      "failure_reason = 'out_of_stock', updated_at = now() "
+	                      "WHERE order_id = $1::uuid AND status = 'pending' RETURNING 1",
+	    [KIND_AUTHORIZED] = "UPDATE orders SET status = 'confirmed', updated_at = now() "
+	                        "WHERE order_id = $1::uuid AND status = 'reserved' RETURNING 1",
+	    [KIND_DECLINED] = "UPDATE orders SET status = 'payment_failed', failure_reason = $2, "
+	                      "updated_at = now() "
+	                      "WHERE order_id = $1::uuid AND status = 'reserved' RETURNING 1",
+	    [KIND_EXPIRED] = "UPDATE orders SET status = 'expired', "
+	                     "failure_reason = 'reservation_expired', updated_at = now() "
+	                     "WHERE order_id = $1::uuid AND status = 'reserved' RETURNING 1",
+	};
+	const char *p[2] = {order_id, code};
 	PGresult *r = NULL;
-	int rc, n = 1;
+	int rc;
 
-	if (om->kind == KIND_AUTHORIZED) {
-		sql = confirm_sql;
-	} else if (om->kind == KIND_DECLINED) {
-		sql = fail_sql;
-		p[1] = om->payment->decline_code;
-		n = 2;
-	}
-	rc = consume_db_rc(db_exec(db, sql, n, p, &r));
+	rc = consume_db_rc(db_exec(db, sqls[kind], kind == KIND_DECLINED ? 2 : 1, p, &r));
 	if (rc)
 		return rc;
 	*moved = PQntuples(r) == 1;
@@ -325,6 +344,34 @@ static int insert_event(struct db *db, const struct order_msg *om, const char *o
 }
 
 /*
+ * Finish the order as om->kind, in the caller's transaction: the guarded
+ * status change, then its held reservations settled (committed for a
+ * confirmation, released for a decline or an expiry; a rejected order holds
+ * none), then the finance event (pending: see insert_event). Every final
+ * status is set here, by the message handler and by both sweeps alike, so
+ * they cannot differ. om gives the event's order fields and code the
+ * decline's failure_reason. *moved = 0, with nothing done, when the order
+ * was not in the state om->kind moves it from.
+ */
+static int finish_order(struct db *db, const struct order_msg *om, const char *order_id,
+                        const char *code, int pending, char event_id[IDS_UUID_LEN + 1],
+                        int64_t *seq, int *moved)
+{
+	int rc;
+
+	rc = set_status(db, om->kind, order_id, code, moved);
+	if (rc || !*moved)
+		return rc;
+	if (om->kind != KIND_REJECTED) {
+		rc = settle_reservations(db, order_id, om->kind == KIND_AUTHORIZED);
+		if (rc)
+			return rc;
+	}
+	ids_uuid4(event_id);
+	return insert_event(db, om, order_id, event_id, event_types[om->kind], pending, seq);
+}
+
+/*
  * An authorization arrived for an order that is final without being
  * confirmed (expired meanwhile): payment-consumer's lock and expiry check
  * should make that impossible, but should it happen, the authorization must
@@ -370,7 +417,9 @@ static int order_process(void *state, struct db *db, const struct consume_input 
 	int64_t seq = 0;
 	int rc, moved = 0;
 
-	rc = set_status(db, om, in->order_id, &moved);
+	rc = finish_order(db, om, in->order_id,
+	                  om->kind == KIND_DECLINED ? om->payment->decline_code : NULL, 0, event_id,
+	                  &seq, &moved);
 	if (rc)
 		return rc;
 	if (!moved) {
@@ -385,15 +434,6 @@ static int order_process(void *state, struct db *db, const struct consume_input 
 		snprintf(res->outcome, sizeof(res->outcome), "noop");
 		return ERR_OK;
 	}
-	if (om->kind != KIND_REJECTED) {
-		rc = settle_reservations(db, in->order_id, om->kind == KIND_AUTHORIZED);
-		if (rc)
-			return rc;
-	}
-	ids_uuid4(event_id);
-	rc = insert_event(db, om, in->order_id, event_id, type, 0, &seq);
-	if (rc)
-		return rc;
 	snprintf(res->outcome, sizeof(res->outcome), "event:%" PRId64 ":%s:%s", seq, event_id,
 	         type);
 	return build_event(om, in, seq, event_id, type, res);
@@ -503,11 +543,14 @@ static int id_array(const PGresult *r, struct buf *b)
 
 /*
  * Lock up to EXPIRE_BATCH reserved orders whose reservation has expired
- * and that hold no authorization; ERR_OK with *out NULL when there are none.
+ * and whose payment is not decided; ERR_OK with *out NULL when there are
+ * none. A decided payment was decided in time (payment-consumer checks the
+ * reservation under the order's lock), so its order is the completion
+ * sweep's to finish as confirmed or payment_failed, never expired.
  * SKIP LOCKED: payment-consumer holds an order's row while it authorizes,
  * and other replicas sweep beside this one. The payments check is repeated
- * once the rows are ours, in a new statement (a new snapshot): an
- * authorization committed while this query ran must keep its order.
+ * once the rows are ours, in a new statement (a new snapshot): a payment
+ * committed while this query ran must keep its order.
  */
 static int pick_expired(struct db *db, PGresult **out)
 {
@@ -515,14 +558,11 @@ static int pick_expired(struct db *db, PGresult **out)
 	    "SELECT o.order_id::text FROM orders o "
 	    "WHERE o.status = 'reserved' AND o.order_id IN (SELECT r.order_id "
 	    "FROM reservations r WHERE r.state = 'held' AND r.expires_at <= now()) "
-	    "AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.order_id "
-	    "AND p.authorized) "
-	    "LIMIT $1::int FOR UPDATE OF o SKIP LOCKED";
+	    "AND NOT " PAYMENT_DECIDED " LIMIT $1::int FOR UPDATE OF o SKIP LOCKED";
 	static const char check_sql[] =
 	    "SELECT o.order_id::text FROM orders o "
 	    "WHERE o.order_id = ANY ($1::uuid[]) AND o.status = 'reserved' "
-	    "AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.order_id "
-	    "AND p.authorized) ORDER BY o.order_id";
+	    "AND NOT " PAYMENT_DECIDED " ORDER BY o.order_id";
 	char limit[16];
 	const char *p[1] = {limit};
 	struct buf ids;
@@ -580,29 +620,21 @@ static int lock_batch_products(struct db *db, const PGresult *orders)
 	return rc;
 }
 
-/* Release one locked order's reservation, mark it expired, append its event. */
+/* Expire one locked order: release its reservation, set 'expired', append its event. */
 static int expire_one(struct db *db, const char *order_id)
 {
-	static const char status_sql[] =
-	    "UPDATE orders SET status = 'expired', failure_reason = 'reservation_expired', "
-	    "updated_at = now() WHERE order_id = $1::uuid AND status = 'reserved'";
 	struct stored_order so;
 	char event_id[IDS_UUID_LEN + 1];
 	int64_t seq = 0;
-	int rc;
+	int rc, moved = 0;
 
-	rc = settle_reservations(db, order_id, 0);
-	if (!rc)
-		rc = consume_db_rc(db_exec(db, status_sql, 1, &order_id, NULL));
-	if (rc)
-		return rc;
 	rc = load_order(db, order_id, &so);
 	if (rc)
 		return rc;
-	ids_uuid4(event_id);
-	rc = insert_event(db, &so.om, order_id, event_id, event_types[KIND_EXPIRED], 1, &seq);
+	so.om.kind = KIND_EXPIRED;
+	rc = finish_order(db, &so.om, order_id, NULL, 1, event_id, &seq, &moved);
 	stored_order_release(&so);
-	if (!rc)
+	if (!rc && moved)
 		log_info("order expired, reservation released", LF_STR("order_id", order_id),
 		         LF_INT("seq", seq), LF_STR("event_id", event_id));
 	return rc;
@@ -655,6 +687,207 @@ out:
 	PQclear(r);
 	if (in_tx)
 		db_rollback(db);
+	return rc;
+}
+
+/* ---- completion sweep ------------------------------------------------------ */
+
+/*
+ * An order can be stranded short of its final status when the message that
+ * would finish it never reaches this consumer although the work before it
+ * was committed: the quorum queues count every return toward the delivery
+ * limit, a killed or disconnected consumer's included, so a crash-looping
+ * consumer parks good messages in <queue>.dlq. The completion sweep finishes
+ * such orders from the database alone, once their last change is older than
+ * ORDERS_FINALIZE_GRACE_S:
+ *
+ *   pending, inventory recorded a rejection            -> rejected
+ *   reserved, payments records an authorization        -> confirmed
+ *   reserved, payments (or payment-consumer's inbox,
+ *   for an invalid card) records a decline             -> payment_failed
+ *
+ * each through finish_order(), exactly as the lost message would have, with
+ * the event marked publish_pending for publish_pending() to send.
+ *
+ * This is safe whatever the grace, even none. The final status is derived
+ * only from committed facts that nothing can change any more: inventory
+ * decides an order's stock in the transaction that inserts it (a 'pending'
+ * order with a rejected outcome is never reserved later), and
+ * payment-consumer decides its payment once (one payments row per order,
+ * written under the order's lock; the gateway answers the same key the same
+ * way), in the transaction that also produces the message. So the lost
+ * message, if it ever comes, carries the very verdict the sweep applied.
+ * And whichever of the two comes second finds the order final: both change
+ * the status with an UPDATE guarded by the status it moves from, under the
+ * order row's lock, so the second matches no row, does nothing and writes no
+ * second event (the handler's outcome is "noop"). The grace only keeps the
+ * sweep from doing, on every order, what the message does a moment later.
+ */
+
+/*
+ * Lock up to EXPIRE_BATCH stranded orders and read, once they are ours, what
+ * finishes each: rows (order_id, kind, decline code) in order id order, or
+ * ERR_OK with *out NULL when there are none. SKIP LOCKED: replicas share the
+ * work, and an order whose message is being processed right now is skipped.
+ * The facts are read in a new statement, after the locks: payment-consumer
+ * writes them holding the same lock, so none can change meanwhile.
+ */
+static int pick_stranded(struct db *db, const char *grace_s, PGresult **out)
+{
+	static const char pick_sql[] =
+	    "SELECT o.order_id::text FROM orders o "
+	    "WHERE o.status IN ('pending', 'reserved') "
+	    "AND o.updated_at <= now() - $2::int * interval '1 second' "
+	    "AND ((o.status = 'pending' AND EXISTS (SELECT 1 FROM inbox i "
+	    "WHERE i.order_id = o.order_id AND i.consumer = 'inventory' "
+	    "AND i.outcome LIKE 'rejected:%')) "
+	    "OR (o.status = 'reserved' AND " PAYMENT_DECIDED ")) "
+	    "LIMIT $1::int FOR UPDATE OF o SKIP LOCKED";
+	static const char facts_sql[] =
+	    "SELECT o.order_id::text, CASE WHEN o.status = 'pending' THEN 'rejected' "
+	    "WHEN p.authorized THEN 'authorized' ELSE 'declined' END, "
+	    "coalesce(p.decline_code, d.code, '') "
+	    "FROM orders o LEFT JOIN payments p ON p.order_id = o.order_id "
+	    "LEFT JOIN LATERAL (SELECT split_part(i.outcome, ':', 2) AS code FROM inbox i "
+	    "WHERE i.order_id = o.order_id AND i.consumer = 'payment' "
+	    "AND i.outcome LIKE 'declined:%' LIMIT 1) d ON true "
+	    "WHERE o.order_id = ANY ($1::uuid[]) "
+	    "AND ((o.status = 'pending' AND EXISTS (SELECT 1 FROM inbox i "
+	    "WHERE i.order_id = o.order_id AND i.consumer = 'inventory' "
+	    "AND i.outcome LIKE 'rejected:%')) "
+	    "OR (o.status = 'reserved' AND (p.order_id IS NOT NULL OR d.code IS NOT NULL))) "
+	    "ORDER BY o.order_id";
+	char limit[16];
+	const char *p[2] = {limit, grace_s};
+	struct buf ids;
+	PGresult *r = NULL;
+	int rc;
+
+	*out = NULL;
+	snprintf(limit, sizeof(limit), "%d", EXPIRE_BATCH);
+	rc = consume_db_rc(db_exec(db, pick_sql, 2, p, &r));
+	if (rc || PQntuples(r) == 0) {
+		PQclear(r);
+		return rc;
+	}
+	buf_init(&ids, ID_ARRAY_MAX);
+	rc = id_array(r, &ids);
+	PQclear(r);
+	r = NULL;
+	if (!rc) {
+		p[0] = ids.data;
+		rc = consume_db_rc(db_exec(db, facts_sql, 1, p, &r));
+	}
+	buf_release(&ids);
+	if (rc)
+		return rc;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return ERR_OK;
+	}
+	*out = r;
+	return ERR_OK;
+}
+
+/* Finish one locked stranded order as row i of facts says. */
+static int finalize_one(struct db *db, const PGresult *facts, int i)
+{
+	const char *order_id = PQgetvalue(facts, i, 0), *what = PQgetvalue(facts, i, 1);
+	const char *code = PQgetvalue(facts, i, 2);
+	struct stored_order so;
+	char event_id[IDS_UUID_LEN + 1];
+	int64_t seq = 0;
+	int rc, moved = 0;
+
+	rc = load_order(db, order_id, &so);
+	if (rc)
+		return rc;
+	if (strcmp(what, "rejected") == 0) {
+		so.om.kind = KIND_REJECTED;
+	} else if (strcmp(what, "authorized") == 0) {
+		so.om.kind = KIND_AUTHORIZED;
+	} else {
+		so.om.kind = KIND_DECLINED;
+		/* payment-consumer's codes always pass; a client sees this one. */
+		if (!code_ok(code))
+			code = "payment_declined";
+	}
+	rc = finish_order(db, &so.om, order_id, code, 1, event_id, &seq, &moved);
+	if (!rc && moved)
+		log_warn(
+		    "finished an order from the database: the message that finishes it is overdue",
+		    LF_STR("order_id", order_id), LF_STR("type", event_types[so.om.kind]),
+		    LF_INT("seq", seq), LF_STR("event_id", event_id));
+	stored_order_release(&so);
+	return rc;
+}
+
+/* One batch of the completion sweep, in one transaction. */
+static int finalize_batch(struct order_state *st, struct db *db)
+{
+	PGresult *r = NULL;
+	int rc, i, in_tx = 0;
+
+	rc = consume_db_rc(db_begin(db));
+	if (rc)
+		goto out;
+	in_tx = 1;
+	rc = pick_stranded(db, st->grace_s, &r);
+	if (rc || !r)
+		goto out;
+	/* Orders first (locked above), then products in SKU byte order. */
+	rc = lock_batch_products(db, r);
+	for (i = 0; !rc && i < PQntuples(r); i++)
+		rc = finalize_one(db, r, i);
+	if (rc)
+		goto out;
+	in_tx = 0;
+	rc = consume_db_rc(db_commit(db));
+out:
+	if (rc)
+		log_warn("cannot finish stranded orders, will retry", LF_STR("error", err_str(rc)));
+	PQclear(r);
+	if (in_tx)
+		db_rollback(db);
+	return rc;
+}
+
+/*
+ * Void every live authorization whose order ended without being confirmed.
+ * The paths to such a status void what they find, but a charge can land at
+ * the gateway after that: payment-consumer's session can die while the
+ * gateway (on its own connection) is still authorizing, and the order then
+ * expires. Those final statuses never change again, so no lock is needed,
+ * and a void is idempotent: a race with another replica is harmless.
+ */
+static int void_leftovers(struct order_state *st, struct db *db)
+{
+	static const char sql[] =
+	    "SELECT g.idempotency_key FROM gateway_charges g "
+	    "JOIN orders o ON o.order_id::text = g.idempotency_key "
+	    "WHERE g.approved AND g.voided_at IS NULL "
+	    "AND o.status IN ('expired', 'payment_failed', 'rejected') LIMIT $1::int";
+	char limit[16];
+	const char *p[1] = {limit};
+	PGresult *r = NULL;
+	int rc, i;
+
+	snprintf(limit, sizeof(limit), "%d", EXPIRE_BATCH);
+	rc = consume_db_rc(db_exec(db, sql, 1, p, &r));
+	for (i = 0; !rc && i < PQntuples(r); i++) {
+		const char *order_id = PQgetvalue(r, i, 0);
+		int voided = 0;
+
+		rc = gateway_void(st->gateway, order_id, &voided);
+		if (rc)
+			log_warn(
+			    "cannot void the authorization of an unconfirmed order, will retry",
+			    LF_STR("order_id", order_id), LF_STR("error", err_str(rc)));
+		else if (voided)
+			log_warn("voided a live authorization left on an unconfirmed order",
+			         LF_STR("order_id", order_id));
+	}
+	PQclear(r);
 	return rc;
 }
 
@@ -743,13 +976,29 @@ out:
 	return rc;
 }
 
-/* The sweeper: expire what is due, then publish what is pending. */
+/*
+ * The sweepers: every FINALIZE_EVERY_MS finish stranded orders and void
+ * leftover authorizations; every tick expire what is due (after finishing,
+ * so that a decided payment wins over its reservation's end), then publish
+ * what is pending.
+ */
 static int order_tick(void *state, struct db *db, struct mq_publisher *pub)
 {
-	int rc = expire_batch(state, db);
-	int prc = publish_pending(db, pub);
+	struct order_state *st = state;
+	int64_t now = ids_now_ms();
+	int rc = ERR_OK, erc, prc;
 
-	return rc ? rc : prc;
+	if (now >= st->next_finalize_ms) {
+		st->next_finalize_ms = now + FINALIZE_EVERY_MS;
+		rc = finalize_batch(st, db);
+		erc = void_leftovers(st, db);
+		rc = rc ? rc : erc;
+	}
+	erc = expire_batch(st, db);
+	prc = publish_pending(db, pub);
+	if (!rc)
+		rc = erc ? erc : prc;
+	return rc;
 }
 
 const struct consume_handler order_handler = {

@@ -28,7 +28,22 @@
  * reservations, sets 'expired' and appends the order.expired event marked
  * publish_pending. After the commit, every pending event is published (the
  * message id is the event id) and unmarked once confirmed; one that fails
- * stays pending and is published on a later tick, by any replica.
+ * stays pending and is published on a later tick, by any replica. Orders
+ * whose payment is decided (a payments row, or an invalid card's decline)
+ * never expire: the completion sweep finishes them.
+ *
+ * The completion sweep runs every 2 s on the same tick. A message that would
+ * finish an order can be dead-lettered although the work before it was
+ * committed (the delivery limit counts a killed consumer's returns too). In
+ * one transaction it locks up to 100 orders last changed more than
+ * ORDERS_FINALIZE_GRACE_S ago (FOR UPDATE SKIP LOCKED, then their products
+ * in SKU byte order) that are 'pending' with a rejection in inventory's
+ * inbox, or 'reserved' with a decided payment, and finishes each exactly as
+ * the lost message would have: rejected, confirmed (reservations committed)
+ * or payment_failed (the payment's decline code; reservations released),
+ * with the event marked publish_pending. The message, should it come later,
+ * finds the order final: "noop". Then it voids, through the gateway, every
+ * live authorization whose order ended expired, payment_failed or rejected.
  *
  * Outcomes: "event:<seq>:<event_id>:<type>", "noop".
  */

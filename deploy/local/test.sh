@@ -10,8 +10,10 @@
 #   options above), CTEST_ARGS (extra ctest arguments, e.g. "-R e2e").
 #
 # The test stack's reservations last ORDERS_RESERVATION_TTL_S=10 seconds
-# (not the default 900), so that it_expiry can watch an unpaid order expire;
-# `make up` and `make run` keep the default.
+# (not the default 900), so that it_expiry can watch an unpaid order expire,
+# and order-consumer finishes stranded orders after ORDERS_FINALIZE_GRACE_S=3
+# seconds (not 60), so that it_sweep does not wait long; `make up` and
+# `make run` keep the defaults.
 set -euo pipefail
 
 SCRIPT_NAME='test'
@@ -25,6 +27,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # up.sh passes it on to the daemons; the tests read it too.
 export ORDERS_RESERVATION_TTL_S=10
+export ORDERS_FINALIZE_GRACE_S=3
 case $BUILD_DIR in
 /*) build_dir=$BUILD_DIR ;;
 *) build_dir=$ROOT/$BUILD_DIR ;;

@@ -36,6 +36,7 @@ static const char *const all_vars[] = {
     "ORDERS_PUBLISH_TIMEOUT_MS",
     "ORDERS_GATEWAY_LATENCY_MS",
     "ORDERS_RESERVATION_TTL_S",
+    "ORDERS_FINALIZE_GRACE_S",
 };
 
 #define NVARS (sizeof(all_vars) / sizeof(all_vars[0]))
@@ -101,6 +102,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c.publish_timeout_ms, 5000);
 	assert_int_equal(c.gateway_latency_ms, 0);
 	assert_int_equal(c.reservation_ttl_s, 900);
+	assert_int_equal(c.finalize_grace_s, 60);
 	assert_true(is_hex64(c.seal_public_key));
 	assert_true(is_hex64(c.seal_secret_key));
 	assert_true(is_hex64(c.vault_key));
@@ -143,6 +145,7 @@ static void test_overrides(void **state)
 	setenv("ORDERS_PUBLISH_TIMEOUT_MS", "10", 1);
 	setenv("ORDERS_GATEWAY_LATENCY_MS", "60000", 1);
 	setenv("ORDERS_RESERVATION_TTL_S", "604800", 1);
+	setenv("ORDERS_FINALIZE_GRACE_S", "1", 1);
 	setenv("ORDERS_ORDER_ID_KEY",
 	       "ABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCD", 1);
 	setenv("ORDERS_ENV", "", 1); /* empty counts as unset */
@@ -164,6 +167,7 @@ static void test_overrides(void **state)
 	assert_int_equal(c.publish_timeout_ms, 10);
 	assert_int_equal(c.gateway_latency_ms, 60000);
 	assert_int_equal(c.reservation_ttl_s, 604800);
+	assert_int_equal(c.finalize_grace_s, 1);
 }
 
 /* Load with one variable set; expect ERR_INVALID, cfg untouched, and the message. */
@@ -216,6 +220,8 @@ static void test_invalid_ints(void **state)
 	expect_invalid("ORDERS_GATEWAY_LATENCY_MS", "60001", NULL);
 	expect_invalid("ORDERS_RESERVATION_TTL_S", "604801", NULL);
 	expect_invalid("ORDERS_RESERVATION_TTL_S", "4294967297", NULL); /* wraps in 32 bits */
+	expect_invalid("ORDERS_FINALIZE_GRACE_S", "0", NULL);
+	expect_invalid("ORDERS_FINALIZE_GRACE_S", "86401", NULL);
 }
 
 static void test_invalid_strings(void **state)
@@ -449,6 +455,7 @@ static void test_log_masks_secrets(void **state)
 	assert_string_equal(str_of(j, "ORDERS_SEAL_PUBLIC_KEY"), K1);
 	assert_int_equal(json_integer_value(json_object_get(j, "ORDERS_HTTP_PORT")), 8081);
 	assert_int_equal(json_integer_value(json_object_get(j, "ORDERS_RESERVATION_TTL_S")), 900);
+	assert_int_equal(json_integer_value(json_object_get(j, "ORDERS_FINALIZE_GRACE_S")), 60);
 	/* Every setting is there. */
 	for (i = 0; i < NVARS; i++)
 		assert_non_null(json_object_get(j, all_vars[i]));
