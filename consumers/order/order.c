@@ -22,6 +22,8 @@
 #define ID_ARRAY_MAX (EXPIRE_BATCH * (IDS_UUID_LEN + 3) + 3)
 /* The completion sweep runs this often (on the same tick), EXPIRE_BATCH at a time. */
 #define FINALIZE_EVERY_MS 2000
+/* The leftover-authorization safety net runs this often. */
+#define VOID_EVERY_MS 20000
 
 /*
  * SQL: the payment of order o has been decided, for good: payment-consumer
@@ -40,7 +42,11 @@ struct order_state {
 	struct gateway *gateway;
 	/* ORDERS_FINALIZE_GRACE_S, as text for the SQL. */
 	char grace_s[16];
+	/* How far back a leftover authorization can have been made, in seconds:
+	 * a charge comes at most a reservation's life after its order. */
+	char void_window_s[24];
 	int64_t next_finalize_ms;
+	int64_t next_void_ms;
 };
 
 /* The decoded input: one of two message types, seen through common fields. */
@@ -71,6 +77,8 @@ static int order_init(const struct config *cfg, void **state)
 		return ERR_NOMEM;
 	}
 	snprintf(st->grace_s, sizeof(st->grace_s), "%d", cfg->finalize_grace_s);
+	snprintf(st->void_window_s, sizeof(st->void_window_s), "%lld",
+	         (long long)cfg->reservation_ttl_s + 2LL * cfg->finalize_grace_s + 3600);
 	*state = st;
 	return ERR_OK;
 }
@@ -857,8 +865,12 @@ out:
  * The paths to such a status void what they find, but a charge can land at
  * the gateway after that: payment-consumer's session can die while the
  * gateway (on its own connection) is still authorizing, and the order then
- * expires. Those final statuses never change again, so no lock is needed,
- * and a void is idempotent: a race with another replica is harmless.
+ * expires. The redelivery of that message voids it in payment-consumer;
+ * this is the safety net behind it, so it runs seldom and looks only at
+ * charges recent enough to have raced an order's end (an index keeps that
+ * read to those). Those final statuses
+ * never change again, so no lock is needed, and a void is idempotent: a
+ * race with another replica is harmless.
  */
 static int void_leftovers(struct order_state *st, struct db *db)
 {
@@ -866,14 +878,15 @@ static int void_leftovers(struct order_state *st, struct db *db)
 	    "SELECT g.idempotency_key FROM gateway_charges g "
 	    "JOIN orders o ON o.order_id::text = g.idempotency_key "
 	    "WHERE g.approved AND g.voided_at IS NULL "
+	    "AND g.created_at > now() - make_interval(secs => $2::bigint) "
 	    "AND o.status IN ('expired', 'payment_failed', 'rejected') LIMIT $1::int";
 	char limit[16];
-	const char *p[1] = {limit};
+	const char *p[2] = {limit, st->void_window_s};
 	PGresult *r = NULL;
 	int rc, i;
 
 	snprintf(limit, sizeof(limit), "%d", EXPIRE_BATCH);
-	rc = consume_db_rc(db_exec(db, sql, 1, p, &r));
+	rc = consume_db_rc(db_exec(db, sql, 2, p, &r));
 	for (i = 0; !rc && i < PQntuples(r); i++) {
 		const char *order_id = PQgetvalue(r, i, 0);
 		int voided = 0;
@@ -977,8 +990,8 @@ out:
 }
 
 /*
- * The sweepers: every FINALIZE_EVERY_MS finish stranded orders and void
- * leftover authorizations; every tick expire what is due (after finishing,
+ * The sweepers: every FINALIZE_EVERY_MS finish stranded orders, every
+ * VOID_EVERY_MS void leftover authorizations; every tick expire what is due (after finishing,
  * so that a decided payment wins over its reservation's end), then publish
  * what is pending.
  */
@@ -991,6 +1004,9 @@ static int order_tick(void *state, struct db *db, struct mq_publisher *pub)
 	if (now >= st->next_finalize_ms) {
 		st->next_finalize_ms = now + FINALIZE_EVERY_MS;
 		rc = finalize_batch(st, db);
+	}
+	if (now >= st->next_void_ms) {
+		st->next_void_ms = now + VOID_EVERY_MS;
 		erc = void_leftovers(st, db);
 		rc = rc ? rc : erc;
 	}

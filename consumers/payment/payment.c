@@ -331,6 +331,21 @@ static int pay_process(void *state, struct db *db, const struct consume_input *i
 		         LF_STR("message_id", in->message_id), LF_STR("order_id", in->order_id),
 		         LF_STR("status", status));
 		snprintf(res->outcome, sizeof(res->outcome), "noop:%s", status);
+		/*
+		 * An earlier attempt whose session died may have been authorized
+		 * after the order ended: this redelivery is where that shows, so
+		 * void it here (a primary-key lookup at the gateway).
+		 */
+		if (strcmp(status, "confirmed") != 0) {
+			int voided = 0;
+
+			rc = gateway_void(pay->gateway, in->order_id, &voided);
+			if (!rc && voided)
+				log_warn("voided the authorization of an order that ended unpaid",
+				         LF_STR("message_id", in->message_id),
+				         LF_STR("order_id", in->order_id),
+				         LF_STR("status", status));
+		}
 		goto out;
 	}
 	rc = reservation_expired(db, in->order_id, &expired);
