@@ -550,6 +550,48 @@ static int id_array(const PGresult *r, struct buf *b)
 }
 
 /*
+ * pick_then_read - lock up to EXPIRE_BATCH orders with pick_sql ($1 is the
+ * batch size, $2 the optional param2), then run read_sql over their ids
+ * ($1, a uuid[]) in a new statement, so that it sees what was committed
+ * while the locks were being taken. ERR_OK with *out NULL when nothing is
+ * left; otherwise *out is read_sql's result (PQclear it).
+ */
+static int pick_then_read(struct db *db, const char *pick_sql, const char *param2,
+                          const char *read_sql, PGresult **out)
+{
+	char limit[16];
+	const char *p[2] = {limit, param2};
+	struct buf ids;
+	PGresult *r = NULL;
+	int rc;
+
+	*out = NULL;
+	snprintf(limit, sizeof(limit), "%d", EXPIRE_BATCH);
+	rc = consume_db_rc(db_exec(db, pick_sql, param2 ? 2 : 1, p, &r));
+	if (rc || PQntuples(r) == 0) {
+		PQclear(r);
+		return rc;
+	}
+	buf_init(&ids, ID_ARRAY_MAX);
+	rc = id_array(r, &ids);
+	PQclear(r);
+	r = NULL;
+	if (!rc) {
+		p[0] = ids.data;
+		rc = consume_db_rc(db_exec(db, read_sql, 1, p, &r));
+	}
+	buf_release(&ids);
+	if (rc)
+		return rc;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return ERR_OK;
+	}
+	*out = r;
+	return ERR_OK;
+}
+
+/*
  * Lock up to EXPIRE_BATCH reserved orders whose reservation has expired
  * and whose payment is not decided; ERR_OK with *out NULL when there are
  * none. A decided payment was decided in time (payment-consumer checks the
@@ -571,36 +613,7 @@ static int pick_expired(struct db *db, PGresult **out)
 	    "SELECT o.order_id::text FROM orders o "
 	    "WHERE o.order_id = ANY ($1::uuid[]) AND o.status = 'reserved' "
 	    "AND NOT " PAYMENT_DECIDED " ORDER BY o.order_id";
-	char limit[16];
-	const char *p[1] = {limit};
-	struct buf ids;
-	PGresult *r = NULL;
-	int rc;
-
-	*out = NULL;
-	snprintf(limit, sizeof(limit), "%d", EXPIRE_BATCH);
-	rc = consume_db_rc(db_exec(db, pick_sql, 1, p, &r));
-	if (rc || PQntuples(r) == 0) {
-		PQclear(r);
-		return rc;
-	}
-	buf_init(&ids, ID_ARRAY_MAX);
-	rc = id_array(r, &ids);
-	PQclear(r);
-	r = NULL;
-	if (!rc) {
-		p[0] = ids.data;
-		rc = consume_db_rc(db_exec(db, check_sql, 1, p, &r));
-	}
-	buf_release(&ids);
-	if (rc)
-		return rc;
-	if (PQntuples(r) == 0) {
-		PQclear(r);
-		return ERR_OK;
-	}
-	*out = r;
-	return ERR_OK;
+	return pick_then_read(db, pick_sql, NULL, check_sql, out);
 }
 
 /*
@@ -765,36 +778,7 @@ static int pick_stranded(struct db *db, const char *grace_s, PGresult **out)
 	    "AND i.outcome LIKE 'rejected:%')) "
 	    "OR (o.status = 'reserved' AND (p.order_id IS NOT NULL OR d.code IS NOT NULL))) "
 	    "ORDER BY o.order_id";
-	char limit[16];
-	const char *p[2] = {limit, grace_s};
-	struct buf ids;
-	PGresult *r = NULL;
-	int rc;
-
-	*out = NULL;
-	snprintf(limit, sizeof(limit), "%d", EXPIRE_BATCH);
-	rc = consume_db_rc(db_exec(db, pick_sql, 2, p, &r));
-	if (rc || PQntuples(r) == 0) {
-		PQclear(r);
-		return rc;
-	}
-	buf_init(&ids, ID_ARRAY_MAX);
-	rc = id_array(r, &ids);
-	PQclear(r);
-	r = NULL;
-	if (!rc) {
-		p[0] = ids.data;
-		rc = consume_db_rc(db_exec(db, facts_sql, 1, p, &r));
-	}
-	buf_release(&ids);
-	if (rc)
-		return rc;
-	if (PQntuples(r) == 0) {
-		PQclear(r);
-		return ERR_OK;
-	}
-	*out = r;
-	return ERR_OK;
+	return pick_then_read(db, pick_sql, grace_s, facts_sql, out);
 }
 
 /* Finish one locked stranded order as row i of facts says. */
