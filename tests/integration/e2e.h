@@ -16,6 +16,7 @@
 #include <amqp_tcp_socket.h>
 
 #include "http_client.h"
+#include "mq.h"
 
 #define E2E_CLIENT "Authorization: Bearer dev-client"
 #define E2E_ADMIN "Authorization: Bearer dev-admin"
@@ -111,8 +112,11 @@ static inline int e2e_post_checkout(const char *idem, const char *body, struct h
 	return http_request("POST", "/v1/checkouts", h, body, strlen(body), r);
 }
 
-/* Check out and return the order id (free it). */
-static inline char *e2e_checkout_ok(const char *idem, const char *body)
+/*
+ * Check out and return the order id (free it); when want_status is not NULL,
+ * the 202's body must carry that status.
+ */
+static inline char *e2e_checkout_status(const char *idem, const char *body, const char *want_status)
 {
 	struct http_response r;
 	json_t *j;
@@ -124,12 +128,20 @@ static inline char *e2e_checkout_ok(const char *idem, const char *body)
 	assert_int_equal(r.status, 202);
 	j = http_json(&r);
 	assert_non_null(j);
+	if (want_status)
+		assert_string_equal(json_string_value(json_object_get(j, "status")), want_status);
 	id = strdup(json_string_value(json_object_get(j, "order_id")));
 	assert_non_null(id);
 	assert_int_equal(strlen(id), 36);
 	json_decref(j);
 	http_response_release(&r);
 	return id;
+}
+
+/* Check out and return the order id (free it). */
+static inline char *e2e_checkout_ok(const char *idem, const char *body)
+{
+	return e2e_checkout_status(idem, body, NULL);
 }
 
 static inline json_t *e2e_get_order(const char *id)
@@ -156,8 +168,11 @@ static inline int e2e_is_final(const char *status)
 	       strcmp(status, "payment_failed") == 0 || strcmp(status, "expired") == 0;
 }
 
-/* Wait up to timeout_ms for a final status; returns the order (decref it). */
-static inline json_t *e2e_wait_final(const char *id, double timeout_ms)
+/*
+ * Wait up to timeout_ms for a final status; returns the order (decref it)
+ * and, when elapsed_ms is not NULL, how long the wait took.
+ */
+static inline json_t *e2e_wait_final_timed(const char *id, double timeout_ms, double *elapsed_ms)
 {
 	double start = e2e_now_ms();
 
@@ -166,14 +181,23 @@ static inline json_t *e2e_wait_final(const char *id, double timeout_ms)
 		const char *st = json_string_value(json_object_get(j, "status"));
 
 		assert_non_null(st);
-		if (e2e_is_final(st))
+		if (e2e_is_final(st)) {
+			if (elapsed_ms)
+				*elapsed_ms = e2e_now_ms() - start;
 			return j;
+		}
 		if (e2e_now_ms() - start >= timeout_ms)
 			fprintf(stderr, "order %s still %s after %.0f ms\n", id, st, timeout_ms);
 		json_decref(j);
 		assert_true(e2e_now_ms() - start < timeout_ms);
 		usleep(50000);
 	}
+}
+
+/* Wait up to timeout_ms for a final status; returns the order (decref it). */
+static inline json_t *e2e_wait_final(const char *id, double timeout_ms)
+{
+	return e2e_wait_final_timed(id, timeout_ms, NULL);
 }
 
 /* Wait for the final status and check it. */
@@ -242,6 +266,35 @@ static inline void e2e_amqp_close(amqp_connection_state_t c)
 		return;
 	amqp_connection_close(c, AMQP_REPLY_SUCCESS);
 	amqp_destroy_connection(c);
+}
+
+/*
+ * A publisher on url that declares the topology, once it is connected (15 s
+ * at most); NULL if it cannot be made or does not connect. who names the
+ * test in the message.
+ */
+static inline struct mq_publisher *e2e_publisher_connect(const char *url, const char *who)
+{
+	struct mq_publisher_options o;
+	struct mq_publisher *pub;
+	double start = e2e_now_ms();
+
+	memset(&o, 0, sizeof(o));
+	o.url = url;
+	o.confirm_timeout_ms = 15000;
+	o.declare_topology = 1;
+	pub = mq_publisher_new(&o);
+	if (!pub)
+		return NULL;
+	while (!mq_publisher_connected(pub)) {
+		if (e2e_now_ms() - start > 15000) {
+			fprintf(stderr, "%s: cannot connect to ORDERS_AMQP_URL (make up?)\n", who);
+			mq_publisher_free(pub);
+			return NULL;
+		}
+		usleep(50000);
+	}
+	return pub;
 }
 
 #endif

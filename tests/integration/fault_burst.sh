@@ -31,104 +31,25 @@
 # (default: the tests/ directory of the build the stack runs).
 set -euo pipefail
 
-ROOT=${ORDERS_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)}
-LOCAL_ENV=$ROOT/.local/env
-if [ -z "${ORDERS_PG_DSN:-}" ] && [ -r "$LOCAL_ENV" ]; then
-	# shellcheck source=/dev/null
-	. "$LOCAL_ENV"
-fi
-# The stack's ports follow from its HTTP port; the scripts need the offset.
-if [ -n "${ORDERS_HTTP_PORT:-}" ]; then
-	export ORDERS_LOCAL_PORT_OFFSET=$((ORDERS_HTTP_PORT - 8080))
-fi
-# shellcheck disable=SC2034 # read by lib.sh
+# shellcheck disable=SC2034 # read by lib/stack.bash and deploy/local/lib.sh
 SCRIPT_NAME=fault_burst
-# shellcheck source-path=SCRIPTDIR source=../../deploy/local/lib.sh
-. "$ROOT/deploy/local/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/stack.bash
+. "$(dirname "${BASH_SOURCE[0]}")/lib/stack.bash"
 
 CHECKOUTS=${FAULT_CHECKOUTS:-3000}
 RATE=${FAULT_RATE:-40}
 CONCURRENCY=${FAULT_CONCURRENCY:-32}
 DRAIN_S=${FAULT_DRAIN_S:-180}
-API=http://127.0.0.1:$HTTP_PORT
-DAEMON_SH=$ROOT/deploy/local/daemon.sh
-SERVICES_SH=$ROOT/deploy/local/services.sh
-FINAL="'confirmed','rejected','payment_failed','expired'"
-
-fail_now() {
-	printf 'fault_burst: FAIL: %s\n' "$*" >&2
-	exit 1
-}
-note() { printf 'fault_burst: %s\n' "$*"; }
-
-[ -n "${ORDERS_PG_DSN:-}" ] || fail_now "ORDERS_PG_DSN is not set and $LOCAL_ENV is missing (make up)"
-[ -r "$RUN_DIR/build-dir" ] || fail_now "the stack is not up (no $RUN_DIR/build-dir)"
-LOADGEN=${ORDERS_LOADGEN:-$(cat "$RUN_DIR/build-dir")/tests/orders-loadgen}
-[ -x "$LOADGEN" ] || fail_now "no orders-loadgen at $LOADGEN (build the tests, or set ORDERS_LOADGEN)"
-
-work=$(mktemp -d)
-rid=$(date +%s)-$$
 prefix=fb-$rid
-lg_pid=
-t0=$SECONDS
-
-elapsed() { printf '%3ds' $((SECONDS - t0)); }
-say_t() { note "$(elapsed) $*"; }
-
-psql_q() {
-	psql -X -q -At -v ON_ERROR_STOP=1 -d "$ORDERS_PG_DSN" "$@"
-}
 
 # ---------------------------------------------------------------- recovery
 
-consumer_ready_url() {
-	printf 'http://127.0.0.1:%s/readyz\n' "${DAEMON_METRICS_PORT[$1]}"
-}
-
-# wait_ready SECONDS: the API's and every consumer's /readyz answer 200.
-wait_ready() {
-	local deadline=$((SECONDS + $1)) name url waiting
-	while :; do
-		waiting=()
-		for name in "${DAEMONS[@]}"; do
-			if [ "$name" = orders-api ]; then url=$API/readyz; else url=$(consumer_ready_url "$name"); fi
-			http_ok "$url" || waiting+=("$name")
-		done
-		[ ${#waiting[@]} -gt 0 ] || return 0
-		if [ $SECONDS -ge $deadline ]; then
-			printf 'fault_burst: not ready after %d s: %s\n' "$1" "${waiting[*]}" >&2
-			return 1
-		fi
-		sleep 0.5
-	done
-}
-
 # restore: whatever happened, leave the stack as the next test expects it.
 restore() {
-	local rc=$? name
+	local rc=$?
 	trap - EXIT
-	if [ -n "$lg_pid" ] && kill -0 "$lg_pid" 2>/dev/null; then
-		kill "$lg_pid" 2>/dev/null || true
-		wait "$lg_pid" 2>/dev/null || true
-	fi
-	if ! "$SERVICES_SH" status postgresql >/dev/null 2>&1; then
-		note "restore: starting postgresql"
-		"$SERVICES_SH" start postgresql || rc=1
-	fi
-	if ! "$SERVICES_SH" status rabbitmq >/dev/null 2>&1; then
-		note "restore: starting rabbitmq"
-		"$SERVICES_SH" start rabbitmq || rc=1
-	fi
-	for name in "${DAEMONS[@]}"; do
-		if [ -z "$(daemon_pid "$name")" ]; then
-			note "restore: $name is not running; starting it"
-			"$DAEMON_SH" start "$name" || rc=1
-		fi
-	done
-	if ! wait_ready 60; then
-		printf 'fault_burst: FAIL: the stack is not healthy after the test\n' >&2
-		rc=1
-	fi
+	stop_loadgen
+	restore_stack postgresql rabbitmq || rc=1
 	rm -rf "$work"
 	exit $rc
 }
@@ -140,40 +61,22 @@ wait_ready 30 || fail_now "the stack is not ready before the test"
 
 # Two SKUs that sell out (so 'rejected' happens: S2 at once, S1 about half
 # way through the burst, under the faults), two that never do.
-declare -A initial=()
-skus=("$prefix-S1" "$prefix-S2" "$prefix-L1" "$prefix-L2")
+names=("$prefix-S1" "$prefix-S2" "$prefix-L1" "$prefix-L2")
 stocks=(300 15 1000000 1000000)
 weights=(1 1 4 4)
 sku_arg=
-for i in "${!skus[@]}"; do
-	body=$(printf '{"name":"Fault burst %s","price_cents":%d,"currency":"USD","stock":%d}' \
-		"${skus[i]}" $((500 + 250 * i)) "${stocks[i]}")
-	code=$(curl -s -o "$work/put.json" -w '%{http_code}' --max-time 10 -X PUT \
-		-H 'Authorization: Bearer dev-admin' -H 'Content-Type: application/json' \
-		-d "$body" "$API/v1/products/${skus[i]}") || code=000
-	[ "$code" = 201 ] || fail_now "PUT /v1/products/${skus[i]} answered $code: $(cat "$work/put.json" 2>/dev/null)"
-	initial[${skus[i]}]=$(psql_q -c "SELECT stock FROM products WHERE sku = '${skus[i]}'")
-	[ "${initial[${skus[i]}]}" = "${stocks[i]}" ] ||
-		fail_now "SKU ${skus[i]}: stock in the database is '${initial[${skus[i]}]}', expected ${stocks[i]}"
-	sku_arg+=${sku_arg:+,}${skus[i]}:${weights[i]}
+for i in "${!names[@]}"; do
+	put_sku "${names[i]}" "${stocks[i]}" $((500 + 250 * i)) "Fault burst"
+	sku_arg+=${sku_arg:+,}${names[i]}:${weights[i]}
 done
 note "SKUs ${skus[*]} with stock ${stocks[*]}"
 
-# Dead-lettered messages so far (other tests may park poison on purpose).
-dlq_counts() {
-	local out
-	out=$("$SERVICES_SH" ctl -q list_queues name messages 2>&1) ||
-		fail_now "cannot list RabbitMQ's queues: $out"
-	printf '%s\n' "$out" | awk '$1 ~ /\.dlq$/ { print $1 "=" $2 }' | sort | tr '\n' ' '
-}
 dlq_before=$(dlq_counts)
 [ -n "$dlq_before" ] || fail_now "RabbitMQ lists no dead-letter queue (.dlq)"
 
 # --------------------------------------------------------------- the burst
 
-"$LOADGEN" -n "$CHECKOUTS" -c "$CONCURRENCY" -r "$RATE" -s "$sku_arg" -k "$prefix-lg" \
-	-o "$work/loadgen.tsv" >"$work/loadgen.log" 2>&1 &
-lg_pid=$!
+run_loadgen lg -n "$CHECKOUTS" -c "$CONCURRENCY" -r "$RATE" -s "$sku_arg"
 burst_start=$SECONDS
 say_t "orders-loadgen started (pid $lg_pid): $CHECKOUTS checkouts, $CONCURRENCY threads, $RATE/s"
 
@@ -213,7 +116,7 @@ say_t "stopping rabbitmq"
 outage_from_ms=$(($(date +%s%3N) + 1000))
 say_t "rabbitmq is down; probing the API"
 sleep 1
-probe_body=$(printf '{"items":[{"sku":"%s","quantity":1}],"currency":"USD","customer":{"id":"probe","email":"probe@example.com"},"shipping_address":{"name":"Probe","line1":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"},"payment":{"card":{"number":"4242424242424242","exp_month":12,"exp_year":2030,"cvc":"123"}}}' "$prefix-L1")
+probe_body=$(checkout_json "$prefix-L1" 123)
 probe_codes=()
 for k in 1 2 3 4 5; do
 	code=$(curl -s -o "$work/probe$k.json" -w '%{http_code}' --max-time 30 -X POST \
@@ -245,12 +148,11 @@ say_t "restarting postgresql"
 say_t "postgresql is back"
 
 say_t "waiting for orders-loadgen"
-lg_rc=0
-wait "$lg_pid" || lg_rc=$?
-lg_pid=
+wait_loadgen
+lg_rc=$LG_RC
 burst_end=$SECONDS
-cat "$work/loadgen.log"
-[ -s "$work/loadgen.tsv" ] || fail_now "orders-loadgen wrote no results (exit $lg_rc)"
+cat "$work/lg.log"
+[ -s "$work/lg.tsv" ] || fail_now "orders-loadgen wrote no results (exit $lg_rc)"
 say_t "orders-loadgen finished (exit $lg_rc) after $((burst_end - burst_start)) s"
 # 3 means some checkout never got its 202: the checks below name them.
 [ "$lg_rc" -eq 0 ] || [ "$lg_rc" -eq 3 ] ||
@@ -262,36 +164,13 @@ say_t "orders-loadgen finished (exit $lg_rc) after $((burst_end - burst_start)) 
 preamble() {
 	local sku
 	printf 'CREATE TEMP TABLE lg (key text, status int, order_id uuid, n503 int, last4 text, accepted_ms bigint);\n'
-	printf "\\\\copy lg FROM '%s' WITH (FORMAT text, NULL '-')\n" "$work/loadgen.tsv"
+	printf "\\\\copy lg FROM '%s' WITH (FORMAT text, NULL '-')\n" "$work/lg.tsv"
 	printf 'CREATE TEMP TABLE init (sku text PRIMARY KEY, initial bigint);\n'
 	for sku in "${skus[@]}"; do
 		printf "INSERT INTO init VALUES ('%s', %s);\n" "$sku" "${initial[$sku]}"
 	done
 	printf "CREATE TEMP VIEW run AS SELECT o.* FROM orders o WHERE starts_with(o.idempotency_key, '%s-');\n" "$prefix"
 }
-q() {
-	{
-		preamble
-		printf '%s\n' "$1"
-	} | psql_q -F ' | '
-}
-
-failures=0
-# check WHAT SQL: SQL lists what is wrong, one row each; no row is a pass.
-check() {
-	local what=$1 out n
-	out=$(q "$2") || fail_now "query for '$what' failed"
-	if [ -z "$out" ]; then
-		note "ok: $what"
-		return 0
-	fi
-	failures=$((failures + 1))
-	n=$(printf '%s\n' "$out" | wc -l)
-	printf 'fault_burst: FAIL: %s: %d row(s)%s\n' "$what" "$n" "${3:+ ($3)}" >&2
-	printf '%s\n' "$out" | head -n 20 | sed 's/^/    /' >&2
-	[ "$n" -le 20 ] || printf '    ... and %d more\n' $((n - 20)) >&2
-}
-
 read -r n_rows n_202 n_ids n_503 < <(q "SELECT count(*), count(*) FILTER (WHERE status = 202),
 	count(DISTINCT order_id) FILTER (WHERE status = 202), coalesce(sum(n503), 0) FROM lg" | tr '|' ' ')
 note "loadgen: $n_rows checkouts, $n_202 answered 202, $n_ids distinct order ids, $n_503 503s retried"
@@ -443,25 +322,7 @@ else
 fi
 
 # The queues: nothing dead-lettered, everything consumed.
-dlq_after=$(dlq_counts)
-if [ "$dlq_after" != "$dlq_before" ]; then
-	failures=$((failures + 1))
-	printf 'fault_burst: FAIL: messages were dead-lettered: before %s, after %s\n' \
-		"${dlq_before:-none}" "${dlq_after:-none}" >&2
-fi
-deadline=$((SECONDS + 30))
-while :; do
-	depth=$("$SERVICES_SH" ctl -q list_queues name messages 2>/dev/null |
-		awk '$1 ~ /^(inventory\.reserve|payment\.authorize|order\.finalize)$/ { n += $2 } END { print n + 0 }')
-	[ "$depth" != 0 ] || break
-	if [ $SECONDS -ge $deadline ]; then
-		failures=$((failures + 1))
-		printf 'fault_burst: FAIL: %s message(s) still in the work queues with every order final\n' "$depth" >&2
-		"$SERVICES_SH" ctl -q list_queues name messages_ready messages_unacknowledged consumers >&2 || true
-		break
-	fi
-	sleep 1
-done
+check_queues 30 1
 
 if [ ${#late_faults[@]} -gt 0 ]; then
 	failures=$((failures + 1))

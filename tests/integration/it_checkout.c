@@ -17,163 +17,27 @@
 #include "e2e.h"
 #include "http_client.h"
 
-#define CLIENT "Authorization: Bearer dev-client"
-#define ADMIN "Authorization: Bearer dev-admin"
 #define FINANCE "Authorization: Bearer dev-finance"
-#define JSON_CT "Content-Type: application/json"
 
 /* Final statuses must arrive within this; make-up's 2 s figure is checked by hand. */
 #define FINAL_TIMEOUT_MS 15000
 
 static char run_id[32];
 
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static void sku_name(char *out, size_t n, const char *what)
 {
 	snprintf(out, n, "E2E-%s-%s", run_id, what);
 }
 
-static void put_product(const char *sku, int stock, int price)
-{
-	struct http_response r;
-	const char *h[] = {ADMIN, JSON_CT, NULL};
-	char path[128], body[256];
-
-	snprintf(path, sizeof(path), "/v1/products/%s", sku);
-	snprintf(body, sizeof(body),
-	         "{\"name\":\"Test %s\",\"price_cents\":%d,\"currency\":\"USD\",\"stock\":%d}", sku,
-	         price, stock);
-	assert_int_equal(http_request("PUT", path, h, body, strlen(body), &r), 0);
-	assert_true(r.status == 200 || r.status == 201);
-	http_response_release(&r);
-}
-
-static long product_available(const char *sku)
-{
-	struct http_response r;
-	const char *h[] = {CLIENT, NULL};
-	char path[128];
-	json_t *j;
-	long v;
-
-	snprintf(path, sizeof(path), "/v1/products/%s", sku);
-	assert_int_equal(http_request("GET", path, h, NULL, 0, &r), 0);
-	assert_int_equal(r.status, 200);
-	j = http_json(&r);
-	assert_non_null(j);
-	v = (long)json_integer_value(json_object_get(j, "available"));
-	json_decref(j);
-	http_response_release(&r);
-	return v;
-}
-
-static void checkout_body(char *out, size_t n, const char *sku, int qty, const char *card)
-{
-	snprintf(out, n,
-	         "{\"items\":[{\"sku\":\"%s\",\"quantity\":%d}],\"currency\":\"USD\","
-	         "\"customer\":{\"id\":\"c-42\",\"email\":\"ada@example.com\"},"
-	         "\"shipping_address\":{\"name\":\"Ada\",\"line1\":\"1 Main St\","
-	         "\"city\":\"Springfield\",\"postal_code\":\"12345\",\"country\":\"US\"},"
-	         "\"payment\":{\"card\":{\"number\":\"%s\",\"exp_month\":12,"
-	         "\"exp_year\":2030,\"cvc\":\"" E2E_CVC "\"}}}",
-	         sku, qty, card);
-}
-
-static int post_checkout(const char *idem, const char *body, struct http_response *r)
-{
-	char idem_h[300];
-	const char *h[] = {CLIENT, JSON_CT, idem_h, NULL};
-
-	snprintf(idem_h, sizeof(idem_h), "Idempotency-Key: %s", idem);
-	return http_request("POST", "/v1/checkouts", h, body, strlen(body), r);
-}
-
-/* Checkout and return the order id (caller frees). */
+/* Check out qty of sku with card and return the order id (caller frees). */
 static char *checkout_ok(const char *sku, int qty, const char *card)
 {
-	struct http_response r;
 	char body[1024], idem[96];
-	json_t *j;
-	char *id;
 	static int seq;
 
 	snprintf(idem, sizeof(idem), "e2e-%s-%d", run_id, ++seq);
-	checkout_body(body, sizeof(body), sku, qty, card);
-	assert_int_equal(post_checkout(idem, body, &r), 0);
-	if (r.status != 202)
-		fprintf(stderr, "checkout answered %d: %s\n", r.status, r.body);
-	assert_int_equal(r.status, 202);
-	j = http_json(&r);
-	assert_non_null(j);
-	assert_string_equal(json_string_value(json_object_get(j, "status")), "pending");
-	id = strdup(json_string_value(json_object_get(j, "order_id")));
-	assert_int_equal(strlen(id), 36);
-	json_decref(j);
-	http_response_release(&r);
-	return id;
-}
-
-/* GET the order; never 404 once accepted. */
-static json_t *get_order(const char *id)
-{
-	struct http_response r;
-	const char *h[] = {CLIENT, NULL};
-	char path[96];
-	json_t *j;
-
-	snprintf(path, sizeof(path), "/v1/orders/%s", id);
-	assert_int_equal(http_request("GET", path, h, NULL, 0, &r), 0);
-	if (r.status != 200)
-		fprintf(stderr, "GET %s answered %d: %s\n", path, r.status, r.body);
-	assert_int_equal(r.status, 200);
-	j = http_json(&r);
-	assert_non_null(j);
-	http_response_release(&r);
-	return j;
-}
-
-static int is_final(const char *status)
-{
-	return strcmp(status, "confirmed") == 0 || strcmp(status, "rejected") == 0 ||
-	       strcmp(status, "payment_failed") == 0 || strcmp(status, "expired") == 0;
-}
-
-static json_t *wait_final(const char *id, double *elapsed_ms)
-{
-	double start = now_ms();
-
-	for (;;) {
-		json_t *j = get_order(id);
-		const char *st = json_string_value(json_object_get(j, "status"));
-
-		assert_non_null(st);
-		if (is_final(st)) {
-			if (elapsed_ms)
-				*elapsed_ms = now_ms() - start;
-			return j;
-		}
-		json_decref(j);
-		assert_true(now_ms() - start < FINAL_TIMEOUT_MS);
-		usleep(20000);
-	}
-}
-
-static void wait_available(const char *sku, long want)
-{
-	double start = now_ms();
-
-	/* The cached figure may lag the database by up to a second. */
-	while (product_available(sku) != want) {
-		assert_true(now_ms() - start < 5000);
-		usleep(100000);
-	}
+	e2e_checkout_body(body, sizeof(body), sku, qty, card);
+	return e2e_checkout_status(idem, body, "pending");
 }
 
 /* ---- tests ---------------------------------------------------------------- */
@@ -198,9 +62,9 @@ static void test_health(void **state)
 static void test_auth_and_routes(void **state)
 {
 	struct http_response r;
-	const char *fin[] = {FINANCE, JSON_CT, NULL};
+	const char *fin[] = {FINANCE, E2E_JSON, NULL};
 	const char *bad[] = {"Authorization: Bearer nope", NULL};
-	const char *cli[] = {CLIENT, "X-Request-Id: e2e-trace-1", NULL};
+	const char *cli[] = {E2E_CLIENT, "X-Request-Id: e2e-trace-1", NULL};
 	char v[64];
 	json_t *j;
 	(void)state;
@@ -237,8 +101,8 @@ static void test_auth_and_routes(void **state)
 static void test_catalog(void **state)
 {
 	struct http_response r;
-	const char *adm[] = {ADMIN, JSON_CT, NULL};
-	const char *cli[] = {CLIENT, NULL};
+	const char *adm[] = {E2E_ADMIN, E2E_JSON, NULL};
+	const char *cli[] = {E2E_CLIENT, NULL};
 	char sku[64], path[128];
 	const char *body =
 	    "{\"name\":\"Widget\",\"price_cents\":250,\"currency\":\"USD\",\"stock\":7}";
@@ -275,7 +139,7 @@ static void test_catalog(void **state)
 	    "price_cents");
 	json_decref(j);
 	http_response_release(&r);
-	assert_int_equal(product_available(sku), 7);
+	assert_int_equal(e2e_available(sku), 7);
 
 	assert_int_equal(http_request("GET", "/v1/products/NO-SUCH-SKU-E2E", cli, NULL, 0, &r), 0);
 	assert_int_equal(r.status, 404);
@@ -291,14 +155,14 @@ static void test_confirmed(void **state)
 	(void)state;
 
 	sku_name(sku, sizeof(sku), "OK");
-	put_product(sku, 10, 1999);
+	e2e_put_product(sku, 10, 1999);
 	id = checkout_ok(sku, 2, "4242424242424242");
 	/* Right after the 202: visible, never 404. */
-	o = get_order(id);
+	o = e2e_get_order(id);
 	assert_string_equal(json_string_value(json_object_get(o, "order_id")), id);
 	json_decref(o);
 
-	o = wait_final(id, &ms);
+	o = e2e_wait_final_timed(id, FINAL_TIMEOUT_MS, &ms);
 	fprintf(stderr, "confirmed in %.0f ms\n", ms);
 	assert_string_equal(json_string_value(json_object_get(o, "status")), "confirmed");
 	assert_int_equal(json_integer_value(json_object_get(o, "total_cents")), 3998);
@@ -310,7 +174,7 @@ static void test_confirmed(void **state)
 	assert_string_equal(json_string_value(json_object_get(pay, "brand")), "visa");
 	assert_null(json_object_get(o, "failure_reason"));
 	json_decref(o);
-	wait_available(sku, 8);
+	e2e_wait_available(sku, 8);
 	free(id);
 }
 
@@ -322,14 +186,14 @@ static void test_rejected_out_of_stock(void **state)
 	(void)state;
 
 	sku_name(sku, sizeof(sku), "OOS");
-	put_product(sku, 1, 500);
+	e2e_put_product(sku, 1, 500);
 	id = checkout_ok(sku, 2, "4242424242424242");
-	o = wait_final(id, NULL);
+	o = e2e_wait_final(id, FINAL_TIMEOUT_MS);
 	assert_string_equal(json_string_value(json_object_get(o, "status")), "rejected");
 	assert_string_equal(json_string_value(json_object_get(o, "failure_reason")),
 	                    "out_of_stock");
 	json_decref(o);
-	wait_available(sku, 1);
+	e2e_wait_available(sku, 1);
 	free(id);
 }
 
@@ -340,14 +204,14 @@ static void declined(const char *card, const char *reason)
 	json_t *o;
 
 	sku_name(sku, sizeof(sku), reason);
-	put_product(sku, 5, 700);
+	e2e_put_product(sku, 5, 700);
 	id = checkout_ok(sku, 3, card);
-	o = wait_final(id, NULL);
+	o = e2e_wait_final(id, FINAL_TIMEOUT_MS);
 	assert_string_equal(json_string_value(json_object_get(o, "status")), "payment_failed");
 	assert_string_equal(json_string_value(json_object_get(o, "failure_reason")), reason);
 	json_decref(o);
 	/* The reservation was released. */
-	wait_available(sku, 5);
+	e2e_wait_available(sku, 5);
 	free(id);
 }
 
@@ -371,9 +235,9 @@ static void test_transient_gateway_failure_retried(void **state)
 	(void)state;
 
 	sku_name(sku, sizeof(sku), "RETRY");
-	put_product(sku, 5, 100);
+	e2e_put_product(sku, 5, 100);
 	id = checkout_ok(sku, 1, "4000000000000119");
-	o = wait_final(id, NULL);
+	o = e2e_wait_final(id, FINAL_TIMEOUT_MS);
 	assert_string_equal(json_string_value(json_object_get(o, "status")), "confirmed");
 	json_decref(o);
 	free(id);
@@ -387,28 +251,28 @@ static void test_idempotency(void **state)
 	(void)state;
 
 	sku_name(sku, sizeof(sku), "IDEM");
-	put_product(sku, 10, 300);
+	e2e_put_product(sku, 10, 300);
 	snprintf(idem, sizeof(idem), "e2e-%s-idem", run_id);
-	checkout_body(body, sizeof(body), sku, 1, "5555555555554444");
-	assert_int_equal(post_checkout(idem, body, &a), 0);
+	e2e_checkout_body(body, sizeof(body), sku, 1, "5555555555554444");
+	assert_int_equal(e2e_post_checkout(idem, body, &a), 0);
 	assert_int_equal(a.status, 202);
-	assert_int_equal(post_checkout(idem, body, &b), 0);
+	assert_int_equal(e2e_post_checkout(idem, body, &b), 0);
 	assert_int_equal(b.status, 202);
 	ja = http_json(&a);
 	jb = http_json(&b);
 	assert_true(json_equal(ja, jb));
 
-	checkout_body(other, sizeof(other), sku, 2, "5555555555554444");
+	e2e_checkout_body(other, sizeof(other), sku, 2, "5555555555554444");
 	http_response_release(&b);
-	assert_int_equal(post_checkout(idem, other, &b), 0);
+	assert_int_equal(e2e_post_checkout(idem, other, &b), 0);
 	assert_int_equal(b.status, 422);
 	assert_non_null(strstr(b.body, "idempotency_key_reused"));
 
 	/* One order, one reservation: 10 - 1. */
-	o = wait_final(json_string_value(json_object_get(ja, "order_id")), NULL);
+	o = e2e_wait_final(json_string_value(json_object_get(ja, "order_id")), FINAL_TIMEOUT_MS);
 	assert_string_equal(json_string_value(json_object_get(o, "status")), "confirmed");
 	json_decref(o);
-	wait_available(sku, 9);
+	e2e_wait_available(sku, 9);
 	json_decref(ja);
 	json_decref(jb);
 	http_response_release(&a);
@@ -432,7 +296,7 @@ static void *race(void *arg)
 	struct http_response r;
 	json_t *j;
 
-	if (post_checkout(rc->idem, rc->body, &r) != 0)
+	if (e2e_post_checkout(rc->idem, rc->body, &r) != 0)
 		return NULL;
 	rc->status = r.status;
 	if (r.status == 202 && (j = http_json(&r))) {
@@ -457,9 +321,9 @@ static void test_idempotency_race(void **state)
 	(void)state;
 
 	sku_name(sku, sizeof(sku), "RACE");
-	put_product(sku, 10, 300);
+	e2e_put_product(sku, 10, 300);
 	snprintf(idem, sizeof(idem), "e2e-%s-race", run_id);
-	checkout_body(body, sizeof(body), sku, 1, "4242424242424242");
+	e2e_checkout_body(body, sizeof(body), sku, 1, "4242424242424242");
 	for (int i = 0; i < RACERS; i++) {
 		memset(&racers[i], 0, sizeof(racers[i]));
 		racers[i].idem = idem;
@@ -482,10 +346,10 @@ static void test_idempotency_race(void **state)
 	assert_true(accepted >= 1);
 
 	/* One order, one unit reserved and sold: 10 - 1. */
-	o = wait_final(order_id, NULL);
+	o = e2e_wait_final(order_id, FINAL_TIMEOUT_MS);
 	assert_string_equal(json_string_value(json_object_get(o, "status")), "confirmed");
 	json_decref(o);
-	wait_available(sku, 9);
+	e2e_wait_available(sku, 9);
 }
 
 static void expect_error(const char *const *headers, const char *body, size_t len, int status,
@@ -511,25 +375,26 @@ static void expect_error(const char *const *headers, const char *body, size_t le
 
 static void test_checkout_errors(void **state)
 {
-	const char *ok[] = {CLIENT, JSON_CT, "Idempotency-Key: e2e-errors", NULL};
-	const char *no_key[] = {CLIENT, JSON_CT, NULL};
-	const char *text[] = {CLIENT, "Content-Type: text/plain", "Idempotency-Key: e2e-e2", NULL};
+	const char *ok[] = {E2E_CLIENT, E2E_JSON, "Idempotency-Key: e2e-errors", NULL};
+	const char *no_key[] = {E2E_CLIENT, E2E_JSON, NULL};
+	const char *text[] = {E2E_CLIENT, "Content-Type: text/plain", "Idempotency-Key: e2e-e2",
+	                      NULL};
 	char body[1024], sku[64];
 	char *big;
 	(void)state;
 
 	sku_name(sku, sizeof(sku), "ERR");
-	put_product(sku, 3, 100);
-	checkout_body(body, sizeof(body), sku, 1, "4242424242424242");
+	e2e_put_product(sku, 3, 100);
+	e2e_checkout_body(body, sizeof(body), sku, 1, "4242424242424242");
 	expect_error(no_key, body, strlen(body), 400, "missing_idempotency_key");
 	expect_error(text, body, strlen(body), 415, "unsupported_media_type");
 	expect_error(ok, "{\"items\": [", 11, 400, "malformed_json");
 
-	checkout_body(body, sizeof(body), sku, 1, "4242424242424241");
+	e2e_checkout_body(body, sizeof(body), sku, 1, "4242424242424241");
 	expect_error(ok, body, strlen(body), 422, "invalid_card");
-	checkout_body(body, sizeof(body), "NO-SUCH-SKU-E2E", 1, "4242424242424242");
+	e2e_checkout_body(body, sizeof(body), "NO-SUCH-SKU-E2E", 1, "4242424242424242");
 	expect_error(ok, body, strlen(body), 422, "unknown_sku");
-	checkout_body(body, sizeof(body), sku, 0, "4242424242424242");
+	e2e_checkout_body(body, sizeof(body), sku, 0, "4242424242424242");
 	expect_error(ok, body, strlen(body), 422, "validation_error");
 
 	big = malloc(70 * 1024);
@@ -540,13 +405,13 @@ static void test_checkout_errors(void **state)
 	free(big);
 
 	/* None of it reserved anything. */
-	assert_int_equal(product_available(sku), 3);
+	assert_int_equal(e2e_available(sku), 3);
 }
 
 static void test_unknown_order(void **state)
 {
 	struct http_response r;
-	const char *h[] = {CLIENT, NULL};
+	const char *h[] = {E2E_CLIENT, NULL};
 	(void)state;
 
 	assert_int_equal(

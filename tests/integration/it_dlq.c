@@ -381,28 +381,12 @@ static void test_failing_message_dead_lettered(void **state)
 
 static int group_setup(void **state)
 {
-	struct mq_publisher_options o;
-	double start = e2e_now_ms();
 	(void)state;
-
 	url = getenv("ORDERS_AMQP_URL");
 	if (!url || !*url)
 		url = E2E_AMQP_URL;
-	memset(&o, 0, sizeof(o));
-	o.url = url;
-	o.confirm_timeout_ms = 15000;
-	o.declare_topology = 1;
-	pub = mq_publisher_new(&o);
-	if (!pub)
-		return -1;
-	while (!mq_publisher_connected(pub)) {
-		if (e2e_now_ms() - start > 15000) {
-			fprintf(stderr, "it_dlq: cannot connect to ORDERS_AMQP_URL (make up?)\n");
-			return -1;
-		}
-		usleep(50000);
-	}
-	return 0;
+	pub = e2e_publisher_connect(url, "it_dlq");
+	return pub ? 0 : -1;
 }
 
 static int group_teardown(void **state)

@@ -13,12 +13,8 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "e2e.h"
 #include "err.h"
-#include "http_client.h"
-
-#define CLIENT "Authorization: Bearer dev-client"
-#define ADMIN "Authorization: Bearer dev-admin"
-#define JSON_CT "Content-Type: application/json"
 
 #define DEFAULT_DSN "postgresql://orders@127.0.0.1:5442/orders"
 /* The test stack (deploy/local/test.sh) runs with a 10 s TTL; longer ones are skipped. */
@@ -36,14 +32,6 @@ static char root[1024];
 static struct db *db;
 /* Daemons this test has stopped: teardown continues them whatever happened. */
 static pid_t stopped[DAEMONS];
-
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* ---- the daemons ----------------------------------------------------------- */
 
@@ -127,98 +115,23 @@ static void continue_all(void)
 
 /* ---- HTTP ---------------------------------------------------------------- */
 
-static void put_product(const char *sku, int stock, int price)
-{
-	struct http_response r;
-	const char *h[] = {ADMIN, JSON_CT, NULL};
-	char path[128], body[256];
-
-	snprintf(path, sizeof(path), "/v1/products/%s", sku);
-	snprintf(body, sizeof(body),
-	         "{\"name\":\"Test %s\",\"price_cents\":%d,\"currency\":\"USD\",\"stock\":%d}", sku,
-	         price, stock);
-	assert_int_equal(http_request("PUT", path, h, body, strlen(body), &r), 0);
-	assert_true(r.status == 200 || r.status == 201);
-	http_response_release(&r);
-}
-
-static long product_available(const char *sku)
-{
-	struct http_response r;
-	const char *h[] = {CLIENT, NULL};
-	char path[128];
-	json_t *j;
-	long v;
-
-	snprintf(path, sizeof(path), "/v1/products/%s", sku);
-	assert_int_equal(http_request("GET", path, h, NULL, 0, &r), 0);
-	assert_int_equal(r.status, 200);
-	j = http_json(&r);
-	assert_non_null(j);
-	v = (long)json_integer_value(json_object_get(j, "available"));
-	json_decref(j);
-	http_response_release(&r);
-	return v;
-}
-
-static void wait_available(const char *sku, long want)
-{
-	double start = now_ms();
-
-	/* The cached figure may lag the database by up to a second. */
-	while (product_available(sku) != want) {
-		assert_true(now_ms() - start < 5000);
-		usleep(100000);
-	}
-}
-
 /* Checkout qty of sku and return the order id (caller frees). */
 static char *checkout(const char *sku, int qty)
 {
-	struct http_response r;
-	char body[1024], idem[96], idem_h[128];
-	const char *h[] = {CLIENT, JSON_CT, idem_h, NULL};
+	char body[1024], idem[96];
 	static int seq;
-	json_t *j;
-	char *id;
 
 	snprintf(idem, sizeof(idem), "exp-%s-%d", run_id, ++seq);
-	snprintf(idem_h, sizeof(idem_h), "Idempotency-Key: %s", idem);
-	snprintf(body, sizeof(body),
-	         "{\"items\":[{\"sku\":\"%s\",\"quantity\":%d}],\"currency\":\"USD\","
-	         "\"customer\":{\"id\":\"c-exp\",\"email\":\"ada@example.com\"},"
-	         "\"shipping_address\":{\"name\":\"Ada\",\"line1\":\"1 Main St\","
-	         "\"city\":\"Springfield\",\"postal_code\":\"12345\",\"country\":\"US\"},"
-	         "\"payment\":{\"card\":{\"number\":\"4242424242424242\",\"exp_month\":12,"
-	         "\"exp_year\":2030,\"cvc\":\"123\"}}}",
-	         sku, qty);
-	assert_int_equal(http_request("POST", "/v1/checkouts", h, body, strlen(body), &r), 0);
-	if (r.status != 202)
-		fprintf(stderr, "checkout answered %d: %s\n", r.status, r.body);
-	assert_int_equal(r.status, 202);
-	j = http_json(&r);
-	assert_non_null(j);
-	id = strdup(json_string_value(json_object_get(j, "order_id")));
-	assert_non_null(id);
-	json_decref(j);
-	http_response_release(&r);
-	return id;
+	e2e_checkout_body(body, sizeof(body), sku, qty, "4242424242424242");
+	return e2e_checkout_ok(idem, body);
 }
 
 /* GET the order's status and failure_reason (either may be NULL). */
 static void order_status(const char *id, char *status, size_t slen, char *reason, size_t rlen)
 {
-	struct http_response r;
-	const char *h[] = {CLIENT, NULL};
-	char path[96];
+	json_t *j = e2e_get_order(id);
 	const char *v;
-	json_t *j;
 
-	snprintf(path, sizeof(path), "/v1/orders/%s", id);
-	assert_int_equal(http_request("GET", path, h, NULL, 0, &r), 0);
-	assert_int_equal(r.status, 200);
-	j = http_json(&r);
-	assert_non_null(j);
 	v = json_string_value(json_object_get(j, "status"));
 	assert_non_null(v);
 	snprintf(status, slen, "%s", v);
@@ -227,29 +140,15 @@ static void order_status(const char *id, char *status, size_t slen, char *reason
 		snprintf(reason, rlen, "%s", v ? v : "");
 	}
 	json_decref(j);
-	http_response_release(&r);
 }
 
 /* Wait until the order is final; it must be want. */
 static void wait_status(const char *id, const char *want, int timeout_ms)
 {
-	double start = now_ms();
-	char status[32];
+	double start = e2e_now_ms();
 
-	for (;;) {
-		order_status(id, status, sizeof(status), NULL, 0);
-		if (strcmp(status, "pending") != 0 && strcmp(status, "reserved") != 0)
-			break;
-		if (now_ms() - start >= timeout_ms) {
-			fprintf(stderr, "order %s still %s after %d ms\n", id, status, timeout_ms);
-			fail();
-		}
-		usleep(100000);
-	}
-	if (strcmp(status, want) != 0)
-		fprintf(stderr, "order %s is %s, expected %s\n", id, status, want);
-	assert_string_equal(status, want);
-	fprintf(stderr, "order %s %s after %.0f ms\n", id, want, now_ms() - start);
+	e2e_expect_final(id, want, timeout_ms);
+	fprintf(stderr, "order %s %s after %.0f ms\n", id, want, e2e_now_ms() - start);
 }
 
 /* ---- the database -------------------------------------------------------- */
@@ -280,10 +179,10 @@ static void query_text(const char *sql, const char *id, char *out, size_t len)
 /* Wait until sql with $1 = id returns want. */
 static void wait_query(const char *sql, const char *id, long want)
 {
-	double start = now_ms();
+	double start = e2e_now_ms();
 
 	while (query_long(sql, id) != want) {
-		if (now_ms() - start >= WAIT_TIMEOUT_MS) {
+		if (e2e_now_ms() - start >= WAIT_TIMEOUT_MS) {
 			fprintf(stderr, "waited in vain for %ld from: %s\n", want, sql);
 			fail();
 		}
@@ -296,14 +195,14 @@ static void wait_payment_outcome(const char *id, const char *want)
 {
 	static const char sql[] = "SELECT outcome FROM inbox WHERE consumer = 'payment' "
 	                          "AND order_id = $1::uuid AND outcome <> ''";
-	double start = now_ms();
+	double start = e2e_now_ms();
 	char outcome[256] = "";
 
 	for (;;) {
 		query_text(sql, id, outcome, sizeof(outcome));
 		if (outcome[0])
 			break;
-		if (now_ms() - start >= WAIT_TIMEOUT_MS) {
+		if (e2e_now_ms() - start >= WAIT_TIMEOUT_MS) {
 			fprintf(stderr, "payment-consumer did not handle order %s\n", id);
 			fail();
 		}
@@ -368,11 +267,11 @@ static void test_unpaid_order_expires(void **state)
 
 	need_short_ttl();
 	snprintf(sku, sizeof(sku), "EXP-%s-A", run_id);
-	put_product(sku, 5, 1200);
+	e2e_put_product(sku, 5, 1200);
 	stop_daemon(PAYMENT);
 	id = checkout(sku, 2);
 	wait_status(id, "expired", EXPIRE_TIMEOUT_MS);
-	wait_available(sku, 5);
+	e2e_wait_available(sku, 5);
 	assert_int_equal(query_long(expired_events_sql, id), 1);
 
 	/* Back, payment-consumer finds the order expired and leaves it alone. */
@@ -381,7 +280,7 @@ static void test_unpaid_order_expires(void **state)
 	sleep(2);
 	check_expired_for_good(id);
 	assert_int_equal(query_long(any_charge_sql, id), 0);
-	wait_available(sku, 5);
+	e2e_wait_available(sku, 5);
 	free(id);
 }
 
@@ -394,7 +293,7 @@ static void test_payment_refuses_run_out_reservation(void **state)
 
 	need_short_ttl();
 	snprintf(sku, sizeof(sku), "EXP-%s-B", run_id);
-	put_product(sku, 5, 800);
+	e2e_put_product(sku, 5, 800);
 	stop_daemon(ORDER);
 	stop_daemon(PAYMENT);
 	id = checkout(sku, 1);
@@ -410,7 +309,7 @@ static void test_payment_refuses_run_out_reservation(void **state)
 	continue_daemon(ORDER);
 	wait_status(id, "expired", EXPIRE_TIMEOUT_MS);
 	check_expired_for_good(id);
-	wait_available(sku, 5);
+	e2e_wait_available(sku, 5);
 	free(id);
 }
 
@@ -433,7 +332,7 @@ static void test_orphan_authorization_voided(void **state)
 
 	need_short_ttl();
 	snprintf(sku, sizeof(sku), "EXP-%s-C", run_id);
-	put_product(sku, 5, 1500);
+	e2e_put_product(sku, 5, 1500);
 	stop_daemon(PAYMENT);
 	id = checkout(sku, 1);
 	wait_query(status_sql, id, 1);
@@ -446,7 +345,7 @@ static void test_orphan_authorization_voided(void **state)
 	wait_payment_outcome(id, "noop:expired");
 	sleep(1);
 	check_expired_for_good(id);
-	wait_available(sku, 5);
+	e2e_wait_available(sku, 5);
 	free(id);
 }
 
@@ -458,13 +357,13 @@ static void test_paid_order_confirmed(void **state)
 	(void)state;
 
 	snprintf(sku, sizeof(sku), "EXP-%s-D", run_id);
-	put_product(sku, 5, 900);
+	e2e_put_product(sku, 5, 900);
 	id = checkout(sku, 2);
 	wait_status(id, "confirmed", WAIT_TIMEOUT_MS);
 	assert_int_equal(query_long(live_auth_sql, id), 1);
 	assert_int_equal(query_long(authorized_sql, id), 1);
 	assert_int_equal(query_long(expired_events_sql, id), 0);
-	wait_available(sku, 3);
+	e2e_wait_available(sku, 3);
 	free(id);
 }
 

@@ -12,13 +12,13 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "e2e.h"
 #include "err.h"
 #include "ids.h"
 #include "mq.h"
 #include "proto.h"
 
 #define DEFAULT_DSN "postgresql://orders@127.0.0.1:5442/orders"
-#define DEFAULT_AMQP_URL "amqp://guest:guest@127.0.0.1:5682/"
 /* Every stranded order here was last changed this long ago: past any grace. */
 #define LONG_AGO_S (2 * 86400)
 /* Beyond the grace: a sweep every 2 s, and a busy machine. */
@@ -60,14 +60,6 @@ static char run_id[32];
 static struct db *db;
 static struct mq_publisher *pub;
 static int grace_s = 60;
-
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* ---- the database -------------------------------------------------------- */
 
@@ -324,14 +316,14 @@ static int is_final(const char *status)
 
 static void wait_final(const struct stranded_order *o, int timeout_ms)
 {
-	double start = now_ms();
+	double start = e2e_now_ms();
 	char status[32];
 
 	for (;;) {
 		query_text(status_sql, o->order_id, status, sizeof(status));
 		if (is_final(status))
 			break;
-		if (now_ms() - start >= timeout_ms) {
+		if (e2e_now_ms() - start >= timeout_ms) {
 			fprintf(stderr, "it_sweep: order %s still %s after %d ms\n", o->order_id,
 			        status, timeout_ms);
 			fail();
@@ -339,17 +331,17 @@ static void wait_final(const struct stranded_order *o, int timeout_ms)
 		usleep(100000);
 	}
 	fprintf(stderr, "it_sweep: order %s %s after %.0f ms\n", o->order_id, status,
-	        now_ms() - start);
+	        e2e_now_ms() - start);
 }
 
 /* Wait until sql with $1 = a gives want. */
 static void wait_long(const char *sql, const char *a, long want, int timeout_ms)
 {
-	double start = now_ms();
+	double start = e2e_now_ms();
 	long got;
 
 	while ((got = query_long(sql, a)) != want) {
-		if (now_ms() - start >= timeout_ms) {
+		if (e2e_now_ms() - start >= timeout_ms) {
 			fprintf(stderr, "it_sweep: %ld, not %ld, from: %s\n", got, want, sql);
 			fail();
 		}
@@ -424,7 +416,7 @@ static void late_message(const struct stranded_order *o)
 	const char *key;
 	uint8_t *body = NULL;
 	size_t len = 0;
-	double start = now_ms();
+	double start = e2e_now_ms();
 	char outcome[256] = "";
 	int i;
 
@@ -470,7 +462,7 @@ static void late_message(const struct stranded_order *o)
 		query_text(outcome_sql, msg_id, outcome, sizeof(outcome));
 		if (outcome[0])
 			break;
-		if (now_ms() - start >= SWEEP_TIMEOUT_MS) {
+		if (e2e_now_ms() - start >= SWEEP_TIMEOUT_MS) {
 			fprintf(stderr, "it_sweep: order-consumer did not handle the late %s\n",
 			        key);
 			fail();
@@ -586,8 +578,6 @@ static int group_setup(void **state)
 {
 	const char *dsn = getenv("ORDERS_PG_DSN"), *url = getenv("ORDERS_AMQP_URL");
 	const char *grace = getenv("ORDERS_FINALIZE_GRACE_S");
-	struct mq_publisher_options o;
-	double start = now_ms();
 
 	(void)state;
 	if (grace && atoi(grace) > 0)
@@ -597,21 +587,8 @@ static int group_setup(void **state)
 		fprintf(stderr, "it_sweep: cannot connect to ORDERS_PG_DSN (is the stack up?)\n");
 		return -1;
 	}
-	memset(&o, 0, sizeof(o));
-	o.url = url && *url ? url : DEFAULT_AMQP_URL;
-	o.confirm_timeout_ms = 15000;
-	o.declare_topology = 1;
-	pub = mq_publisher_new(&o);
-	if (!pub)
-		return -1;
-	while (!mq_publisher_connected(pub)) {
-		if (now_ms() - start > 15000) {
-			fprintf(stderr, "it_sweep: cannot connect to ORDERS_AMQP_URL (make up?)\n");
-			return -1;
-		}
-		usleep(50000);
-	}
-	return 0;
+	pub = e2e_publisher_connect(url && *url ? url : E2E_AMQP_URL, "it_sweep");
+	return pub ? 0 : -1;
 }
 
 static int group_teardown(void **state)

@@ -38,55 +38,17 @@
 # (default: the tests/ directory of the build the stack runs).
 set -euo pipefail
 
-ROOT=${ORDERS_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)}
-LOCAL_ENV=$ROOT/.local/env
-if [ -z "${ORDERS_PG_DSN:-}" ] && [ -r "$LOCAL_ENV" ]; then
-	# shellcheck source=/dev/null
-	. "$LOCAL_ENV"
-fi
-# The stack's ports follow from its HTTP port; the scripts need the offset.
-if [ -n "${ORDERS_HTTP_PORT:-}" ]; then
-	export ORDERS_LOCAL_PORT_OFFSET=$((ORDERS_HTTP_PORT - 8080))
-fi
-# shellcheck disable=SC2034 # read by lib.sh
+# shellcheck disable=SC2034 # read by lib/stack.bash and deploy/local/lib.sh
 SCRIPT_NAME=race_consumers
-# shellcheck source-path=SCRIPTDIR source=../../deploy/local/lib.sh
-. "$ROOT/deploy/local/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/stack.bash
+. "$(dirname "${BASH_SOURCE[0]}")/lib/stack.bash"
 
 STOCK=${RACE_STOCK:-25}
 CHECKOUTS=${RACE_CHECKOUTS:-300}
 BURST2=${RACE_BURST2:-400}
 RATE=${RACE_RATE:-40}
 DRAIN_S=${RACE_DRAIN_S:-45}
-API=http://127.0.0.1:$HTTP_PORT
-DAEMON_SH=$ROOT/deploy/local/daemon.sh
-SERVICES_SH=$ROOT/deploy/local/services.sh
-FINAL="'confirmed','rejected','payment_failed','expired'"
-
-fail_now() {
-	printf 'race_consumers: FAIL: %s\n' "$*" >&2
-	exit 1
-}
-note() { printf 'race_consumers: %s\n' "$*"; }
-
-[ -n "${ORDERS_PG_DSN:-}" ] || fail_now "ORDERS_PG_DSN is not set and $LOCAL_ENV is missing (make up)"
-[ -r "$RUN_DIR/build-dir" ] || fail_now "the stack is not up (no $RUN_DIR/build-dir)"
-BUILD=$(cat "$RUN_DIR/build-dir")
-LOADGEN=${ORDERS_LOADGEN:-$BUILD/tests/orders-loadgen}
-[ -x "$LOADGEN" ] || fail_now "no orders-loadgen at $LOADGEN (build the tests, or set ORDERS_LOADGEN)"
-
-work=$(mktemp -d)
-rid=$(date +%s)-$$
 prefix=rc-$rid
-lg_pid=
-t0=$SECONDS
-
-elapsed() { printf '%3ds' $((SECONDS - t0)); }
-say_t() { note "$(elapsed) $*"; }
-
-psql_q() {
-	psql -X -q -At -v ON_ERROR_STOP=1 -d "$ORDERS_PG_DSN" "$@"
-}
 
 # ------------------------------------------------------ the extra consumers
 
@@ -176,57 +138,19 @@ stop_extra() {
 
 # ---------------------------------------------------------------- recovery
 
-consumer_ready_url() {
-	printf 'http://127.0.0.1:%s/readyz\n' "${DAEMON_METRICS_PORT[$1]}"
-}
-
-# wait_ready SECONDS: the API's and every stack consumer's /readyz answer 200.
-wait_ready() {
-	local deadline=$((SECONDS + $1)) name url waiting
-	while :; do
-		waiting=()
-		for name in "${DAEMONS[@]}"; do
-			if [ "$name" = orders-api ]; then url=$API/readyz; else url=$(consumer_ready_url "$name"); fi
-			http_ok "$url" || waiting+=("$name")
-		done
-		[ ${#waiting[@]} -gt 0 ] || return 0
-		if [ $SECONDS -ge $deadline ]; then
-			printf 'race_consumers: not ready after %d s: %s\n' "$1" "${waiting[*]}" >&2
-			return 1
-		fi
-		sleep 0.5
-	done
-}
-
 # restore: whatever happened, stop what this test started and leave the
 # stack as the next test expects it.
 restore() {
 	local rc=$? name
 	trap - EXIT
-	if [ -n "$lg_pid" ] && kill -0 "$lg_pid" 2>/dev/null; then
-		kill "$lg_pid" 2>/dev/null || true
-		wait "$lg_pid" 2>/dev/null || true
-	fi
+	stop_loadgen
 	for name in "${X_NAMES[@]}"; do
 		if [ -n "${X_PID[$name]}" ]; then
 			note "restore: stopping $name (pid ${X_PID[$name]})"
 			stop_extra "$name" TERM
 		fi
 	done
-	if ! "$SERVICES_SH" status redis >/dev/null 2>&1; then
-		note "restore: starting redis"
-		"$SERVICES_SH" start redis || rc=1
-	fi
-	for name in "${DAEMONS[@]}"; do
-		if [ -z "$(daemon_pid "$name")" ]; then
-			note "restore: $name is not running; starting it"
-			"$DAEMON_SH" start "$name" || rc=1
-		fi
-	done
-	if ! wait_ready 60; then
-		printf 'race_consumers: FAIL: the stack is not healthy after the test\n' >&2
-		rc=1
-	fi
+	restore_stack redis || rc=1
 	rm -rf "$work"
 	exit $rc
 }
@@ -236,31 +160,11 @@ trap restore EXIT
 
 wait_ready 30 || fail_now "the stack is not ready before the test"
 
-declare -A initial=()
-skus=()
-# put_sku SKU STOCK PRICE
-put_sku() {
-	local body code
-	body=$(printf '{"name":"Race %s","price_cents":%d,"currency":"USD","stock":%d}' "$1" "$3" "$2")
-	code=$(curl -s -o "$work/put.json" -w '%{http_code}' --max-time 10 -X PUT \
-		-H 'Authorization: Bearer dev-admin' -H 'Content-Type: application/json' \
-		-d "$body" "$API/v1/products/$1") || code=000
-	[ "$code" = 201 ] || fail_now "PUT /v1/products/$1 answered $code: $(cat "$work/put.json" 2>/dev/null)"
-	initial[$1]=$(psql_q -c "SELECT stock FROM products WHERE sku = '$1'")
-	[ "${initial[$1]}" = "$2" ] || fail_now "SKU $1: stock in the database is '${initial[$1]}', expected $2"
-	skus+=("$1")
-}
 race_sku=$prefix-N
-put_sku "$race_sku" "$STOCK" 700
-put_sku "$prefix-L1" 1000000 500
-put_sku "$prefix-L2" 1000000 900
+put_sku "$race_sku" "$STOCK" 700 Race
+put_sku "$prefix-L1" 1000000 500 Race
+put_sku "$prefix-L2" 1000000 900 Race
 
-dlq_counts() {
-	local out
-	out=$("$SERVICES_SH" ctl -q list_queues name messages 2>&1) ||
-		fail_now "cannot list RabbitMQ's queues: $out"
-	printf '%s\n' "$out" | awk '$1 ~ /\.dlq$/ { print $1 "=" $2 }' | sort | tr '\n' ' '
-}
 dlq_before=$(dlq_counts)
 [ -n "$dlq_before" ] || fail_now "RabbitMQ lists no dead-letter queue (.dlq)"
 
@@ -273,15 +177,15 @@ say_t "the extra consumers are ready"
 
 # ------------------------------------------------------------------ checks
 
-# The loadgen's results (lg1, lg2), the initial stock, and which consumer
+# The loadgen's results (both bursts), the initial stock, and which consumer
 # processed which message (seen), as temporary tables.
 preamble() {
 	local sku b
 	printf 'CREATE TEMP TABLE lg (burst int, key text, status int, order_id uuid, n503 int, last4 text, accepted_ms bigint);\n'
 	printf 'CREATE TEMP TABLE lg_in (key text, status int, order_id uuid, n503 int, last4 text, accepted_ms bigint);\n'
 	for b in 1 2; do
-		if [ -s "$work/lg$b.tsv" ]; then
-			printf "\\\\copy lg_in FROM '%s' WITH (FORMAT text, NULL '-')\n" "$work/lg$b.tsv"
+		if [ -s "$work/b$b.tsv" ]; then
+			printf "\\\\copy lg_in FROM '%s' WITH (FORMAT text, NULL '-')\n" "$work/b$b.tsv"
 			printf 'INSERT INTO lg SELECT %d, * FROM lg_in; TRUNCATE lg_in;\n' "$b"
 		fi
 	done
@@ -295,13 +199,6 @@ preamble() {
 		printf "\\\\copy seen FROM '%s' WITH (FORMAT text)\n" "$work/seen.tsv"
 	fi
 }
-q() {
-	{
-		preamble
-		printf '%s\n' "$1"
-	} | psql_q -F ' | '
-}
-
 # collect_seen: every "message processed" line of every consumer of the
 # stack and of this test, as consumer, kind, line number, order id,
 # routing key, outcome (tabs) in $work/seen.tsv.
@@ -325,41 +222,13 @@ collect_seen() {
 	done
 }
 
-failures=0
-# check WHAT SQL: SQL lists what is wrong, one row each; no row is a pass.
-check() {
-	local what=$1 out n
-	out=$(q "$2") || fail_now "query for '$what' failed"
-	if [ -z "$out" ]; then
-		note "ok: $what"
-		return 0
-	fi
-	failures=$((failures + 1))
-	n=$(printf '%s\n' "$out" | wc -l)
-	printf 'race_consumers: FAIL: %s: %d row(s)\n' "$what" "$n" >&2
-	printf '%s\n' "$out" | head -n 20 | sed 's/^/    /' >&2
-	[ "$n" -le 20 ] || printf '    ... and %d more\n' $((n - 20)) >&2
-}
-fail_later() {
-	failures=$((failures + 1))
-	printf 'race_consumers: FAIL: %s\n' "$*" >&2
-}
-
-# run_loadgen BURST ARGS...: orders-loadgen in the background.
-run_loadgen() {
-	local b=$1
-	shift
-	"$LOADGEN" -k "$prefix-b$b" -o "$work/lg$b.tsv" "$@" >"$work/lg$b.log" 2>&1 &
-	lg_pid=$!
-}
-
 # finish_loadgen BURST COUNT: wait for it; every checkout must have its 202.
 finish_loadgen() {
-	local b=$1 count=$2 rc=0 n_rows n_202
-	wait "$lg_pid" || rc=$?
-	lg_pid=
-	sed 's/^/race_consumers:   /' "$work/lg$b.log"
-	[ -s "$work/lg$b.tsv" ] || fail_now "orders-loadgen wrote no results (exit $rc)"
+	local b=$1 count=$2 rc n_rows n_202
+	wait_loadgen
+	rc=$LG_RC
+	sed 's/^/race_consumers:   /' "$work/b$b.log"
+	[ -s "$work/b$b.tsv" ] || fail_now "orders-loadgen wrote no results (exit $rc)"
 	[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || fail_now "orders-loadgen failed (exit $rc; its output is above)"
 	read -r n_rows n_202 < <(q "SELECT count(*), count(*) FILTER (WHERE status = 202) FROM lg WHERE burst = $b" | tr '|' ' ')
 	[ "$n_rows" -eq "$count" ] || fail_now "burst $b: loadgen wrote $n_rows result lines, expected $count"
@@ -438,7 +307,7 @@ common_checks() {
 # ------------------------------------------------ 1. the race for the stock
 
 say_t "burst 1: $CHECKOUTS single-unit checkouts of $race_sku (stock $STOCK), 32 threads"
-run_loadgen 1 -n "$CHECKOUTS" -c 32 -d 30 -s "$race_sku" -q 1 -l 0 -m 4242424242424242:1
+run_loadgen b1 -n "$CHECKOUTS" -c 32 -d 30 -s "$race_sku" -q 1 -l 0 -m 4242424242424242:1
 finish_loadgen 1 "$CHECKOUTS"
 drain 1
 collect_seen
@@ -527,7 +396,7 @@ for name in inventory-race2 payment-race1 order-race1; do
 	marks+=("$(log_lines "$name")")
 done
 say_t "burst 2: $BURST2 checkouts of ${skus[1]} and ${skus[2]} at $RATE/s, mixed cards"
-run_loadgen 2 -n "$BURST2" -c 16 -r "$RATE" -d 30 -s "${skus[1]},${skus[2]}"
+run_loadgen b2 -n "$BURST2" -c 16 -r "$RATE" -d 30 -s "${skus[1]},${skus[2]}"
 burst2_start=$SECONDS
 sigterm_when_busy inventory-race2 "${marks[0]}"
 sigterm_when_busy payment-race1 "${marks[1]}"
@@ -540,7 +409,7 @@ say_t "restarting redis"
 "$SERVICES_SH" restart redis >"$work/redis.log" 2>&1 || fail_now "cannot restart redis: $(cat "$work/redis.log")"
 redis_back=$SECONDS
 say_t "redis is back; probing the API"
-probe_body=$(printf '{"items":[{"sku":"%s","quantity":1}],"currency":"USD","customer":{"id":"probe","email":"probe@example.com"},"shipping_address":{"name":"Probe","line1":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"},"payment":{"card":{"number":"4242424242424242","exp_month":12,"exp_year":2030,"cvc":"737"}}}' "${skus[1]}")
+probe_body=$(checkout_json "${skus[1]}" 737)
 probe_code=000 readyz_code=000 k=0
 while [ $((SECONDS - redis_back)) -lt 10 ]; do
 	k=$((k + 1))
@@ -585,21 +454,7 @@ if [ ${#late[@]} -gt 0 ]; then
 fi
 
 # The queues: nothing dead-lettered, everything consumed.
-dlq_after=$(dlq_counts)
-[ "$dlq_after" = "$dlq_before" ] ||
-	fail_later "messages were dead-lettered: before ${dlq_before:-none}, after ${dlq_after:-none}"
-deadline=$((SECONDS + 20))
-while :; do
-	depth=$("$SERVICES_SH" ctl -q list_queues name messages 2>/dev/null |
-		awk '$1 ~ /^(inventory\.reserve|payment\.authorize|order\.finalize)$/ { n += $2 } END { print n + 0 }')
-	[ "$depth" != 0 ] || break
-	if [ $SECONDS -ge $deadline ]; then
-		fail_later "$depth message(s) still in the work queues with every order final"
-		"$SERVICES_SH" ctl -q list_queues name messages_ready messages_unacknowledged consumers >&2 || true
-		break
-	fi
-	sleep 0.5
-done
+check_queues 20 0.5
 
 # The extra consumer still running stops cleanly too, and no extra
 # consumer logged an error at any time.
