@@ -605,7 +605,7 @@ enum MHD_Result checkout_post(struct request *r)
 	atomic_fetch_add(&r->api->suspended, 1);
 	MHD_suspend_connection(r->conn);
 	rc = mq_publisher_publish(r->api->publisher, MQ_EXCHANGE_ORDERS, MQ_KEY_CHECKOUT_REQUESTED,
-	                          message_id, msg, msglen, on_confirm, r);
+	                          message_id, msg, msglen, MQ_PUBLISH_MANDATORY, on_confirm, r);
 	if (rc != ERR_OK) {
 		/* Never handed over: no callback will come, so resume ourselves. */
 		atomic_store(&r->publish_result, rc);

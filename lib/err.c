@@ -36,6 +36,8 @@ const char *err_str(int code)
 		return "closed";
 	case ERR_NACKED:
 		return "message refused by the broker";
+	case ERR_UNROUTABLE:
+		return "message routed to no queue";
 	default:
 		return "unknown error";
 	}

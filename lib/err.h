@@ -19,7 +19,8 @@ enum err {
 	ERR_CACHE = -13,      /* Redis said no */
 	ERR_CLOSED = -14,     /* the object is shutting down */
 	ERR_NACKED = -15,     /* the broker refused a published message */
-	ERR_LAST_ = -16       /* not an error: one past the last code */
+	ERR_UNROUTABLE = -16, /* no queue binding routed a mandatory message */
+	ERR_LAST_ = -17       /* not an error: one past the last code */
 };
 
 /*

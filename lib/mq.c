@@ -385,6 +385,8 @@ struct mq_msg {
 	int64_t deadline_ms; /* monotonic: hand-over time + confirm timeout */
 	mq_confirm_cb cb;
 	void *arg;
+	unsigned flags; /* MQ_PUBLISH_* */
+	int returned;   /* the broker sent it back with basic.return */
 	const char *exchange;
 	const char *routing_key;
 	const char *message_id; /* "" when absent */
@@ -433,6 +435,16 @@ struct mq_publisher {
 	int stat_warned[3];
 	int got_frames;
 	char reason[MQ_REASON_MAX];
+	/*
+	 * A basic.return read on the main channel whose content header has not
+	 * come yet: the message id that names the returned message is in the
+	 * header, so the method's fields wait here for it.
+	 */
+	int ret_pending;
+	unsigned ret_code;
+	char ret_exchange[MQ_KEY_MAX];
+	char ret_key[MQ_KEY_MAX];
+	char ret_text[MQ_REASON_MAX];
 };
 
 static void fifo_push(struct mq_fifo *f, struct mq_msg *m)
@@ -535,6 +547,63 @@ static void fail_inflight(struct mq_publisher *p, int result)
 }
 
 /*
+ * settled_result - what a confirm means for m: the broker acks a message it
+ * returned as unroutable (it was handled: dropped), which for a mandatory
+ * publish is a failure.
+ */
+static int settled_result(const struct mq_msg *m, int result)
+{
+	return result == ERR_OK && m->returned ? ERR_UNROUTABLE : result;
+}
+
+/*
+ * mark_returned - find the in-flight message a basic.return is about and
+ * mark it, so that its ack (which the broker sends after the return) fails
+ * it. The return names no delivery tag, only the message's properties and
+ * where it went: the message id, the exchange and the routing key identify
+ * it. Only mandatory messages are ever returned. Should several unreturned
+ * messages match (callers reusing an id for the same route, which they must
+ * not), the oldest is marked: the broker returns in publish order, and each
+ * of them, going the same way, gets a return of its own.
+ */
+static void mark_returned(struct mq_publisher *p, const amqp_basic_properties_t *props)
+{
+	char id[MQ_ID_MAX] = "";
+	struct mq_msg *found = NULL;
+	size_t matches = 0;
+
+	if (props && (props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG))
+		copy_bytes(id, sizeof(id), props->message_id);
+	if (id[0]) {
+		for (struct mq_msg *m = p->fl_head; m; m = m->next) {
+			if (!(m->flags & MQ_PUBLISH_MANDATORY) || m->returned ||
+			    strcmp(m->message_id, id) != 0 ||
+			    strcmp(m->exchange, p->ret_exchange) != 0 ||
+			    strcmp(m->routing_key, p->ret_key) != 0)
+				continue;
+			if (!found)
+				found = m;
+			matches++;
+		}
+	}
+	if (!found) {
+		/* Timed out already, or not ours to pair: its ack fails nothing. */
+		log_warn("cannot match a message returned by rabbitmq", LF_STR("message_id", id),
+		         LF_STR("exchange", p->ret_exchange), LF_STR("routing_key", p->ret_key),
+		         LF_INT("reply_code", p->ret_code), LF_STR("reason", p->ret_text));
+		return;
+	}
+	if (matches > 1)
+		log_warn("several messages in flight share a returned message id",
+		         LF_STR("message_id", id), LF_STR("routing_key", p->ret_key),
+		         LF_INT("matches", (long long)matches));
+	found->returned = 1;
+	log_warn("rabbitmq returned an unroutable message", LF_STR("message_id", id),
+	         LF_STR("exchange", p->ret_exchange), LF_STR("routing_key", p->ret_key),
+	         LF_INT("reply_code", p->ret_code), LF_STR("reason", p->ret_text));
+}
+
+/*
  * settle - a basic.ack or basic.nack. With multiple set it covers every tag
  * up to tag (0: all outstanding). Tags we no longer hold (timed out) are
  * ignored.
@@ -546,7 +615,7 @@ static void settle(struct mq_publisher *p, uint64_t tag, int multiple, int resul
 	if (multiple) {
 		while ((m = p->fl_head) && (tag == 0 || m->tag <= tag)) {
 			inflight_unlink(p, m);
-			finish(p, m, result);
+			finish(p, m, settled_result(m, result));
 		}
 		return;
 	}
@@ -562,7 +631,7 @@ static void settle(struct mq_publisher *p, uint64_t tag, int multiple, int resul
 	}
 	if (m && m->tag == tag) {
 		inflight_unlink(p, m);
-		finish(p, m, result);
+		finish(p, m, settled_result(m, result));
 	}
 }
 
@@ -635,8 +704,22 @@ static int read_frames(struct mq_publisher *p)
 			return -1;
 		}
 		p->got_frames = 1;
+		if (f.frame_type == AMQP_FRAME_HEADER) {
+			/*
+			 * A content header right after a basic.return on the main
+			 * channel is the returned message's: content frames follow
+			 * their method without another method between them.
+			 */
+			if (f.channel == MQ_MAIN_CHANNEL && p->ret_pending) {
+				p->ret_pending = 0;
+				mark_returned(p, f.payload.properties.decoded);
+			}
+			continue;
+		}
 		if (f.frame_type != AMQP_FRAME_METHOD)
-			continue; /* content of a basic.return: mandatory is off */
+			continue; /* the body of a returned message: not needed */
+		if (f.channel == MQ_MAIN_CHANNEL)
+			p->ret_pending = 0;
 		switch (f.payload.method.id) {
 		case AMQP_BASIC_ACK_METHOD: {
 			amqp_basic_ack_t *a = f.payload.method.decoded;
@@ -680,8 +763,20 @@ static int read_frames(struct mq_publisher *p)
 			amqp_send_method(p->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
 			return -1;
 		}
+		case AMQP_BASIC_RETURN_METHOD: {
+			amqp_basic_return_t *r = f.payload.method.decoded;
+
+			if (f.channel != MQ_MAIN_CHANNEL)
+				break;
+			p->ret_pending = 1;
+			p->ret_code = r->reply_code;
+			copy_bytes(p->ret_exchange, sizeof(p->ret_exchange), r->exchange);
+			copy_bytes(p->ret_key, sizeof(p->ret_key), r->routing_key);
+			copy_bytes(p->ret_text, sizeof(p->ret_text), r->reply_text);
+			break;
+		}
 		default:
-			break; /* basic.return, connection.blocked and the like */
+			break; /* connection.blocked and the like */
 		}
 	}
 	return 0;
@@ -736,7 +831,8 @@ static int send_outbox(struct mq_publisher *p)
 		}
 		st = amqp_basic_publish(p->conn, MQ_MAIN_CHANNEL,
 		                        bytes_of(m->exchange, m->exchange_len),
-		                        bytes_of(m->routing_key, m->routing_key_len), 0, 0, &props,
+		                        bytes_of(m->routing_key, m->routing_key_len),
+		                        (m->flags & MQ_PUBLISH_MANDATORY) != 0, 0, &props,
 		                        bytes_of((const char *)m->body, m->len));
 		if (st != AMQP_STATUS_OK) {
 			snprintf(p->reason, sizeof(p->reason), "%s", amqp_error_string2(st));
@@ -843,6 +939,7 @@ static int publisher_connect(struct mq_publisher *p)
 	p->fd = amqp_get_sockfd(conn);
 	p->next_tag = 0;
 	p->stats_open = 0;
+	p->ret_pending = 0;
 	pthread_mutex_lock(&p->mu);
 	atomic_store(&p->connected, 1);
 	pthread_mutex_unlock(&p->mu);
@@ -1072,18 +1169,22 @@ void mq_publisher_free(struct mq_publisher *p)
 }
 
 int mq_publisher_publish(struct mq_publisher *p, const char *exchange, const char *routing_key,
-                         const char *message_id, const void *body, size_t len, mq_confirm_cb cb,
-                         void *arg)
+                         const char *message_id, const void *body, size_t len, unsigned flags,
+                         mq_confirm_cb cb, void *arg)
 {
 	size_t el, kl, il;
 	struct mq_msg *m;
 	char *s;
 	int was_empty;
 
-	if (!p || !exchange || !routing_key || (!body && len) || !cb)
+	if (!p || !exchange || !routing_key || (!body && len) || !cb ||
+	    (flags & ~(unsigned)MQ_PUBLISH_MANDATORY))
 		return ERR_INVALID;
 	if (!message_id)
 		message_id = "";
+	/* A returned message is found again by its id only. */
+	if ((flags & MQ_PUBLISH_MANDATORY) && !message_id[0])
+		return ERR_INVALID;
 	el = strlen(exchange);
 	kl = strlen(routing_key);
 	il = strlen(message_id);
@@ -1119,6 +1220,8 @@ int mq_publisher_publish(struct mq_publisher *p, const char *exchange, const cha
 	m->len = len;
 	m->cb = cb;
 	m->arg = arg;
+	m->flags = flags;
+	m->returned = 0;
 	m->tag = 0;
 	m->prev = NULL;
 	m->next = NULL;
@@ -1193,7 +1296,7 @@ static void sync_cb(void *arg, int result)
 }
 
 int mq_publish_sync(struct mq_publisher *p, const char *exchange, const char *routing_key,
-                    const char *message_id, const void *body, size_t len)
+                    const char *message_id, const void *body, size_t len, unsigned flags)
 {
 	struct sync_wait w;
 	int rc;
@@ -1206,7 +1309,8 @@ int mq_publish_sync(struct mq_publisher *p, const char *exchange, const char *ro
 		pthread_mutex_destroy(&w.mu);
 		return ERR_NOMEM;
 	}
-	rc = mq_publisher_publish(p, exchange, routing_key, message_id, body, len, sync_cb, &w);
+	rc = mq_publisher_publish(p, exchange, routing_key, message_id, body, len, flags, sync_cb,
+	                          &w);
 	if (rc == ERR_OK) {
 		/* The callback always comes: the confirm timeout bounds the wait. */
 		pthread_mutex_lock(&w.mu);

@@ -43,10 +43,25 @@ extern const char *const mq_work_queues[3];
 struct mq_publisher;
 
 /*
+ * Publish flags. MQ_PUBLISH_MANDATORY: the message must reach at least one
+ * queue; one that no binding routes is returned by the broker and fails
+ * with ERR_UNROUTABLE. Without it the broker confirms such a message and
+ * drops it. Work messages to MQ_EXCHANGE_ORDERS are published mandatory
+ * (a 202 or an acked delivery promises that the next stage will see them);
+ * events to MQ_EXCHANGE_EVENTS are not: nobody need be subscribed to them.
+ * A mandatory message needs a message id (returns are paired by it, with
+ * the exchange and the routing key); keep ids unique among messages in
+ * flight.
+ */
+#define MQ_PUBLISH_MANDATORY 1u
+
+/*
  * Called exactly once per accepted message, from the publisher thread, with
- * ERR_OK (the broker confirmed it: durably stored and routed), ERR_NACKED,
- * ERR_TIMEOUT (no confirm within the timeout), ERR_UNAVAILABLE (connection
- * lost before the confirm) or ERR_CLOSED (publisher shutting down).
+ * ERR_OK (the broker confirmed it: durably stored, and routed to a queue
+ * when published with MQ_PUBLISH_MANDATORY), ERR_NACKED, ERR_UNROUTABLE
+ * (mandatory and no queue bound), ERR_TIMEOUT (no confirm within the
+ * timeout), ERR_UNAVAILABLE (connection lost before the confirm) or
+ * ERR_CLOSED (publisher shutting down).
  * Must not block; must not call back into the publisher.
  */
 typedef void (*mq_confirm_cb)(void *arg, int result);
@@ -73,14 +88,16 @@ struct mq_publisher *mq_publisher_new(const struct mq_publisher_options *opt);
 void mq_publisher_free(struct mq_publisher *p);
 
 /*
- * mq_publisher_publish - hand a persistent message over (body is copied).
- * ERR_OK: cb will be called exactly once. Otherwise cb is never called:
- * ERR_UNAVAILABLE (not connected now), ERR_TOO_BIG (max_in_flight reached),
- * ERR_CLOSED, ERR_NOMEM. Thread-safe.
+ * mq_publisher_publish - hand a persistent message over (body is copied);
+ * flags are MQ_PUBLISH_* or 0. ERR_OK: cb will be called exactly once.
+ * Otherwise cb is never called: ERR_UNAVAILABLE (not connected now),
+ * ERR_TOO_BIG (max_in_flight reached), ERR_CLOSED, ERR_NOMEM, ERR_INVALID
+ * (e.g. an unknown flag, or MQ_PUBLISH_MANDATORY without a message id).
+ * Thread-safe.
  */
 int mq_publisher_publish(struct mq_publisher *p, const char *exchange, const char *routing_key,
-                         const char *message_id, const void *body, size_t len, mq_confirm_cb cb,
-                         void *arg);
+                         const char *message_id, const void *body, size_t len, unsigned flags,
+                         mq_confirm_cb cb, void *arg);
 
 /* mq_publisher_connected - 1 while the connection is up. Thread-safe. */
 int mq_publisher_connected(const struct mq_publisher *p);
@@ -98,7 +115,7 @@ int mq_publisher_queue_stats(const struct mq_publisher *p, size_t i, long *messa
  * Returns the callback's result. Thread-safe.
  */
 int mq_publish_sync(struct mq_publisher *p, const char *exchange, const char *routing_key,
-                    const char *message_id, const void *body, size_t len);
+                    const char *message_id, const void *body, size_t len, unsigned flags);
 
 /* ---- consumer ----------------------------------------------------------- */
 

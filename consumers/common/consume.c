@@ -503,8 +503,15 @@ static enum settle handle(struct consume *c, const struct mq_delivery *d, const 
 	atomic_store(&c->db_ok, 1);
 
 	if (res.exchange) {
+		/*
+		 * Work for the next stage must reach its queue before this
+		 * delivery is acked; an event nobody listens to may go nowhere.
+		 */
+		unsigned flags =
+		    strcmp(res.exchange, MQ_EXCHANGE_ORDERS) == 0 ? MQ_PUBLISH_MANDATORY : 0;
+
 		rc = mq_publish_sync(c->pub, res.exchange, res.routing_key, res.message_id,
-		                     res.body, res.len);
+		                     res.body, res.len, flags);
 		if (rc) {
 			log_error(
 			    "cannot publish outcome, will retry",

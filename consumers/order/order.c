@@ -916,7 +916,7 @@ static int publish_event(struct db *db, struct mq_publisher *pub, const PGresult
 	rc = build_event(&so.om, &in, strtoll(seq, NULL, 10), event_id, event_types[k], &res);
 	if (!rc)
 		rc = mq_publish_sync(pub, res.exchange, res.routing_key, event_id, res.body,
-		                     res.len);
+		                     res.len, 0);
 	consume_result_release(&res);
 	stored_order_release(&so);
 	return rc;

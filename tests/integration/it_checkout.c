@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "e2e.h"
+#include "mq.h"
 #include "http_client.h"
 
 #define FINANCE "Authorization: Bearer dev-finance"
@@ -408,6 +409,73 @@ static void test_checkout_errors(void **state)
 	assert_int_equal(e2e_available(sku), 3);
 }
 
+/*
+ * A checkout whose message no queue would take is not accepted: with the
+ * binding of checkout.requested gone, the broker returns the mandatory
+ * publish and the API answers 503, leaving nothing behind; once the binding
+ * is back, a retry with the same key is accepted and goes through. The
+ * binding is restored before anything is asserted, so that a failure here
+ * cannot break the tests after it.
+ */
+static void test_unroutable_checkout(void **state)
+{
+	amqp_connection_state_t c;
+	struct http_response r;
+	char sku[64], body[1024], idem[96], retry_after[16] = "";
+	int sent, unbound, rebound;
+	json_t *j, *o;
+	char *id;
+	double ms;
+
+	(void)state;
+	sku_name(sku, sizeof(sku), "UNROUTABLE");
+	put_product(sku, 5, 500);
+	snprintf(idem, sizeof(idem), "e2e-%s-unroutable", run_id);
+	checkout_body(body, sizeof(body), sku, 1, "4242424242424242");
+	c = e2e_amqp_connect();
+	assert_non_null(c);
+
+	amqp_queue_unbind(c, E2E_AMQP_CHANNEL, amqp_cstring_bytes(MQ_QUEUE_INVENTORY),
+	                  amqp_cstring_bytes(MQ_EXCHANGE_ORDERS),
+	                  amqp_cstring_bytes(MQ_KEY_CHECKOUT_REQUESTED), amqp_empty_table);
+	unbound = e2e_amqp_ok(c, "queue.unbind");
+	sent = post_checkout(idem, body, &r);
+	amqp_queue_bind(c, E2E_AMQP_CHANNEL, amqp_cstring_bytes(MQ_QUEUE_INVENTORY),
+	                amqp_cstring_bytes(MQ_EXCHANGE_ORDERS),
+	                amqp_cstring_bytes(MQ_KEY_CHECKOUT_REQUESTED), amqp_empty_table);
+	rebound = e2e_amqp_ok(c, "queue.bind");
+	e2e_amqp_close(c);
+	assert_true(unbound);
+	assert_true(rebound);
+
+	assert_int_equal(sent, 0);
+	if (r.status != 503)
+		fprintf(stderr, "unroutable checkout answered %d: %s\n", r.status, r.body);
+	assert_int_equal(r.status, 503);
+	assert_int_equal(http_header(&r, "Retry-After", retry_after, sizeof(retry_after)), 0);
+	j = http_json(&r);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+	                    "unavailable");
+	json_decref(j);
+	http_response_release(&r);
+	assert_int_equal(product_available(sku), 5);
+
+	/* The same key again, routable now: accepted and carried through. */
+	assert_int_equal(post_checkout(idem, body, &r), 0);
+	assert_int_equal(r.status, 202);
+	j = http_json(&r);
+	assert_non_null(j);
+	id = strdup(json_string_value(json_object_get(j, "order_id")));
+	json_decref(j);
+	http_response_release(&r);
+	o = wait_final(id, &ms);
+	assert_string_equal(json_string_value(json_object_get(o, "status")), "confirmed");
+	json_decref(o);
+	wait_available(sku, 4);
+	free(id);
+}
+
 static void test_unknown_order(void **state)
 {
 	struct http_response r;
@@ -439,6 +507,7 @@ int main(void)
 	    cmocka_unit_test(test_idempotency_race),
 	    cmocka_unit_test(test_checkout_errors),
 	    cmocka_unit_test(test_unknown_order),
+	    cmocka_unit_test(test_unroutable_checkout),
 	};
 
 	snprintf(run_id, sizeof(run_id), "%ld-%d", (long)time(NULL), (int)getpid());

@@ -207,7 +207,8 @@ static void plant_missing_order(struct plant *p)
 static void publish(const struct plant *p)
 {
 	assert_int_equal(mq_publish_sync(pub, MQ_EXCHANGE_ORDERS, p->routing_key,
-	                                 p->message_id[0] ? p->message_id : NULL, p->body, p->len),
+	                                 p->message_id[0] ? p->message_id : NULL, p->body, p->len,
+	                                 0),
 	                 ERR_OK);
 }
 

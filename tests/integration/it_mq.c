@@ -233,8 +233,8 @@ static void *publish_thread(void *arg)
 		make_body(body, i);
 		/* ERR_TOO_BIG is back-pressure: wait for confirms and try again. */
 		while ((rc = mq_publisher_publish(j->p, MQ_EXCHANGE_ORDERS, key, id, body,
-		                                  sizeof(body), count_cb, (void *)(intptr_t)i)) ==
-		       ERR_TOO_BIG)
+		                                  sizeof(body), 0, count_cb,
+		                                  (void *)(intptr_t)i)) == ERR_TOO_BIG)
 			sleep_ms(1);
 		if (rc != ERR_OK)
 			j->refused++;
@@ -359,7 +359,7 @@ static void test_redelivery_count(void **state)
 	assert_non_null(p);
 	assert_true(wait_connected(p, 15000));
 	assert_int_equal(
-	    mq_publish_sync(p, MQ_EXCHANGE_ORDERS, key, "it-mq-redeliver", body, sizeof(body)),
+	    mq_publish_sync(p, MQ_EXCHANGE_ORDERS, key, "it-mq-redeliver", body, sizeof(body), 0),
 	    ERR_OK);
 	mq_publisher_free(p);
 
@@ -418,10 +418,10 @@ static void test_nacked(void **state)
 	p = new_publisher(url, 0, 0);
 	assert_non_null(p);
 	assert_true(wait_connected(p, 15000));
-	first = mq_publish_sync(p, MQ_EXCHANGE_ORDERS, full, "it-mq-full-0", "a", 1);
+	first = mq_publish_sync(p, MQ_EXCHANGE_ORDERS, full, "it-mq-full-0", "a", 1, 0);
 	/* The quorum queue notices it is full a little late: keep going a while. */
 	for (int i = 1; i < 20 && nacked == 0; i++) {
-		int rc = mq_publish_sync(p, MQ_EXCHANGE_ORDERS, full, "it-mq-full-n", "b", 1);
+		int rc = mq_publish_sync(p, MQ_EXCHANGE_ORDERS, full, "it-mq-full-n", "b", 1, 0);
 
 		if (rc == ERR_NACKED)
 			nacked++;
@@ -453,11 +453,12 @@ static void test_channel_loss_reconnects(void **state)
 	p = new_publisher(url, 0, 0);
 	assert_non_null(p);
 	assert_true(wait_connected(p, 15000));
-	assert_int_equal(mq_publish_sync(p, bad, key, "it-mq-lost", "x", 1), ERR_UNAVAILABLE);
+	assert_int_equal(mq_publish_sync(p, bad, key, "it-mq-lost", "x", 1, 0), ERR_UNAVAILABLE);
 	/* Back within the first back-off steps; ERR_UNAVAILABLE meanwhile. */
 	deadline = now_ms() + 15000;
 	do {
-		rc = mq_publish_sync(p, MQ_EXCHANGE_ORDERS, "it-mq-nowhere", "it-mq-after", "x", 1);
+		rc = mq_publish_sync(p, MQ_EXCHANGE_ORDERS, "it-mq-nowhere", "it-mq-after", "x", 1,
+		                     0);
 		if (rc != ERR_OK)
 			sleep_ms(20);
 	} while (rc == ERR_UNAVAILABLE && now_ms() < deadline);
@@ -514,7 +515,7 @@ static void test_max_in_flight(void **state)
 	assert_true(wait_connected(p, 15000));
 	atomic_store(&small_calls, 0);
 	for (int i = 0; i < 50; i++) {
-		int rc = mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "it-mq-small", "x", 1,
+		int rc = mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "it-mq-small", "x", 1, 0,
 		                              small_cb, NULL);
 
 		if (rc == ERR_OK)
@@ -528,7 +529,7 @@ static void test_max_in_flight(void **state)
 	assert_true(too_big > 0);
 	/* Argument checks come first and never call back. */
 	assert_int_equal(
-	    mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "id", NULL, 1, small_cb, NULL),
+	    mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "id", NULL, 1, 0, small_cb, NULL),
 	    ERR_INVALID);
 	deadline = now_ms() + 10000;
 	while (atomic_load(&small_calls) < accepted && now_ms() < deadline)
@@ -572,7 +573,7 @@ static void test_free_with_pending(void **state)
 	for (int i = 0; i < 2000; i++) {
 		atomic_store(&free_calls[i], 0);
 		if (mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "it-mq-free", body,
-		                         sizeof(body), free_cb, (void *)(intptr_t)i) == ERR_OK)
+		                         sizeof(body), 0, free_cb, (void *)(intptr_t)i) == ERR_OK)
 			accepted++;
 	}
 	assert_int_equal(accepted, 2000);
@@ -584,6 +585,145 @@ static void test_free_with_pending(void **state)
 	assert_int_equal(atomic_load(&free_other), 0);
 	printf("it_mq: free with 2000 pending: %d confirmed, %d closed\n", atomic_load(&free_ok),
 	       atomic_load(&free_closed));
+	fflush(stdout);
+}
+
+/* ---- mandatory publishing ------------------------------------------------ */
+
+#define N_MIX 4000
+#define N_DUP 5
+
+/*
+ * Message i of the mixed publish, by i % 4: 0 and 3 go mandatory to our
+ * bound key, 1 mandatory to a key nothing binds, 2 to that key without the
+ * flag. Pairs (2k, 2k+1) share a message id, so that the returns must be
+ * paired by route as well as by id.
+ */
+static char unroutable[64];
+
+static int mix_flags(int i)
+{
+	return i % 4 == 2 ? 0 : MQ_PUBLISH_MANDATORY;
+}
+
+static const char *mix_key(int i)
+{
+	return i % 4 == 1 || i % 4 == 2 ? unroutable : key;
+}
+
+static int mix_expected(int i)
+{
+	return i % 4 == 1 ? ERR_UNROUTABLE : ERR_OK;
+}
+
+static void *mix_thread(void *arg)
+{
+	struct pub_job *j = arg;
+	char id[MQ_ID_MAX];
+
+	for (int i = j->first; i < j->first + j->count; i++) {
+		int rc;
+
+		snprintf(id, sizeof(id), "it-mq-mix-%ld-%d", (long)getpid(), i / 2);
+		while ((rc = mq_publisher_publish(j->p, MQ_EXCHANGE_ORDERS, mix_key(i), id, "m", 1,
+		                                  (unsigned)mix_flags(i), count_cb,
+		                                  (void *)(intptr_t)i)) == ERR_TOO_BIG)
+			sleep_ms(1);
+		if (rc != ERR_OK)
+			j->refused++;
+	}
+	return NULL;
+}
+
+static void test_mandatory(void **state)
+{
+	struct mq_publisher *p;
+	pthread_t th[N_THREADS];
+	struct pub_job jobs[N_THREADS];
+	char id[MQ_ID_MAX];
+	int64_t deadline;
+	int base = N_MIX, wrong = 0;
+
+	(void)state;
+	snprintf(unroutable, sizeof(unroutable), "test.unroutable.%ld", (long)getpid());
+	p = new_publisher(url, 0, 0);
+	assert_non_null(p);
+	assert_true(wait_connected(p, 15000));
+
+	/* One at a time: returned, dropped silently, routed. */
+	snprintf(id, sizeof(id), "it-mq-unroutable-%ld", (long)getpid());
+	assert_int_equal(
+	    mq_publish_sync(p, MQ_EXCHANGE_ORDERS, unroutable, id, "u", 1, MQ_PUBLISH_MANDATORY),
+	    ERR_UNROUTABLE);
+	assert_int_equal(mq_publish_sync(p, MQ_EXCHANGE_ORDERS, unroutable, id, "u", 1, 0), ERR_OK);
+	assert_int_equal(
+	    mq_publish_sync(p, MQ_EXCHANGE_ORDERS, key, id, "r", 1, MQ_PUBLISH_MANDATORY), ERR_OK);
+	/* The publisher goes on normally after a return. */
+	assert_int_equal(
+	    mq_publish_sync(p, MQ_EXCHANGE_ORDERS, unroutable, id, "u", 1, MQ_PUBLISH_MANDATORY),
+	    ERR_UNROUTABLE);
+	/* A mandatory message needs an id; unknown flags are refused. */
+	assert_int_equal(
+	    mq_publish_sync(p, MQ_EXCHANGE_ORDERS, key, "", "r", 1, MQ_PUBLISH_MANDATORY),
+	    ERR_INVALID);
+	assert_int_equal(
+	    mq_publish_sync(p, MQ_EXCHANGE_ORDERS, key, NULL, "r", 1, MQ_PUBLISH_MANDATORY),
+	    ERR_INVALID);
+	assert_int_equal(mq_publish_sync(p, MQ_EXCHANGE_ORDERS, key, id, "r", 1, 2), ERR_INVALID);
+
+	/* Many in flight at once, returns and acks interleaved. */
+	for (int i = 0; i < N_MIX + 2 * N_DUP; i++) {
+		atomic_store(&calls[i], 0);
+		atomic_store(&results[i], 1);
+	}
+	atomic_store(&done_count, 0);
+	for (int t = 0; t < N_THREADS; t++) {
+		jobs[t].p = p;
+		jobs[t].first = t * (N_MIX / N_THREADS);
+		jobs[t].count = N_MIX / N_THREADS;
+		jobs[t].refused = 0;
+		assert_int_equal(pthread_create(&th[t], NULL, mix_thread, &jobs[t]), 0);
+	}
+	/*
+	 * Meanwhile the same id several times over, on both routes (callers
+	 * must not, but it must not confuse the pairing): each unroutable one
+	 * gets its own return.
+	 */
+	snprintf(id, sizeof(id), "it-mq-dup-%ld", (long)getpid());
+	for (int k = 0; k < 2 * N_DUP; k++) {
+		int i = base + k;
+		int rc;
+
+		while ((rc = mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, k % 2 ? unroutable : key,
+		                                  id, "d", 1, MQ_PUBLISH_MANDATORY, count_cb,
+		                                  (void *)(intptr_t)i)) == ERR_TOO_BIG)
+			sleep_ms(1);
+		assert_int_equal(rc, ERR_OK);
+	}
+	for (int t = 0; t < N_THREADS; t++) {
+		pthread_join(th[t], NULL);
+		assert_int_equal(jobs[t].refused, 0);
+	}
+	deadline = now_ms() + 60000;
+	while (atomic_load(&done_count) < N_MIX + 2 * N_DUP && now_ms() < deadline)
+		sleep_ms(1);
+	mq_publisher_free(p);
+	assert_int_equal(atomic_load(&done_count), N_MIX + 2 * N_DUP);
+	for (int i = 0; i < N_MIX + 2 * N_DUP; i++) {
+		int expected = i < base         ? mix_expected(i)
+		               : (i - base) % 2 ? ERR_UNROUTABLE
+		                                : ERR_OK;
+
+		assert_int_equal(atomic_load(&calls[i]), 1);
+		if (atomic_load(&results[i]) != expected) {
+			fprintf(stderr, "it_mq: message %d: result %d, expected %d\n", i,
+			        atomic_load(&results[i]), expected);
+			wrong++;
+		}
+	}
+	assert_int_equal(wrong, 0);
+	printf("it_mq: %d mandatory/plain publishes mixed, %d returned as unroutable\n",
+	       N_MIX + 2 * N_DUP, N_MIX / 4 + N_DUP);
 	fflush(stdout);
 }
 
@@ -610,18 +750,19 @@ static void test_unavailable(void **state)
 	assert_non_null(p);
 	t0 = now_ms();
 	assert_int_equal(
-	    mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "x", "x", 1, never_cb, NULL),
+	    mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "x", "x", 1, 0, never_cb, NULL),
 	    ERR_UNAVAILABLE);
 	assert_true(now_ms() - t0 < 50);
 	sleep_ms(400); /* a few reconnect attempts */
 	assert_int_equal(mq_publisher_connected(p), 0);
 	t0 = now_ms();
 	for (int i = 0; i < 1000; i++)
-		assert_int_equal(
-		    mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "x", "x", 1, never_cb, NULL),
-		    ERR_UNAVAILABLE);
+		assert_int_equal(mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "x", "x", 1, 0,
+		                                      never_cb, NULL),
+		                 ERR_UNAVAILABLE);
 	assert_true(now_ms() - t0 < 50);
-	assert_int_equal(mq_publish_sync(p, MQ_EXCHANGE_ORDERS, key, "x", "x", 1), ERR_UNAVAILABLE);
+	assert_int_equal(mq_publish_sync(p, MQ_EXCHANGE_ORDERS, key, "x", "x", 1, 0),
+	                 ERR_UNAVAILABLE);
 	assert_int_equal(mq_publisher_queue_stats(p, 0, &m, &c), ERR_NOT_FOUND);
 	t0 = now_ms();
 	mq_publisher_free(p);
@@ -645,6 +786,7 @@ int main(void)
 	    cmocka_unit_test(test_queue_stats),
 	    cmocka_unit_test(test_max_in_flight),
 	    cmocka_unit_test(test_free_with_pending),
+	    cmocka_unit_test(test_mandatory),
 	    cmocka_unit_test(test_unavailable),
 	};
 

@@ -456,7 +456,9 @@ static void late_message(const struct stranded_order *o)
 		key = pr.authorized ? MQ_KEY_PAYMENT_AUTHORIZED : MQ_KEY_PAYMENT_DECLINED;
 		assert_int_equal(proto_pack(&pr.base, &body, &len), ERR_OK);
 	}
-	assert_int_equal(mq_publish_sync(pub, MQ_EXCHANGE_ORDERS, key, msg_id, body, len), ERR_OK);
+	assert_int_equal(
+	    mq_publish_sync(pub, MQ_EXCHANGE_ORDERS, key, msg_id, body, len, MQ_PUBLISH_MANDATORY),
+	    ERR_OK);
 	free(body);
 	for (;;) {
 		query_text(outcome_sql, msg_id, outcome, sizeof(outcome));

@@ -41,6 +41,7 @@ static void test_ok_and_known_texts(void **state)
 	(void)state;
 	assert_string_equal(err_str(ERR_OK), "ok");
 	assert_string_equal(err_str(ERR_NOMEM), "out of memory");
+	assert_string_equal(err_str(ERR_UNROUTABLE), "message routed to no queue");
 }
 
 int main(void)
