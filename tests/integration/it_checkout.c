@@ -429,9 +429,9 @@ static void test_unroutable_checkout(void **state)
 
 	(void)state;
 	sku_name(sku, sizeof(sku), "UNROUTABLE");
-	put_product(sku, 5, 500);
+	e2e_put_product(sku, 5, 500);
 	snprintf(idem, sizeof(idem), "e2e-%s-unroutable", run_id);
-	checkout_body(body, sizeof(body), sku, 1, "4242424242424242");
+	e2e_checkout_body(body, sizeof(body), sku, 1, "4242424242424242");
 	c = e2e_amqp_connect();
 	assert_non_null(c);
 
@@ -439,7 +439,7 @@ static void test_unroutable_checkout(void **state)
 	                  amqp_cstring_bytes(MQ_EXCHANGE_ORDERS),
 	                  amqp_cstring_bytes(MQ_KEY_CHECKOUT_REQUESTED), amqp_empty_table);
 	unbound = e2e_amqp_ok(c, "queue.unbind");
-	sent = post_checkout(idem, body, &r);
+	sent = e2e_post_checkout(idem, body, &r);
 	amqp_queue_bind(c, E2E_AMQP_CHANNEL, amqp_cstring_bytes(MQ_QUEUE_INVENTORY),
 	                amqp_cstring_bytes(MQ_EXCHANGE_ORDERS),
 	                amqp_cstring_bytes(MQ_KEY_CHECKOUT_REQUESTED), amqp_empty_table);
@@ -459,20 +459,20 @@ static void test_unroutable_checkout(void **state)
 	                    "unavailable");
 	json_decref(j);
 	http_response_release(&r);
-	assert_int_equal(product_available(sku), 5);
+	assert_int_equal(e2e_available(sku), 5);
 
 	/* The same key again, routable now: accepted and carried through. */
-	assert_int_equal(post_checkout(idem, body, &r), 0);
+	assert_int_equal(e2e_post_checkout(idem, body, &r), 0);
 	assert_int_equal(r.status, 202);
 	j = http_json(&r);
 	assert_non_null(j);
 	id = strdup(json_string_value(json_object_get(j, "order_id")));
 	json_decref(j);
 	http_response_release(&r);
-	o = wait_final(id, &ms);
+	o = e2e_wait_final_timed(id, FINAL_TIMEOUT_MS, &ms);
 	assert_string_equal(json_string_value(json_object_get(o, "status")), "confirmed");
 	json_decref(o);
-	wait_available(sku, 4);
+	e2e_wait_available(sku, 4);
 	free(id);
 }
 
