@@ -441,7 +441,10 @@ static void idem_release(struct request *r, struct cache *c)
 
 /* ---- the message ---------------------------------------------------------- */
 
-/* The pending view GET /v1/orders serves until order-consumer's row exists. */
+/*
+ * The pending view GET /v1/orders serves until order-consumer's row exists,
+ * stored as "<client_id> <json>": only the key that placed the order reads it.
+ */
 static char *order_snapshot(const struct request *r, const struct checkout *co, int64_t now_ms)
 {
 	char created[25];
@@ -460,9 +463,14 @@ static char *order_snapshot(const struct request *r, const struct checkout *co, 
 	                        co->currency, "items", items, "total_cents", (json_int_t)co->total,
 	                        "created_at", created, "updated_at", created);
 	char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	size_t size = text ? strlen(r->key->client_id) + 1 + strlen(text) + 1 : 0;
+	char *stored = text ? malloc(size) : NULL;
 
+	if (stored)
+		snprintf(stored, size, "%s %s", r->key->client_id, text);
+	free(text);
 	json_decref(doc);
-	return text;
+	return stored;
 }
 
 static char *ship_field(json_t *shipping, const char *key)
