@@ -15,10 +15,15 @@
  * reader fills it afresh; it also expires, which bounds how long a fill
  * that raced a PUT can serve the old price. "available:{sku}" holds stock
  * minus reservations for at most one second, so what clients see lags the
- * database by at most that.
+ * database by at most that. "products:page:{limit}:{after}" holds one page
+ * of GET /v1/products, the response body as it was sent, for at most one
+ * second too: under load every list request but one a second per page is
+ * answered from Redis, and no page is staler than the contract allows.
+ * (A SKU never contains ':', so the key names one page only.)
  */
 #define PRODUCT_TTL_S 300
 #define AVAILABLE_TTL_MS 1000
+#define PAGE_TTL_MS 1000
 
 static void cache_product(struct cache *c, const char *sku, const char *name, int64_t price,
                           const char *currency)
@@ -262,18 +267,66 @@ enum MHD_Result catalog_get(struct request *r, const char *sku)
 	                   NULL);
 }
 
+/*
+ * One page of the catalog from the database, as the response body
+ * (malloc'd) into *out: limit products after the SKU after ("" for the
+ * first page). ERR_UNAVAILABLE, ERR_NOMEM.
+ */
+static int page_from_db(struct api *a, const char *after, long limit, char **out)
+{
+	char limit_buf[24];
+	const char *params[2];
+	PGresult *res = NULL;
+	struct db *d;
+	json_t *products, *page;
+	char *text;
+	int rc, n;
+
+	/* One more than asked tells whether there is a next page. */
+	snprintf(limit_buf, sizeof(limit_buf), "%ld", limit + 1);
+	params[0] = after;
+	params[1] = limit_buf;
+	d = db_pool_get(a->db);
+	if (!d)
+		return ERR_UNAVAILABLE;
+	rc = db_exec(d,
+	             "SELECT sku, name, price_cents, currency, stock - reserved FROM products"
+	             " WHERE sku > $1 ORDER BY sku LIMIT $2::int",
+	             2, params, &res);
+	db_pool_put(a->db, d);
+	if (rc != ERR_OK)
+		return ERR_UNAVAILABLE;
+	products = json_array();
+	n = PQntuples(res);
+	for (int i = 0; i < n && i < limit; i++)
+		json_array_append_new(
+		    products, json_pack("{s:s, s:s, s:I, s:s, s:I}", "sku", PQgetvalue(res, i, 0),
+		                        "name", PQgetvalue(res, i, 1), "price_cents",
+		                        (json_int_t)strtoll(PQgetvalue(res, i, 2), NULL, 10),
+		                        "currency", PQgetvalue(res, i, 3), "available",
+		                        (json_int_t)strtoll(PQgetvalue(res, i, 4), NULL, 10)));
+	page = json_pack("{s:o, s:o}", "products", products, "next_after",
+	                 n > limit ? json_string(PQgetvalue(res, (int)limit - 1, 0)) : json_null());
+	PQclear(res);
+	text = page ? json_dumps(page, JSON_COMPACT) : NULL;
+	json_decref(page);
+	if (!text)
+		return ERR_NOMEM;
+	*out = text;
+	return ERR_OK;
+}
+
 enum MHD_Result catalog_list(struct request *r)
 {
 	enum MHD_Result result;
 	const char *limit_s, *after;
-	char limit_buf[8];
-	const char *params[2];
-	PGresult *res = NULL;
-	struct db *d;
-	json_t *products, *out;
+	char key[128];
+	struct cache *c;
+	redisReply *rep;
+	char *page = NULL;
 	long limit = 50;
 	char *end;
-	int rc, n;
+	int rc;
 
 	if (require_role(r, ROLE_CLIENT, &result) != ERR_OK)
 		return result;
@@ -287,32 +340,37 @@ enum MHD_Result catalog_list(struct request *r)
 	after = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after");
 	if (after && !valid_sku(after))
 		return respond_error(r, 422, "validation_error", "'after' must be a sku", "after");
+	if (!after)
+		after = "";
 
-	/* One more than asked tells whether there is a next page. */
-	snprintf(limit_buf, sizeof(limit_buf), "%ld", limit + 1);
-	params[0] = after ? after : "";
-	params[1] = limit_buf;
-	d = db_pool_get(r->api->db);
-	if (!d)
-		return respond_unavailable(r, "the database");
-	rc = db_exec(d,
-	             "SELECT sku, name, price_cents, currency, stock - reserved FROM products"
-	             " WHERE sku > $1 ORDER BY sku LIMIT $2::int",
-	             2, params, &res);
-	db_pool_put(r->api->db, d);
+	c = cache_pool_get(r->api->cache);
+	if (!c)
+		return respond_unavailable(r, "the cache");
+	snprintf(key, sizeof(key), "products:page:%ld:%s", limit, after);
+	rep = cache_command(c, "GET %s", key);
+	if (rep && rep->type == REDIS_REPLY_STRING) {
+		result = respond_json(r, 200, rep->str, NULL);
+		freeReplyObject(rep);
+		cache_pool_put(r->api->cache, c);
+		return result;
+	}
+	if (rep)
+		freeReplyObject(rep);
+
+	/* A miss (or Redis failing): the database, and the next second's
+	 * requests for this page find it cached. */
+	rc = page_from_db(r->api, after, limit, &page);
+	if (rc == ERR_OK) {
+		rep = cache_command(c, "SET %s %s PX %d", key, page, PAGE_TTL_MS);
+		if (rep)
+			freeReplyObject(rep);
+	}
+	cache_pool_put(r->api->cache, c);
+	if (rc == ERR_NOMEM)
+		return respond_error(r, 500, "internal", "out of memory", NULL);
 	if (rc != ERR_OK)
 		return respond_unavailable(r, "the database");
-	products = json_array();
-	n = PQntuples(res);
-	for (int i = 0; i < n && i < limit; i++)
-		json_array_append_new(
-		    products, json_pack("{s:s, s:s, s:I, s:s, s:I}", "sku", PQgetvalue(res, i, 0),
-		                        "name", PQgetvalue(res, i, 1), "price_cents",
-		                        (json_int_t)strtoll(PQgetvalue(res, i, 2), NULL, 10),
-		                        "currency", PQgetvalue(res, i, 3), "available",
-		                        (json_int_t)strtoll(PQgetvalue(res, i, 4), NULL, 10)));
-	out = json_pack("{s:o, s:o}", "products", products, "next_after",
-	                n > limit ? json_string(PQgetvalue(res, (int)limit - 1, 0)) : json_null());
-	PQclear(res);
-	return respond_obj(r, 200, out, NULL);
+	result = respond_json(r, 200, page, NULL);
+	free(page);
+	return result;
 }

@@ -593,6 +593,7 @@ enum MHD_Result checkout_post(struct request *r)
 
 	/* Same client and key: same order id, also after Redis forgets the key. */
 	ids_uuid_derived(r->api->order_id_key, r->key->client_id, idem, r->order_id);
+	log_context_set(r->request_id, NULL, r->order_id);
 	snprintf(r->idem_redis_key, sizeof(r->idem_redis_key), "idem:%s:%s", r->key->client_id,
 	         idem);
 	body_hash(r, r->idem_hash);

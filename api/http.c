@@ -446,22 +446,14 @@ static void request_free(struct request *r)
 	free(r);
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version, const char *upload_data,
-                                  size_t *upload_data_size, void **con_cls)
+/* One call of on_request for r: its first (headers only), a piece of body, or the last. */
+static enum MHD_Result request_step(struct request *r, int first, const char *url,
+                                    const char *upload_data, size_t *upload_data_size)
 {
-	struct api *a = cls;
-	struct request *r = *con_cls;
-	(void)version;
-
-	if (!r) {
+	if (first) {
 		const char *cl;
 
-		r = request_new(a, conn, method);
-		if (!r)
-			return MHD_NO;
-		*con_cls = r;
-		if (atomic_load(&a->stopping)) {
+		if (atomic_load(&r->api->stopping)) {
 			static const char *const closing[] = {"Retry-After", "1", "Connection",
 			                                      "close", NULL};
 
@@ -471,7 +463,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			                    closing);
 		}
 		/* Refuse an announced oversized body before reading any of it. */
-		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+		cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
 		                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && strtoull(cl, NULL, 10) > API_BODY_MAX) {
 			r->body_too_big = 1;
@@ -498,6 +490,34 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return respond_error(r, 413, "payload_too_large",
 		                     "request bodies are limited to 64 KiB", NULL);
 	return dispatch(r, url);
+}
+
+/*
+ * MHD calls this for every piece of a request, the resumed checkout's last
+ * call included, on one thread at a time per connection. The log context
+ * is this thread's for the length of the call only: set on entry, cleared
+ * before the thread goes back to other connections.
+ */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+	struct request *r = *con_cls;
+	enum MHD_Result ret;
+	int first = 0;
+	(void)version;
+
+	if (!r) {
+		r = request_new(cls, conn, method);
+		if (!r)
+			return MHD_NO;
+		*con_cls = r;
+		first = 1;
+	}
+	log_context_set(r->request_id, NULL, r->order_id);
+	ret = request_step(r, first, url, upload_data, upload_data_size);
+	log_context_clear();
+	return ret;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

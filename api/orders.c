@@ -56,6 +56,7 @@ enum MHD_Result orders_get(struct request *r, const char *order_id)
 		return result;
 	if (!ids_uuid_valid(order_id))
 		return respond_error(r, 404, "order_not_found", "no order has that id", NULL);
+	log_context_set(r->request_id, NULL, order_id);
 
 	d = db_pool_get(r->api->db);
 	if (!d)

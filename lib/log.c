@@ -25,6 +25,20 @@ static char log_daemon[LOG_DAEMON_MAX] = "orders";
 
 static const char log_cut_marker[] = "\"truncated\":true";
 
+/*
+ * The calling thread's context: copies, so that a caller's buffers may go
+ * away before its last line. An empty string is an absent field.
+ */
+enum { LOG_CTX_REQUEST, LOG_CTX_MESSAGE, LOG_CTX_ORDER, LOG_CTX_N };
+
+static const char *const log_ctx_keys[LOG_CTX_N] = {
+    [LOG_CTX_REQUEST] = "request_id",
+    [LOG_CTX_MESSAGE] = "message_id",
+    [LOG_CTX_ORDER] = "order_id",
+};
+
+static _Thread_local char log_ctx[LOG_CTX_N][LOG_CONTEXT_ID_MAX + 1];
+
 static const char *const log_level_names[] = {
     [LOG_DEBUG] = "debug",
     [LOG_INFO] = "info",
@@ -43,6 +57,40 @@ void log_init(const char *daemon, enum log_level level)
 		log_daemon[n] = '\0';
 	}
 	log__level = level;
+}
+
+static void log_ctx_copy(char *dst, const char *src)
+{
+	size_t n = src ? strlen(src) : 0;
+
+	if (n > LOG_CONTEXT_ID_MAX)
+		n = LOG_CONTEXT_ID_MAX;
+	if (n)
+		memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+void log_context_set(const char *request_id, const char *message_id, const char *order_id)
+{
+	log_ctx_copy(log_ctx[LOG_CTX_REQUEST], request_id);
+	log_ctx_copy(log_ctx[LOG_CTX_MESSAGE], message_id);
+	log_ctx_copy(log_ctx[LOG_CTX_ORDER], order_id);
+}
+
+void log_context_clear(void)
+{
+	for (int i = 0; i < LOG_CTX_N; i++)
+		log_ctx[i][0] = '\0';
+}
+
+/* 1 when fields (up to LF_END) has a member named key. */
+static int fields_have(const struct log_field *fields, const char *key)
+{
+	for (const struct log_field *f = fields; f && f->type != LOG_FIELD_END; f++) {
+		if (f->key && strcmp(f->key, key) == 0)
+			return 1;
+	}
+	return 0;
 }
 
 int log_level_parse(const char *s, enum log_level *out)
@@ -292,6 +340,15 @@ size_t log__format(char *buf, size_t size, enum log_level level, const char *msg
 	    line_member_str(&l, "msg", msg ? msg : "") != 0) {
 		l.cut = 1;
 		goto close;
+	}
+	/* The context first, so that a line cut short still says whose it is. */
+	for (int i = 0; i < LOG_CTX_N; i++) {
+		if (!log_ctx[i][0] || fields_have(fields, log_ctx_keys[i]))
+			continue;
+		if (line_member_str(&l, log_ctx_keys[i], log_ctx[i]) != 0) {
+			l.cut = 1;
+			goto close;
+		}
 	}
 	for (f = fields; f && f->type != LOG_FIELD_END; f++) {
 		int rc = 0;

@@ -3,10 +3,18 @@
  *
  *   log_info("order accepted", LF_STR("order_id", id), LF_INT("lines", n));
  *
- * Each line carries "ts" (RFC 3339, UTC, ms), "level", "daemon", "msg" and
- * the fields given. The level is checked before any argument is formatted.
- * Card data cannot be logged: struct card (card.h) has no field helper.
+ * Each line carries "ts" (RFC 3339, UTC, ms), "level", "daemon", "msg",
+ * the calling thread's log context (below) and the fields given. The level
+ * is checked before any argument is formatted. Card data cannot be logged:
+ * struct card (card.h) has no field helper.
  * Thread-safe: a line is written with one write(2).
+ *
+ * The log context: whoever handles one request or one message sets its ids
+ * once per thread (log_context_set) and clears them when done, and every
+ * line the thread writes meanwhile carries "request_id", "message_id" and
+ * "order_id" (those that are set), without each call naming them. A field
+ * given explicitly in a call wins over the context's field of the same key:
+ * a line never has a key twice.
  */
 #ifndef ORDERS_LOG_H
 #define ORDERS_LOG_H
@@ -39,6 +47,22 @@ void log_init(const char *daemon, enum log_level level);
 
 /* log_level_parse - "debug", "info", "warn", "error"; ERR_INVALID otherwise. */
 int log_level_parse(const char *s, enum log_level *out);
+
+/* The longest id the log context keeps; a longer one is cut to this. */
+#define LOG_CONTEXT_ID_MAX 128
+
+/*
+ * log_context_set - from now on, every line this thread writes carries
+ * request_id, message_id and order_id, until the next log_context_set or
+ * log_context_clear on this thread. NULL or "" leaves that field out. The
+ * strings are copied (cut at LOG_CONTEXT_ID_MAX bytes), so they need not
+ * outlive the call. Replaces the whole context. Per thread: it never
+ * affects another thread's lines, and needs no locking.
+ */
+void log_context_set(const char *request_id, const char *message_id, const char *order_id);
+
+/* log_context_clear - this thread's lines carry no context fields any more. */
+void log_context_clear(void);
 
 /* Internal: format and write one line. fields ends with LF_END. */
 void log__emit(enum log_level level, const char *msg, const struct log_field *fields);

@@ -422,6 +422,7 @@ int consume__deliver(const struct consume_handler *h, void *state, struct db *db
 	in.routing_key = d->routing_key;
 	in.body = d->body;
 	in.len = d->len;
+	log_context_set(NULL, consume_utf8_ok(d->message_id) ? d->message_id : NULL, NULL);
 	if (!d->message_id[0] || !consume_utf8_ok(d->message_id)) {
 		log_error("cannot process message without a usable message_id",
 		          LF_STR("routing_key", d->routing_key), LF_STR("queue", h->queue));
@@ -443,6 +444,8 @@ int consume__deliver(const struct consume_handler *h, void *state, struct db *db
 			         LF_STR("error", err_str(rc)));
 		goto out;
 	}
+	/* From here on every line about this delivery says whose it is. */
+	log_context_set(in.correlation_id, d->message_id, in.order_id);
 	snprintf(res->order_id, sizeof(res->order_id), "%s", in.order_id);
 	ids_uuid_derived(consume_id_key, h->name, d->message_id, in.out_message_id);
 	memcpy(res->message_id, in.out_message_id, sizeof(res->message_id));
@@ -665,6 +668,7 @@ static void run(struct consume *c)
 		t0 = mono_s();
 		s = handle(c, &d, &label);
 		settle(c, &d, s);
+		log_context_clear();
 		mq_delivery_release(&d);
 		switch (s) {
 		case SETTLE_ACK:

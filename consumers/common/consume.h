@@ -45,6 +45,12 @@
  * Outcome texts are short, stored in inbox.outcome and logged: they must
  * never contain card data.
  *
+ * Logging: from the moment a delivery is taken until it is settled, the
+ * loop's thread has the log context (log.h) set to its message_id, and,
+ * once decode() has run, its correlation_id as "request_id" and its
+ * order_id: every line the hooks write about it carries them. The tick
+ * hook runs with no context; it sets one per order it works on.
+ *
  * The hooks run on the loop's thread only (their state needs no locking).
  * decode, msg_free, process and replay are required; init, fini and tick
  * are optional; decode may run more than once for one delivery (retries
@@ -87,6 +93,9 @@ struct consume_input {
 	int64_t processed_ms;
 	void *msg;            /* set by decode(), freed with msg_free() */
 	const char *order_id; /* set by decode(): a valid UUID inside msg */
+	/* Set by decode(): the envelope's correlation_id (the HTTP request id
+	 * that started the flow) inside msg; NULL or "" when it has none. */
+	const char *correlation_id;
 };
 
 /*
@@ -173,7 +182,9 @@ int consume_main(const struct consume_handler *h, int argc, char **argv);
  * its recorded outcome. On ERR_OK res holds the outcome and the message to
  * publish (release it with consume_result_release); res->order_id is set
  * whenever decoding got that far. Errors as the hooks give them; poison is
- * logged. Used by the loop, and by tests to drive a handler directly.
+ * logged. Leaves the calling thread's log context set to the delivery (see
+ * above) for the caller's own lines about it; the caller clears it. Used by
+ * the loop, and by tests to drive a handler directly.
  */
 int consume__deliver(const struct consume_handler *h, void *state, struct db *db,
                      const struct mq_delivery *d, struct consume_result *res);

@@ -178,6 +178,7 @@ static int order_decode(void *state, struct consume_input *in)
 	}
 	in->msg = om;
 	in->order_id = om->env->order_id;
+	in->correlation_id = om->env->correlation_id;
 	return ERR_OK;
 }
 
@@ -593,9 +594,10 @@ static int pick_then_read(struct db *db, const char *pick_sql, const char *param
 
 /*
  * Lock up to EXPIRE_BATCH reserved orders whose reservation has expired
- * and whose payment is not decided; ERR_OK with *out NULL when there are
- * none. A decided payment was decided in time (payment-consumer checks the
- * reservation under the order's lock), so its order is the completion
+ * and whose payment is not decided: rows (order_id, correlation_id), or
+ * ERR_OK with *out NULL when there are none. A decided payment was decided
+ * in time (payment-consumer checks the reservation under the order's
+ * lock), so its order is the completion
  * sweep's to finish as confirmed or payment_failed, never expired.
  * SKIP LOCKED: payment-consumer holds an order's row while it authorizes,
  * and other replicas sweep beside this one. The payments check is repeated
@@ -610,7 +612,7 @@ static int pick_expired(struct db *db, PGresult **out)
 	    "FROM reservations r WHERE r.state = 'held' AND r.expires_at <= now()) "
 	    "AND NOT " PAYMENT_DECIDED " LIMIT $1::int FOR UPDATE OF o SKIP LOCKED";
 	static const char check_sql[] =
-	    "SELECT o.order_id::text FROM orders o "
+	    "SELECT o.order_id::text, o.correlation_id FROM orders o "
 	    "WHERE o.order_id = ANY ($1::uuid[]) AND o.status = 'reserved' "
 	    "AND NOT " PAYMENT_DECIDED " ORDER BY o.order_id";
 	return pick_then_read(db, pick_sql, NULL, check_sql, out);
@@ -652,6 +654,7 @@ static int expire_one(struct db *db, const char *order_id)
 	rc = load_order(db, order_id, &so);
 	if (rc)
 		return rc;
+	log_context_set(so.env.correlation_id, NULL, order_id);
 	so.om.kind = KIND_EXPIRED;
 	rc = finish_order(db, &so.om, order_id, NULL, 1, event_id, &seq, &moved);
 	stored_order_release(&so);
@@ -685,6 +688,7 @@ static int expire_batch(struct order_state *st, struct db *db)
 		const char *order_id = PQgetvalue(r, i, 0);
 		int voided = 0;
 
+		log_context_set(PQgetvalue(r, i, 1), NULL, order_id);
 		rc = gateway_void(st->gateway, order_id, &voided);
 		if (rc) {
 			log_warn("cannot void the authorization of an expiring order, will retry",
@@ -703,6 +707,8 @@ static int expire_batch(struct order_state *st, struct db *db)
 	in_tx = 0;
 	rc = consume_db_rc(db_commit(db));
 out:
+	/* The batch's own lines are about no one order. */
+	log_context_clear();
 	if (rc)
 		log_warn("cannot expire reservations, will retry", LF_STR("error", err_str(rc)));
 	PQclear(r);
@@ -747,7 +753,8 @@ out:
 
 /*
  * Lock up to EXPIRE_BATCH stranded orders and read, once they are ours, what
- * finishes each: rows (order_id, kind, decline code) in order id order, or
+ * finishes each: rows (order_id, kind, decline code, correlation_id) in
+ * order id order, or
  * ERR_OK with *out NULL when there are none. SKIP LOCKED: replicas share the
  * work, and an order whose message is being processed right now is skipped.
  * The facts are read in a new statement, after the locks: payment-consumer
@@ -767,7 +774,7 @@ static int pick_stranded(struct db *db, const char *grace_s, PGresult **out)
 	static const char facts_sql[] =
 	    "SELECT o.order_id::text, CASE WHEN o.status = 'pending' THEN 'rejected' "
 	    "WHEN p.authorized THEN 'authorized' ELSE 'declined' END, "
-	    "coalesce(p.decline_code, d.code, '') "
+	    "coalesce(p.decline_code, d.code, ''), o.correlation_id "
 	    "FROM orders o LEFT JOIN payments p ON p.order_id = o.order_id "
 	    "LEFT JOIN LATERAL (SELECT split_part(i.outcome, ':', 2) AS code FROM inbox i "
 	    "WHERE i.order_id = o.order_id AND i.consumer = 'payment' "
@@ -791,6 +798,7 @@ static int finalize_one(struct db *db, const PGresult *facts, int i)
 	int64_t seq = 0;
 	int rc, moved = 0;
 
+	log_context_set(PQgetvalue(facts, i, 3), NULL, order_id);
 	rc = load_order(db, order_id, &so);
 	if (rc)
 		return rc;
@@ -836,6 +844,7 @@ static int finalize_batch(struct order_state *st, struct db *db)
 	in_tx = 0;
 	rc = consume_db_rc(db_commit(db));
 out:
+	log_context_clear();
 	if (rc)
 		log_warn("cannot finish stranded orders, will retry", LF_STR("error", err_str(rc)));
 	PQclear(r);
@@ -859,7 +868,7 @@ out:
 static int void_leftovers(struct order_state *st, struct db *db)
 {
 	static const char sql[] =
-	    "SELECT g.idempotency_key FROM gateway_charges g "
+	    "SELECT g.idempotency_key, o.correlation_id FROM gateway_charges g "
 	    "JOIN orders o ON o.order_id::text = g.idempotency_key "
 	    "WHERE g.approved AND g.voided_at IS NULL "
 	    "AND g.created_at > now() - make_interval(secs => $2::bigint) "
@@ -875,6 +884,7 @@ static int void_leftovers(struct order_state *st, struct db *db)
 		const char *order_id = PQgetvalue(r, i, 0);
 		int voided = 0;
 
+		log_context_set(PQgetvalue(r, i, 1), NULL, order_id);
 		rc = gateway_void(st->gateway, order_id, &voided);
 		if (rc)
 			log_warn(
@@ -884,6 +894,7 @@ static int void_leftovers(struct order_state *st, struct db *db)
 			log_warn("voided a live authorization left on an unconfirmed order",
 			         LF_STR("order_id", order_id));
 	}
+	log_context_clear();
 	PQclear(r);
 	return rc;
 }
@@ -930,10 +941,12 @@ static int publish_event(struct db *db, struct mq_publisher *pub, const PGresult
  */
 static int publish_pending(struct db *db, struct mq_publisher *pub)
 {
-	static const char pick_sql[] = "SELECT seq, event_id::text, order_id::text, type, "
-	                               "floor(extract(epoch FROM occurred_at) * 1000)::bigint "
-	                               "FROM order_events WHERE publish_pending ORDER BY seq "
-	                               "LIMIT $1::int FOR UPDATE SKIP LOCKED";
+	static const char pick_sql[] =
+	    "SELECT seq, event_id::text, order_id::text, type, "
+	    "floor(extract(epoch FROM occurred_at) * 1000)::bigint, "
+	    "(SELECT o.correlation_id FROM orders o WHERE o.order_id = e.order_id) "
+	    "FROM order_events e WHERE publish_pending ORDER BY seq "
+	    "LIMIT $1::int FOR UPDATE SKIP LOCKED";
 	static const char done_sql[] =
 	    "UPDATE order_events SET publish_pending = false WHERE seq = $1::bigint";
 	char limit[16];
@@ -949,6 +962,7 @@ static int publish_pending(struct db *db, struct mq_publisher *pub)
 	rc = consume_db_rc(db_exec(db, pick_sql, 1, p, &r));
 	for (i = 0; !rc && i < PQntuples(r); i++) {
 		p[0] = PQgetvalue(r, i, 0);
+		log_context_set(PQgetvalue(r, i, 5), NULL, PQgetvalue(r, i, 2));
 		rc = publish_event(db, pub, r, i);
 		if (rc) {
 			log_warn("cannot publish order event, will retry",
@@ -962,6 +976,7 @@ static int publish_pending(struct db *db, struct mq_publisher *pub)
 		         LF_STR("out_message_id", PQgetvalue(r, i, 1)));
 		rc = consume_db_rc(db_exec(db, done_sql, 1, p, NULL));
 	}
+	log_context_clear();
 	/* What was confirmed is recorded even when a later publish failed. */
 	in_tx = 0;
 	if (consume_db_rc(db_commit(db)) != ERR_OK && !rc)

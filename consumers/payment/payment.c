@@ -111,6 +111,7 @@ static int pay_decode(void *state, struct consume_input *in)
 	}
 	in->msg = m;
 	in->order_id = m->envelope->order_id;
+	in->correlation_id = m->envelope->correlation_id;
 	return ERR_OK;
 }
 

@@ -6,6 +6,7 @@
 #ifndef ORDERS_TEST_E2E_H
 #define ORDERS_TEST_E2E_H
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,27 @@ static inline double e2e_now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/*
+ * The repository root into out (the stack's .local/ is there):
+ * ORDERS_SOURCE_DIR, else where this file was compiled from, else ".".
+ */
+static inline void e2e_find_root(char *out, size_t n)
+{
+	const char *env = getenv("ORDERS_SOURCE_DIR");
+	char *cut;
+
+	if (env && *env) {
+		snprintf(out, n, "%s", env);
+		return;
+	}
+	snprintf(out, n, "%s", __FILE__);
+	cut = strstr(out, "/tests/integration/");
+	if (cut)
+		*cut = '\0';
+	else
+		snprintf(out, n, ".");
 }
 
 static inline void e2e_put_product(const char *sku, int stock, int price)
@@ -266,6 +288,27 @@ static inline void e2e_amqp_close(amqp_connection_state_t c)
 		return;
 	amqp_connection_close(c, AMQP_REPLY_SUCCESS);
 	amqp_destroy_connection(c);
+}
+
+/* A private queue on "order-events" with every type bound, consumed without acks. */
+static inline amqp_connection_state_t e2e_events_watch(void)
+{
+	amqp_connection_state_t c = e2e_amqp_connect();
+	amqp_queue_declare_ok_t *ok;
+	amqp_bytes_t q;
+
+	assert_non_null(c);
+	ok =
+	    amqp_queue_declare(c, E2E_AMQP_CHANNEL, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
+	assert_true(e2e_amqp_ok(c, "queue.declare"));
+	q = amqp_bytes_malloc_dup(ok->queue);
+	amqp_queue_bind(c, E2E_AMQP_CHANNEL, q, amqp_cstring_bytes(MQ_EXCHANGE_EVENTS),
+	                amqp_cstring_bytes("#"), amqp_empty_table);
+	assert_true(e2e_amqp_ok(c, "queue.bind"));
+	amqp_basic_consume(c, E2E_AMQP_CHANNEL, q, amqp_empty_bytes, 0, 1, 1, amqp_empty_table);
+	assert_true(e2e_amqp_ok(c, "basic.consume"));
+	amqp_bytes_free(q);
+	return c;
 }
 
 /*

@@ -1,4 +1,5 @@
-/* it_cache.c: the Redis module against a real server (ORDERS_REDIS_URL). */
+/* it_cache.c: the Redis module against a real server (ORDERS_REDIS_URL), and the API's
+ * product cache: what GET /v1/products serves lags the database by at most a second. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -13,9 +14,16 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "db.h"
+#include "e2e.h"
 #include "err.h"
 
 #define DEFAULT_URL "redis://127.0.0.1:6389/0"
+#define DEFAULT_DSN "postgresql://orders@127.0.0.1:5442/orders"
+/* The contract: `available` lags the database by at most this. */
+#define CACHE_LAG_MS 1000
+/* Our clock and Redis's may differ a little. */
+#define CLOCK_SLACK_MS 50
 /* Port 1 on loopback: nothing listens, so connecting is refused at once. */
 #define DEAD_URL "redis://127.0.0.1:1/0"
 #define POOL_SIZE 2
@@ -422,14 +430,220 @@ static void test_pool_reuse(void **state)
 	cache_pool_free(p);
 }
 
+/* ---- the API's product cache ------------------------------------------------ */
+
+/* What a catalog test works on: one product alone on a page of its own. */
+struct catalog_case {
+	char after[64]; /* the page starts after this */
+	char sku[80];   /* the page's only product */
+	char page_key[128];
+	char available_key[128];
+	struct db *db;
+};
+
+static void catalog_case_init(struct catalog_case *cc, const char *what)
+{
+	const char *dsn = getenv("ORDERS_PG_DSN");
+
+	/* No other test's SKU starts like this, so it sorts right after. */
+	snprintf(cc->after, sizeof(cc->after), "CACHE-%s-%ld-%ld-", what, (long)time(NULL),
+	         (long)getpid());
+	snprintf(cc->sku, sizeof(cc->sku), "%sA", cc->after);
+	snprintf(cc->page_key, sizeof(cc->page_key), "products:page:1:%s", cc->after);
+	snprintf(cc->available_key, sizeof(cc->available_key), "available:%s", cc->sku);
+	cc->db = db_new(dsn && *dsn ? dsn : DEFAULT_DSN);
+	assert_non_null(cc->db);
+}
+
+/* The page after cc->after, limit 1, as served; its one product's available. */
+static long list_available(struct catalog_case *cc)
+{
+	const char *h[] = {E2E_CLIENT, NULL};
+	struct http_response r;
+	char path[160];
+	json_t *j, *p;
+	long v;
+
+	snprintf(path, sizeof(path), "/v1/products?limit=1&after=%s", cc->after);
+	assert_int_equal(http_request("GET", path, h, NULL, 0, &r), 0);
+	assert_int_equal(r.status, 200);
+	j = http_json(&r);
+	assert_non_null(j);
+	p = json_array_get(json_object_get(j, "products"), 0);
+	assert_non_null(p);
+	assert_string_equal(json_string_value(json_object_get(p, "sku")), cc->sku);
+	v = (long)json_integer_value(json_object_get(p, "available"));
+	json_decref(j);
+	http_response_release(&r);
+	return v;
+}
+
+static long single_available(struct catalog_case *cc)
+{
+	return e2e_available(cc->sku);
+}
+
+/* Milliseconds key has left; -2 when it does not exist. */
+static long long pttl(const char *k)
+{
+	redisReply *r = cache_command(c, "PTTL %s", k);
+	long long v;
+
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+	v = r->integer;
+	freeReplyObject(r);
+	return v;
+}
+
+/* Change the stock behind the API's back, as another writer would. */
+static void set_stock(struct catalog_case *cc, long stock)
+{
+	char s[24];
+	const char *p[2] = {cc->sku, s};
+
+	snprintf(s, sizeof(s), "%ld", stock);
+	assert_int_equal(
+	    db_exec(cc->db, "UPDATE products SET stock = $2::bigint WHERE sku = $1", 2, p, NULL),
+	    ERR_OK);
+}
+
+/*
+ * Poll fetch until it shows want, the stock set at changed_ms (taken before
+ * the change, after the last answer cached the old figure). Until then it
+ * must show old; an answer given while the key cached before the change
+ * still lived must show old (it came from Redis, not the database); and
+ * any request sent CACHE_LAG_MS after the change must show want. Returns
+ * how many answers came from the old key.
+ */
+static int watch_change(struct catalog_case *cc, long (*fetch)(struct catalog_case *),
+                        const char *k, long old, long want, double changed_ms)
+{
+	int from_cache = 0;
+
+	for (;;) {
+		double t0 = e2e_now_ms();
+		long long left = pttl(k);
+		long v = fetch(cc);
+		double took = e2e_now_ms() - t0;
+
+		if (left > 0 && took + CLOCK_SLACK_MS < (double)left) {
+			assert_int_equal(v, old);
+			from_cache++;
+		}
+		if (v == want)
+			return from_cache;
+		assert_int_equal(v, old);
+		if (t0 - changed_ms >= CACHE_LAG_MS + CLOCK_SLACK_MS)
+			fail_msg("%s: still %ld, not %ld, %.0f ms after the change", k, v, want,
+			         t0 - changed_ms);
+		usleep(50000);
+	}
+}
+
+/* A page is cached for at most a second and served from Redis meanwhile. */
+static void test_catalog_list_cached(void **state)
+{
+	struct catalog_case cc;
+	redisReply *r;
+	json_t *j;
+	long long left;
+	long stock = 10;
+	int attempt, from_cache = 0;
+
+	(void)state;
+	catalog_case_init(&cc, "L");
+	e2e_put_product(cc.sku, (int)stock, 100);
+	assert_int_equal(list_available(&cc), stock);
+	left = pttl(cc.page_key);
+	assert_true(left > 0 && left <= CACHE_LAG_MS);
+	/* What is cached is the page as served. */
+	r = cache_command(c, "GET %s", cc.page_key);
+	assert_non_null(r);
+	if (r->type == REDIS_REPLY_STRING) {
+		j = json_loads(r->str, 0, NULL);
+		assert_non_null(j);
+		assert_string_equal(json_string_value(json_object_get(
+		                        json_array_get(json_object_get(j, "products"), 0), "sku")),
+		                    cc.sku);
+		json_decref(j);
+	}
+	freeReplyObject(r);
+
+	/*
+	 * The database changes while the page is cached: not visible until the
+	 * key expires, then at once. A very slow machine may let the key expire
+	 * before the first look; then try again with a fresh page.
+	 */
+	for (attempt = 0; attempt < 3 && !from_cache; attempt++) {
+		double changed;
+
+		assert_int_equal(list_available(&cc), stock);
+		changed = e2e_now_ms();
+		set_stock(&cc, stock - 3);
+		from_cache =
+		    watch_change(&cc, list_available, cc.page_key, stock, stock - 3, changed);
+		stock -= 3;
+	}
+	if (!from_cache)
+		fprintf(stderr, "it_cache: no list answer came from the cached page\n");
+	assert_true(from_cache > 0);
+	db_free(cc.db);
+}
+
+/* A stock change in the database reaches the single GET and the list within a second. */
+static void test_catalog_db_change_visible(void **state)
+{
+	struct catalog_case cc;
+	double changed;
+
+	(void)state;
+	catalog_case_init(&cc, "D");
+	e2e_put_product(cc.sku, 20, 100);
+	assert_int_equal(single_available(&cc), 20);
+	assert_int_equal(list_available(&cc), 20);
+	assert_true(pttl(cc.available_key) <= CACHE_LAG_MS);
+	changed = e2e_now_ms();
+	set_stock(&cc, 12);
+	watch_change(&cc, single_available, cc.available_key, 20, 12, changed);
+	watch_change(&cc, list_available, cc.page_key, 20, 12, changed);
+	db_free(cc.db);
+}
+
+/* After a PUT the single GET shows the new figure at once, the list within a second. */
+static void test_catalog_put_visible(void **state)
+{
+	struct catalog_case cc;
+	double changed;
+
+	(void)state;
+	catalog_case_init(&cc, "P");
+	e2e_put_product(cc.sku, 8, 100);
+	assert_int_equal(single_available(&cc), 8);
+	assert_int_equal(list_available(&cc), 8);
+	changed = e2e_now_ms();
+	e2e_put_product(cc.sku, 3, 100);
+	assert_int_equal(single_available(&cc), 3);
+	watch_change(&cc, list_available, cc.page_key, 8, 3, changed);
+	db_free(cc.db);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_ping),          cmocka_unit_test(test_set_get),
-	    cmocka_unit_test(test_binary_values), cmocka_unit_test(test_error_reply),
-	    cmocka_unit_test(test_select_db),     cmocka_unit_test(test_reconnect),
-	    cmocka_unit_test(test_bad_urls),      cmocka_unit_test(test_dead_server),
-	    cmocka_unit_test(test_pool_threads),  cmocka_unit_test(test_pool_reuse),
+	    cmocka_unit_test(test_ping),
+	    cmocka_unit_test(test_set_get),
+	    cmocka_unit_test(test_binary_values),
+	    cmocka_unit_test(test_error_reply),
+	    cmocka_unit_test(test_select_db),
+	    cmocka_unit_test(test_reconnect),
+	    cmocka_unit_test(test_bad_urls),
+	    cmocka_unit_test(test_dead_server),
+	    cmocka_unit_test(test_pool_threads),
+	    cmocka_unit_test(test_pool_reuse),
+	    cmocka_unit_test(test_catalog_list_cached),
+	    cmocka_unit_test(test_catalog_db_change_visible),
+	    cmocka_unit_test(test_catalog_put_visible),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

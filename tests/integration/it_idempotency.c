@@ -53,24 +53,6 @@ static long sql_long(const char *sql, const char *param)
 	return v;
 }
 
-/* The repository root: ORDERS_SOURCE_DIR, else where this file was compiled from. */
-static void find_root(void)
-{
-	const char *env = getenv("ORDERS_SOURCE_DIR");
-	char *cut;
-
-	if (env && *env) {
-		snprintf(root, sizeof(root), "%s", env);
-		return;
-	}
-	snprintf(root, sizeof(root), "%s", __FILE__);
-	cut = strstr(root, "/tests/integration/");
-	if (cut)
-		*cut = '\0';
-	else
-		snprintf(root, sizeof(root), ".");
-}
-
 /* How many lines of a daemon's log hold both needles. */
 static int log_lines(const char *file, const char *a, const char *b)
 {
@@ -163,27 +145,6 @@ static void expect_one_order(const char *key, const char *order_id, const char *
 	assert_int_equal(sql_long("SELECT stock FROM products WHERE sku = $1", sku), stock0 - qty);
 	assert_int_equal(sql_long("SELECT reserved FROM products WHERE sku = $1", sku), 0);
 	e2e_wait_available(sku, stock0 - qty);
-}
-
-/* A private queue on "order-events" with every type bound, consumed without acks. */
-static amqp_connection_state_t events_watch(void)
-{
-	amqp_connection_state_t c = e2e_amqp_connect();
-	amqp_queue_declare_ok_t *ok;
-	amqp_bytes_t q;
-
-	assert_non_null(c);
-	ok =
-	    amqp_queue_declare(c, E2E_AMQP_CHANNEL, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
-	assert_true(e2e_amqp_ok(c, "queue.declare"));
-	q = amqp_bytes_malloc_dup(ok->queue);
-	amqp_queue_bind(c, E2E_AMQP_CHANNEL, q, amqp_cstring_bytes(MQ_EXCHANGE_EVENTS),
-	                amqp_cstring_bytes("#"), amqp_empty_table);
-	assert_true(e2e_amqp_ok(c, "queue.bind"));
-	amqp_basic_consume(c, E2E_AMQP_CHANNEL, q, amqp_empty_bytes, 0, 1, 1, amqp_empty_table);
-	assert_true(e2e_amqp_ok(c, "basic.consume"));
-	amqp_bytes_free(q);
-	return c;
 }
 
 /*
@@ -292,7 +253,7 @@ static void test_replay_after_redis_loss(void **state)
 	int replays;
 	(void)state;
 
-	events = events_watch();
+	events = e2e_events_watch();
 	sku_name(sku, sizeof(sku), "WIPE");
 	idem_key(key, sizeof(key), "wipe");
 	e2e_put_product(sku, 10, 300);
@@ -345,7 +306,7 @@ static void test_other_body_after_redis_loss(void **state)
 	long total;
 	(void)state;
 
-	events = events_watch();
+	events = e2e_events_watch();
 	sku_name(sku, sizeof(sku), "OTHER");
 	sku_name(sku2, sizeof(sku2), "OTHER2");
 	idem_key(key, sizeof(key), "other");
@@ -405,7 +366,7 @@ static int group_setup(void **state)
 	const char *url = getenv("ORDERS_REDIS_URL");
 	(void)state;
 
-	find_root();
+	e2e_find_root(root, sizeof(root));
 	db = db_new(dsn && *dsn ? dsn : DEFAULT_DSN);
 	if (!db) {
 		fprintf(stderr, "it_idempotency: cannot connect to ORDERS_PG_DSN (make up?)\n");

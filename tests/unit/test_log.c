@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -340,6 +341,184 @@ static void test_debug_level(void **state)
 	assert_non_null(strstr(out, "now visible"));
 }
 
+/* Format one line with fields, parse it refusing duplicate keys. */
+static json_t *format_strict(char *line, size_t size, const struct log_field *fields)
+{
+	json_error_t e;
+	size_t n = log__format(line, size, LOG_INFO, "handling", fields);
+	json_t *j;
+
+	assert_true(n > 0);
+	j = json_loads(line, JSON_REJECT_DUPLICATES, &e);
+	if (!j)
+		fail_msg("not JSON without duplicate keys (%s): %s", e.text, line);
+	return j;
+}
+
+/* How often needle occurs in s. */
+static int count_of(const char *s, const char *needle)
+{
+	int n = 0;
+
+	while ((s = strstr(s, needle)) != NULL) {
+		n++;
+		s += strlen(needle);
+	}
+	return n;
+}
+
+static void test_context_fields(void **state)
+{
+	char line[8192];
+	struct log_field f[] = {LF_STR("sku", "A-1"), LF_END};
+	json_t *j;
+
+	(void)state;
+	log_init("orders-api", LOG_INFO);
+	log_context_set("req-1", "msg-1", "ord-1");
+	j = format_strict(line, sizeof(line), f);
+	assert_string_equal(get_str(j, "request_id"), "req-1");
+	assert_string_equal(get_str(j, "message_id"), "msg-1");
+	assert_string_equal(get_str(j, "order_id"), "ord-1");
+	assert_string_equal(get_str(j, "sku"), "A-1");
+	json_decref(j);
+
+	/* NULL and "" leave a field out; set replaces the whole context. */
+	log_context_set("req-2", NULL, "");
+	j = format_strict(line, sizeof(line), f);
+	assert_string_equal(get_str(j, "request_id"), "req-2");
+	assert_null(json_object_get(j, "message_id"));
+	assert_null(json_object_get(j, "order_id"));
+	json_decref(j);
+
+	log_context_clear();
+	j = format_strict(line, sizeof(line), f);
+	assert_null(json_object_get(j, "request_id"));
+	assert_null(json_object_get(j, "message_id"));
+	assert_null(json_object_get(j, "order_id"));
+	json_decref(j);
+}
+
+static void test_context_explicit_wins(void **state)
+{
+	char line[8192];
+	struct log_field f[] = {LF_STR("request_id", "explicit"), LF_STR("order_id", NULL),
+	                        LF_INT("n", 1), LF_END};
+	json_t *j;
+
+	(void)state;
+	log_context_set("from-context", "m-1", "o-1");
+	j = format_strict(line, sizeof(line), f);
+	assert_string_equal(get_str(j, "request_id"), "explicit");
+	/* An explicit null still wins: the call said what it meant. */
+	assert_true(json_is_null(json_object_get(j, "order_id")));
+	assert_string_equal(get_str(j, "message_id"), "m-1");
+	assert_int_equal(count_of(line, "\"request_id\""), 1);
+	assert_int_equal(count_of(line, "\"order_id\""), 1);
+	assert_null(strstr(line, "from-context"));
+	json_decref(j);
+	log_context_clear();
+}
+
+static void test_context_copied_and_cut(void **state)
+{
+	char line[8192], id[300];
+	json_t *j;
+
+	(void)state;
+	memset(id, 'r', sizeof(id) - 1);
+	id[sizeof(id) - 1] = '\0';
+	log_context_set(id, "m", "o");
+	/* The caller's buffer may change or go away: the context kept a copy. */
+	memset(id, 'x', 10);
+	j = format_strict(line, sizeof(line), NULL);
+	assert_int_equal(strlen(get_str(j, "request_id")), LOG_CONTEXT_ID_MAX);
+	assert_int_equal(get_str(j, "request_id")[0], 'r');
+	json_decref(j);
+
+	/* Cut short with the context in it, the line is still valid JSON. */
+	for (size_t size = 1; size < 400; size++) {
+		size_t n = log__format(line, size, LOG_INFO, "handling", NULL);
+
+		if (size >= 4) {
+			json_t *k = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
+
+			if (!k)
+				fail_msg("size %zu: not JSON: %s", size, line);
+			json_decref(k);
+		}
+		assert_true(n < size);
+	}
+	log_context_clear();
+}
+
+static void *other_thread(void *arg)
+{
+	char *line = arg;
+
+	/* This thread never set a context: it must not see the other's. */
+	log__format(line, 8192, LOG_INFO, "elsewhere", NULL);
+	log_context_set("thread-req", NULL, NULL);
+	return NULL;
+}
+
+static void test_context_per_thread(void **state)
+{
+	char line[8192], theirs[8192];
+	pthread_t t;
+	json_t *j;
+
+	(void)state;
+	log_context_set("main-req", NULL, "main-order");
+	assert_int_equal(pthread_create(&t, NULL, other_thread, theirs), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	j = json_loads(theirs, JSON_REJECT_DUPLICATES, NULL);
+	assert_non_null(j);
+	assert_null(json_object_get(j, "request_id"));
+	assert_null(json_object_get(j, "order_id"));
+	json_decref(j);
+	/* Nor did the other thread's set change this one's. */
+	j = format_strict(line, sizeof(line), NULL);
+	assert_string_equal(get_str(j, "request_id"), "main-req");
+	assert_string_equal(get_str(j, "order_id"), "main-order");
+	json_decref(j);
+	log_context_clear();
+}
+
+static void emit_with_context(void)
+{
+	log_init("orders-order", LOG_INFO);
+	log_context_set("req-9", "msg-9", "ord-9");
+	log_info("message processed", LF_STR("outcome", "noop"));
+	log_context_clear();
+	log_info("idle");
+}
+
+static void test_context_emitted(void **state)
+{
+	char out[16384];
+	char *second;
+	json_t *j;
+
+	(void)state;
+	assert_true(capture(out, sizeof(out), emit_with_context) > 0);
+	second = strchr(out, '\n');
+	assert_non_null(second);
+	*second++ = '\0';
+	j = json_loads(out, JSON_REJECT_DUPLICATES, NULL);
+	assert_non_null(j);
+	assert_string_equal(get_str(j, "request_id"), "req-9");
+	assert_string_equal(get_str(j, "message_id"), "msg-9");
+	assert_string_equal(get_str(j, "order_id"), "ord-9");
+	assert_string_equal(get_str(j, "outcome"), "noop");
+	json_decref(j);
+	j = json_loads(second, 0, NULL);
+	assert_non_null(j);
+	assert_string_equal(get_str(j, "msg"), "idle");
+	assert_null(json_object_get(j, "request_id"));
+	json_decref(j);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -354,6 +533,11 @@ int main(void)
 	    cmocka_unit_test(test_level_parse),
 	    cmocka_unit_test(test_emit_to_stdout),
 	    cmocka_unit_test(test_debug_level),
+	    cmocka_unit_test(test_context_fields),
+	    cmocka_unit_test(test_context_explicit_wins),
+	    cmocka_unit_test(test_context_copied_and_cut),
+	    cmocka_unit_test(test_context_per_thread),
+	    cmocka_unit_test(test_context_emitted),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
