@@ -232,6 +232,8 @@ const char *consume_order_problem(const Orders__Order *o)
 	}
 	if (!consume_currency_ok(o->currency))
 		return "currency is not three upper-case letters";
+	if (o->cart_id && o->cart_id[0] && !ids_uuid_valid(o->cart_id))
+		return "cart_id is not a lowercase uuid";
 	if (o->total_cents < 0)
 		return "total_cents is negative";
 	if (!text_ok(o->customer_id) || !text_ok(o->customer_email) || !text_ok(o->client_id) ||

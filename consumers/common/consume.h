@@ -238,8 +238,9 @@ int consume_field(const char *outcome, int n, char *out, size_t outlen);
  * consume_envelope_problem / consume_order_problem - NULL when the envelope
  * (present, message_id, order_id a lowercase UUID, UTF-8 texts) or the order
  * (1..100 lines, SKU pattern, quantity 1..999, prices and total >= 0,
- * currency ^[A-Z]{3}$, UTF-8 texts) is acceptable, else a short reason for
- * the log (never any input text). A problem makes the message poison.
+ * currency ^[A-Z]{3}$, cart_id empty or a lowercase UUID, UTF-8 texts) is
+ * acceptable, else a short reason for the log (never any input text). A
+ * problem makes the message poison.
  */
 const char *consume_envelope_problem(const Orders__Envelope *env);
 const char *consume_order_problem(const Orders__Order *o);
