@@ -1265,7 +1265,7 @@ int mq_publisher_queue_stats(const struct mq_publisher *p, size_t i, long *messa
 {
 	long m, c;
 
-	if (!p || i >= 3)
+	if (!p || i >= MQ_WORK_QUEUES)
 		return ERR_INVALID;
 	if (!atomic_load(&p->stat_valid[i]))
 		return ERR_NOT_FOUND;
