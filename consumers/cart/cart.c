@@ -221,6 +221,8 @@ static int cart_decode(void *state, struct consume_input *in)
 	/* The inbox's order_id: the cart for a change, the order for a checkout. */
 	in->order_id =
 	    cm->changed ? cm->changed->envelope->order_id : cm->checked_out->envelope->order_id;
+	in->correlation_id = cm->changed ? cm->changed->envelope->correlation_id
+	                                 : cm->checked_out->envelope->correlation_id;
 	return ERR_OK;
 }
 
