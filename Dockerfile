@@ -11,6 +11,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DORDERS_WERROR=ON \
     && cmake --build /build -j"$(nproc)" \
     && install -D -t /out/bin /build/api/orders-api /build/consumers/orders-inventory \
          /build/consumers/orders-payment /build/consumers/orders-order \
+         /build/consumers/orders-cart \
     && install -D -t /out/share/orders /src/tools/migrate.sh \
     && cp -r /src/migrations /out/share/orders/
 
@@ -23,5 +24,5 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
 COPY --from=build /out/bin/ /usr/local/bin/
 COPY --from=build /out/share/orders/ /usr/local/share/orders/
 USER orders
-EXPOSE 8080 9101 9102 9103
+EXPOSE 8080 9101 9102 9103 9104
 CMD ["orders-api"]

@@ -90,10 +90,16 @@ struct request {
 	int body_too_big;
 	int64_t started_ns;
 
-	/* Checkout, across the suspension. */
+	/* A message in flight (api_publish), across the suspension. */
 	_Atomic int state;
 	_Atomic int publish_result;
 	int64_t publish_started_ns;
+	enum MHD_Result (*on_published)(struct request *r);
+	/* Route state kept across the suspension, freed with the request. */
+	void *ctx;
+	void (*ctx_free)(void *ctx);
+
+	/* Checkout, across the suspension. */
 	char order_id[40];
 	char idem_redis_key[320];
 	char idem_hash[33];  /* keyed hash of the body, hex */
@@ -106,6 +112,8 @@ struct request {
  * NULL-terminated list of name, value pairs, or NULL. */
 enum MHD_Result respond_json(struct request *r, unsigned int status, const char *body,
                              const char *const *headers);
+/* respond_empty - queue status without a body (204). */
+enum MHD_Result respond_empty(struct request *r, unsigned int status);
 /* respond_obj - like respond_json with a jansson object (decref'd here). */
 enum MHD_Result respond_obj(struct request *r, unsigned int status, json_t *obj,
                             const char *const *headers);
@@ -125,6 +133,28 @@ json_t *body_json(struct request *r, enum MHD_Result *result);
 
 int64_t api_now_ns(void);
 
+/*
+ * api_publish - suspend the connection and hand msg (copied) to the
+ * publisher for exchange "orders" (mandatory). Once the broker has
+ * answered, r->publish_result holds ERR_OK or the failure and done(r) is
+ * called on an MHD thread to queue the response. Returns MHD_YES; done is
+ * called exactly once, also when the hand-over itself fails.
+ */
+enum MHD_Result api_publish(struct request *r, const char *routing_key, const char *message_id,
+                            const uint8_t *msg, size_t len,
+                            enum MHD_Result (*done)(struct request *r));
+
+/*
+ * json_only_fields - ERR_OK when obj has no member outside allowed (a
+ * NULL-terminated list); else ERR_INVALID with *bad set to the first
+ * unknown member's name.
+ */
+int json_only_fields(json_t *obj, const char *const *allowed, const char **bad);
+
+/* json_text - the string value of v when it is one of 1..max bytes of
+ * text without NUL characters, else NULL. */
+const char *json_text(json_t *v, size_t max);
+
 /* ---- validation helpers (http.c) ------------------------------------------ */
 
 int valid_sku(const char *s);
@@ -136,8 +166,10 @@ enum MHD_Result catalog_put(struct request *r, const char *sku);
 enum MHD_Result catalog_get(struct request *r, const char *sku);
 enum MHD_Result catalog_list(struct request *r);
 enum MHD_Result checkout_post(struct request *r);
-/* checkout_resumed - called when a suspended checkout comes back. */
-enum MHD_Result checkout_resumed(struct request *r);
+enum MHD_Result carts_post(struct request *r);
+enum MHD_Result carts_get(struct request *r, const char *cart_id);
+enum MHD_Result carts_put(struct request *r, const char *cart_id);
+enum MHD_Result carts_delete(struct request *r, const char *cart_id);
 enum MHD_Result orders_get(struct request *r, const char *order_id);
 
 /*
@@ -147,6 +179,36 @@ enum MHD_Result orders_get(struct request *r, const char *order_id);
  */
 int product_lookup(struct api *a, struct cache *c, const char *sku, int64_t *price_cents,
                    char currency[4], char *name_out, size_t name_len);
+
+/* ---- carts (cart.c), for checkout.c --------------------------------------- */
+
+#define CART_MAX_LINES 100
+#define CART_MAX_QUANTITY 999
+
+struct cart_line {
+	char sku[65];
+	int quantity;
+};
+
+/* A cart as stored in Redis. */
+struct cart {
+	char cart_id[40];
+	char customer_id[129];
+	char currency[4];
+	char status[16];
+	char order_id[40];
+	int64_t version;
+	int64_t created_ms, updated_ms;
+	struct cart_line lines[CART_MAX_LINES];
+	size_t nlines;
+};
+
+/*
+ * cart_load - the cart cart_id of the request's API key from Redis.
+ * ERR_NOT_FOUND when there is none (or it is another key's), ERR_UNAVAILABLE
+ * when Redis failed.
+ */
+int cart_load(struct request *r, struct cache *c, const char *cart_id, struct cart *out);
 
 /* http_start / http_stop - the MHD daemon (http.c). */
 int http_start(struct api *a);

@@ -46,6 +46,8 @@ struct checkout {
 	int64_t total;
 	json_t *shipping;
 	struct card card;
+	char cart_id[40]; /* "" for an items checkout */
+	struct cart cart; /* the cart's lines and currency, when cart_id is set */
 };
 
 static void checkout_release(struct checkout *co)
@@ -87,10 +89,22 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 	struct tm tm;
 	size_t i;
 
-	if (json_object_get(root, "cart_id")) {
-		/* Carts are not served yet: no cart id can name one. */
-		*res = respond_error(r, 404, "cart_not_found", "no cart has that id", "cart_id");
-		return -1;
+	v = json_object_get(root, "cart_id");
+	if (v) {
+		const char *id = json_text(v, IDS_UUID_LEN);
+
+		if (json_object_get(root, "items") || json_object_get(root, "currency")) {
+			*res =
+			    invalid(r, "give either 'cart_id' or 'items' with 'currency', not both",
+			            "cart_id");
+			return -1;
+		}
+		if (!id || !ids_uuid_valid(id)) {
+			*res = respond_error(r, 404, "cart_not_found", "no cart has that id",
+			                     "cart_id");
+			return -1;
+		}
+		snprintf(co->cart_id, sizeof(co->cart_id), "%s", id);
 	}
 	customer = json_object_get(root, "customer");
 	if (!json_is_object(customer) || !(co->customer_id = str_member(customer, "id", 128))) {
@@ -138,6 +152,8 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 		}
 	}
 
+	if (co->cart_id[0])
+		goto payment; /* lines and currency come from the cart */
 	co->currency = str_member(root, "currency", 3);
 	if (!co->currency || !valid_currency(co->currency)) {
 		*res =
@@ -178,6 +194,7 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 	}
 	co->nlines = json_array_size(items);
 
+payment:
 	payment = json_object_get(root, "payment");
 	card = json_is_object(payment) ? json_object_get(payment, "card") : NULL;
 	if (!json_is_object(card)) {
@@ -222,6 +239,37 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 		*res = invalid_card(r, card_problem_str(CARD_BAD_NUMBER), "payment.card.number");
 		return -1;
 	}
+	return 0;
+}
+
+/* The lines of the checkout's cart, read now; 0 on success, else *res is queued. */
+static int cart_lines(struct request *r, struct cache *c, struct checkout *co, enum MHD_Result *res)
+{
+	int rc = cart_load(r, c, co->cart_id, &co->cart);
+
+	if (rc == ERR_NOT_FOUND) {
+		*res = respond_error(r, 404, "cart_not_found", "no cart has that id", "cart_id");
+		return -1;
+	}
+	if (rc != ERR_OK) {
+		*res = respond_unavailable(r, "the cart store");
+		return -1;
+	}
+	if (strcmp(co->cart.status, "open") != 0) {
+		*res = respond_error(r, 409, "cart_checked_out", "the cart is already checked out",
+		                     "cart_id");
+		return -1;
+	}
+	if (co->cart.nlines == 0) {
+		*res = respond_error(r, 422, "empty_cart", "the cart has no items", "cart_id");
+		return -1;
+	}
+	co->currency = co->cart.currency;
+	for (size_t i = 0; i < co->cart.nlines; i++) {
+		co->lines[i].sku = co->cart.lines[i].sku;
+		co->lines[i].quantity = co->cart.lines[i].quantity;
+	}
+	co->nlines = co->cart.nlines;
 	return 0;
 }
 
@@ -393,7 +441,10 @@ static void idem_release(struct request *r, struct cache *c)
 
 /* ---- the message ---------------------------------------------------------- */
 
-/* The pending view GET /v1/orders serves until order-consumer's row exists. */
+/*
+ * The pending view GET /v1/orders serves until order-consumer's row exists,
+ * stored as "<client_id> <json>": only the key that placed the order reads it.
+ */
 static char *order_snapshot(const struct request *r, const struct checkout *co, int64_t now_ms)
 {
 	char created[25];
@@ -412,9 +463,14 @@ static char *order_snapshot(const struct request *r, const struct checkout *co, 
 	                        co->currency, "items", items, "total_cents", (json_int_t)co->total,
 	                        "created_at", created, "updated_at", created);
 	char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	size_t size = text ? strlen(r->key->client_id) + 1 + strlen(text) + 1 : 0;
+	char *stored = text ? malloc(size) : NULL;
 
+	if (stored)
+		snprintf(stored, size, "%s %s", r->key->client_id, text);
+	free(text);
 	json_decref(doc);
-	return text;
+	return stored;
 }
 
 static char *ship_field(json_t *shipping, const char *key)
@@ -478,6 +534,7 @@ static int build_message(struct request *r, const struct checkout *co, int64_t n
 	order.client_id = (char *)r->key->client_id;
 	order.idempotency_key =
 	    (char *)MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
+	order.cart_id = (char *)co->cart_id;
 
 	/* The card leaves this process only sealed for payment-consumer. */
 	reclen = card_encode(&co->card, record);
@@ -501,17 +558,7 @@ static int build_message(struct request *r, const struct checkout *co, int64_t n
 	return proto_pack(&msg.base, out, outlen);
 }
 
-/* Runs on the publisher thread: record the outcome and wake the connection. */
-static void on_confirm(void *arg, int result)
-{
-	struct request *r = arg;
-	struct MHD_Connection *conn = r->conn;
-
-	atomic_store(&r->publish_result, result);
-	atomic_store(&r->state, REQ_CONFIRMED);
-	/* After this the request belongs to MHD's thread again. */
-	MHD_resume_connection(conn);
-}
+static enum MHD_Result checkout_published(struct request *r);
 
 enum MHD_Result checkout_post(struct request *r)
 {
@@ -563,7 +610,9 @@ enum MHD_Result checkout_post(struct request *r)
 	 * expired card, a repriced product), so look before validating. */
 	if (idem_answer(r, c, &answered, &res) != ERR_OK || answered)
 		goto out;
-	if (parse_checkout(r, root, &co, &res) != 0 || price_lines(r, c, &co, &res) != 0)
+	if (parse_checkout(r, root, &co, &res) != 0 ||
+	    (co.cart_id[0] && cart_lines(r, c, &co, &res) != 0) ||
+	    price_lines(r, c, &co, &res) != 0)
 		goto out;
 	if (idem_claim(r, c, &res) != ERR_OK)
 		goto out;
@@ -595,26 +644,9 @@ enum MHD_Result checkout_post(struct request *r)
 		goto out;
 	}
 
-	/*
-	 * Suspend before handing over: the confirm may arrive on the publisher
-	 * thread before this function returns, and resuming is only valid on a
-	 * suspended connection. From here on the request is the callback's
-	 * until the connection is resumed.
-	 */
-	atomic_store(&r->state, REQ_PUBLISHING);
-	r->publish_started_ns = api_now_ns();
-	atomic_fetch_add(&r->api->suspended, 1);
-	MHD_suspend_connection(r->conn);
-	rc = mq_publisher_publish(r->api->publisher, MQ_EXCHANGE_ORDERS, MQ_KEY_CHECKOUT_REQUESTED,
-	                          message_id, msg, msglen, MQ_PUBLISH_MANDATORY, on_confirm, r);
-	if (rc != ERR_OK) {
-		/* Never handed over: no callback will come, so resume ourselves. */
-		atomic_store(&r->publish_result, rc);
-		atomic_store(&r->state, REQ_CONFIRMED);
-		MHD_resume_connection(r->conn);
-	}
-	claimed = 0; /* checkout_resumed() settles the key now */
-	res = MHD_YES;
+	res =
+	    api_publish(r, MQ_KEY_CHECKOUT_REQUESTED, message_id, msg, msglen, checkout_published);
+	claimed = 0; /* checkout_published() settles the key now */
 out:
 	if (claimed)
 		idem_release(r, c);
@@ -626,16 +658,13 @@ out:
 	return res;
 }
 
-enum MHD_Result checkout_resumed(struct request *r)
+static enum MHD_Result checkout_published(struct request *r)
 {
 	static const char *const retry[] = {"Retry-After", "1", NULL};
 	int result = atomic_load(&r->publish_result);
 	struct cache *c;
 	redisReply *rep = NULL;
 
-	atomic_fetch_sub(&r->api->suspended, 1);
-	metric_observe(r->api->m_confirm_latency, NULL,
-	               (double)(api_now_ns() - r->publish_started_ns) / 1e9);
 	c = cache_pool_get(r->api->cache);
 	if (result != ERR_OK) {
 		/* Nothing was half-accepted: a retry with the same key may succeed.

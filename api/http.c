@@ -46,8 +46,9 @@ int valid_currency(const char *s)
 
 /* ---- responses ------------------------------------------------------------ */
 
-enum MHD_Result respond_json(struct request *r, unsigned int status, const char *body,
-                             const char *const *headers)
+/* The one place responses are queued: headers every response has, and metrics. */
+static enum MHD_Result respond(struct request *r, unsigned int status, const char *type,
+                               const char *body, size_t len, const char *const *headers)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
@@ -55,10 +56,11 @@ enum MHD_Result respond_json(struct request *r, unsigned int status, const char 
 	char code[8];
 
 	/* MUST_COPY: MHD owns its copy, so body may be freed right after. */
-	resp = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+	resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
 	if (!resp)
 		return MHD_NO;
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	if (type)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
 	MHD_add_response_header(resp, "X-Request-Id", r->request_id);
 	for (; headers && headers[0]; headers += 2)
 		MHD_add_response_header(resp, headers[0], headers[1]);
@@ -72,6 +74,17 @@ enum MHD_Result respond_json(struct request *r, unsigned int status, const char 
 	metric_add(r->api->m_requests, labels, 1);
 	metric_observe(r->api->m_latency, labels, (double)(api_now_ns() - r->started_ns) / 1e9);
 	return ret;
+}
+
+enum MHD_Result respond_json(struct request *r, unsigned int status, const char *body,
+                             const char *const *headers)
+{
+	return respond(r, status, "application/json", body, strlen(body), headers);
+}
+
+enum MHD_Result respond_empty(struct request *r, unsigned int status)
+{
+	return respond(r, status, NULL, "", 0, NULL);
 }
 
 enum MHD_Result respond_obj(struct request *r, unsigned int status, json_t *obj,
@@ -115,6 +128,91 @@ enum MHD_Result respond_unavailable(struct request *r, const char *what)
 	         LF_STR("route", r->route ? r->route : ""), LF_STR("dependency", what));
 	err = json_pack("{s:{s:s, s:s}}", "error", "code", "unavailable", "message", msg);
 	return respond_obj(r, 503, err, retry);
+}
+
+/* ---- JSON helpers --------------------------------------------------------- */
+
+int json_only_fields(json_t *obj, const char *const *allowed, const char **bad)
+{
+	const char *name;
+	json_t *v;
+
+	json_object_foreach(obj, name, v)
+	{
+		const char *const *a = allowed;
+
+		while (*a && strcmp(*a, name) != 0)
+			a++;
+		if (!*a) {
+			*bad = name;
+			return ERR_INVALID;
+		}
+	}
+	return ERR_OK;
+}
+
+const char *json_text(json_t *v, size_t max)
+{
+	size_t n;
+
+	if (!json_is_string(v))
+		return NULL;
+	n = json_string_length(v);
+	/* An embedded NUL would cut the text short everywhere it goes. */
+	if (n < 1 || n > max || strlen(json_string_value(v)) != n)
+		return NULL;
+	return json_string_value(v);
+}
+
+/* ---- publishing ----------------------------------------------------------- */
+
+/* Runs on the publisher thread: record the outcome and wake the connection. */
+static void on_confirm(void *arg, int result)
+{
+	struct request *r = arg;
+	struct MHD_Connection *conn = r->conn;
+
+	atomic_store(&r->publish_result, result);
+	atomic_store(&r->state, REQ_CONFIRMED);
+	/* After this the request belongs to MHD's thread again. */
+	MHD_resume_connection(conn);
+}
+
+enum MHD_Result api_publish(struct request *r, const char *routing_key, const char *message_id,
+                            const uint8_t *msg, size_t len,
+                            enum MHD_Result (*done)(struct request *r))
+{
+	int rc;
+
+	/*
+	 * Suspend before handing over: the confirm may arrive on the publisher
+	 * thread before this function returns, and resuming is only valid on a
+	 * suspended connection. From here on the request is the callback's
+	 * until the connection is resumed.
+	 */
+	r->on_published = done;
+	atomic_store(&r->state, REQ_PUBLISHING);
+	r->publish_started_ns = api_now_ns();
+	atomic_fetch_add(&r->api->suspended, 1);
+	MHD_suspend_connection(r->conn);
+	rc = mq_publisher_publish(r->api->publisher, MQ_EXCHANGE_ORDERS, routing_key, message_id,
+	                          msg, len, MQ_PUBLISH_MANDATORY, on_confirm, r);
+	if (rc != ERR_OK) {
+		/* Never handed over: no callback will come, so resume ourselves. */
+		atomic_store(&r->publish_result, rc);
+		atomic_store(&r->state, REQ_CONFIRMED);
+		MHD_resume_connection(r->conn);
+	}
+	return MHD_YES;
+}
+
+/* The broker has answered: the route's done() queues the response. */
+static enum MHD_Result published(struct request *r)
+{
+	atomic_fetch_sub(&r->api->suspended, 1);
+	metric_observe(r->api->m_confirm_latency, NULL,
+	               (double)(api_now_ns() - r->publish_started_ns) / 1e9);
+	return r->on_published(r);
 }
 
 /* ---- auth ----------------------------------------------------------------- */
@@ -214,7 +312,6 @@ static enum MHD_Result method_not_allowed(struct request *r, const char *allow)
 static enum MHD_Result serve_metrics(struct request *r)
 {
 	struct buf out;
-	struct MHD_Response *resp;
 	enum MHD_Result ret;
 
 	buf_init(&out, 4 * 1024 * 1024);
@@ -222,15 +319,8 @@ static enum MHD_Result serve_metrics(struct request *r)
 		buf_release(&out);
 		return respond_error(r, 500, "internal", "cannot render metrics", NULL);
 	}
-	resp = MHD_create_response_from_buffer(out.len, out.data ? out.data : (char *)"",
-	                                       MHD_RESPMEM_MUST_COPY);
+	ret = respond(r, 200, "text/plain; version=0.0.4", out.data ? out.data : "", out.len, NULL);
 	buf_release(&out);
-	if (!resp)
-		return MHD_NO;
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
-	MHD_add_response_header(resp, "X-Request-Id", r->request_id);
-	ret = MHD_queue_response(r->conn, 200, resp);
-	MHD_destroy_response(resp);
 	return ret;
 }
 
@@ -274,6 +364,20 @@ static enum MHD_Result dispatch(struct request *r, const char *url)
 	if (strcmp(url, "/v1/checkouts") == 0) {
 		r->route = "/v1/checkouts";
 		return strcmp(m, "POST") == 0 ? checkout_post(r) : method_not_allowed(r, "POST");
+	}
+	if (strcmp(url, "/v1/carts") == 0) {
+		r->route = "/v1/carts";
+		return strcmp(m, "POST") == 0 ? carts_post(r) : method_not_allowed(r, "POST");
+	}
+	if (path_param(url, "/v1/carts/", param, sizeof(param))) {
+		r->route = "/v1/carts/{cart_id}";
+		if (get)
+			return carts_get(r, param);
+		if (strcmp(m, "PUT") == 0)
+			return carts_put(r, param);
+		if (strcmp(m, "DELETE") == 0)
+			return carts_delete(r, param);
+		return method_not_allowed(r, "GET, HEAD, PUT, DELETE");
 	}
 	if (strcmp(url, "/v1/products") == 0) {
 		r->route = "/v1/products";
@@ -336,6 +440,8 @@ static void request_free(struct request *r)
 	if (r->body.data)
 		sodium_memzero(r->body.data, r->body.len);
 	buf_release(&r->body);
+	if (r->ctx_free)
+		r->ctx_free(r->ctx);
 	free(r->accepted_body);
 	free(r);
 }
@@ -379,7 +485,7 @@ static enum MHD_Result request_step(struct request *r, int first, const char *ur
 		return MHD_YES;
 	}
 	if (atomic_load(&r->state) == REQ_CONFIRMED)
-		return checkout_resumed(r);
+		return published(r);
 	if (r->body_too_big)
 		return respond_error(r, 413, "payload_too_large",
 		                     "request bodies are limited to 64 KiB", NULL);

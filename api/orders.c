@@ -26,7 +26,7 @@ static const char order_sql[] =
     "                        'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
     "  'updated_at', to_char(o.updated_at AT TIME ZONE 'UTC',"
     "                        'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))"
-    " FROM orders o WHERE o.order_id = $1::uuid";
+    " FROM orders o WHERE o.order_id = $1::uuid AND ($2 = '' OR o.client_id = $2)";
 
 /* Drop the members the contract leaves out when they do not apply. */
 static json_t *tidy(json_t *order)
@@ -41,7 +41,10 @@ static json_t *tidy(json_t *order)
 enum MHD_Result orders_get(struct request *r, const char *order_id)
 {
 	enum MHD_Result result;
-	const char *params[1] = {order_id};
+	/* A client key sees its own orders; admin keys see every order. */
+	const char *client = r->key && r->key->role == ROLE_CLIENT ? r->key->client_id : "";
+	const char *params[2] = {order_id, client};
+	const char *json;
 	PGresult *res = NULL;
 	struct db *d;
 	struct cache *c;
@@ -58,7 +61,7 @@ enum MHD_Result orders_get(struct request *r, const char *order_id)
 	d = db_pool_get(r->api->db);
 	if (!d)
 		return respond_unavailable(r, "the database");
-	rc = db_exec(d, order_sql, 1, params, &res);
+	rc = db_exec(d, order_sql, 2, params, &res);
 	db_pool_put(r->api->db, d);
 	if (rc != ERR_OK)
 		return respond_unavailable(r, "the database");
@@ -76,8 +79,11 @@ enum MHD_Result orders_get(struct request *r, const char *order_id)
 	cache_pool_put(r->api->cache, c);
 	if (!rep)
 		return respond_unavailable(r, "the cache");
-	if (rep->type == REDIS_REPLY_STRING)
-		doc = json_loads(rep->str, 0, NULL);
+	/* "<client_id> <json>", written by checkout.c. */
+	json = rep->type == REDIS_REPLY_STRING ? strchr(rep->str, ' ') : NULL;
+	if (json && (!client[0] || ((size_t)(json - rep->str) == strlen(client) &&
+	                            memcmp(rep->str, client, strlen(client)) == 0)))
+		doc = json_loads(json + 1, 0, NULL);
 	freeReplyObject(rep);
 	if (doc)
 		return respond_obj(r, 200, doc, NULL);

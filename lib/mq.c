@@ -22,7 +22,8 @@
 #include "err.h"
 #include "log.h"
 
-const char *const mq_work_queues[3] = {MQ_QUEUE_INVENTORY, MQ_QUEUE_PAYMENT, MQ_QUEUE_ORDER};
+const char *const mq_work_queues[MQ_WORK_QUEUES] = {MQ_QUEUE_INVENTORY, MQ_QUEUE_PAYMENT,
+                                                    MQ_QUEUE_ORDER, MQ_QUEUE_CART};
 
 #define MQ_CONTENT_TYPE "application/x-protobuf"
 #define MQ_HEARTBEAT_S 30
@@ -242,11 +243,12 @@ static void conn_close(amqp_connection_state_t conn, int graceful)
 static const struct {
 	const char *queue;
 	const char *keys[3];
-} mq_bindings[3] = {
+} mq_bindings[MQ_WORK_QUEUES] = {
     {MQ_QUEUE_INVENTORY, {MQ_KEY_CHECKOUT_REQUESTED, NULL, NULL}},
     {MQ_QUEUE_PAYMENT, {MQ_KEY_INVENTORY_RESERVED, NULL, NULL}},
     {MQ_QUEUE_ORDER,
      {MQ_KEY_INVENTORY_REJECTED, MQ_KEY_PAYMENT_AUTHORIZED, MQ_KEY_PAYMENT_DECLINED}},
+    {MQ_QUEUE_CART, {MQ_KEY_CART_CHANGED, MQ_KEY_CART_CHECKED_OUT, NULL}},
 };
 
 static amqp_table_entry_t str_entry(const char *key, const char *value)
@@ -420,9 +422,9 @@ struct mq_publisher {
 	atomic_int stop;       /* written under mu */
 	atomic_int connected;  /* written under mu by the publisher thread */
 	atomic_size_t pending; /* queued + in flight; raised under mu */
-	atomic_long stat_messages[3];
-	atomic_long stat_consumers[3];
-	atomic_int stat_valid[3];
+	atomic_long stat_messages[MQ_WORK_QUEUES];
+	atomic_long stat_consumers[MQ_WORK_QUEUES];
+	atomic_int stat_valid[MQ_WORK_QUEUES];
 
 	/* The publisher thread's own. */
 	amqp_connection_state_t conn;
@@ -432,7 +434,7 @@ struct mq_publisher {
 	struct mq_msg *fl_tail;
 	uint64_t next_tag;
 	int stats_open;
-	int stat_warned[3];
+	int stat_warned[MQ_WORK_QUEUES];
 	int got_frames;
 	char reason[MQ_REASON_MAX];
 	/*
@@ -869,7 +871,7 @@ static int poll_stats(struct mq_publisher *p)
 {
 	char reason[MQ_REASON_MAX];
 
-	for (size_t i = 0; i < 3; i++) {
+	for (size_t i = 0; i < MQ_WORK_QUEUES; i++) {
 		amqp_queue_declare_ok_t *ok;
 		int rc;
 
@@ -970,7 +972,7 @@ static void publisher_disconnect(struct mq_publisher *p, int result, int gracefu
 	conn_close(p->conn, graceful);
 	p->conn = NULL;
 	p->fd = -1;
-	for (size_t i = 0; i < 3; i++)
+	for (size_t i = 0; i < MQ_WORK_QUEUES; i++)
 		atomic_store(&p->stat_valid[i], 0);
 }
 
@@ -1121,7 +1123,7 @@ struct mq_publisher *mq_publisher_new(const struct mq_publisher_options *opt)
 	atomic_init(&p->stop, 0);
 	atomic_init(&p->connected, 0);
 	atomic_init(&p->pending, 0);
-	for (size_t i = 0; i < 3; i++) {
+	for (size_t i = 0; i < MQ_WORK_QUEUES; i++) {
 		atomic_init(&p->stat_messages[i], 0);
 		atomic_init(&p->stat_consumers[i], 0);
 		atomic_init(&p->stat_valid[i], 0);
@@ -1263,7 +1265,7 @@ int mq_publisher_queue_stats(const struct mq_publisher *p, size_t i, long *messa
 {
 	long m, c;
 
-	if (!p || i >= 3)
+	if (!p || i >= MQ_WORK_QUEUES)
 		return ERR_INVALID;
 	if (!atomic_load(&p->stat_valid[i]))
 		return ERR_NOT_FOUND;

@@ -22,21 +22,26 @@
 #define MQ_QUEUE_INVENTORY "inventory.reserve"
 #define MQ_QUEUE_PAYMENT "payment.authorize"
 #define MQ_QUEUE_ORDER "order.finalize"
+#define MQ_QUEUE_CART "cart.persist"
 
 #define MQ_KEY_CHECKOUT_REQUESTED "checkout.requested"
 #define MQ_KEY_INVENTORY_RESERVED "inventory.reserved"
 #define MQ_KEY_INVENTORY_REJECTED "inventory.rejected"
 #define MQ_KEY_PAYMENT_AUTHORIZED "payment.authorized"
 #define MQ_KEY_PAYMENT_DECLINED "payment.declined"
+#define MQ_KEY_CART_CHANGED "cart.changed"
+#define MQ_KEY_CART_CHECKED_OUT "cart.checked_out"
 
 /* A message that fails this many deliveries is dead-lettered to <queue>.dlq. */
 #define MQ_DELIVERY_LIMIT 10
+
+#define MQ_WORK_QUEUES 4
 
 #define MQ_ID_MAX 64
 #define MQ_KEY_MAX 64
 
 /* The work queues, for iteration (metrics, declaring). */
-extern const char *const mq_work_queues[3];
+extern const char *const mq_work_queues[MQ_WORK_QUEUES];
 
 /* ---- publisher ---------------------------------------------------------- */
 

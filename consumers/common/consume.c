@@ -232,6 +232,8 @@ const char *consume_order_problem(const Orders__Order *o)
 	}
 	if (!consume_currency_ok(o->currency))
 		return "currency is not three upper-case letters";
+	if (o->cart_id && o->cart_id[0] && !ids_uuid_valid(o->cart_id))
+		return "cart_id is not a lowercase uuid";
 	if (o->total_cents < 0)
 		return "total_cents is negative";
 	if (!text_ok(o->customer_id) || !text_ok(o->customer_email) || !text_ok(o->client_id) ||
@@ -245,6 +247,11 @@ const char *consume_order_problem(const Orders__Order *o)
 			return "shipping address text is not utf-8";
 	}
 	return NULL;
+}
+
+void consume_derived_id(const char *what, const char *id, char out[IDS_UUID_LEN + 1])
+{
+	ids_uuid_derived(consume_id_key, what, id, out);
 }
 
 int consume_pg_array_add(struct buf *b, const char *s, int first)
@@ -405,6 +412,7 @@ out:
 void consume_result_release(struct consume_result *res)
 {
 	free(res->body);
+	free(res->extra.body);
 	memset(res, 0, sizeof(*res));
 }
 
@@ -464,6 +472,30 @@ out:
 	return rc;
 }
 
+/* Publish one outgoing message of res (none when exchange is NULL), logging a failure. */
+static int publish_out(struct consume *c, const struct mq_delivery *d,
+                       const struct consume_result *res, const char *exchange,
+                       const char *routing_key, const char *message_id, const uint8_t *body,
+                       size_t len)
+{
+	unsigned flags;
+	int rc;
+
+	if (!exchange)
+		return ERR_OK;
+	/*
+	 * Work for the next stage must reach its queue before this delivery
+	 * is acked; an event nobody listens to may go nowhere.
+	 */
+	flags = strcmp(exchange, MQ_EXCHANGE_ORDERS) == 0 ? MQ_PUBLISH_MANDATORY : 0;
+	rc = mq_publish_sync(c->pub, exchange, routing_key, message_id, body, len, flags);
+	if (rc)
+		log_error("cannot publish outcome, will retry", LF_STR("message_id", d->message_id),
+		          LF_STR("order_id", res->order_id), LF_STR("routing_key", routing_key),
+		          LF_STR("error", err_str(rc)));
+	return rc;
+}
+
 static enum settle handle(struct consume *c, const struct mq_delivery *d, const char **label)
 {
 	struct consume_result res;
@@ -505,30 +537,20 @@ static enum settle handle(struct consume *c, const struct mq_delivery *d, const 
 	}
 	atomic_store(&c->db_ok, 1);
 
-	if (res.exchange) {
-		/*
-		 * Work for the next stage must reach its queue before this
-		 * delivery is acked; an event nobody listens to may go nowhere.
-		 */
-		unsigned flags =
-		    strcmp(res.exchange, MQ_EXCHANGE_ORDERS) == 0 ? MQ_PUBLISH_MANDATORY : 0;
-
-		rc = mq_publish_sync(c->pub, res.exchange, res.routing_key, res.message_id,
-		                     res.body, res.len, flags);
-		if (rc) {
-			log_error(
-			    "cannot publish outcome, will retry",
-			    LF_STR("message_id", d->message_id), LF_STR("order_id", res.order_id),
-			    LF_STR("routing_key", res.routing_key), LF_STR("error", err_str(rc)));
-			s = SETTLE_RETRY;
-			goto out;
-		}
+	if (publish_out(c, d, &res, res.exchange, res.routing_key, res.message_id, res.body,
+	                res.len) != ERR_OK ||
+	    publish_out(c, d, &res, res.extra.exchange, res.extra.routing_key, res.extra.message_id,
+	                res.extra.body, res.extra.len) != ERR_OK) {
+		s = SETTLE_RETRY;
+		goto out;
 	}
 	log_info(res.replayed ? "message replayed" : "message processed",
 	         LF_STR("message_id", d->message_id), LF_STR("order_id", res.order_id),
 	         LF_STR("outcome", res.outcome), LF_STR("routing_key", d->routing_key),
 	         LF_STR("published_to", res.exchange ? res.routing_key : ""),
-	         LF_STR("out_message_id", res.exchange ? res.message_id : ""));
+	         LF_STR("out_message_id", res.exchange ? res.message_id : ""),
+	         LF_STR("also_published_to", res.extra.exchange ? res.extra.routing_key : ""),
+	         LF_STR("also_out_message_id", res.extra.exchange ? res.extra.message_id : ""));
 	*label = res.replayed ? "replayed" : "processed";
 	s = SETTLE_ACK;
 out:

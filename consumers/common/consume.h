@@ -12,7 +12,7 @@
  *      conflicts.
  *   3. Row inserted: handler->process() does the work on the same
  *      connection inside the transaction and fills a struct consume_result
- *      (an outcome text and at most one outgoing message); the loop stores
+ *      (an outcome text and at most two outgoing messages); the loop stores
  *      the outcome in the inbox row and commits.
  *      No row (seen before): the loop reads the recorded outcome, commits,
  *      and handler->replay() rebuilds the same outgoing message from the
@@ -22,9 +22,11 @@
  *      message is byte for byte the first one.
  *   4. The outgoing message is published with a message_id derived from
  *      the consumer name and the input message_id (so the next stage's
- *      inbox recognises a re-publication), and the delivery is acked only
- *      once the broker has confirmed it. A failed publish rejects the
- *      delivery with requeue; its redelivery takes the replay path.
+ *      inbox recognises a re-publication), then the second one, if any,
+ *      with the id its hook chose, and the delivery is acked only once the
+ *      broker has confirmed both. A failed publish rejects the delivery
+ *      with requeue; its redelivery takes the replay path and publishes
+ *      both again.
  *   5. ERR_PARSE or ERR_INVALID from a hook is poison (it can never
  *      succeed): rollback, log, reject without requeue (dead-letter queue).
  *      Anything else is transient: rollback, reject with requeue and back
@@ -99,8 +101,25 @@ struct consume_input {
 };
 
 /*
+ * A second outgoing message, beside the first (say work for another queue
+ * beside an event). Its message_id is the hook's to set, deterministic like
+ * everything else it builds (the same on every replay; consume_derived_id()
+ * makes one). exchange NULL means there is none; body is malloc'd and freed
+ * by the loop.
+ */
+struct consume_extra {
+	char message_id[IDS_UUID_LEN + 1];
+	const char *exchange; /* a static string, e.g. MQ_EXCHANGE_ORDERS */
+	char routing_key[MQ_KEY_MAX];
+	uint8_t *body;
+	size_t len;
+};
+
+/*
  * What process() or replay() produce. outcome is required; exchange NULL
  * means there is nothing to publish. body is malloc'd and freed by the loop.
+ * Messages to the exchange MQ_EXCHANGE_ORDERS are work for a queue and are
+ * published mandatory (one no queue takes is an error); others are not.
  */
 struct consume_result {
 	char outcome[CONSUME_OUTCOME_MAX];
@@ -113,6 +132,7 @@ struct consume_result {
 	char routing_key[MQ_KEY_MAX];
 	uint8_t *body;
 	size_t len;
+	struct consume_extra extra; /* optional; published after the first */
 };
 
 struct consume_handler {
@@ -189,7 +209,7 @@ int consume_main(const struct consume_handler *h, int argc, char **argv);
 int consume__deliver(const struct consume_handler *h, void *state, struct db *db,
                      const struct mq_delivery *d, struct consume_result *res);
 
-/* consume_result_release - free res->body and empty res. */
+/* consume_result_release - free res->body and res->extra.body, and empty res. */
 void consume_result_release(struct consume_result *res);
 
 /* ---- helpers for handlers ----------------------------------------------- */
@@ -229,8 +249,9 @@ int consume_field(const char *outcome, int n, char *out, size_t outlen);
  * consume_envelope_problem / consume_order_problem - NULL when the envelope
  * (present, message_id, order_id a lowercase UUID, UTF-8 texts) or the order
  * (1..100 lines, SKU pattern, quantity 1..999, prices and total >= 0,
- * currency ^[A-Z]{3}$, UTF-8 texts) is acceptable, else a short reason for
- * the log (never any input text). A problem makes the message poison.
+ * currency ^[A-Z]{3}$, cart_id empty or a lowercase UUID, UTF-8 texts) is
+ * acceptable, else a short reason for the log (never any input text). A
+ * problem makes the message poison.
  */
 const char *consume_envelope_problem(const Orders__Envelope *env);
 const char *consume_order_problem(const Orders__Order *o);
@@ -244,5 +265,15 @@ int consume_pg_array_add(struct buf *b, const char *s, int first);
 
 /* consume_field_count - how many ':'-separated fields outcome has. */
 int consume_field_count(const char *outcome);
+
+/*
+ * consume_derived_id - a message id derived from (what, id) with the key
+ * the loop derives its outgoing ids with: the same parts always give the
+ * same id, and they never meet the loop's own (a consumer name and an
+ * input message id) as long as what is no consumer name. For messages
+ * that stand for one fact, e.g. ("order.cart_checked_out", order id), so
+ * that every path that publishes the fact publishes the same message.
+ */
+void consume_derived_id(const char *what, const char *id, char out[IDS_UUID_LEN + 1]);
 
 #endif

@@ -161,18 +161,19 @@ static int insert_order(struct db *db, const Orders__CheckoutRequested *m, int *
 {
 	static const char sql[] =
 	    "INSERT INTO orders (order_id, client_id, idempotency_key, status, customer_id, "
-	    "customer_email, currency, total_cents, shipping, correlation_id, created_at) "
+	    "customer_email, currency, total_cents, shipping, correlation_id, created_at, "
+	    "cart_id) "
 	    "VALUES ($1::uuid, $2, $3, 'pending', $4, $5, $6, $7::bigint, "
 	    "CASE WHEN $8::boolean THEN jsonb_build_object('name', $9::text, "
 	    "'line1', $10::text, 'line2', $11::text, 'city', $12::text, "
 	    "'postal_code', $13::text, 'country', $14::text) ELSE '{}'::jsonb END, "
 	    "$15, CASE WHEN $16::bigint > 0 THEN to_timestamp($16::bigint / 1000.0) "
-	    "ELSE now() END) "
+	    "ELSE now() END, NULLIF($17, '')::uuid) "
 	    "ON CONFLICT DO NOTHING RETURNING 1";
 	const Orders__Order *o = m->order;
 	const Orders__Address *a = o->shipping;
 	char total[24], occurred[24];
-	const char *p[16];
+	const char *p[17];
 	PGresult *r = NULL;
 	int rc;
 
@@ -194,7 +195,8 @@ static int insert_order(struct db *db, const Orders__CheckoutRequested *m, int *
 	p[13] = a ? str(a->country) : NULL;
 	p[14] = str(m->envelope->correlation_id);
 	p[15] = occurred;
-	rc = consume_db_rc(db_exec(db, sql, 16, p, &r));
+	p[16] = str(o->cart_id);
+	rc = consume_db_rc(db_exec(db, sql, 17, p, &r));
 	if (rc)
 		return rc;
 	*inserted = PQntuples(r) == 1;

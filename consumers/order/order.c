@@ -24,6 +24,8 @@
 #define FINALIZE_EVERY_MS 2000
 /* The leftover-authorization safety net runs this often. */
 #define VOID_EVERY_MS 20000
+/* What a cart.checked_out's message id is derived from, with the order id. */
+#define CART_CHECKED_OUT_ID_PART "order.cart_checked_out"
 
 /*
  * SQL: the payment of order o has been decided, for good: payment-consumer
@@ -208,6 +210,56 @@ static int build_event(const struct order_msg *om, const struct consume_input *i
 	res->exchange = MQ_EXCHANGE_EVENTS;
 	snprintf(res->routing_key, sizeof(res->routing_key), "%s", type);
 	return ERR_OK;
+}
+
+/*
+ * The cart.checked_out for a confirmed order made from cart_id, into out:
+ * the work message that tells cart-consumer. Its message id
+ * stands for the fact (this order checked that cart out), so the message
+ * handler and the completion sweep, and every replay of either, publish the
+ * very same message.
+ */
+static int build_cart_checked_out(const char *order_id, const char *cart_id, int64_t at_ms,
+                                  const char *correlation_id, struct consume_extra *out)
+{
+	Orders__CartCheckedOut m = ORDERS__CART_CHECKED_OUT__INIT;
+	Orders__Envelope env = ORDERS__ENVELOPE__INIT;
+	char message_id[IDS_UUID_LEN + 1];
+	int rc;
+
+	consume_derived_id(CART_CHECKED_OUT_ID_PART, order_id, message_id);
+	proto_envelope_set(&env, message_id, (char *)order_id, at_ms, (char *)correlation_id);
+	m.envelope = &env;
+	m.cart_id = (char *)cart_id;
+	rc = proto_pack(&m.base, &out->body, &out->len);
+	if (rc)
+		return rc == ERR_TOO_BIG ? ERR_INVALID : rc;
+	memcpy(out->message_id, message_id, sizeof(out->message_id));
+	out->exchange = MQ_EXCHANGE_ORDERS;
+	snprintf(out->routing_key, sizeof(out->routing_key), "%s", MQ_KEY_CART_CHECKED_OUT);
+	return ERR_OK;
+}
+
+/* 1 when the order was made from a cart and kind confirms it: cart-consumer must hear. */
+static int tells_cart(const Orders__Order *o, enum order_kind kind)
+{
+	return kind == KIND_AUTHORIZED && o->cart_id && o->cart_id[0];
+}
+
+/*
+ * What the handler publishes for a status it set: the finance event, and
+ * for a confirmed order made from a cart the cart.checked_out beside it.
+ * process() and replay() both come here, so a replay is the same messages.
+ */
+static int build_outgoing(const struct order_msg *om, const struct consume_input *in, int64_t seq,
+                          const char *event_id, const char *type, struct consume_result *res)
+{
+	int rc = build_event(om, in, seq, event_id, type, res);
+
+	if (rc || !tells_cart(om->order, om->kind))
+		return rc;
+	return build_cart_checked_out(om->env->order_id, om->order->cart_id, in->processed_ms,
+	                              om->env->correlation_id, &res->extra);
 }
 
 /* ---- processing ---------------------------------------------------------- */
@@ -445,7 +497,7 @@ static int order_process(void *state, struct db *db, const struct consume_input 
 	}
 	snprintf(res->outcome, sizeof(res->outcome), "event:%" PRId64 ":%s:%s", seq, event_id,
 	         type);
-	return build_event(om, in, seq, event_id, type, res);
+	return build_outgoing(om, in, seq, event_id, type, res);
 }
 
 static int order_replay(void *state, const struct consume_input *in, const char *outcome,
@@ -470,7 +522,7 @@ static int order_replay(void *state, const struct consume_input *in, const char 
 		return ERR_PARSE;
 	for (i = 0; i < sizeof(event_types) / sizeof(event_types[0]); i++) {
 		if (strcmp(type, event_types[i]) == 0)
-			return build_event(om, in, (int64_t)n, event_id, event_types[i], res);
+			return build_outgoing(om, in, (int64_t)n, event_id, event_types[i], res);
 	}
 	return ERR_PARSE;
 }
@@ -498,7 +550,7 @@ static int load_order(struct db *db, const char *order_id, struct stored_order *
 {
 	static const char sql[] =
 	    "SELECT o.customer_id, o.currency, o.total_cents, o.correlation_id, l.sku, "
-	    "l.quantity, l.unit_price_cents "
+	    "l.quantity, l.unit_price_cents, coalesce(o.cart_id::text, '') "
 	    "FROM orders o JOIN order_lines l ON l.order_id = o.order_id "
 	    "WHERE o.order_id = $1::uuid ORDER BY l.line_no";
 	PGresult *r = NULL;
@@ -524,6 +576,7 @@ static int load_order(struct db *db, const char *order_id, struct stored_order *
 	so->order.customer_id = PQgetvalue(r, 0, 0);
 	so->order.currency = PQgetvalue(r, 0, 1);
 	so->order.total_cents = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+	so->order.cart_id = PQgetvalue(r, 0, 7);
 	for (i = 0; i < n; i++) {
 		orders__line__init(&so->lines[i]);
 		so->lines[i].sku = PQgetvalue(r, i, 4);
@@ -899,7 +952,11 @@ static int void_leftovers(struct order_state *st, struct db *db)
 	return rc;
 }
 
-/* Pack one stored event the way order_process() does, as message event_id. */
+/*
+ * Pack one stored event the way order_process() does, as message event_id,
+ * and publish it; for a confirmation of an order made from a cart, then its
+ * cart.checked_out too (both again, with the same ids, if either fails).
+ */
 static int publish_event(struct db *db, struct mq_publisher *pub, const PGresult *r, int row)
 {
 	const char *seq = PQgetvalue(r, row, 0), *event_id = PQgetvalue(r, row, 1);
@@ -924,10 +981,19 @@ static int publish_event(struct db *db, struct mq_publisher *pub, const PGresult
 	/* The event's own id and time: a republication is the same message. */
 	snprintf(in.out_message_id, sizeof(in.out_message_id), "%s", event_id);
 	in.processed_ms = strtoll(PQgetvalue(r, row, 4), NULL, 10);
+	so.om.kind = (enum order_kind)k;
 	rc = build_event(&so.om, &in, strtoll(seq, NULL, 10), event_id, event_types[k], &res);
 	if (!rc)
 		rc = mq_publish_sync(pub, res.exchange, res.routing_key, event_id, res.body,
 		                     res.len, 0);
+	/* The completion sweep's confirmations tell cart-consumer from here. */
+	if (!rc && tells_cart(&so.order, so.om.kind))
+		rc = build_cart_checked_out(order_id, so.order.cart_id, in.processed_ms,
+		                            so.env.correlation_id, &res.extra);
+	if (!rc && res.extra.exchange)
+		rc = mq_publish_sync(pub, res.extra.exchange, res.extra.routing_key,
+		                     res.extra.message_id, res.extra.body, res.extra.len,
+		                     MQ_PUBLISH_MANDATORY);
 	consume_result_release(&res);
 	stored_order_release(&so);
 	return rc;

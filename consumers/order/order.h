@@ -45,6 +45,14 @@
  * finds the order final: "noop". Then it voids, through the gateway, every
  * live authorization whose order ended expired, payment_failed or rejected.
  *
+ * Carts: an order confirmed here whose Order.cart_id is set also makes a
+ * cart.checked_out (exchange orders, mandatory: work for cart-consumer),
+ * whose message id is derived from the order id alone. The message handler
+ * publishes it beside the event (the loop's second message, rebuilt from
+ * the input on replay); for an order the completion sweep confirmed,
+ * publish_pending() sends it after the event, before it unmarks the event,
+ * so it is never lost after the commit.
+ *
  * Outcomes: "event:<seq>:<event_id>:<type>", "noop".
  */
 #ifndef ORDERS_ORDER_H

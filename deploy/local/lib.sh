@@ -27,19 +27,21 @@ HTTP_PORT=$((8080 + PORT_OFFSET))
 EPMD_PORT=$((24682 + PORT_OFFSET))
 if [ "$PORT_OFFSET" -eq 0 ]; then RMQ_NODE=orders@localhost; else RMQ_NODE=orders$PORT_OFFSET@localhost; fi
 
-# The four daemons, where the build puts them, and the ops port each one
+# The five daemons, where the build puts them, and the ops port each one
 # serves /healthz on (the API serves it on the HTTP port).
-DAEMONS=(orders-api orders-inventory orders-payment orders-order)
+DAEMONS=(orders-api orders-inventory orders-payment orders-order orders-cart)
 declare -A DAEMON_PATH=(
 	[orders-api]=api/orders-api
 	[orders-inventory]=consumers/orders-inventory
 	[orders-payment]=consumers/orders-payment
 	[orders-order]=consumers/orders-order
+	[orders-cart]=consumers/orders-cart
 )
 declare -A DAEMON_METRICS_PORT=(
 	[orders-inventory]=$((9101 + PORT_OFFSET * 10))
 	[orders-payment]=$((9102 + PORT_OFFSET * 10))
 	[orders-order]=$((9103 + PORT_OFFSET * 10))
+	[orders-cart]=$((9104 + PORT_OFFSET * 10))
 )
 
 SCRIPT_NAME=${SCRIPT_NAME:-$(basename "$0" .sh)}

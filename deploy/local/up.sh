@@ -6,7 +6,7 @@
 #   2. start PostgreSQL, RabbitMQ and Redis (services.sh start)
 #   3. migrate and seed the demo catalog (tools/migrate.sh --seed)
 #   4. write .local/env, the connection settings for tools and tests
-#   5. start orders-api and the three consumers with that environment
+#   5. start orders-api and the four consumers with that environment
 #      (logs .local/log/<daemon>.log, pids .local/run/<daemon>.pid);
 #      daemons already running are restarted, so they run the new build
 #   6. wait up to 30 s until the API's /readyz and every consumer's
@@ -102,4 +102,4 @@ while :; do
 	fi
 	sleep 0.5
 done
-say "ready: API http://127.0.0.1:$HTTP_PORT, consumers' ops ports ${DAEMON_METRICS_PORT[orders-inventory]}-${DAEMON_METRICS_PORT[orders-order]}; settings in .local/env"
+say "ready: API http://127.0.0.1:$HTTP_PORT, consumers' ops ports ${DAEMON_METRICS_PORT[orders-inventory]}-${DAEMON_METRICS_PORT[orders-cart]}; settings in .local/env"

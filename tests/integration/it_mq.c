@@ -188,7 +188,7 @@ static void test_topology_idempotent(void **state)
 	/* Declared once by the group setup: again and again changes nothing. */
 	assert_int_equal(mq_declare_topology(raw, TOPOLOGY_CHANNEL), ERR_OK);
 	assert_int_equal(mq_declare_topology(raw, TOPOLOGY_CHANNEL), ERR_OK);
-	for (size_t i = 0; i < 3; i++) {
+	for (size_t i = 0; i < MQ_WORK_QUEUES; i++) {
 		char dlq[80];
 
 		amqp_queue_declare(raw, TEST_CHANNEL, amqp_cstring_bytes(mq_work_queues[i]), 1, 0,
@@ -479,16 +479,17 @@ static void test_queue_stats(void **state)
 	assert_non_null(p);
 	assert_true(wait_connected(p, 15000));
 	deadline = now_ms() + 10000;
-	/* The three are read one after the other: wait for the last. */
-	while (mq_publisher_queue_stats(p, 2, &messages, &consumers) != ERR_OK &&
+	/* The queues are read one after the other: wait for the last. */
+	while (mq_publisher_queue_stats(p, MQ_WORK_QUEUES - 1, &messages, &consumers) != ERR_OK &&
 	       now_ms() < deadline)
 		sleep_ms(20);
-	for (size_t i = 0; i < 3; i++) {
+	for (size_t i = 0; i < MQ_WORK_QUEUES; i++) {
 		assert_int_equal(mq_publisher_queue_stats(p, i, &messages, &consumers), ERR_OK);
 		assert_true(messages >= 0);
 		assert_true(consumers >= 0);
 	}
-	assert_int_equal(mq_publisher_queue_stats(p, 3, &messages, &consumers), ERR_INVALID);
+	assert_int_equal(mq_publisher_queue_stats(p, MQ_WORK_QUEUES, &messages, &consumers),
+	                 ERR_INVALID);
 	mq_publisher_free(p);
 }
 

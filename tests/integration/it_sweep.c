@@ -35,6 +35,8 @@ enum stranded {
 	S_REJECTED,
 	/* reserved; payments authorized, live charge; payment.authorized lost */
 	S_AUTHORIZED,
+	/* the same for an order made from a cart */
+	S_AUTHORIZED_CART,
 	/* reserved (reservation run out, too); payments declined; payment.declined lost */
 	S_DECLINED,
 	/* reserved; an invalid card, declined in payment's inbox only; message lost */
@@ -48,6 +50,7 @@ enum stranded {
 struct stranded_order {
 	enum stranded kind;
 	char order_id[IDS_UUID_LEN + 1];
+	char cart_id[IDS_UUID_LEN + 1]; /* "" when not made from a cart */
 	char sku[LINES][64];
 	int qty[LINES];
 	char token[32];
@@ -113,12 +116,12 @@ static void build(struct stranded_order *o, enum stranded kind, const char *tag,
 	static const char order_sql[] =
 	    "INSERT INTO orders (order_id, client_id, idempotency_key, status, customer_id, "
 	    "customer_email, currency, total_cents, shipping, payment_token, card_brand, "
-	    "card_last4, failure_reason, correlation_id, created_at, updated_at) "
+	    "card_last4, failure_reason, correlation_id, created_at, updated_at, cart_id) "
 	    "VALUES ($1::uuid, 'it-sweep', $2, $3, 'c-sweep', 'ada@example.com', 'USD', "
 	    "$4::bigint, '{}'::jsonb, NULLIF($5, ''), CASE WHEN $5 <> '' THEN 'visa' END, "
 	    "CASE WHEN $5 <> '' THEN '4242' END, NULLIF($6, ''), 'it-sweep-' || $2, "
 	    "now() - $7::int * interval '1 second' - interval '1 minute', "
-	    "now() - $7::int * interval '1 second')";
+	    "now() - $7::int * interval '1 second', NULLIF($8, '')::uuid)";
 	static const char line_sql[] =
 	    "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents) "
 	    "VALUES ($1::uuid, $2::int, $3, $4::int, $5::bigint)";
@@ -169,6 +172,11 @@ static void build(struct stranded_order *o, enum stranded kind, const char *tag,
 	ids_token(o->token);
 	snprintf(o->auth_id, sizeof(o->auth_id), "auth_itsweep%s", tag);
 	switch (kind) {
+	case S_AUTHORIZED_CART:
+		ids_uuid4(o->cart_id);
+		pays = authorized = charged = approved = 1;
+		auth = o->auth_id;
+		break;
 	case S_REJECTED:
 		status = "pending";
 		res_state = NULL;
@@ -221,7 +229,8 @@ static void build(struct stranded_order *o, enum stranded kind, const char *tag,
 	p[4] = pays ? o->token : "";
 	p[5] = reason;
 	p[6] = age;
-	exec_ok(order_sql, 7, p);
+	p[7] = o->cart_id;
+	exec_ok(order_sql, 8, p);
 	for (i = 0; i < LINES; i++) {
 		snprintf(line_no, sizeof(line_no), "%d", i + 1);
 		snprintf(qty, sizeof(qty), "%d", o->qty[i]);
@@ -272,7 +281,7 @@ static void build(struct stranded_order *o, enum stranded kind, const char *tag,
 	exec_ok(inbox_sql, 4, p);
 	/* payment-consumer's, when it got that far. */
 	outcome = NULL;
-	if (kind == S_AUTHORIZED) {
+	if (kind == S_AUTHORIZED || kind == S_AUTHORIZED_CART) {
 		snprintf(pay_outcome, sizeof(pay_outcome), "authorized:%s:%s", o->auth_id,
 		         o->token);
 		outcome = pay_outcome;
@@ -343,6 +352,24 @@ static void wait_long(const char *sql, const char *a, long want, int timeout_ms)
 	while ((got = query_long(sql, a)) != want) {
 		if (e2e_now_ms() - start >= timeout_ms) {
 			fprintf(stderr, "it_sweep: %ld, not %ld, from: %s\n", got, want, sql);
+			fail();
+		}
+		usleep(100000);
+	}
+}
+
+/* Wait until sql with $1 = a gives the text want. */
+static void wait_text(const char *sql, const char *a, const char *want, int timeout_ms)
+{
+	double start = e2e_now_ms();
+	char got[256];
+
+	for (;;) {
+		query_text(sql, a, got, sizeof(got));
+		if (strcmp(got, want) == 0)
+			return;
+		if (e2e_now_ms() - start >= timeout_ms) {
+			fprintf(stderr, "it_sweep: '%s', not '%s', from: %s\n", got, want, sql);
 			fail();
 		}
 		usleep(100000);
@@ -505,6 +532,26 @@ static void test_authorized_confirmed(void **state)
 	assert_int_equal(query_long(live_auth_sql, o.order_id), 1);
 }
 
+/*
+ * An order made from a cart, confirmed by the sweep: the cart.checked_out
+ * goes out after the commit, and cart-consumer marks the cart (a stub row:
+ * no change of that cart ever came).
+ */
+static void test_authorized_cart_checked_out(void **state)
+{
+	static const char cart_sql[] = "SELECT status || ':' || coalesce(order_id::text, '') "
+	                               "FROM carts WHERE cart_id = $1::uuid";
+	struct stranded_order o;
+	char want[128];
+	(void)state;
+
+	build(&o, S_AUTHORIZED_CART, "CART", LONG_AGO_S);
+	wait_final(&o, SWEEP_TIMEOUT_MS);
+	check_final(&o, "confirmed", "", "order.confirmed", 1);
+	snprintf(want, sizeof(want), "checked_out:%s", o.order_id);
+	wait_text(cart_sql, o.cart_id, want, SWEEP_TIMEOUT_MS);
+}
+
 /* (c) payment.declined lost, and the reservation ran out meanwhile: still payment_failed. */
 static void test_declined_failed(void **state)
 {
@@ -606,6 +653,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_rejected_finished),
 	    cmocka_unit_test(test_authorized_confirmed),
+	    cmocka_unit_test(test_authorized_cart_checked_out),
 	    cmocka_unit_test(test_declined_failed),
 	    cmocka_unit_test(test_invalid_card_failed),
 	    cmocka_unit_test(test_leftover_authorizations_voided),

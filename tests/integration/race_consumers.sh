@@ -80,7 +80,7 @@ free_port() {
 # `wait` gives its exit status.
 start_extra() {
 	local name=$1 kind=$2 port log
-	port=$(free_port $((9101 + PORT_OFFSET * 10 + 4))) || fail_now "no free ops port for $name"
+	port=$(free_port $((9101 + PORT_OFFSET * 10 + 5))) || fail_now "no free ops port for $name"
 	log=$LOG_DIR/orders-$name.log
 	if [ -s "$log" ]; then
 		mv -f "$log" "$log.prev"

@@ -197,7 +197,7 @@ check_queues() {
 	deadline=$((SECONDS + $1))
 	while :; do
 		depth=$("$SERVICES_SH" ctl -q list_queues name messages 2>/dev/null |
-			awk '$1 ~ /^(inventory\.reserve|payment\.authorize|order\.finalize)$/ { n += $2 } END { print n + 0 }')
+			awk '$1 ~ /^(inventory\.reserve|payment\.authorize|order\.finalize|cart\.persist)$/ { n += $2 } END { print n + 0 }')
 		[ "$depth" != 0 ] || break
 		if [ $SECONDS -ge $deadline ]; then
 			fail_later "$depth message(s) still in the work queues with every order final"
