@@ -1,6 +1,9 @@
 /* http_client.c: a minimal blocking HTTP/1.1 client for the end-to-end tests. */
 #include "http_client.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +27,122 @@ static int port(void)
 	const char *p = getenv("ORDERS_HTTP_PORT");
 
 	return p && *p ? atoi(p) : 8080;
+}
+
+/* The response's headers as an object of lower-case names; a repeated
+ * header's values are joined with ", ". */
+static json_t *header_object(const char *headers)
+{
+	json_t *obj = json_object();
+	const char *line = headers;
+
+	while (obj && line && (line = strstr(line, "\r\n"))) {
+		const char *colon, *v;
+		char name[128];
+		size_t n, vl;
+		json_t *old;
+
+		line += 2;
+		colon = strchr(line, ':');
+		n = colon ? (size_t)(colon - line) : 0;
+		if (!n || n >= sizeof(name) || memchr(line, '\r', n))
+			continue;
+		for (size_t i = 0; i < n; i++)
+			name[i] = (char)tolower((unsigned char)line[i]);
+		name[n] = '\0';
+		v = colon + 1;
+		while (*v == ' ' || *v == '\t')
+			v++;
+		vl = strcspn(v, "\r\n");
+		old = json_object_get(obj, name);
+		if (old) {
+			char *joined = NULL;
+
+			if (asprintf(&joined, "%s, %.*s", json_string_value(old), (int)vl, v) < 0)
+				continue;
+			json_object_set_new(obj, name, json_string(joined));
+			free(joined);
+		} else {
+			json_object_set_new(obj, name, json_stringn(v, vl));
+		}
+	}
+	return obj;
+}
+
+static const char b64_digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* data as base64 (malloc'd), or NULL. */
+static char *base64(const char *data, size_t n)
+{
+	const unsigned char *in = (const unsigned char *)data;
+	char *out = malloc((n + 2) / 3 * 4 + 1), *o = out;
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i += 3) {
+		unsigned int v = (unsigned int)in[i] << 16;
+
+		if (i + 1 < n)
+			v |= (unsigned int)in[i + 1] << 8;
+		if (i + 2 < n)
+			v |= in[i + 2];
+		*o++ = b64_digits[(v >> 18) & 63];
+		*o++ = b64_digits[(v >> 12) & 63];
+		*o++ = i + 1 < n ? b64_digits[(v >> 6) & 63] : '=';
+		*o++ = i + 2 < n ? b64_digits[v & 63] : '=';
+	}
+	*o = '\0';
+	return out;
+}
+
+/*
+ * When ORDERS_TEST_RESPONSE_LOG names a file, append the response to it as
+ * one JSON line (tools/openapi-check.js holds them against api/openapi.yaml),
+ * with the program's name to tell which test received it.
+ * The body is a string when it is UTF-8, else base64 in body_b64. One
+ * write() to an O_APPEND file: lines of concurrent clients do not mix.
+ * Best effort: a failure to record never fails the request.
+ */
+static void record_response(const char *method, const char *target, const struct http_response *r)
+{
+	const char *file = getenv("ORDERS_TEST_RESPONSE_LOG");
+	const char *query = strchr(target, '?');
+	size_t path_len = query ? (size_t)(query - target) : strlen(target);
+	json_t *line, *body;
+	char *text = NULL;
+	int fd;
+
+	if (!file || !*file)
+		return;
+	line =
+	    json_pack("{s:s, s:s, s:s%, s:s, s:i, s:o}", "program", program_invocation_short_name,
+	              "method", method, "path", target, path_len, "query", query ? query + 1 : "",
+	              "status", r->status, "headers", header_object(r->headers));
+	if (!line)
+		return;
+	body = json_stringn(r->body, r->body_len);
+	if (body) {
+		json_object_set_new(line, "body", body);
+	} else {
+		char *b64 = base64(r->body, r->body_len);
+
+		json_object_set_new(line, "body_b64", b64 ? json_string(b64) : json_null());
+		free(b64);
+	}
+	text = json_dumps(line, JSON_COMPACT);
+	json_decref(line);
+	if (!text)
+		return;
+	fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		size_t n = strlen(text);
+
+		text[n] = '\n'; /* the NUL becomes the line's end */
+		if (write(fd, text, n + 1) != (ssize_t)(n + 1))
+			fprintf(stderr, "http_client: cannot append to %s\n", file);
+		close(fd);
+	}
+	free(text);
 }
 
 static int send_all(int fd, const char *data, size_t n)
@@ -116,6 +235,7 @@ int http_request(const char *method, const char *path, const char *const *header
 	memcpy(out->body, split + 4, out->body_len);
 	out->body[out->body_len] = '\0';
 	free(resp);
+	record_response(method, path, out);
 	return 0;
 fail:
 	if (fd >= 0)

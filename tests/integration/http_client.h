@@ -18,6 +18,11 @@ struct http_response {
  * unset) with Connection: close. headers is a NULL-terminated list of full
  * header lines ("Authorization: Bearer dev-client"). body may be NULL.
  * Returns 0 and fills out, or -1 on a socket error.
+ *
+ * When the environment names a file in ORDERS_TEST_RESPONSE_LOG, every
+ * response received is also appended to it as one JSON line (method, path,
+ * query, status, headers, body), which tools/openapi-check.js holds against
+ * api/openapi.yaml. Safe from several threads.
  */
 int http_request(const char *method, const char *path, const char *const *headers, const char *body,
                  size_t body_len, struct http_response *out);
