@@ -42,6 +42,24 @@ static inline double e2e_now_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* The repository root into out: ORDERS_SOURCE_DIR, else where this header was compiled from. */
+static inline void e2e_root(char *out, size_t n)
+{
+	const char *env = getenv("ORDERS_SOURCE_DIR");
+	char *cut;
+
+	if (env && *env) {
+		snprintf(out, n, "%s", env);
+		return;
+	}
+	snprintf(out, n, "%s", __FILE__);
+	cut = strstr(out, "/tests/integration/");
+	if (cut)
+		*cut = '\0';
+	else
+		snprintf(out, n, ".");
+}
+
 static inline void e2e_put_product(const char *sku, int stock, int price)
 {
 	struct http_response r;

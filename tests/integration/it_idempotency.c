@@ -53,24 +53,6 @@ static long sql_long(const char *sql, const char *param)
 	return v;
 }
 
-/* The repository root: ORDERS_SOURCE_DIR, else where this file was compiled from. */
-static void find_root(void)
-{
-	const char *env = getenv("ORDERS_SOURCE_DIR");
-	char *cut;
-
-	if (env && *env) {
-		snprintf(root, sizeof(root), "%s", env);
-		return;
-	}
-	snprintf(root, sizeof(root), "%s", __FILE__);
-	cut = strstr(root, "/tests/integration/");
-	if (cut)
-		*cut = '\0';
-	else
-		snprintf(root, sizeof(root), ".");
-}
-
 /* How many lines of a daemon's log hold both needles. */
 static int log_lines(const char *file, const char *a, const char *b)
 {
@@ -405,7 +387,7 @@ static int group_setup(void **state)
 	const char *url = getenv("ORDERS_REDIS_URL");
 	(void)state;
 
-	find_root();
+	e2e_root(root, sizeof(root));
 	db = db_new(dsn && *dsn ? dsn : DEFAULT_DSN);
 	if (!db) {
 		fprintf(stderr, "it_idempotency: cannot connect to ORDERS_PG_DSN (make up?)\n");
