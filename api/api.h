@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "apikey.h"
 #include "buf.h"
 #include "cache.h"
 #include "config.h"
@@ -27,20 +28,11 @@
 
 #define API_BODY_MAX (64 * 1024)
 #define API_REQUEST_ID_MAX 64
-#define API_MAX_KEYS 32
-#define API_CLIENT_ID_LEN 16 /* "key_" + 12 hex digits */
-
-enum role { ROLE_NONE = 0, ROLE_CLIENT, ROLE_FINANCE, ROLE_ADMIN };
-
-struct api_key {
-	char key[128];
-	enum role role;
-	char client_id[API_CLIENT_ID_LEN + 1]; /* a non-secret name for the key */
-};
+#define API_CLIENT_ID_LEN APIKEY_CLIENT_ID_LEN
 
 struct api {
-	struct config cfg;
-	struct api_key keys[API_MAX_KEYS];
+	struct config cfg; /* its api_keys is wiped once the keys are hashed */
+	struct apikey keys[APIKEY_MAX];
 	size_t nkeys;
 	uint8_t order_id_key[32];
 	uint8_t body_hash_key[32]; /* keys the idempotency record's body hash */
@@ -85,7 +77,7 @@ struct request {
 	char request_id[API_REQUEST_ID_MAX + 1];
 	const char *method;
 	const char *route; /* the route's pattern, the metrics label */
-	const struct api_key *key;
+	const struct apikey *key;
 	struct buf body;
 	int body_too_big;
 	int64_t started_ns;

@@ -119,21 +119,14 @@ enum MHD_Result respond_unavailable(struct request *r, const char *what)
 
 /* ---- auth ----------------------------------------------------------------- */
 
-static const struct api_key *find_key(const struct api *a, const char *header)
+static const struct apikey *find_key(const struct api *a, const char *header)
 {
 	static const char prefix[] = "Bearer ";
-	size_t n;
 
 	if (!header || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
 		return NULL;
 	header += sizeof(prefix) - 1;
-	n = strlen(header);
-	for (size_t i = 0; i < a->nkeys; i++) {
-		/* Constant time in the key's content; lengths are not secret. */
-		if (strlen(a->keys[i].key) == n && sodium_memcmp(a->keys[i].key, header, n) == 0)
-			return &a->keys[i];
-	}
-	return NULL;
+	return apikey_find(a->keys, a->nkeys, header, strlen(header));
 }
 
 int require_role(struct request *r, enum role role, enum MHD_Result *result)

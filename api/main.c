@@ -13,55 +13,17 @@
 #include "err.h"
 #include "log.h"
 
-/* "key:role,key:role" into a->keys. */
+/* ORDERS_API_KEYS into a->keys; the plain keys are wiped once hashed. */
 static int parse_keys(struct api *a, char *err, size_t errlen)
 {
-	char list[CONFIG_STR_MAX];
-	char *save = NULL, *item;
+	const char *what = NULL;
+	int rc;
 
-	snprintf(list, sizeof(list), "%s", a->cfg.api_keys);
-	for (item = strtok_r(list, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-		char *colon = strrchr(item, ':');
-		struct api_key *k;
-		unsigned char h[6];
-
-		if (a->nkeys == API_MAX_KEYS) {
-			snprintf(err, errlen, "ORDERS_API_KEYS has more than %d keys",
-			         API_MAX_KEYS);
-			return ERR_INVALID;
-		}
-		if (!colon || colon == item || (size_t)(colon - item) >= sizeof(k->key)) {
-			snprintf(err, errlen, "ORDERS_API_KEYS entries must be key:role");
-			return ERR_INVALID;
-		}
-		k = &a->keys[a->nkeys];
-		*colon = '\0';
-		if (strcmp(colon + 1, "client") == 0)
-			k->role = ROLE_CLIENT;
-		else if (strcmp(colon + 1, "finance") == 0)
-			k->role = ROLE_FINANCE;
-		else if (strcmp(colon + 1, "admin") == 0)
-			k->role = ROLE_ADMIN;
-		else {
-			snprintf(err, errlen,
-			         "ORDERS_API_KEYS roles are client, finance or admin, got '%s'",
-			         colon + 1);
-			return ERR_INVALID;
-		}
-		snprintf(k->key, sizeof(k->key), "%s", item);
-		/* A name for the key that can be stored and logged: a hash of it. */
-		crypto_generichash(h, sizeof(h), (const unsigned char *)k->key, strlen(k->key),
-		                   NULL, 0);
-		memcpy(k->client_id, "key_", 4);
-		sodium_bin2hex(k->client_id + 4, sizeof(k->client_id) - 4, h, sizeof(h));
-		a->nkeys++;
-	}
-	sodium_memzero(list, sizeof(list));
-	if (a->nkeys == 0) {
-		snprintf(err, errlen, "ORDERS_API_KEYS has no keys");
-		return ERR_INVALID;
-	}
-	return ERR_OK;
+	rc = apikey_parse(a->cfg.api_keys, a->keys, APIKEY_MAX, &a->nkeys, &what);
+	sodium_memzero(a->cfg.api_keys, sizeof(a->cfg.api_keys));
+	if (rc != ERR_OK)
+		snprintf(err, errlen, "ORDERS_API_KEYS %s", what);
+	return rc;
 }
 
 static void collect_queue_stats(void *arg)

@@ -282,12 +282,13 @@ static void test_invalid_keys(void **state)
 
 static void test_invalid_api_keys(void **state)
 {
-	static const char *const bad[] = {"nokey",    "a:superuser",       "a:client,",
-	                                  ":client",  "a:client,,b:admin", "a:client:x",
-	                                  "a:Client", "a:client, b:admin"};
-	char err[256];
+	static const char *const bad[] = {"nokey",       "a:superuser",        "a:client,",
+	                                  ":client",     "a:client,,b:admin",  "a:client:x",
+	                                  "a:Client",    "a:client, b:admin",  "a:client,a:admin",
+	                                  "a:client:-5", "blake2b256.00:admin"};
 	struct config c;
-	size_t i;
+	char err[256], list[sizeof(c.api_keys)];
+	size_t i, o = 0;
 
 	(void)state;
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -295,6 +296,18 @@ static void test_invalid_api_keys(void **state)
 	setenv("ORDERS_API_KEYS", "s3cret-key:root", 1);
 	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
 	assert_null(strstr(err, "s3cret-key"));
+	setenv("ORDERS_API_KEYS", "s3cret-key:client:lots", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_null(strstr(err, "s3cret-key"));
+	assert_string_equal(err, "ORDERS_API_KEYS must give a key's rate limit as a number from 0 "
+	                         "to 1000000000");
+	/* Thirty-two hashed keys with limits fit. */
+	for (i = 0; i < 32; i++)
+		o += (size_t)snprintf(list + o, sizeof(list) - o,
+		                      "%sblake2b256.%064zx:finance:1000000000", i ? "," : "", i);
+	setenv("ORDERS_API_KEYS", list, 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
+	assert_string_equal(c.api_keys, list);
 	unsetenv("ORDERS_API_KEYS");
 }
 
@@ -332,6 +345,23 @@ static void test_production_refusal(void **state)
 	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
 	/* A key that merely starts like a dev key is fine. */
 	setenv("ORDERS_API_KEYS", "dev-client2:client,xdev-admin:admin", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
+	/* A dev key written as its digest (printf %s dev-admin | b2sum -l 256),
+	 * or with a limit, is still a dev key. */
+	setenv("ORDERS_API_KEYS",
+	       "live-7f3a:client,blake2b256."
+	       "892abd1732822b0f6e1a9221ea325b58dc66a6f59e73f4d66d4cb06f9abc3406:admin",
+	       1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_string_equal(err, "ORDERS_API_KEYS must not contain the development key "
+	                         "'dev-admin' when ORDERS_ENV is production");
+	setenv("ORDERS_API_KEYS", "dev-client:client:5", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	/* Production keys written as digests are what production should use. */
+	setenv("ORDERS_API_KEYS",
+	       "blake2b256.1b2c3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbccddeeff001:client:"
+	       "500",
+	       1);
 	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
 
 	/* Any crypto key left at its dev default: refused, naming it. */
