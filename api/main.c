@@ -26,6 +26,29 @@ static int parse_keys(struct api *a, char *err, size_t errlen)
 	return rc;
 }
 
+/* One limiter slot per key, in a->keys order, counting in Redis. */
+static int setup_ratelimit(struct api *a)
+{
+	struct ratelimit_options o = {.lease = ratelimit_redis_lease, .lease_arg = a->cache};
+	size_t i, index;
+
+	a->ratelimit = ratelimit_new(&o, a->nkeys);
+	if (!a->ratelimit)
+		return ERR_NOMEM;
+	for (i = 0; i < a->nkeys; i++) {
+		long limit = a->keys[i].limit;
+
+		if (limit == APIKEY_LIMIT_DEFAULT)
+			limit = a->cfg.rate_limit;
+		if (ratelimit_add(a->ratelimit, a->keys[i].client_id, limit, &index) != ERR_OK ||
+		    index != i)
+			return ERR_INVALID;
+		log_info("api key", LF_STR("key", a->keys[i].client_id),
+		         LF_INT("rate_limit_per_s", limit));
+	}
+	return ERR_OK;
+}
+
 static void collect_queue_stats(void *arg)
 {
 	struct api *a = arg;
@@ -63,8 +86,14 @@ static int setup_metrics(struct api *a)
 	                                    "Ready messages in each work queue", "queue");
 	a->m_queue_consumers = metrics_gauge(a->metrics, "orders_queue_consumers",
 	                                     "Consumers attached to each work queue", "queue");
+	a->m_rate_limited = metrics_counter(a->metrics, "orders_rate_limited_total",
+	                                    "Requests refused with 429 by API key", "key");
+	a->m_rate_unchecked =
+	    metrics_counter(a->metrics, "orders_rate_limit_unchecked_total",
+	                    "Requests admitted unchecked because Redis could not be asked", "key");
 	if (!a->m_requests || !a->m_latency || !a->m_checkouts || !a->m_confirm_latency ||
-	    !a->m_queue_messages || !a->m_queue_consumers)
+	    !a->m_queue_messages || !a->m_queue_consumers || !a->m_rate_limited ||
+	    !a->m_rate_unchecked)
 		return ERR_NOMEM;
 	metrics_on_collect(a->metrics, collect_queue_stats, a);
 	return ERR_OK;
@@ -109,6 +138,10 @@ static int setup(struct api *a)
 		log_error("cannot start", LF_STR("reason", "bad database or cache settings"));
 		return ERR_INVALID;
 	}
+	if (setup_ratelimit(a) != ERR_OK) {
+		log_error("cannot start", LF_STR("reason", "cannot set up the rate limits"));
+		return ERR_NOMEM;
+	}
 
 	memset(&opt, 0, sizeof(opt));
 	opt.url = a->cfg.amqp_url;
@@ -151,6 +184,7 @@ static void teardown(struct api *a)
 	http_stop(a);
 	mq_publisher_free(a->publisher);
 	a->publisher = NULL;
+	ratelimit_free(a->ratelimit);
 	db_pool_free(a->db);
 	cache_pool_free(a->cache);
 	sealer_free(a->sealer);

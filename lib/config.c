@@ -71,7 +71,8 @@ static const char *check_key(const char *v);
 #define DEV_FINGERPRINT_KEY "af8015beadf6cdb784e7f364f968a4fc509110d7252f1f9c9774b32993b3d7d0"
 #define DEV_ORDER_ID_KEY "a69bbf245efef7d23420bb343b1007bf608d25e790662c8b6874a651c315a8da"
 
-static const char *const dev_api_keys[] = {"dev-client", "dev-finance", "dev-admin"};
+/* dev-limited is the test stack's rate-limited key (deploy/local/test.sh). */
+static const char *const dev_api_keys[] = {"dev-client", "dev-finance", "dev-admin", "dev-limited"};
 
 static const struct config_row config_table[] = {
     ROW_STR("ORDERS_ENV", env, "development", 0, check_env),
@@ -85,6 +86,7 @@ static const struct config_row config_table[] = {
     ROW_STR("ORDERS_AMQP_URL", amqp_url, "amqp://guest:guest@127.0.0.1:5682/", CONFIG_URL, NULL),
     ROW_STR("ORDERS_REDIS_URL", redis_url, "redis://127.0.0.1:6389/0", CONFIG_URL, NULL),
     ROW_STR("ORDERS_API_KEYS", api_keys, DEV_API_KEYS, CONFIG_SECRET, check_api_keys),
+    ROW_INT("ORDERS_RATE_LIMIT", rate_limit, 100000, 0, APIKEY_LIMIT_MAX),
     ROW_STR("ORDERS_SEAL_PUBLIC_KEY", seal_public_key, DEV_SEAL_PUBLIC_KEY, CONFIG_KEY, check_key),
     ROW_STR("ORDERS_SEAL_SECRET_KEY", seal_secret_key, DEV_SEAL_SECRET_KEY,
             CONFIG_KEY | CONFIG_SECRET, check_key),
