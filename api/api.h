@@ -17,31 +17,25 @@
 
 #include <jansson.h>
 
+#include "apikey.h"
 #include "buf.h"
 #include "cache.h"
 #include "config.h"
 #include "db.h"
 #include "metrics.h"
 #include "mq.h"
+#include "ratelimit.h"
 #include "seal.h"
 
 #define API_BODY_MAX (64 * 1024)
 #define API_REQUEST_ID_MAX 64
-#define API_MAX_KEYS 32
-#define API_CLIENT_ID_LEN 16 /* "key_" + 12 hex digits */
-
-enum role { ROLE_NONE = 0, ROLE_CLIENT, ROLE_FINANCE, ROLE_ADMIN };
-
-struct api_key {
-	char key[128];
-	enum role role;
-	char client_id[API_CLIENT_ID_LEN + 1]; /* a non-secret name for the key */
-};
+#define API_CLIENT_ID_LEN APIKEY_CLIENT_ID_LEN
 
 struct api {
-	struct config cfg;
-	struct api_key keys[API_MAX_KEYS];
+	struct config cfg; /* its api_keys is wiped once the keys are hashed */
+	struct apikey keys[APIKEY_MAX];
 	size_t nkeys;
+	struct ratelimit *ratelimit; /* key i is the limiter's index i */
 	uint8_t order_id_key[32];
 	uint8_t body_hash_key[32]; /* keys the idempotency record's body hash */
 
@@ -62,6 +56,8 @@ struct api {
 	struct metric_family *m_confirm_latency;
 	struct metric_family *m_queue_messages;
 	struct metric_family *m_queue_consumers;
+	struct metric_family *m_rate_limited;
+	struct metric_family *m_rate_unchecked;
 
 	struct MHD_Daemon *httpd;
 };
@@ -85,7 +81,8 @@ struct request {
 	char request_id[API_REQUEST_ID_MAX + 1];
 	const char *method;
 	const char *route; /* the route's pattern, the metrics label */
-	const struct api_key *key;
+	const struct apikey *key;
+	int rate_counted; /* the key's rate limit has counted this request */
 	struct buf body;
 	int body_too_big;
 	int64_t started_ns;
@@ -123,8 +120,9 @@ enum MHD_Result respond_error(struct request *r, unsigned int status, const char
 /* respond_unavailable - 503 unavailable with Retry-After. */
 enum MHD_Result respond_unavailable(struct request *r, const char *what);
 
-/* require_role - ERR_OK when the request's key may use a route for role;
- * otherwise the 401/403 has been queued and the handler returns *result. */
+/* require_role - ERR_OK when the request's key may use a route for role and
+ * is within its rate limit; otherwise the 401/429/403 has been queued and
+ * the handler returns *result. Every authenticated route calls it first. */
 int require_role(struct request *r, enum role role, enum MHD_Result *result);
 
 /* body_json - parse the request body as a JSON object. On failure queues

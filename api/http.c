@@ -217,21 +217,47 @@ static enum MHD_Result published(struct request *r)
 
 /* ---- auth ----------------------------------------------------------------- */
 
-static const struct api_key *find_key(const struct api *a, const char *header)
+static const struct apikey *find_key(const struct api *a, const char *header)
 {
 	static const char prefix[] = "Bearer ";
-	size_t n;
 
 	if (!header || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
 		return NULL;
 	header += sizeof(prefix) - 1;
-	n = strlen(header);
-	for (size_t i = 0; i < a->nkeys; i++) {
-		/* Constant time in the key's content; lengths are not secret. */
-		if (strlen(a->keys[i].key) == n && sodium_memcmp(a->keys[i].key, header, n) == 0)
-			return &a->keys[i];
+	return apikey_find(a->keys, a->nkeys, header, strlen(header));
+}
+
+/* 429 rate_limited when the key is over its limit; ERR_OK otherwise. */
+static int check_rate(struct request *r, enum MHD_Result *result)
+{
+	const char *labels[1] = {r->key->client_id};
+	const char *headers[] = {"Retry-After", NULL, NULL};
+	char retry[16];
+	int retry_s = 1;
+
+	/* Once per request, however many checks a handler makes. */
+	if (r->rate_counted)
+		return ERR_OK;
+	r->rate_counted = 1;
+	switch (ratelimit_take(r->api->ratelimit, (size_t)(r->key - r->api->keys), &retry_s)) {
+	case RATELIMIT_ALLOW:
+		return ERR_OK;
+	case RATELIMIT_UNCHECKED:
+		metric_add(r->api->m_rate_unchecked, labels, 1);
+		return ERR_OK;
+	case RATELIMIT_DENY:
+		break;
 	}
-	return NULL;
+	metric_add(r->api->m_rate_limited, labels, 1);
+	snprintf(retry, sizeof(retry), "%d", retry_s);
+	headers[1] = retry;
+	*result =
+	    respond_obj(r, 429,
+	                json_pack("{s:{s:s, s:s}}", "error", "code", "rate_limited", "message",
+	                          "too many requests for this API key; retry after the "
+	                          "number of seconds in Retry-After"),
+	                headers);
+	return ERR_INVALID;
 }
 
 int require_role(struct request *r, enum role role, enum MHD_Result *result)
@@ -242,6 +268,9 @@ int require_role(struct request *r, enum role role, enum MHD_Result *result)
 		    "missing or unknown API key; send Authorization: Bearer <key>", NULL);
 		return ERR_INVALID;
 	}
+	/* Every request of a known key counts, also one its role may not make. */
+	if (check_rate(r, result) != ERR_OK)
+		return ERR_INVALID;
 	/* admin may do anything; other roles only their own routes. */
 	if (r->key->role != role && r->key->role != ROLE_ADMIN) {
 		*result =

@@ -13,53 +13,38 @@
 #include "err.h"
 #include "log.h"
 
-/* "key:role,key:role" into a->keys. */
+/* ORDERS_API_KEYS into a->keys; the plain keys are wiped once hashed. */
 static int parse_keys(struct api *a, char *err, size_t errlen)
 {
-	char list[CONFIG_STR_MAX];
-	char *save = NULL, *item;
+	const char *what = NULL;
+	int rc;
 
-	snprintf(list, sizeof(list), "%s", a->cfg.api_keys);
-	for (item = strtok_r(list, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-		char *colon = strrchr(item, ':');
-		struct api_key *k;
-		unsigned char h[6];
+	rc = apikey_parse(a->cfg.api_keys, a->keys, APIKEY_MAX, &a->nkeys, &what);
+	sodium_memzero(a->cfg.api_keys, sizeof(a->cfg.api_keys));
+	if (rc != ERR_OK)
+		snprintf(err, errlen, "ORDERS_API_KEYS %s", what);
+	return rc;
+}
 
-		if (a->nkeys == API_MAX_KEYS) {
-			snprintf(err, errlen, "ORDERS_API_KEYS has more than %d keys",
-			         API_MAX_KEYS);
+/* One limiter slot per key, in a->keys order, counting in Redis. */
+static int setup_ratelimit(struct api *a)
+{
+	struct ratelimit_options o = {.lease = ratelimit_redis_lease, .lease_arg = a->cache};
+	size_t i, index;
+
+	a->ratelimit = ratelimit_new(&o, a->nkeys);
+	if (!a->ratelimit)
+		return ERR_NOMEM;
+	for (i = 0; i < a->nkeys; i++) {
+		long limit = a->keys[i].limit;
+
+		if (limit == APIKEY_LIMIT_DEFAULT)
+			limit = a->cfg.rate_limit;
+		if (ratelimit_add(a->ratelimit, a->keys[i].client_id, limit, &index) != ERR_OK ||
+		    index != i)
 			return ERR_INVALID;
-		}
-		if (!colon || colon == item || (size_t)(colon - item) >= sizeof(k->key)) {
-			snprintf(err, errlen, "ORDERS_API_KEYS entries must be key:role");
-			return ERR_INVALID;
-		}
-		k = &a->keys[a->nkeys];
-		*colon = '\0';
-		if (strcmp(colon + 1, "client") == 0)
-			k->role = ROLE_CLIENT;
-		else if (strcmp(colon + 1, "finance") == 0)
-			k->role = ROLE_FINANCE;
-		else if (strcmp(colon + 1, "admin") == 0)
-			k->role = ROLE_ADMIN;
-		else {
-			snprintf(err, errlen,
-			         "ORDERS_API_KEYS roles are client, finance or admin, got '%s'",
-			         colon + 1);
-			return ERR_INVALID;
-		}
-		snprintf(k->key, sizeof(k->key), "%s", item);
-		/* A name for the key that can be stored and logged: a hash of it. */
-		crypto_generichash(h, sizeof(h), (const unsigned char *)k->key, strlen(k->key),
-		                   NULL, 0);
-		memcpy(k->client_id, "key_", 4);
-		sodium_bin2hex(k->client_id + 4, sizeof(k->client_id) - 4, h, sizeof(h));
-		a->nkeys++;
-	}
-	sodium_memzero(list, sizeof(list));
-	if (a->nkeys == 0) {
-		snprintf(err, errlen, "ORDERS_API_KEYS has no keys");
-		return ERR_INVALID;
+		log_info("api key", LF_STR("key", a->keys[i].client_id),
+		         LF_INT("rate_limit_per_s", limit));
 	}
 	return ERR_OK;
 }
@@ -101,8 +86,14 @@ static int setup_metrics(struct api *a)
 	                                    "Ready messages in each work queue", "queue");
 	a->m_queue_consumers = metrics_gauge(a->metrics, "orders_queue_consumers",
 	                                     "Consumers attached to each work queue", "queue");
+	a->m_rate_limited = metrics_counter(a->metrics, "orders_rate_limited_total",
+	                                    "Requests refused with 429 by API key", "key");
+	a->m_rate_unchecked =
+	    metrics_counter(a->metrics, "orders_rate_limit_unchecked_total",
+	                    "Requests admitted unchecked because Redis could not be asked", "key");
 	if (!a->m_requests || !a->m_latency || !a->m_checkouts || !a->m_confirm_latency ||
-	    !a->m_queue_messages || !a->m_queue_consumers)
+	    !a->m_queue_messages || !a->m_queue_consumers || !a->m_rate_limited ||
+	    !a->m_rate_unchecked)
 		return ERR_NOMEM;
 	metrics_on_collect(a->metrics, collect_queue_stats, a);
 	return ERR_OK;
@@ -147,6 +138,10 @@ static int setup(struct api *a)
 		log_error("cannot start", LF_STR("reason", "bad database or cache settings"));
 		return ERR_INVALID;
 	}
+	if (setup_ratelimit(a) != ERR_OK) {
+		log_error("cannot start", LF_STR("reason", "cannot set up the rate limits"));
+		return ERR_NOMEM;
+	}
 
 	memset(&opt, 0, sizeof(opt));
 	opt.url = a->cfg.amqp_url;
@@ -189,6 +184,7 @@ static void teardown(struct api *a)
 	http_stop(a);
 	mq_publisher_free(a->publisher);
 	a->publisher = NULL;
+	ratelimit_free(a->ratelimit);
 	db_pool_free(a->db);
 	cache_pool_free(a->cache);
 	sealer_free(a->sealer);

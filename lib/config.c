@@ -2,6 +2,7 @@
 
 #include "config.h"
 
+#include "apikey.h"
 #include "err.h"
 #include "log.h"
 
@@ -12,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <sodium.h>
 
 enum config_type { CONFIG_INT, CONFIG_STR };
 
@@ -68,7 +71,8 @@ static const char *check_key(const char *v);
 #define DEV_FINGERPRINT_KEY "af8015beadf6cdb784e7f364f968a4fc509110d7252f1f9c9774b32993b3d7d0"
 #define DEV_ORDER_ID_KEY "a69bbf245efef7d23420bb343b1007bf608d25e790662c8b6874a651c315a8da"
 
-static const char *const dev_api_keys[] = {"dev-client", "dev-finance", "dev-admin"};
+/* dev-limited is the test stack's rate-limited key (deploy/local/test.sh). */
+static const char *const dev_api_keys[] = {"dev-client", "dev-finance", "dev-admin", "dev-limited"};
 
 static const struct config_row config_table[] = {
     ROW_STR("ORDERS_ENV", env, "development", 0, check_env),
@@ -82,6 +86,7 @@ static const struct config_row config_table[] = {
     ROW_STR("ORDERS_AMQP_URL", amqp_url, "amqp://guest:guest@127.0.0.1:5682/", CONFIG_URL, NULL),
     ROW_STR("ORDERS_REDIS_URL", redis_url, "redis://127.0.0.1:6389/0", CONFIG_URL, NULL),
     ROW_STR("ORDERS_API_KEYS", api_keys, DEV_API_KEYS, CONFIG_SECRET, check_api_keys),
+    ROW_INT("ORDERS_RATE_LIMIT", rate_limit, 100000, 0, APIKEY_LIMIT_MAX),
     ROW_STR("ORDERS_SEAL_PUBLIC_KEY", seal_public_key, DEV_SEAL_PUBLIC_KEY, CONFIG_KEY, check_key),
     ROW_STR("ORDERS_SEAL_SECRET_KEY", seal_secret_key, DEV_SEAL_SECRET_KEY,
             CONFIG_KEY | CONFIG_SECRET, check_key),
@@ -124,49 +129,16 @@ static const char *check_log_level(const char *v)
 	return "must be debug, info, warn or error";
 }
 
-static int is_role(const char *s, size_t n)
-{
-	static const char *const roles[] = {"client", "finance", "admin"};
-	size_t i;
-
-	for (i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
-		if (strlen(roles[i]) == n && memcmp(roles[i], s, n) == 0)
-			return 1;
-	}
-	return 0;
-}
-
-/*
- * "key:role,key:role": keys are non-empty printable ASCII without spaces,
- * ':' or ',' (they travel in an Authorization: Bearer header); roles are
- * client, finance or admin.
- */
+/* The syntax is apikey.h's; parsing it is the only sure check. */
 static const char *check_api_keys(const char *v)
 {
-	static const char *const what =
-	    "must be a comma-separated list of key:role with role client, finance or admin";
-	const char *p = v;
+	struct apikey keys[APIKEY_MAX];
+	const char *what = NULL;
+	size_t n;
+	int rc = apikey_parse(v, keys, APIKEY_MAX, &n, &what);
 
-	for (;;) {
-		size_t klen = strcspn(p, ":,");
-		const char *role;
-		size_t rlen, i;
-
-		if (klen == 0 || p[klen] != ':')
-			return what;
-		for (i = 0; i < klen; i++) {
-			if (p[i] <= ' ' || p[i] > '~')
-				return what;
-		}
-		role = p + klen + 1;
-		rlen = strcspn(role, ",");
-		if (!is_role(role, rlen))
-			return what;
-		p = role + rlen;
-		if (*p == '\0')
-			return NULL;
-		p++;
-	}
+	sodium_memzero(keys, sizeof(keys));
+	return rc == ERR_OK ? NULL : what;
 }
 
 static const char *check_key(const char *v)
@@ -253,29 +225,39 @@ static int load_row(const struct config_row *r, struct config *cfg, const char *
 	return ERR_OK;
 }
 
+/* A dev API key in keys, plain or hashed: its name, else NULL. */
+static const char *find_dev_api_key(const struct apikey *keys, size_t n)
+{
+	uint8_t h[APIKEY_HASH_BYTES];
+	size_t i, k;
+
+	for (k = 0; k < sizeof(dev_api_keys) / sizeof(dev_api_keys[0]); k++) {
+		apikey_hash(dev_api_keys[k], strlen(dev_api_keys[k]), h);
+		for (i = 0; i < n; i++) {
+			if (memcmp(keys[i].hash, h, sizeof(h)) == 0)
+				return dev_api_keys[k];
+		}
+	}
+	return NULL;
+}
+
 /* Production must not run with anything that ships with the source code. */
 static int check_production(const struct config *cfg, char *err, size_t errlen)
 {
-	const char *p = cfg->api_keys;
-	size_t i, k;
+	struct apikey keys[APIKEY_MAX];
+	const char *what, *dev;
+	size_t i, n = 0;
 
-	while (*p) {
-		size_t klen = strcspn(p, ":");
-		size_t elen = strcspn(p, ",");
-
-		for (k = 0; k < sizeof(dev_api_keys) / sizeof(dev_api_keys[0]); k++) {
-			if (strlen(dev_api_keys[k]) == klen &&
-			    memcmp(p, dev_api_keys[k], klen) == 0) {
-				set_err(err, errlen,
-				        "ORDERS_API_KEYS must not contain the development key '%s' "
-				        "when ORDERS_ENV is production",
-				        dev_api_keys[k]);
-				return ERR_INVALID;
-			}
-		}
-		p += elen;
-		if (*p == ',')
-			p++;
+	/* The value passed check_api_keys, so it parses. */
+	apikey_parse(cfg->api_keys, keys, APIKEY_MAX, &n, &what);
+	dev = find_dev_api_key(keys, n);
+	sodium_memzero(keys, sizeof(keys));
+	if (dev) {
+		set_err(err, errlen,
+		        "ORDERS_API_KEYS must not contain the development key '%s' "
+		        "when ORDERS_ENV is production",
+		        dev);
+		return ERR_INVALID;
 	}
 	for (i = 0; i < CONFIG_ROWS; i++) {
 		const struct config_row *r = &config_table[i];

@@ -23,7 +23,7 @@ struct config {
 	char pg_dsn[CONFIG_STR_MAX]; /* ORDERS_PG_DSN (secret) */
 	char amqp_url[CONFIG_STR_MAX];  /* ORDERS_AMQP_URL (secret) */
 	char redis_url[CONFIG_STR_MAX]; /* ORDERS_REDIS_URL */
-	char api_keys[CONFIG_STR_MAX];  /* ORDERS_API_KEYS "key:role,..." (secret) */
+	char api_keys[4096];            /* ORDERS_API_KEYS (secret): 32 hashed entries fit */
 	char seal_public_key[128];      /* ORDERS_SEAL_PUBLIC_KEY, hex (API) */
 	char seal_secret_key[128];      /* ORDERS_SEAL_SECRET_KEY, hex (payment; secret) */
 	char vault_key[128];            /* ORDERS_VAULT_KEY, hex (payment; secret) */
@@ -34,6 +34,7 @@ struct config {
 	int gateway_latency_ms;         /* ORDERS_GATEWAY_LATENCY_MS */
 	int reservation_ttl_s;          /* ORDERS_RESERVATION_TTL_S */
 	int finalize_grace_s;           /* ORDERS_FINALIZE_GRACE_S */
+	int rate_limit;                 /* ORDERS_RATE_LIMIT: per key and second; 0 = none */
 };
 
 /*

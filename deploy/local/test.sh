@@ -12,8 +12,10 @@
 # The test stack's reservations last ORDERS_RESERVATION_TTL_S=10 seconds
 # (not the default 900), so that it_expiry can watch an unpaid order expire,
 # and order-consumer finishes stranded orders after ORDERS_FINALIZE_GRACE_S=3
-# seconds (not 60), so that it_sweep does not wait long; `make up` and
-# `make run` keep the defaults.
+# seconds (not 60), so that it_sweep does not wait long. Besides the three
+# documented dev keys it has dev-limited, a client key limited to 20
+# requests a second, for it_ratelimit. `make up` and `make run` keep the
+# defaults.
 set -euo pipefail
 
 SCRIPT_NAME='test'
@@ -28,6 +30,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # up.sh passes it on to the daemons; the tests read it too.
 export ORDERS_RESERVATION_TTL_S=10
 export ORDERS_FINALIZE_GRACE_S=3
+export ORDERS_API_KEYS=dev-client:client,dev-finance:finance,dev-admin:admin,dev-limited:client:20
 case $BUILD_DIR in
 /*) build_dir=$BUILD_DIR ;;
 *) build_dir=$ROOT/$BUILD_DIR ;;

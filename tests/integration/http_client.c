@@ -161,6 +161,12 @@ static int send_all(int fd, const char *data, size_t n)
 int http_request(const char *method, const char *path, const char *const *headers, const char *body,
                  size_t body_len, struct http_response *out)
 {
+	return http_request_to(0, method, path, headers, body, body_len, out);
+}
+
+int http_request_to(int to_port, const char *method, const char *path, const char *const *headers,
+                    const char *body, size_t body_len, struct http_response *out)
+{
 	struct sockaddr_in addr;
 	char head[8192];
 	size_t len = 0, cap = 65536;
@@ -181,7 +187,7 @@ int http_request(const char *method, const char *path, const char *const *header
 	}
 	memset(&addr, 0, sizeof(addr));
 	addr.sin_family = AF_INET;
-	addr.sin_port = htons((unsigned short)port());
+	addr.sin_port = htons((unsigned short)(to_port > 0 ? to_port : port()));
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0)
 		goto fail;

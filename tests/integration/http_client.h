@@ -27,6 +27,11 @@ struct http_response {
 int http_request(const char *method, const char *path, const char *const *headers, const char *body,
                  size_t body_len, struct http_response *out);
 
+/* http_request_to - the same to 127.0.0.1:port (0: as http_request), e.g. a
+ * second API instance. Thread-safe. */
+int http_request_to(int port, const char *method, const char *path, const char *const *headers,
+                    const char *body, size_t body_len, struct http_response *out);
+
 /*
  * http_set_timeout_ms - from now on every request fails (-1) when connecting,
  * sending or one wait for response bytes takes longer than ms; 0 (the

@@ -35,28 +35,6 @@ static pid_t stopped[DAEMONS];
 
 /* ---- the daemons ----------------------------------------------------------- */
 
-/* The repository root: ORDERS_SOURCE_DIR, or three levels above this file. */
-static void find_root(void)
-{
-	const char *env = getenv("ORDERS_SOURCE_DIR");
-	char *slash;
-	int i;
-
-	if (env && *env) {
-		snprintf(root, sizeof(root), "%s", env);
-		return;
-	}
-	snprintf(root, sizeof(root), "%s", __FILE__);
-	for (i = 0; i < 3; i++) {
-		slash = strrchr(root, '/');
-		if (!slash) {
-			snprintf(root, sizeof(root), ".");
-			return;
-		}
-		*slash = '\0';
-	}
-}
-
 /* The pid in .local/run/<name>.pid, checked to be that daemon; 0 if not. */
 static pid_t daemon_pid(enum daemon which)
 {
@@ -379,7 +357,7 @@ static int group_setup(void **state)
 	const char *dsn = getenv("ORDERS_PG_DSN");
 
 	(void)state;
-	find_root();
+	e2e_find_root(root, sizeof(root));
 	db = db_new(dsn && *dsn ? dsn : DEFAULT_DSN);
 	if (!db) {
 		fprintf(stderr, "it_expiry: cannot connect to ORDERS_PG_DSN (is the stack up?)\n");

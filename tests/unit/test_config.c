@@ -27,6 +27,7 @@ static const char *const all_vars[] = {
     "ORDERS_AMQP_URL",
     "ORDERS_REDIS_URL",
     "ORDERS_API_KEYS",
+    "ORDERS_RATE_LIMIT",
     "ORDERS_SEAL_PUBLIC_KEY",
     "ORDERS_SEAL_SECRET_KEY",
     "ORDERS_VAULT_KEY",
@@ -98,6 +99,7 @@ static void test_defaults(void **state)
 	assert_string_equal(c.amqp_url, "amqp://guest:guest@127.0.0.1:5682/");
 	assert_string_equal(c.redis_url, "redis://127.0.0.1:6389/0");
 	assert_string_equal(c.api_keys, "dev-client:client,dev-finance:finance,dev-admin:admin");
+	assert_int_equal(c.rate_limit, 100000);
 	assert_int_equal(c.prefetch, 100);
 	assert_int_equal(c.publish_timeout_ms, 5000);
 	assert_int_equal(c.gateway_latency_ms, 0);
@@ -140,6 +142,7 @@ static void test_overrides(void **state)
 	setenv("ORDERS_AMQP_URL", "amqp://u:p@mq:5672/%2F", 1);
 	setenv("ORDERS_REDIS_URL", "redis://cache:6379/1", 1);
 	setenv("ORDERS_API_KEYS", "a:client", 1);
+	setenv("ORDERS_RATE_LIMIT", "0", 1);
 	setenv("ORDERS_VAULT_KEY", K3, 1);
 	setenv("ORDERS_PREFETCH", "65535", 1);
 	setenv("ORDERS_PUBLISH_TIMEOUT_MS", "10", 1);
@@ -160,6 +163,7 @@ static void test_overrides(void **state)
 	assert_string_equal(c.amqp_url, "amqp://u:p@mq:5672/%2F");
 	assert_string_equal(c.redis_url, "redis://cache:6379/1");
 	assert_string_equal(c.api_keys, "a:client");
+	assert_int_equal(c.rate_limit, 0);
 	assert_string_equal(c.vault_key, K3);
 	assert_string_equal(c.order_id_key,
 	                    "ABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCD");
@@ -222,6 +226,10 @@ static void test_invalid_ints(void **state)
 	expect_invalid("ORDERS_RESERVATION_TTL_S", "4294967297", NULL); /* wraps in 32 bits */
 	expect_invalid("ORDERS_FINALIZE_GRACE_S", "0", NULL);
 	expect_invalid("ORDERS_FINALIZE_GRACE_S", "86401", NULL);
+	expect_invalid("ORDERS_RATE_LIMIT", "-1", NULL);
+	expect_invalid(
+	    "ORDERS_RATE_LIMIT", "1000000001",
+	    "ORDERS_RATE_LIMIT must be an integer from 0 to 1000000000, got '1000000001'");
 }
 
 static void test_invalid_strings(void **state)
@@ -282,12 +290,13 @@ static void test_invalid_keys(void **state)
 
 static void test_invalid_api_keys(void **state)
 {
-	static const char *const bad[] = {"nokey",    "a:superuser",       "a:client,",
-	                                  ":client",  "a:client,,b:admin", "a:client:x",
-	                                  "a:Client", "a:client, b:admin"};
-	char err[256];
+	static const char *const bad[] = {"nokey",       "a:superuser",        "a:client,",
+	                                  ":client",     "a:client,,b:admin",  "a:client:x",
+	                                  "a:Client",    "a:client, b:admin",  "a:client,a:admin",
+	                                  "a:client:-5", "blake2b256.00:admin"};
 	struct config c;
-	size_t i;
+	char err[256], list[sizeof(c.api_keys)];
+	size_t i, o = 0;
 
 	(void)state;
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -295,6 +304,18 @@ static void test_invalid_api_keys(void **state)
 	setenv("ORDERS_API_KEYS", "s3cret-key:root", 1);
 	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
 	assert_null(strstr(err, "s3cret-key"));
+	setenv("ORDERS_API_KEYS", "s3cret-key:client:lots", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_null(strstr(err, "s3cret-key"));
+	assert_string_equal(err, "ORDERS_API_KEYS must give a key's rate limit as a number from 0 "
+	                         "to 1000000000");
+	/* Thirty-two hashed keys with limits fit. */
+	for (i = 0; i < 32; i++)
+		o += (size_t)snprintf(list + o, sizeof(list) - o,
+		                      "%sblake2b256.%064zx:finance:1000000000", i ? "," : "", i);
+	setenv("ORDERS_API_KEYS", list, 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
+	assert_string_equal(c.api_keys, list);
 	unsetenv("ORDERS_API_KEYS");
 }
 
@@ -332,6 +353,26 @@ static void test_production_refusal(void **state)
 	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
 	/* A key that merely starts like a dev key is fine. */
 	setenv("ORDERS_API_KEYS", "dev-client2:client,xdev-admin:admin", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
+	/* A dev key written as its digest (printf %s dev-admin | b2sum -l 256),
+	 * or with a limit, is still a dev key. */
+	setenv("ORDERS_API_KEYS",
+	       "live-7f3a:client,blake2b256."
+	       "892abd1732822b0f6e1a9221ea325b58dc66a6f59e73f4d66d4cb06f9abc3406:admin",
+	       1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_string_equal(err, "ORDERS_API_KEYS must not contain the development key "
+	                         "'dev-admin' when ORDERS_ENV is production");
+	setenv("ORDERS_API_KEYS", "dev-client:client:5", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	/* So is the test stack's limited key. */
+	setenv("ORDERS_API_KEYS", "live-7f3a:client,dev-limited:client:20", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	/* Production keys written as digests are what production should use. */
+	setenv("ORDERS_API_KEYS",
+	       "blake2b256.1b2c3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbccddeeff001:client:"
+	       "500",
+	       1);
 	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
 
 	/* Any crypto key left at its dev default: refused, naming it. */
