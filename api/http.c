@@ -187,19 +187,15 @@ json_t *body_json(struct request *r, enum MHD_Result *result)
 
 /* ---- routing -------------------------------------------------------------- */
 
-/* Copy the one path segment after prefix into out; 0 if path has more. */
-static int path_param(const char *url, const char *prefix, char *out, size_t outlen)
+/* The one path segment after prefix, or NULL if there is none or more. Any
+ * length matches, so that the handler judges an overlong parameter. */
+static const char *path_param(const char *url, const char *prefix)
 {
 	size_t n = strlen(prefix);
-	const char *rest;
 
-	if (strncmp(url, prefix, n) != 0)
-		return 0;
-	rest = url + n;
-	if (!*rest || strchr(rest, '/') || strlen(rest) >= outlen)
-		return 0;
-	memcpy(out, rest, strlen(rest) + 1);
-	return 1;
+	if (strncmp(url, prefix, n) != 0 || !url[n] || strchr(url + n, '/'))
+		return NULL;
+	return url + n;
 }
 
 static enum MHD_Result method_not_allowed(struct request *r, const char *allow)
@@ -256,7 +252,7 @@ static enum MHD_Result dispatch(struct request *r, const char *url)
 {
 	const char *m = r->method;
 	int get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
-	char param[128];
+	const char *param;
 
 	if (strcmp(url, "/healthz") == 0) {
 		r->route = "/healthz";
@@ -279,7 +275,7 @@ static enum MHD_Result dispatch(struct request *r, const char *url)
 		r->route = "/v1/products";
 		return get ? catalog_list(r) : method_not_allowed(r, "GET, HEAD");
 	}
-	if (path_param(url, "/v1/products/", param, sizeof(param))) {
+	if ((param = path_param(url, "/v1/products/"))) {
 		r->route = "/v1/products/{sku}";
 		if (get)
 			return catalog_get(r, param);
@@ -287,7 +283,7 @@ static enum MHD_Result dispatch(struct request *r, const char *url)
 			return catalog_put(r, param);
 		return method_not_allowed(r, "GET, HEAD, PUT");
 	}
-	if (path_param(url, "/v1/orders/", param, sizeof(param))) {
+	if ((param = path_param(url, "/v1/orders/"))) {
 		r->route = "/v1/orders/{order_id}";
 		return get ? orders_get(r, param) : method_not_allowed(r, "GET, HEAD");
 	}
@@ -404,6 +400,38 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 }
 
+/*
+ * Percent-decoding of the path and query values, as MHD's own but leaving
+ * "%00" and "%2F" as they are: a decoded NUL would cut the path short (PUT
+ * /v1/products/A%00B would write product "A"), and a decoded slash would
+ * turn a parameter's bytes into route segments. Left encoded, both fail the
+ * parameter's validation like any other bad character.
+ */
+static size_t unescape_url(void *cls, struct MHD_Connection *conn, char *s)
+{
+	char *out = s;
+	const char *in = s;
+	(void)cls;
+	(void)conn;
+
+	while (*in) {
+		unsigned char c = 0;
+		size_t got = 0;
+
+		/* in[1] first: then in[2] is at most the terminating NUL. */
+		if (in[0] == '%' && in[1] &&
+		    sodium_hex2bin(&c, 1, in + 1, 2, NULL, &got, NULL) == 0 && got == 1 && c != 0 &&
+		    c != '/') {
+			*out++ = (char)c;
+			in += 3;
+		} else {
+			*out++ = *in++;
+		}
+	}
+	*out = '\0';
+	return (size_t)(out - s);
+}
+
 /* libmicrohttpd's own complaints, as JSON lines like everything else. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
@@ -453,7 +481,8 @@ int http_start(struct api *a)
 	     * larger bodies still arrive, in pieces, through on_request. */
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(8 * 1024), MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned int)30, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096,
-	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_END);
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_UNESCAPE_CALLBACK,
+	    unescape_url, NULL, MHD_OPTION_END);
 	if (!a->httpd) {
 		log_error("cannot start http server", LF_INT("port", a->cfg.http_port));
 		return ERR_IO;
