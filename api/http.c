@@ -121,12 +121,16 @@ enum MHD_Result respond_unavailable(struct request *r, const char *what)
 
 static const struct api_key *find_key(const struct api *a, const char *header)
 {
-	static const char prefix[] = "Bearer ";
+	static const char scheme[] = "Bearer";
 	size_t n;
 
-	if (!header || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
+	/* The scheme is case-insensitive (RFC 7235); one or more spaces follow it. */
+	if (!header || strncasecmp(header, scheme, sizeof(scheme) - 1) != 0 ||
+	    header[sizeof(scheme) - 1] != ' ')
 		return NULL;
-	header += sizeof(prefix) - 1;
+	header += sizeof(scheme) - 1;
+	while (*header == ' ')
+		header++;
 	n = strlen(header);
 	for (size_t i = 0; i < a->nkeys; i++) {
 		/* Constant time in the key's content; lengths are not secret. */
@@ -153,18 +157,26 @@ int require_role(struct request *r, enum role role, enum MHD_Result *result)
 	return ERR_OK;
 }
 
+/* "application/json", optionally with parameters ("; charset=utf-8"); not "application/jsonx". */
+static int is_json_type(const char *ct)
+{
+	static const char type[] = "application/json";
+	size_t n = sizeof(type) - 1;
+
+	if (!ct || strncasecmp(ct, type, n) != 0)
+		return 0;
+	ct += n + strspn(ct + n, " \t");
+	return *ct == '\0' || *ct == ';';
+}
+
 json_t *body_json(struct request *r, enum MHD_Result *result)
 {
 	const char *ct =
 	    MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
 	json_error_t jerr;
 	json_t *root;
-	size_t n;
 
-	/* "application/json" optionally followed by parameters ("; charset=utf-8"). */
-	n = strlen("application/json");
-	if (!ct || strncasecmp(ct, "application/json", n) != 0 ||
-	    (ct[n] != '\0' && ct[n] != ';' && ct[n] != ' ')) {
+	if (!is_json_type(ct)) {
 		*result = respond_error(r, 415, "unsupported_media_type",
 		                        "request bodies must be application/json", NULL);
 		return NULL;
