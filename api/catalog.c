@@ -101,6 +101,7 @@ static int int_field(struct request *r, json_t *obj, const char *key, int64_t mi
 
 enum MHD_Result catalog_put(struct request *r, const char *sku)
 {
+	static const char *const fields[] = {"name", "price_cents", "currency", "stock", NULL};
 	enum MHD_Result result;
 	json_t *body, *name;
 	const char *currency;
@@ -113,7 +114,8 @@ enum MHD_Result catalog_put(struct request *r, const char *sku)
 	int rc, created;
 	json_t *out;
 
-	if (require_role(r, ROLE_ADMIN, &result) != ERR_OK)
+	if (require_role(r, ROLE_ADMIN, &result) != ERR_OK ||
+	    require_query_args(r, NULL, &result) != ERR_OK)
 		return result;
 	if (!valid_sku(sku))
 		return respond_error(r, 422, "validation_error",
@@ -121,6 +123,10 @@ enum MHD_Result catalog_put(struct request *r, const char *sku)
 	body = body_json(r, &result);
 	if (!body)
 		return result;
+	if (require_only_fields(r, body, "", fields, &result) != ERR_OK) {
+		json_decref(body);
+		return result;
+	}
 
 	name = json_object_get(body, "name");
 	if (!json_is_string(name) || json_string_length(name) < 1 ||
@@ -240,7 +246,8 @@ enum MHD_Result catalog_get(struct request *r, const char *sku)
 	int64_t price = 0, available = 0;
 	int rc;
 
-	if (require_role(r, ROLE_CLIENT, &result) != ERR_OK)
+	if (require_role(r, ROLE_CLIENT, &result) != ERR_OK ||
+	    require_query_args(r, NULL, &result) != ERR_OK)
 		return result;
 	if (!valid_sku(sku))
 		return respond_error(r, 404, "product_not_found", "no product has that sku", NULL);
@@ -264,6 +271,7 @@ enum MHD_Result catalog_get(struct request *r, const char *sku)
 
 enum MHD_Result catalog_list(struct request *r)
 {
+	static const char *const list_args[] = {"limit", "after", NULL};
 	enum MHD_Result result;
 	const char *limit_s, *after;
 	char limit_buf[8];
@@ -275,7 +283,8 @@ enum MHD_Result catalog_list(struct request *r)
 	char *end;
 	int rc, n;
 
-	if (require_role(r, ROLE_CLIENT, &result) != ERR_OK)
+	if (require_role(r, ROLE_CLIENT, &result) != ERR_OK ||
+	    require_query_args(r, list_args, &result) != ERR_OK)
 		return result;
 	limit_s = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "limit");
 	if (limit_s) {

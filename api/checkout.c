@@ -80,6 +80,14 @@ static enum MHD_Result invalid_card(struct request *r, const char *message, cons
 static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
                           enum MHD_Result *res)
 {
+	static const char *const top_fields[] = {
+	    "cart_id", "items", "currency", "customer", "shipping_address", "payment", NULL};
+	static const char *const customer_fields[] = {"id", "email", NULL};
+	static const char *const address_fields[] = {"name",        "line1",   "line2", "city",
+	                                             "postal_code", "country", NULL};
+	static const char *const item_fields[] = {"sku", "quantity", NULL};
+	static const char *const payment_fields[] = {"card", NULL};
+	static const char *const card_fields[] = {"number", "exp_month", "exp_year", "cvc", NULL};
 	json_t *customer, *items, *payment, *card, *v;
 	const char *number, *cvc;
 	char field[48];
@@ -87,13 +95,21 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 	struct tm tm;
 	size_t i;
 
+	if (require_only_fields(r, root, "", top_fields, res) != ERR_OK)
+		return -1;
 	if (json_object_get(root, "cart_id")) {
 		/* Carts are not served yet: no cart id can name one. */
 		*res = respond_error(r, 404, "cart_not_found", "no cart has that id", "cart_id");
 		return -1;
 	}
 	customer = json_object_get(root, "customer");
-	if (!json_is_object(customer) || !(co->customer_id = str_member(customer, "id", 128))) {
+	if (!json_is_object(customer)) {
+		*res = invalid(r, "'customer' with an id is required", "customer");
+		return -1;
+	}
+	if (require_only_fields(r, customer, "customer", customer_fields, res) != ERR_OK)
+		return -1;
+	if (!(co->customer_id = str_member(customer, "id", 128))) {
 		*res = invalid(r, "'customer.id' must be a string of 1 to 128 characters",
 		               "customer.id");
 		return -1;
@@ -112,6 +128,8 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 		*res = invalid(r, "'shipping_address' is required", "shipping_address");
 		return -1;
 	}
+	if (require_only_fields(r, co->shipping, "shipping_address", address_fields, res) != ERR_OK)
+		return -1;
 	{
 		static const char *const required[] = {"name", "line1", "city", "postal_code",
 		                                       "country"};
@@ -160,8 +178,16 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 	json_array_foreach(items, i, v)
 	{
 		json_t *q = json_object_get(v, "quantity");
-		const char *sku = json_is_object(v) ? str_member(v, "sku", 64) : NULL;
+		const char *sku = str_member(v, "sku", 64);
 
+		snprintf(field, sizeof(field), "items[%zu]", i);
+		if (!json_is_object(v)) {
+			*res =
+			    invalid(r, "each item must be an object with sku and quantity", field);
+			return -1;
+		}
+		if (require_only_fields(r, v, field, item_fields, res) != ERR_OK)
+			return -1;
 		if (!sku || !valid_sku(sku)) {
 			snprintf(field, sizeof(field), "items[%zu].sku", i);
 			*res = invalid(r, "sku must be 1 to 64 of A-Z a-z 0-9 . _ -", field);
@@ -179,11 +205,19 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 	co->nlines = json_array_size(items);
 
 	payment = json_object_get(root, "payment");
-	card = json_is_object(payment) ? json_object_get(payment, "card") : NULL;
+	if (!json_is_object(payment)) {
+		*res = invalid(r, "'payment' with a card is required", "payment");
+		return -1;
+	}
+	if (require_only_fields(r, payment, "payment", payment_fields, res) != ERR_OK)
+		return -1;
+	card = json_object_get(payment, "card");
 	if (!json_is_object(card)) {
 		*res = invalid(r, "'payment.card' is required", "payment.card");
 		return -1;
 	}
+	if (require_only_fields(r, card, "payment.card", card_fields, res) != ERR_OK)
+		return -1;
 	/* The messages below never quote what was sent: it may be a card number. */
 	number = str_member(card, "number", CARD_NUMBER_MAX);
 	if (!number || !card_luhn_ok(number)) {
@@ -529,7 +563,8 @@ enum MHD_Result checkout_post(struct request *r)
 	int rc, answered, claimed = 0;
 
 	memset(&co, 0, sizeof(co));
-	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK)
+	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK ||
+	    require_query_args(r, NULL, &res) != ERR_OK)
 		return res;
 	idem = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
 	if (!idem)

@@ -44,6 +44,96 @@ int valid_currency(const char *s)
 	       isupper((unsigned char)s[2]);
 }
 
+int json_only_fields(json_t *obj, const char *const *allowed, const char **bad)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(obj, key, v)
+	{
+		size_t i = 0;
+
+		while (allowed[i] && strcmp(allowed[i], key) != 0)
+			i++;
+		if (!allowed[i]) {
+			*bad = key;
+			return ERR_INVALID;
+		}
+	}
+	return ERR_OK;
+}
+
+/* How many bytes of s, at most max, end on a UTF-8 character boundary. */
+static size_t utf8_prefix(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max + 1);
+
+	if (n <= max)
+		return n;
+	n = max;
+	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+		n--;
+	return n;
+}
+
+int require_only_fields(struct request *r, json_t *obj, const char *path,
+                        const char *const *allowed, enum MHD_Result *result)
+{
+	const char *bad;
+	char field[160], msg[192];
+	int n;
+
+	if (json_only_fields(obj, allowed, &bad) == ERR_OK)
+		return ERR_OK;
+	/* A member's name is valid UTF-8 (jansson checked it) but may be long. */
+	n = (int)utf8_prefix(bad, 64);
+	snprintf(field, sizeof(field), "%s%s%.*s", path, *path ? "." : "", n, bad);
+	snprintf(msg, sizeof(msg), "unknown field '%.*s'", n, bad);
+	*result = respond_error(r, 422, "validation_error", msg, field);
+	return ERR_INVALID;
+}
+
+struct query_check {
+	const char *const *allowed;
+	const char *bad;
+};
+
+static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+	struct query_check *q = cls;
+	size_t i = 0;
+	(void)kind;
+	(void)value;
+
+	while (q->allowed[i] && strcmp(q->allowed[i], key) != 0)
+		i++;
+	if (q->allowed[i])
+		return MHD_YES;
+	q->bad = key;
+	return MHD_NO;
+}
+
+int require_query_args(struct request *r, const char *const *allowed, enum MHD_Result *result)
+{
+	static const char *const none[] = {NULL};
+	struct query_check q = {allowed ? allowed : none, NULL};
+	char msg[160];
+
+	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, query_arg, &q);
+	if (!q.bad)
+		return ERR_OK;
+	/* The name is echoed only when it is short printable ASCII: the query
+	 * string is not checked as UTF-8. */
+	for (size_t i = 0; q.bad && (i == 0 || q.bad[i]); i++)
+		if (i >= 64 || q.bad[i] <= ' ' || q.bad[i] > '~')
+			q.bad = NULL;
+	snprintf(msg, sizeof(msg), "unknown query parameter%s%s%s", q.bad ? " '" : "",
+	         q.bad ? q.bad : "", q.bad ? "'" : "");
+	*result = respond_error(r, 422, "validation_error", msg, q.bad);
+	return ERR_INVALID;
+}
+
 /* ---- responses ------------------------------------------------------------ */
 
 enum MHD_Result respond_json(struct request *r, unsigned int status, const char *body,
