@@ -19,6 +19,9 @@
  */
 #define PRODUCT_TTL_S 300
 #define AVAILABLE_TTL_MS 1000
+/* Characters, as the database counts them; UTF-8 takes up to 4 bytes each. */
+#define NAME_MAX_CHARS 200
+#define NAME_MAX_BYTES (4 * NAME_MAX_CHARS)
 
 static void cache_product(struct cache *c, const char *sku, const char *name, int64_t price,
                           const char *currency)
@@ -99,6 +102,16 @@ static int int_field(struct request *r, json_t *obj, const char *key, int64_t mi
 	return ERR_OK;
 }
 
+/* Characters in a valid UTF-8 string: the bytes that do not continue one. */
+static size_t utf8_chars(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++)
+		n += ((unsigned char)*s & 0xc0) != 0x80;
+	return n;
+}
+
 enum MHD_Result catalog_put(struct request *r, const char *sku)
 {
 	static const char *const fields[] = {"name", "price_cents", "currency", "stock", NULL};
@@ -130,7 +143,8 @@ enum MHD_Result catalog_put(struct request *r, const char *sku)
 
 	name = json_object_get(body, "name");
 	if (!json_is_string(name) || json_string_length(name) < 1 ||
-	    json_string_length(name) > 200) {
+	    json_string_length(name) > NAME_MAX_BYTES ||
+	    utf8_chars(json_string_value(name)) > NAME_MAX_CHARS) {
 		json_decref(body);
 		return respond_error(r, 422, "validation_error",
 		                     "'name' must be a string of 1 to 200 characters", "name");
@@ -242,7 +256,7 @@ enum MHD_Result catalog_get(struct request *r, const char *sku)
 {
 	enum MHD_Result result;
 	struct cache *c;
-	char currency[4], name[256];
+	char currency[4], name[NAME_MAX_BYTES + 1];
 	int64_t price = 0, available = 0;
 	int rc;
 

@@ -66,6 +66,12 @@ static const char *str_member(json_t *obj, const char *key, size_t max)
 	return json_string_value(v);
 }
 
+/* An ISO 3166-1 alpha-2 code's shape: two upper-case letters. */
+static int valid_country(const char *s)
+{
+	return s && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z' && !s[2];
+}
+
 static enum MHD_Result invalid(struct request *r, const char *message, const char *field)
 {
 	return respond_error(r, 422, "validation_error", message, field);
@@ -149,7 +155,7 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 			return -1;
 		}
 		v = json_object_get(co->shipping, "country");
-		if (json_string_length(v) != 2) {
+		if (!valid_country(json_string_value(v))) {
 			*res = invalid(r, "'shipping_address.country' must be an ISO 3166 code",
 			               "shipping_address.country");
 			return -1;
@@ -247,7 +253,11 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 	case CARD_OK:
 		break;
 	case CARD_BAD_EXPIRY:
-		*res = invalid_card(r, card_problem_str(CARD_BAD_EXPIRY), "payment.card.exp_month");
+		/* The year is at fault when the month is fine and the year is bad or past. */
+		*res = invalid_card(r, card_problem_str(CARD_BAD_EXPIRY),
+		                    co->card.exp_month && co->card.exp_year < tm.tm_year + 1900
+		                        ? "payment.card.exp_year"
+		                        : "payment.card.exp_month");
 		return -1;
 	case CARD_BAD_CVC:
 		*res = invalid_card(r, card_problem_str(CARD_BAD_CVC), "payment.card.cvc");
