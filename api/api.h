@@ -129,6 +129,12 @@ int require_role(struct request *r, enum role role, enum MHD_Result *result);
  * 415/400 and returns NULL with *result set. */
 json_t *body_json(struct request *r, enum MHD_Result *result);
 
+/* require_query_args - ERR_OK when every query parameter of the request is in
+ * allowed (a NULL-terminated list; NULL allows none); otherwise a 422
+ * validation_error naming the first unknown one has been queued, *result
+ * is set and ERR_INVALID returned. */
+int require_query_args(struct request *r, const char *const *allowed, enum MHD_Result *result);
+
 int64_t api_now_ns(void);
 
 /*
@@ -142,13 +148,6 @@ enum MHD_Result api_publish(struct request *r, const char *routing_key, const ch
                             const uint8_t *msg, size_t len,
                             enum MHD_Result (*done)(struct request *r));
 
-/*
- * json_only_fields - ERR_OK when obj has no member outside allowed (a
- * NULL-terminated list); else ERR_INVALID with *bad set to the first
- * unknown member's name.
- */
-int json_only_fields(json_t *obj, const char *const *allowed, const char **bad);
-
 /* json_text - the string value of v when it is one of 1..max bytes of
  * text without NUL characters, else NULL. */
 const char *json_text(json_t *v, size_t max);
@@ -157,6 +156,17 @@ const char *json_text(json_t *v, size_t max);
 
 int valid_sku(const char *s);
 int valid_currency(const char *s);
+
+/* json_only_fields - ERR_OK when obj has no member outside allowed (a NULL-terminated
+ * list); else ERR_INVALID with *bad set to the first unknown member's name.
+ * *bad points into obj and lives as long as that member. */
+int json_only_fields(json_t *obj, const char *const *allowed, const char **bad);
+
+/* require_only_fields - json_only_fields, answering the first unknown member
+ * with 422 validation_error ("unknown field 'x'"); its field is path.x, or x
+ * when path is "". ERR_OK, or ERR_INVALID with the answer queued and *result set. */
+int require_only_fields(struct request *r, json_t *obj, const char *path,
+                        const char *const *allowed, enum MHD_Result *result);
 
 /* ---- route handlers ------------------------------------------------------- */
 

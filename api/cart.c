@@ -198,21 +198,6 @@ static enum MHD_Result invalid(struct request *r, const char *message, const cha
 	return respond_error(r, 422, "validation_error", message, field);
 }
 
-/* No member outside allowed; else the 422 naming it (prefix: its parent's path). */
-static int only_fields(struct request *r, json_t *obj, const char *const *allowed,
-                       const char *prefix, enum MHD_Result *res)
-{
-	const char *bad;
-	char field[96], msg[160];
-
-	if (json_only_fields(obj, allowed, &bad) == ERR_OK)
-		return 0;
-	snprintf(field, sizeof(field), "%s%.64s", prefix, bad);
-	snprintf(msg, sizeof(msg), "unknown field '%.64s'", bad);
-	*res = invalid(r, msg, field);
-	return -1;
-}
-
 /*
  * The request's items into cart->lines, merging repeated skus; origin[i]
  * is the request index of line i's first mention (for error fields).
@@ -247,8 +232,8 @@ static int parse_items(struct request *r, json_t *items, struct cart *cart, size
 			               field);
 			return -1;
 		}
-		snprintf(prefix, sizeof(prefix), "items[%zu].", i);
-		if (only_fields(r, v, line_fields, prefix, res) != 0)
+		snprintf(prefix, sizeof(prefix), "items[%zu]", i);
+		if (require_only_fields(r, v, prefix, line_fields, res) != ERR_OK)
 			return -1;
 		if (!sku || !valid_sku(sku)) {
 			snprintf(field, sizeof(field), "items[%zu].sku", i);
@@ -487,12 +472,13 @@ enum MHD_Result carts_post(struct request *r)
 	const char *customer, *currency;
 	json_t *root, *items;
 
-	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK)
+	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK ||
+	    require_query_args(r, NULL, &res) != ERR_OK)
 		return res;
 	root = body_json(r, &res);
 	if (!root)
 		return res;
-	if (only_fields(r, root, fields, "", &res) != 0)
+	if (require_only_fields(r, root, "", fields, &res) != ERR_OK)
 		goto out;
 	customer = json_text(json_object_get(root, "customer_id"), 128);
 	if (!customer) {
@@ -547,7 +533,8 @@ enum MHD_Result carts_get(struct request *r, const char *cart_id)
 	enum MHD_Result res;
 	struct cache *c;
 
-	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK)
+	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK ||
+	    require_query_args(r, NULL, &res) != ERR_OK)
 		return res;
 	if (!ids_uuid_valid(cart_id))
 		return cart_not_found(r);
@@ -638,14 +625,15 @@ enum MHD_Result carts_put(struct request *r, const char *cart_id)
 	json_t *root = NULL;
 	int rc;
 
-	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK)
+	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK ||
+	    require_query_args(r, NULL, &res) != ERR_OK)
 		return res;
 	if (!ids_uuid_valid(cart_id))
 		return cart_not_found(r);
 	root = body_json(r, &res);
 	if (!root)
 		return res;
-	if (only_fields(r, root, fields, "", &res) != 0)
+	if (require_only_fields(r, root, "", fields, &res) != ERR_OK)
 		goto out;
 	if (!json_object_get(root, "items")) {
 		res = invalid(r, "'items' is required", "items");
@@ -731,7 +719,8 @@ enum MHD_Result carts_delete(struct request *r, const char *cart_id)
 	struct cache *c;
 	int rc;
 
-	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK)
+	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK ||
+	    require_query_args(r, NULL, &res) != ERR_OK)
 		return res;
 	if (!ids_uuid_valid(cart_id))
 		return cart_not_found(r);

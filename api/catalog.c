@@ -24,6 +24,9 @@
 #define PRODUCT_TTL_S 300
 #define AVAILABLE_TTL_MS 1000
 #define PAGE_TTL_MS 1000
+/* Characters, as the database counts them; UTF-8 takes up to 4 bytes each. */
+#define NAME_MAX_CHARS 200
+#define NAME_MAX_BYTES (4 * NAME_MAX_CHARS)
 
 static void cache_product(struct cache *c, const char *sku, const char *name, int64_t price,
                           const char *currency)
@@ -104,8 +107,19 @@ static int int_field(struct request *r, json_t *obj, const char *key, int64_t mi
 	return ERR_OK;
 }
 
+/* Characters in a valid UTF-8 string: the bytes that do not continue one. */
+static size_t utf8_chars(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++)
+		n += ((unsigned char)*s & 0xc0) != 0x80;
+	return n;
+}
+
 enum MHD_Result catalog_put(struct request *r, const char *sku)
 {
+	static const char *const fields[] = {"name", "price_cents", "currency", "stock", NULL};
 	enum MHD_Result result;
 	json_t *body, *name;
 	const char *currency;
@@ -118,7 +132,8 @@ enum MHD_Result catalog_put(struct request *r, const char *sku)
 	int rc, created;
 	json_t *out;
 
-	if (require_role(r, ROLE_ADMIN, &result) != ERR_OK)
+	if (require_role(r, ROLE_ADMIN, &result) != ERR_OK ||
+	    require_query_args(r, NULL, &result) != ERR_OK)
 		return result;
 	if (!valid_sku(sku))
 		return respond_error(r, 422, "validation_error",
@@ -126,10 +141,15 @@ enum MHD_Result catalog_put(struct request *r, const char *sku)
 	body = body_json(r, &result);
 	if (!body)
 		return result;
+	if (require_only_fields(r, body, "", fields, &result) != ERR_OK) {
+		json_decref(body);
+		return result;
+	}
 
 	name = json_object_get(body, "name");
 	if (!json_is_string(name) || json_string_length(name) < 1 ||
-	    json_string_length(name) > 200) {
+	    json_string_length(name) > NAME_MAX_BYTES ||
+	    utf8_chars(json_string_value(name)) > NAME_MAX_CHARS) {
 		json_decref(body);
 		return respond_error(r, 422, "validation_error",
 		                     "'name' must be a string of 1 to 200 characters", "name");
@@ -241,11 +261,12 @@ enum MHD_Result catalog_get(struct request *r, const char *sku)
 {
 	enum MHD_Result result;
 	struct cache *c;
-	char currency[4], name[256];
+	char currency[4], name[NAME_MAX_BYTES + 1];
 	int64_t price = 0, available = 0;
 	int rc;
 
-	if (require_role(r, ROLE_CLIENT, &result) != ERR_OK)
+	if (require_role(r, ROLE_CLIENT, &result) != ERR_OK ||
+	    require_query_args(r, NULL, &result) != ERR_OK)
 		return result;
 	if (!valid_sku(sku))
 		return respond_error(r, 404, "product_not_found", "no product has that sku", NULL);
@@ -318,6 +339,7 @@ static int page_from_db(struct api *a, const char *after, long limit, char **out
 
 enum MHD_Result catalog_list(struct request *r)
 {
+	static const char *const list_args[] = {"limit", "after", NULL};
 	enum MHD_Result result;
 	const char *limit_s, *after;
 	char key[128];
@@ -328,7 +350,8 @@ enum MHD_Result catalog_list(struct request *r)
 	char *end;
 	int rc;
 
-	if (require_role(r, ROLE_CLIENT, &result) != ERR_OK)
+	if (require_role(r, ROLE_CLIENT, &result) != ERR_OK ||
+	    require_query_args(r, list_args, &result) != ERR_OK)
 		return result;
 	limit_s = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "limit");
 	if (limit_s) {

@@ -68,6 +68,12 @@ static const char *str_member(json_t *obj, const char *key, size_t max)
 	return json_string_value(v);
 }
 
+/* An ISO 3166-1 alpha-2 code's shape: two upper-case letters. */
+static int valid_country(const char *s)
+{
+	return s && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z' && !s[2];
+}
+
 static enum MHD_Result invalid(struct request *r, const char *message, const char *field)
 {
 	return respond_error(r, 422, "validation_error", message, field);
@@ -82,6 +88,14 @@ static enum MHD_Result invalid_card(struct request *r, const char *message, cons
 static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
                           enum MHD_Result *res)
 {
+	static const char *const top_fields[] = {
+	    "cart_id", "items", "currency", "customer", "shipping_address", "payment", NULL};
+	static const char *const customer_fields[] = {"id", "email", NULL};
+	static const char *const address_fields[] = {"name",        "line1",   "line2", "city",
+	                                             "postal_code", "country", NULL};
+	static const char *const item_fields[] = {"sku", "quantity", NULL};
+	static const char *const payment_fields[] = {"card", NULL};
+	static const char *const card_fields[] = {"number", "exp_month", "exp_year", "cvc", NULL};
 	json_t *customer, *items, *payment, *card, *v;
 	const char *number, *cvc;
 	char field[48];
@@ -89,10 +103,16 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 	struct tm tm;
 	size_t i;
 
+	if (require_only_fields(r, root, "", top_fields, res) != ERR_OK)
+		return -1;
 	v = json_object_get(root, "cart_id");
 	if (v) {
 		const char *id = json_text(v, IDS_UUID_LEN);
 
+		if (!json_is_string(v)) {
+			*res = invalid(r, "'cart_id' must be a cart id string", "cart_id");
+			return -1;
+		}
 		if (json_object_get(root, "items") || json_object_get(root, "currency")) {
 			*res =
 			    invalid(r, "give either 'cart_id' or 'items' with 'currency', not both",
@@ -107,7 +127,13 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 		snprintf(co->cart_id, sizeof(co->cart_id), "%s", id);
 	}
 	customer = json_object_get(root, "customer");
-	if (!json_is_object(customer) || !(co->customer_id = str_member(customer, "id", 128))) {
+	if (!json_is_object(customer)) {
+		*res = invalid(r, "'customer' with an id is required", "customer");
+		return -1;
+	}
+	if (require_only_fields(r, customer, "customer", customer_fields, res) != ERR_OK)
+		return -1;
+	if (!(co->customer_id = str_member(customer, "id", 128))) {
 		*res = invalid(r, "'customer.id' must be a string of 1 to 128 characters",
 		               "customer.id");
 		return -1;
@@ -126,6 +152,8 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 		*res = invalid(r, "'shipping_address' is required", "shipping_address");
 		return -1;
 	}
+	if (require_only_fields(r, co->shipping, "shipping_address", address_fields, res) != ERR_OK)
+		return -1;
 	{
 		static const char *const required[] = {"name", "line1", "city", "postal_code",
 		                                       "country"};
@@ -145,7 +173,7 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 			return -1;
 		}
 		v = json_object_get(co->shipping, "country");
-		if (json_string_length(v) != 2) {
+		if (!valid_country(json_string_value(v))) {
 			*res = invalid(r, "'shipping_address.country' must be an ISO 3166 code",
 			               "shipping_address.country");
 			return -1;
@@ -176,8 +204,16 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 	json_array_foreach(items, i, v)
 	{
 		json_t *q = json_object_get(v, "quantity");
-		const char *sku = json_is_object(v) ? str_member(v, "sku", 64) : NULL;
+		const char *sku = str_member(v, "sku", 64);
 
+		snprintf(field, sizeof(field), "items[%zu]", i);
+		if (!json_is_object(v)) {
+			*res =
+			    invalid(r, "each item must be an object with sku and quantity", field);
+			return -1;
+		}
+		if (require_only_fields(r, v, field, item_fields, res) != ERR_OK)
+			return -1;
 		if (!sku || !valid_sku(sku)) {
 			snprintf(field, sizeof(field), "items[%zu].sku", i);
 			*res = invalid(r, "sku must be 1 to 64 of A-Z a-z 0-9 . _ -", field);
@@ -196,11 +232,19 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 
 payment:
 	payment = json_object_get(root, "payment");
-	card = json_is_object(payment) ? json_object_get(payment, "card") : NULL;
+	if (!json_is_object(payment)) {
+		*res = invalid(r, "'payment' with a card is required", "payment");
+		return -1;
+	}
+	if (require_only_fields(r, payment, "payment", payment_fields, res) != ERR_OK)
+		return -1;
+	card = json_object_get(payment, "card");
 	if (!json_is_object(card)) {
 		*res = invalid(r, "'payment.card' is required", "payment.card");
 		return -1;
 	}
+	if (require_only_fields(r, card, "payment.card", card_fields, res) != ERR_OK)
+		return -1;
 	/* The messages below never quote what was sent: it may be a card number. */
 	number = str_member(card, "number", CARD_NUMBER_MAX);
 	if (!number || !card_luhn_ok(number)) {
@@ -230,7 +274,11 @@ payment:
 	case CARD_OK:
 		break;
 	case CARD_BAD_EXPIRY:
-		*res = invalid_card(r, card_problem_str(CARD_BAD_EXPIRY), "payment.card.exp_month");
+		/* The year is at fault when the month is fine and the year is bad or past. */
+		*res = invalid_card(r, card_problem_str(CARD_BAD_EXPIRY),
+		                    co->card.exp_month && co->card.exp_year < tm.tm_year + 1900
+		                        ? "payment.card.exp_year"
+		                        : "payment.card.exp_month");
 		return -1;
 	case CARD_BAD_CVC:
 		*res = invalid_card(r, card_problem_str(CARD_BAD_CVC), "payment.card.cvc");
@@ -576,7 +624,8 @@ enum MHD_Result checkout_post(struct request *r)
 	int rc, answered, claimed = 0;
 
 	memset(&co, 0, sizeof(co));
-	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK)
+	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK ||
+	    require_query_args(r, NULL, &res) != ERR_OK)
 		return res;
 	idem = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
 	if (!idem)

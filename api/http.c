@@ -44,6 +44,96 @@ int valid_currency(const char *s)
 	       isupper((unsigned char)s[2]);
 }
 
+int json_only_fields(json_t *obj, const char *const *allowed, const char **bad)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(obj, key, v)
+	{
+		size_t i = 0;
+
+		while (allowed[i] && strcmp(allowed[i], key) != 0)
+			i++;
+		if (!allowed[i]) {
+			*bad = key;
+			return ERR_INVALID;
+		}
+	}
+	return ERR_OK;
+}
+
+/* How many bytes of s, at most max, end on a UTF-8 character boundary. */
+static size_t utf8_prefix(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max + 1);
+
+	if (n <= max)
+		return n;
+	n = max;
+	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+		n--;
+	return n;
+}
+
+int require_only_fields(struct request *r, json_t *obj, const char *path,
+                        const char *const *allowed, enum MHD_Result *result)
+{
+	const char *bad;
+	char field[160], msg[192];
+	int n;
+
+	if (json_only_fields(obj, allowed, &bad) == ERR_OK)
+		return ERR_OK;
+	/* A member's name is valid UTF-8 (jansson checked it) but may be long. */
+	n = (int)utf8_prefix(bad, 64);
+	snprintf(field, sizeof(field), "%s%s%.*s", path, *path ? "." : "", n, bad);
+	snprintf(msg, sizeof(msg), "unknown field '%.*s'", n, bad);
+	*result = respond_error(r, 422, "validation_error", msg, field);
+	return ERR_INVALID;
+}
+
+struct query_check {
+	const char *const *allowed;
+	const char *bad;
+};
+
+static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+	struct query_check *q = cls;
+	size_t i = 0;
+	(void)kind;
+	(void)value;
+
+	while (q->allowed[i] && strcmp(q->allowed[i], key) != 0)
+		i++;
+	if (q->allowed[i])
+		return MHD_YES;
+	q->bad = key;
+	return MHD_NO;
+}
+
+int require_query_args(struct request *r, const char *const *allowed, enum MHD_Result *result)
+{
+	static const char *const none[] = {NULL};
+	struct query_check q = {allowed ? allowed : none, NULL};
+	char msg[160];
+
+	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, query_arg, &q);
+	if (!q.bad)
+		return ERR_OK;
+	/* The name is echoed only when it is short printable ASCII: the query
+	 * string is not checked as UTF-8. */
+	for (size_t i = 0; q.bad && (i == 0 || q.bad[i]); i++)
+		if (i >= 64 || q.bad[i] <= ' ' || q.bad[i] > '~')
+			q.bad = NULL;
+	snprintf(msg, sizeof(msg), "unknown query parameter%s%s%s", q.bad ? " '" : "",
+	         q.bad ? q.bad : "", q.bad ? "'" : "");
+	*result = respond_error(r, 422, "validation_error", msg, q.bad);
+	return ERR_INVALID;
+}
+
 /* ---- responses ------------------------------------------------------------ */
 
 /* The one place responses are queued: headers every response has, and metrics. */
@@ -132,25 +222,6 @@ enum MHD_Result respond_unavailable(struct request *r, const char *what)
 
 /* ---- JSON helpers --------------------------------------------------------- */
 
-int json_only_fields(json_t *obj, const char *const *allowed, const char **bad)
-{
-	const char *name;
-	json_t *v;
-
-	json_object_foreach(obj, name, v)
-	{
-		const char *const *a = allowed;
-
-		while (*a && strcmp(*a, name) != 0)
-			a++;
-		if (!*a) {
-			*bad = name;
-			return ERR_INVALID;
-		}
-	}
-	return ERR_OK;
-}
-
 const char *json_text(json_t *v, size_t max)
 {
 	size_t n;
@@ -219,11 +290,15 @@ static enum MHD_Result published(struct request *r)
 
 static const struct apikey *find_key(const struct api *a, const char *header)
 {
-	static const char prefix[] = "Bearer ";
+	static const char scheme[] = "Bearer";
 
-	if (!header || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
+	/* The scheme is case-insensitive (RFC 7235); one or more spaces follow it. */
+	if (!header || strncasecmp(header, scheme, sizeof(scheme) - 1) != 0 ||
+	    header[sizeof(scheme) - 1] != ' ')
 		return NULL;
-	header += sizeof(prefix) - 1;
+	header += sizeof(scheme) - 1;
+	while (*header == ' ')
+		header++;
 	return apikey_find(a->keys, a->nkeys, header, strlen(header));
 }
 
@@ -280,18 +355,26 @@ int require_role(struct request *r, enum role role, enum MHD_Result *result)
 	return ERR_OK;
 }
 
+/* "application/json", optionally with parameters ("; charset=utf-8"); not "application/jsonx". */
+static int is_json_type(const char *ct)
+{
+	static const char type[] = "application/json";
+	size_t n = sizeof(type) - 1;
+
+	if (!ct || strncasecmp(ct, type, n) != 0)
+		return 0;
+	ct += n + strspn(ct + n, " \t");
+	return *ct == '\0' || *ct == ';';
+}
+
 json_t *body_json(struct request *r, enum MHD_Result *result)
 {
 	const char *ct =
 	    MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
 	json_error_t jerr;
 	json_t *root;
-	size_t n;
 
-	/* "application/json" optionally followed by parameters ("; charset=utf-8"). */
-	n = strlen("application/json");
-	if (!ct || strncasecmp(ct, "application/json", n) != 0 ||
-	    (ct[n] != '\0' && ct[n] != ';' && ct[n] != ' ')) {
+	if (!is_json_type(ct)) {
 		*result = respond_error(r, 415, "unsupported_media_type",
 		                        "request bodies must be application/json", NULL);
 		return NULL;
@@ -314,19 +397,15 @@ json_t *body_json(struct request *r, enum MHD_Result *result)
 
 /* ---- routing -------------------------------------------------------------- */
 
-/* Copy the one path segment after prefix into out; 0 if path has more. */
-static int path_param(const char *url, const char *prefix, char *out, size_t outlen)
+/* The one path segment after prefix, or NULL if there is none or more. Any
+ * length matches, so that the handler judges an overlong parameter. */
+static const char *path_param(const char *url, const char *prefix)
 {
 	size_t n = strlen(prefix);
-	const char *rest;
 
-	if (strncmp(url, prefix, n) != 0)
-		return 0;
-	rest = url + n;
-	if (!*rest || strchr(rest, '/') || strlen(rest) >= outlen)
-		return 0;
-	memcpy(out, rest, strlen(rest) + 1);
-	return 1;
+	if (strncmp(url, prefix, n) != 0 || !url[n] || strchr(url + n, '/'))
+		return NULL;
+	return url + n;
 }
 
 static enum MHD_Result method_not_allowed(struct request *r, const char *allow)
@@ -375,7 +454,7 @@ static enum MHD_Result dispatch(struct request *r, const char *url)
 {
 	const char *m = r->method;
 	int get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
-	char param[128];
+	const char *param;
 
 	if (strcmp(url, "/healthz") == 0) {
 		r->route = "/healthz";
@@ -398,7 +477,7 @@ static enum MHD_Result dispatch(struct request *r, const char *url)
 		r->route = "/v1/carts";
 		return strcmp(m, "POST") == 0 ? carts_post(r) : method_not_allowed(r, "POST");
 	}
-	if (path_param(url, "/v1/carts/", param, sizeof(param))) {
+	if ((param = path_param(url, "/v1/carts/"))) {
 		r->route = "/v1/carts/{cart_id}";
 		if (get)
 			return carts_get(r, param);
@@ -412,7 +491,7 @@ static enum MHD_Result dispatch(struct request *r, const char *url)
 		r->route = "/v1/products";
 		return get ? catalog_list(r) : method_not_allowed(r, "GET, HEAD");
 	}
-	if (path_param(url, "/v1/products/", param, sizeof(param))) {
+	if ((param = path_param(url, "/v1/products/"))) {
 		r->route = "/v1/products/{sku}";
 		if (get)
 			return catalog_get(r, param);
@@ -420,7 +499,7 @@ static enum MHD_Result dispatch(struct request *r, const char *url)
 			return catalog_put(r, param);
 		return method_not_allowed(r, "GET, HEAD, PUT");
 	}
-	if (path_param(url, "/v1/orders/", param, sizeof(param))) {
+	if ((param = path_param(url, "/v1/orders/"))) {
 		r->route = "/v1/orders/{order_id}";
 		return get ? orders_get(r, param) : method_not_allowed(r, "GET, HEAD");
 	}
@@ -559,6 +638,38 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 }
 
+/*
+ * Percent-decoding of the path and query values, as MHD's own but leaving
+ * "%00" and "%2F" as they are: a decoded NUL would cut the path short (PUT
+ * /v1/products/A%00B would write product "A"), and a decoded slash would
+ * turn a parameter's bytes into route segments. Left encoded, both fail the
+ * parameter's validation like any other bad character.
+ */
+static size_t unescape_url(void *cls, struct MHD_Connection *conn, char *s)
+{
+	char *out = s;
+	const char *in = s;
+	(void)cls;
+	(void)conn;
+
+	while (*in) {
+		unsigned char c = 0;
+		size_t got = 0;
+
+		/* in[1] first: then in[2] is at most the terminating NUL. */
+		if (in[0] == '%' && in[1] &&
+		    sodium_hex2bin(&c, 1, in + 1, 2, NULL, &got, NULL) == 0 && got == 1 && c != 0 &&
+		    c != '/') {
+			*out++ = (char)c;
+			in += 3;
+		} else {
+			*out++ = *in++;
+		}
+	}
+	*out = '\0';
+	return (size_t)(out - s);
+}
+
 /* libmicrohttpd's own complaints, as JSON lines like everything else. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
@@ -608,7 +719,8 @@ int http_start(struct api *a)
 	     * larger bodies still arrive, in pieces, through on_request. */
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(8 * 1024), MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned int)30, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096,
-	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_END);
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_UNESCAPE_CALLBACK,
+	    unescape_url, NULL, MHD_OPTION_END);
 	if (!a->httpd) {
 		log_error("cannot start http server", LF_INT("port", a->cfg.http_port));
 		return ERR_IO;

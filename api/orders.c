@@ -52,7 +52,8 @@ enum MHD_Result orders_get(struct request *r, const char *order_id)
 	json_t *doc = NULL;
 	int rc;
 
-	if (require_role(r, ROLE_CLIENT, &result) != ERR_OK)
+	if (require_role(r, ROLE_CLIENT, &result) != ERR_OK ||
+	    require_query_args(r, NULL, &result) != ERR_OK)
 		return result;
 	if (!ids_uuid_valid(order_id))
 		return respond_error(r, 404, "order_not_found", "no order has that id", NULL);

@@ -158,23 +158,13 @@ static int send_all(int fd, const char *data, size_t n)
 	return 0;
 }
 
-int http_request(const char *method, const char *path, const char *const *headers, const char *body,
-                 size_t body_len, struct http_response *out)
-{
-	return http_request_to(0, method, path, headers, body, body_len, out);
-}
-
-int http_request_to(int to_port, const char *method, const char *path, const char *const *headers,
-                    const char *body, size_t body_len, struct http_response *out)
+/* A connected socket to 127.0.0.1:to_port (0: the API's), with the timeouts
+ * set; -1 on failure. */
+static int connect_api(int to_port)
 {
 	struct sockaddr_in addr;
-	char head[8192];
-	size_t len = 0, cap = 65536;
-	char *resp = NULL, *split;
-	int fd, n;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
-	memset(out, 0, sizeof(*out));
-	fd = socket(AF_INET, SOCK_STREAM, 0);
 	if (fd < 0)
 		return -1;
 	if (timeout_ms > 0) {
@@ -191,20 +181,18 @@ int http_request_to(int to_port, const char *method, const char *path, const cha
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0)
 		goto fail;
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
 
-	n = snprintf(head, sizeof(head),
-	             "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n", method, path);
-	for (; headers && *headers; headers++)
-		n += snprintf(head + n, sizeof(head) - (size_t)n, "%s\r\n", *headers);
-	if (body)
-		n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Length: %zu\r\n",
-		              body_len);
-	n += snprintf(head + n, sizeof(head) - (size_t)n, "\r\n");
-	if (send_all(fd, head, (size_t)n) != 0 || (body && send_all(fd, body, body_len) != 0)) {
-		/* The server may answer (413) and close before taking the whole body. */
-	}
+/* Read until the server closes, split the answer into out and close fd. */
+static int read_response(int fd, struct http_response *out)
+{
+	size_t len = 0, cap = 65536;
+	char *resp = malloc(cap + 1), *split;
 
-	resp = malloc(cap + 1);
 	if (!resp)
 		goto fail;
 	for (;;) {
@@ -241,7 +229,6 @@ int http_request_to(int to_port, const char *method, const char *path, const cha
 	memcpy(out->body, split + 4, out->body_len);
 	out->body[out->body_len] = '\0';
 	free(resp);
-	record_response(method, path, out);
 	return 0;
 fail:
 	if (fd >= 0)
@@ -249,6 +236,55 @@ fail:
 	free(resp);
 	http_response_release(out);
 	return -1;
+}
+
+int http_request(const char *method, const char *path, const char *const *headers, const char *body,
+                 size_t body_len, struct http_response *out)
+{
+	return http_request_to(0, method, path, headers, body, body_len, out);
+}
+
+int http_request_to(int to_port, const char *method, const char *path, const char *const *headers,
+                    const char *body, size_t body_len, struct http_response *out)
+{
+	char head[8192];
+	int fd, n;
+
+	memset(out, 0, sizeof(*out));
+	fd = connect_api(to_port);
+	if (fd < 0)
+		return -1;
+	n = snprintf(head, sizeof(head),
+	             "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n", method, path);
+	for (; headers && *headers; headers++)
+		n += snprintf(head + n, sizeof(head) - (size_t)n, "%s\r\n", *headers);
+	if (body)
+		n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Length: %zu\r\n",
+		              body_len);
+	n += snprintf(head + n, sizeof(head) - (size_t)n, "\r\n");
+	if (send_all(fd, head, (size_t)n) != 0 || (body && send_all(fd, body, body_len) != 0)) {
+		/* The server may answer (413) and close before taking the whole body. */
+	}
+	if (read_response(fd, out) != 0)
+		return -1;
+	record_response(method, path, out);
+	return 0;
+}
+
+int http_raw(const char *data, size_t len, int half_close, struct http_response *out)
+{
+	int fd;
+
+	memset(out, 0, sizeof(*out));
+	fd = connect_api(0);
+	if (fd < 0)
+		return -1;
+	if (send_all(fd, data, len) != 0) {
+		/* As above: an early answer is still read. */
+	}
+	if (half_close)
+		shutdown(fd, SHUT_WR);
+	return read_response(fd, out);
 }
 
 int http_header(const struct http_response *r, const char *name, char *out, size_t outlen)

@@ -33,6 +33,15 @@ int http_request_to(int port, const char *method, const char *path, const char *
                     const char *body, size_t body_len, struct http_response *out);
 
 /*
+ * http_raw - send len bytes as they are (a request, whole or broken) on a new
+ * connection to the API, end the sending side when half_close is set, and
+ * read until the server closes. Returns 0 with out filled when an HTTP
+ * answer came, -1 when none did (the server closed without one, or a socket
+ * error).
+ */
+int http_raw(const char *data, size_t len, int half_close, struct http_response *out);
+
+/*
  * http_set_timeout_ms - from now on every request fails (-1) when connecting,
  * sending or one wait for response bytes takes longer than ms; 0 (the
  * default) waits for ever. Set it before starting threads.
