@@ -121,9 +121,17 @@ class Checker {
 		return v;
 	}
 
-	// The path template that matches path (already percent-decoded), or null.
+	// The path template that matches the raw path, or null. Like the server,
+	// split on the literal slashes first and decode each segment after, so an
+	// encoded slash (%2F) stays inside its segment.
 	match(p) {
-		const segs = p.split('/');
+		const segs = p.split('/').map((s) => {
+			try {
+				return decodeURIComponent(s);
+			} catch (e) {
+				return s; // the server would not decode it either
+			}
+		});
 		for (const t of this.templates) {
 			if (t.segments.length !== segs.length)
 				continue;
@@ -140,16 +148,9 @@ class Checker {
 		const method = String(rec.method || '').toUpperCase();
 		const status = String(rec.status);
 		const headers = rec.headers || {};
-		let decoded = rec.path;
-		try {
-			decoded = decodeURIComponent(rec.path);
-		} catch (e) {
-			// The server would not decode it either; match it as it is.
-		}
-
 		let label, responses, expectAllow = null;
 		let headOnly = method === 'HEAD';
-		const template = typeof rec.path === 'string' ? this.match(decoded) : null;
+		const template = typeof rec.path === 'string' ? this.match(rec.path) : null;
 		const fallback = this.spec['x-orders-fallback-responses'] || {};
 		if (!template) {
 			label = `${method} (unknown route)`;
