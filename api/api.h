@@ -23,6 +23,7 @@
 #include "db.h"
 #include "metrics.h"
 #include "mq.h"
+#include "ops.h"
 #include "seal.h"
 
 #define API_BODY_MAX (64 * 1024)
@@ -60,8 +61,7 @@ struct api {
 	struct metric_family *m_latency;
 	struct metric_family *m_checkouts;
 	struct metric_family *m_confirm_latency;
-	struct metric_family *m_queue_messages;
-	struct metric_family *m_queue_consumers;
+	struct ops_queue_gauges queue_gauges;
 
 	struct MHD_Daemon *httpd;
 };
