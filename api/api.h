@@ -24,6 +24,7 @@
 #include "db.h"
 #include "metrics.h"
 #include "mq.h"
+#include "ops.h"
 #include "ratelimit.h"
 #include "seal.h"
 
@@ -54,8 +55,7 @@ struct api {
 	struct metric_family *m_latency;
 	struct metric_family *m_checkouts;
 	struct metric_family *m_confirm_latency;
-	struct metric_family *m_queue_messages;
-	struct metric_family *m_queue_consumers;
+	struct ops_queue_gauges queue_gauges;
 	struct metric_family *m_rate_limited;
 	struct metric_family *m_rate_unchecked;
 

@@ -53,15 +53,7 @@ static void collect_queue_stats(void *arg)
 {
 	struct api *a = arg;
 
-	for (size_t i = 0; i < sizeof(mq_work_queues) / sizeof(mq_work_queues[0]); i++) {
-		const char *labels[1] = {mq_work_queues[i]};
-		long messages, consumers;
-
-		if (mq_publisher_queue_stats(a->publisher, i, &messages, &consumers) != ERR_OK)
-			continue;
-		metric_set(a->m_queue_messages, labels, (double)messages);
-		metric_set(a->m_queue_consumers, labels, (double)consumers);
-	}
+	ops_queue_gauges_update(&a->queue_gauges, a->publisher);
 }
 
 static int setup_metrics(struct api *a)
@@ -82,18 +74,15 @@ static int setup_metrics(struct api *a)
 	a->m_confirm_latency = metrics_histogram(
 	    a->metrics, "orders_publish_confirm_seconds",
 	    "Time from handing a checkout to the publisher to the broker's confirm", NULL, lb, nlb);
-	a->m_queue_messages = metrics_gauge(a->metrics, "orders_queue_messages",
-	                                    "Ready messages in each work queue", "queue");
-	a->m_queue_consumers = metrics_gauge(a->metrics, "orders_queue_consumers",
-	                                     "Consumers attached to each work queue", "queue");
 	a->m_rate_limited = metrics_counter(a->metrics, "orders_rate_limited_total",
 	                                    "Requests refused with 429 by API key", "key");
 	a->m_rate_unchecked =
 	    metrics_counter(a->metrics, "orders_rate_limit_unchecked_total",
 	                    "Requests admitted unchecked because Redis could not be asked", "key");
 	if (!a->m_requests || !a->m_latency || !a->m_checkouts || !a->m_confirm_latency ||
-	    !a->m_queue_messages || !a->m_queue_consumers || !a->m_rate_limited ||
-	    !a->m_rate_unchecked)
+	    !a->m_rate_limited || !a->m_rate_unchecked ||
+	    ops_queue_gauges_init(&a->queue_gauges, a->metrics) != ERR_OK ||
+	    metrics_process(a->metrics, ORDERS_VERSION) != ERR_OK)
 		return ERR_NOMEM;
 	metrics_on_collect(a->metrics, collect_queue_stats, a);
 	return ERR_OK;

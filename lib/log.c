@@ -336,7 +336,7 @@ size_t log__format(char *buf, size_t size, enum log_level level, const char *msg
 		lvl = log_level_names[level];
 	format_ts(ts);
 	if (line_member_str(&l, "ts", ts) != 0 || line_member_str(&l, "level", lvl) != 0 ||
-	    line_member_str(&l, "daemon", log_daemon) != 0 ||
+	    line_member_str(&l, "service", log_daemon) != 0 ||
 	    line_member_str(&l, "msg", msg ? msg : "") != 0) {
 		l.cut = 1;
 		goto close;

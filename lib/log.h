@@ -3,10 +3,11 @@
  *
  *   log_info("order accepted", LF_STR("order_id", id), LF_INT("lines", n));
  *
- * Each line carries "ts" (RFC 3339, UTC, ms), "level", "daemon", "msg",
- * the calling thread's log context (below) and the fields given. The level
- * is checked before any argument is formatted. Card data cannot be logged:
- * struct card (card.h) has no field helper.
+ * Each line carries "ts" (RFC 3339, UTC, ms), "level", "service" (the
+ * daemon, e.g. "orders-api"), "msg", the calling thread's log context
+ * (below) and the fields given. The level is checked before any argument is
+ * formatted. Card data cannot be logged: struct card (card.h) has no field
+ * helper.
  * Thread-safe: a line is written with one write(2).
  *
  * The log context: whoever handles one request or one message sets its ids

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /*
  * Label values are cut to this many bytes (on a UTF-8 boundary): labels are
@@ -78,6 +80,9 @@ struct metrics {
 	struct metric_family *tail;
 	size_t ncollect;
 	struct metrics_collector collect[METRICS_COLLECT_MAX];
+	/* Set by metrics_process(), read by its collector. */
+	struct metric_family *proc_rss;
+	struct metric_family *proc_cpu;
 };
 
 static const char metrics_other[] = "other";
@@ -159,6 +164,32 @@ static int metric_name_ok(const char *s)
 		if (i >= METRICS_NAME_MAX)
 			return 0;
 		if (!is_alpha_(s[i]) && s[i] != ':' && !(i > 0 && is_digit(s[i])))
+			return 0;
+	}
+	return 1;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+
+	return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/*
+ * The conventions promtool's linter holds an exposition to: "_total" on
+ * counters and on nothing else, and the histogram sample suffixes on no
+ * family name (a histogram's samples get them appended).
+ */
+static int name_fits_type(const char *name, enum metric_type type)
+{
+	static const char *const reserved[] = {"_bucket", "_count", "_sum"};
+	size_t i;
+
+	if ((type == METRIC_COUNTER) != ends_with(name, "_total"))
+		return 0;
+	for (i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+		if (ends_with(name, reserved[i]))
 			return 0;
 	}
 	return 1;
@@ -342,7 +373,7 @@ static struct metric_family *metrics_register(struct metrics *m, enum metric_typ
 	struct metric_family *f, *it;
 	size_t i;
 
-	if (!m || !metric_name_ok(name))
+	if (!m || !metric_name_ok(name) || !name_fits_type(name, type) || !help || !help[0])
 		return NULL;
 	if (nbounds > METRICS_MAX_BUCKETS || (nbounds > 0 && !bounds))
 		return NULL;
@@ -360,8 +391,8 @@ static struct metric_family *metrics_register(struct metrics *m, enum metric_typ
 		return NULL;
 	}
 	f->name = strdup(name);
-	f->help = help ? strdup(help) : NULL;
-	if (!f->name || (help && !f->help))
+	f->help = strdup(help);
+	if (!f->name || !f->help)
 		goto fail;
 	if (family_parse_labels(f, labels) != ERR_OK)
 		goto fail;
@@ -603,15 +634,13 @@ static int render_family(struct buf *out, const struct metric_family *f)
 {
 	char val[32];
 	size_t i;
-	int rc = ERR_OK;
+	int rc;
 
-	if (f->help) {
-		rc = buf_printf(out, "# HELP %s ", f->name);
-		if (rc == ERR_OK)
-			rc = append_escaped(out, f->help, strlen(f->help), 0);
-		if (rc == ERR_OK)
-			rc = buf_append(out, "\n", 1);
-	}
+	rc = buf_printf(out, "# HELP %s ", f->name);
+	if (rc == ERR_OK)
+		rc = append_escaped(out, f->help, strlen(f->help), 0);
+	if (rc == ERR_OK)
+		rc = buf_append(out, "\n", 1);
 	if (rc == ERR_OK)
 		rc = buf_printf(out, "# TYPE %s %s\n", f->name, metric_type_names[f->type]);
 	for (i = 0; rc == ERR_OK && i < f->nchildren; i++) {
@@ -660,4 +689,107 @@ int metrics_render(struct metrics *m, struct buf *out)
 			out->data[start] = '\0';
 	}
 	return rc;
+}
+
+/* ---- process metrics --------------------------------------------------- */
+
+/*
+ * utime, stime and starttime (fields 14, 15 and 22, in clock ticks) from
+ * /proc/self/stat. The command name (field 2) may hold spaces and
+ * parentheses, so the fields are counted from its last ')'.
+ */
+static int proc_self_stat(unsigned long long *utime, unsigned long long *stime,
+                          unsigned long long *start)
+{
+	char line[1024];
+	FILE *f = fopen("/proc/self/stat", "r");
+	char *p;
+
+	if (!f)
+		return ERR_IO;
+	p = fgets(line, sizeof(line), f);
+	fclose(f);
+	if (!p || !(p = strrchr(line, ')')))
+		return ERR_PARSE;
+	/* state, 5 ints (4-8), 5 counts (9-13), utime, stime, 6 ints (16-21), starttime */
+	if (sscanf(p + 1,
+	           " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d "
+	           "%*d %llu",
+	           utime, stime, start) != 3)
+		return ERR_PARSE;
+	return ERR_OK;
+}
+
+/* The system's boot time (Unix seconds) from /proc/stat. */
+static int boot_time(unsigned long long *btime)
+{
+	char line[256];
+	FILE *f = fopen("/proc/stat", "r");
+	int rc = ERR_NOT_FOUND;
+
+	if (!f)
+		return ERR_IO;
+	/* Long lines come in pieces; only a line's own start can say "btime". */
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "btime %llu", btime) == 1) {
+			rc = ERR_OK;
+			break;
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
+/* When this process started, Unix seconds; now when /proc cannot say. */
+static double process_start_time(void)
+{
+	unsigned long long ut, st, start, btime;
+	long ticks = sysconf(_SC_CLK_TCK);
+	struct timespec ts;
+
+	if (ticks > 0 && proc_self_stat(&ut, &st, &start) == ERR_OK && boot_time(&btime) == ERR_OK)
+		return (double)btime + (double)start / (double)ticks;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void process_collect(void *arg)
+{
+	struct metrics *m = arg;
+	unsigned long long ut, st, start, size, resident;
+	long ticks = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+	FILE *f;
+
+	if (ticks > 0 && proc_self_stat(&ut, &st, &start) == ERR_OK)
+		metric_set(m->proc_cpu, NULL, (double)(ut + st) / (double)ticks);
+	f = fopen("/proc/self/statm", "r");
+	if (!f)
+		return;
+	if (page > 0 && fscanf(f, "%llu %llu", &size, &resident) == 2)
+		metric_set(m->proc_rss, NULL, (double)resident * (double)page);
+	fclose(f);
+}
+
+int metrics_process(struct metrics *m, const char *version)
+{
+	struct metric_family *info, *start;
+	const char *values[1] = {version};
+
+	if (!m || !version || m->proc_rss)
+		return ERR_INVALID;
+	info = metrics_gauge(m, "orders_build_info", "Always 1; the version label names the build.",
+	                     "version");
+	start = metrics_gauge(m, "process_start_time_seconds",
+	                      "When the process started, in seconds since the Unix epoch.", NULL);
+	m->proc_rss = metrics_gauge(m, "process_resident_memory_bytes",
+	                            "Resident memory of the process, in bytes.", NULL);
+	m->proc_cpu =
+	    metrics_counter(m, "process_cpu_seconds_total",
+	                    "User and system CPU time the process has used, in seconds.", NULL);
+	if (!info || !start || !m->proc_rss || !m->proc_cpu)
+		return ERR_NOMEM;
+	metric_set(info, values, 1);
+	metric_set(start, NULL, process_start_time());
+	metrics_on_collect(m, process_collect, m);
+	return ERR_OK;
 }

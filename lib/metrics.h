@@ -29,8 +29,13 @@ void metrics_free(struct metrics *m);
 /*
  * metrics_counter / _gauge / _histogram - register a family. labels is a
  * comma list of label names ("route,status") or NULL. bounds are the
- * histogram's upper bounds in ascending order (+Inf is implied). Returns
- * NULL on a bad name or ERR_NOMEM. The family lives as long as m.
+ * histogram's upper bounds in ascending order (+Inf is implied). help is
+ * required (one sentence: what is counted or measured). The name follows
+ * Prometheus' conventions, which promtool checks: a counter's ends in
+ * "_total", no other's does, and none but a histogram's sample names end in
+ * "_bucket", "_count" or "_sum". Returns NULL on a bad name, label list or
+ * help, a name registered before, or ERR_NOMEM. The family lives as long
+ * as m.
  */
 struct metric_family *metrics_counter(struct metrics *m, const char *name, const char *help,
                                       const char *labels);
@@ -49,6 +54,16 @@ void metrics_on_collect(struct metrics *m, metrics_collect_fn fn, void *arg);
 
 /* metrics_render - append the exposition text to out; ERR_TOO_BIG, ERR_NOMEM. */
 int metrics_render(struct metrics *m, struct buf *out);
+
+/*
+ * metrics_process - register the families every daemon shows, as the
+ * Prometheus client libraries name them: orders_build_info{version} (1),
+ * process_start_time_seconds (Unix time), process_resident_memory_bytes
+ * and process_cpu_seconds_total (read from /proc/self at every render).
+ * Call once per m. ERR_OK, ERR_INVALID (NULL m or version, or called
+ * twice) or ERR_NOMEM.
+ */
+int metrics_process(struct metrics *m, const char *version);
 
 /* Latency buckets in seconds, 0.5 ms to 10 s, for every _seconds histogram. */
 extern const double metrics_latency_bounds[];

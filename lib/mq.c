@@ -24,6 +24,10 @@
 
 const char *const mq_work_queues[MQ_WORK_QUEUES] = {MQ_QUEUE_INVENTORY, MQ_QUEUE_PAYMENT,
                                                     MQ_QUEUE_ORDER, MQ_QUEUE_CART};
+const char *const mq_stat_queues[MQ_STAT_QUEUES] = {
+    MQ_QUEUE_INVENTORY,    MQ_QUEUE_PAYMENT,          MQ_QUEUE_ORDER,
+    MQ_QUEUE_CART,         MQ_QUEUE_INVENTORY ".dlq", MQ_QUEUE_PAYMENT ".dlq",
+    MQ_QUEUE_ORDER ".dlq", MQ_QUEUE_CART ".dlq"};
 
 #define MQ_CONTENT_TYPE "application/x-protobuf"
 #define MQ_HEARTBEAT_S 30
@@ -422,9 +426,9 @@ struct mq_publisher {
 	atomic_int stop;       /* written under mu */
 	atomic_int connected;  /* written under mu by the publisher thread */
 	atomic_size_t pending; /* queued + in flight; raised under mu */
-	atomic_long stat_messages[MQ_WORK_QUEUES];
-	atomic_long stat_consumers[MQ_WORK_QUEUES];
-	atomic_int stat_valid[MQ_WORK_QUEUES];
+	atomic_long stat_messages[MQ_STAT_QUEUES];
+	atomic_long stat_consumers[MQ_STAT_QUEUES];
+	atomic_int stat_valid[MQ_STAT_QUEUES];
 
 	/* The publisher thread's own. */
 	amqp_connection_state_t conn;
@@ -434,7 +438,7 @@ struct mq_publisher {
 	struct mq_msg *fl_tail;
 	uint64_t next_tag;
 	int stats_open;
-	int stat_warned[MQ_WORK_QUEUES];
+	int stat_warned[MQ_STAT_QUEUES];
 	int got_frames;
 	char reason[MQ_REASON_MAX];
 	/*
@@ -863,7 +867,7 @@ static int send_outbox(struct mq_publisher *p)
 }
 
 /*
- * poll_stats - passive-declare each work queue on the stats channel. A
+ * poll_stats - passive-declare each of mq_stat_queues on the stats channel. A
  * missing queue makes the broker close that channel (404): it is opened
  * again next time. Returns -1 only when the connection is lost.
  */
@@ -871,7 +875,7 @@ static int poll_stats(struct mq_publisher *p)
 {
 	char reason[MQ_REASON_MAX];
 
-	for (size_t i = 0; i < MQ_WORK_QUEUES; i++) {
+	for (size_t i = 0; i < MQ_STAT_QUEUES; i++) {
 		amqp_queue_declare_ok_t *ok;
 		int rc;
 
@@ -887,7 +891,7 @@ static int poll_stats(struct mq_publisher *p)
 			p->stats_open = 1;
 		}
 		ok = amqp_queue_declare(p->conn, MQ_SIDE_CHANNEL,
-		                        amqp_cstring_bytes(mq_work_queues[i]), 1, 0, 0, 0,
+		                        amqp_cstring_bytes(mq_stat_queues[i]), 1, 0, 0, 0,
 		                        amqp_empty_table);
 		if (ok) {
 			atomic_store(&p->stat_messages[i], (long)ok->message_count);
@@ -906,7 +910,7 @@ static int poll_stats(struct mq_publisher *p)
 		/* Once per queue going missing, not on every poll. */
 		if (!p->stat_warned[i])
 			log_warn("cannot read rabbitmq queue stats",
-			         LF_STR("queue", mq_work_queues[i]), LF_STR("reason", reason));
+			         LF_STR("queue", mq_stat_queues[i]), LF_STR("reason", reason));
 		p->stat_warned[i] = 1;
 	}
 	amqp_maybe_release_buffers_on_channel(p->conn, MQ_SIDE_CHANNEL);
@@ -972,7 +976,7 @@ static void publisher_disconnect(struct mq_publisher *p, int result, int gracefu
 	conn_close(p->conn, graceful);
 	p->conn = NULL;
 	p->fd = -1;
-	for (size_t i = 0; i < MQ_WORK_QUEUES; i++)
+	for (size_t i = 0; i < MQ_STAT_QUEUES; i++)
 		atomic_store(&p->stat_valid[i], 0);
 }
 
@@ -1123,7 +1127,7 @@ struct mq_publisher *mq_publisher_new(const struct mq_publisher_options *opt)
 	atomic_init(&p->stop, 0);
 	atomic_init(&p->connected, 0);
 	atomic_init(&p->pending, 0);
-	for (size_t i = 0; i < MQ_WORK_QUEUES; i++) {
+	for (size_t i = 0; i < MQ_STAT_QUEUES; i++) {
 		atomic_init(&p->stat_messages[i], 0);
 		atomic_init(&p->stat_consumers[i], 0);
 		atomic_init(&p->stat_valid[i], 0);
@@ -1265,7 +1269,7 @@ int mq_publisher_queue_stats(const struct mq_publisher *p, size_t i, long *messa
 {
 	long m, c;
 
-	if (!p || i >= MQ_WORK_QUEUES)
+	if (!p || i >= MQ_STAT_QUEUES)
 		return ERR_INVALID;
 	if (!atomic_load(&p->stat_valid[i]))
 		return ERR_NOT_FOUND;

@@ -43,6 +43,14 @@
 /* The work queues, for iteration (metrics, declaring). */
 extern const char *const mq_work_queues[MQ_WORK_QUEUES];
 
+/*
+ * The queues the publisher's stats poll reads (see poll_queue_stats_ms):
+ * the work queues, then their dead-letter queues ("<queue>.dlq") in the
+ * same order.
+ */
+#define MQ_STAT_QUEUES (2 * MQ_WORK_QUEUES)
+extern const char *const mq_stat_queues[MQ_STAT_QUEUES];
+
 /* ---- publisher ---------------------------------------------------------- */
 
 struct mq_publisher;
@@ -76,7 +84,7 @@ struct mq_publisher_options {
 	int confirm_timeout_ms;  /* per message, from hand-over to confirm */
 	int max_in_flight;       /* messages handed over but not confirmed; 0 = 10000 */
 	int declare_topology;    /* declare exchanges and queues on every connect */
-	int poll_queue_stats_ms; /* > 0: passive-declare the work queues this often */
+	int poll_queue_stats_ms; /* > 0: passive-declare mq_stat_queues this often */
 };
 
 /*
@@ -109,7 +117,9 @@ int mq_publisher_connected(const struct mq_publisher *p);
 
 /*
  * mq_publisher_queue_stats - the last polled ready-message count and consumer
- * count of mq_work_queues[i]; ERR_NOT_FOUND before the first poll.
+ * count of mq_stat_queues[i] (AMQP tells nothing of unacknowledged messages:
+ * RabbitMQ's own Prometheus exporter does). ERR_INVALID for i out of range,
+ * ERR_NOT_FOUND before the first poll and while disconnected. Thread-safe.
  */
 int mq_publisher_queue_stats(const struct mq_publisher *p, size_t i, long *messages,
                              long *consumers);

@@ -247,3 +247,31 @@ void ops_free(struct ops *o)
 	MHD_stop_daemon(o->daemon);
 	free(o);
 }
+
+int ops_queue_gauges_init(struct ops_queue_gauges *g, struct metrics *m)
+{
+	g->ready = metrics_gauge(m, "orders_queue_messages_ready",
+	                         "Messages ready for delivery in each work and dead-letter queue.",
+	                         "queue");
+	g->consumers =
+	    metrics_gauge(m, "orders_queue_consumers",
+	                  "Consumers attached to each work and dead-letter queue.", "queue");
+	return g->ready && g->consumers ? ERR_OK : ERR_NOMEM;
+}
+
+void ops_queue_gauges_update(const struct ops_queue_gauges *g, const struct mq_publisher *p)
+{
+	size_t i;
+
+	if (!p)
+		return;
+	for (i = 0; i < MQ_STAT_QUEUES; i++) {
+		const char *labels[1] = {mq_stat_queues[i]};
+		long ready, consumers;
+
+		if (mq_publisher_queue_stats(p, i, &ready, &consumers) != ERR_OK)
+			continue;
+		metric_set(g->ready, labels, (double)ready);
+		metric_set(g->consumers, labels, (double)consumers);
+	}
+}

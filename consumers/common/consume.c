@@ -25,6 +25,9 @@
 #define NEXT_TIMEOUT_MS 500
 /* While idle, PostgreSQL is pinged this often so that /readyz stays true. */
 #define IDLE_PING_MS 5000
+/* How often the publisher reads the queues' depths for /metrics: eight
+ * passive declares, cheap. */
+#define CONSUME_QUEUE_STATS_MS 5000
 
 /*
  * The key for outgoing message ids. It is not a secret: the ids only need to
@@ -55,6 +58,9 @@ struct consume {
 	struct metrics *m;
 	struct metric_family *messages;
 	struct metric_family *latency;
+	struct metric_family *redeliveries;
+	struct metric_family *dead_lettered;
+	struct ops_queue_gauges queues;
 	struct ops *ops;
 	/* Written by the loop thread, read by the ops thread for /readyz. */
 	atomic_int db_ok;
@@ -315,6 +321,14 @@ static void count(struct consume *c, const char *outcome, double t0)
 	metric_observe(c->latency, name, mono_s() - t0);
 }
 
+/* reason: "rejected" or "delivery_limit", as RabbitMQ's x-death header says. */
+static void count_dead_lettered(struct consume *c, const char *reason)
+{
+	const char *labels[2] = {c->h->name, reason};
+
+	metric_add(c->dead_lettered, labels, 1);
+}
+
 /* ---- one delivery -------------------------------------------------------- */
 
 static int64_t parse_i64(const char *s)
@@ -558,8 +572,11 @@ out:
 	return s;
 }
 
-/* Settle one delivery; a broken connection is dropped to be made again. */
-static void settle(struct consume *c, const struct mq_delivery *d, enum settle s)
+/*
+ * Settle one delivery; a broken connection is dropped to be made again (the
+ * broker returns the delivery then). ERR_OK when the broker was told.
+ */
+static int settle(struct consume *c, const struct mq_delivery *d, enum settle s)
 {
 	int rc;
 
@@ -574,6 +591,7 @@ static void settle(struct consume *c, const struct mq_delivery *d, enum settle s
 		c->mc = NULL;
 		atomic_store(&c->consumer_ok, 0);
 	}
+	return rc;
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -636,9 +654,10 @@ static void run(struct consume *c)
 	while (!consume_stopping()) {
 		struct mq_delivery d;
 		const char *label = NULL;
+		const char *name[1] = {c->h->name};
 		enum settle s;
 		double t0;
-		int rc;
+		int rc, settled, last_try;
 
 		if (ensure_db(c)) {
 			if (!warned_db++)
@@ -688,8 +707,16 @@ static void run(struct consume *c)
 			continue;
 		}
 		t0 = mono_s();
+		if (d.redelivered)
+			metric_add(c->redeliveries, name, 1);
+		/*
+		 * The quorum queue dead-letters a message returned more than
+		 * MQ_DELIVERY_LIMIT times; x-delivery-count counts the returns
+		 * before this delivery.
+		 */
+		last_try = d.delivery_count >= MQ_DELIVERY_LIMIT;
 		s = handle(c, &d, &label);
-		settle(c, &d, s);
+		settled = settle(c, &d, s) == ERR_OK;
 		log_context_clear();
 		mq_delivery_release(&d);
 		switch (s) {
@@ -699,9 +726,13 @@ static void run(struct consume *c)
 			break;
 		case SETTLE_POISON:
 			count(c, "poison", t0);
+			if (settled)
+				count_dead_lettered(c, "rejected");
 			break;
 		case SETTLE_RETRY:
 			count(c, "retried", t0);
+			if (settled && last_try)
+				count_dead_lettered(c, "delivery_limit");
 			backoff_upto(c, RETRY_BACKOFF_MAX_MS);
 			break;
 		}
@@ -724,6 +755,58 @@ static int ready(void *arg, char *why, size_t whylen)
 		snprintf(why, whylen, "rabbitmq consumer not connected");
 		return ERR_UNAVAILABLE;
 	}
+	return ERR_OK;
+}
+
+static void collect_queue_stats(void *arg)
+{
+	struct consume *c = arg;
+
+	/* c->pub is set before the ops server starts and freed after it stops. */
+	ops_queue_gauges_update(&c->queues, c->pub);
+}
+
+static int setup_metrics(struct consume *c)
+{
+	static const char *const outcomes[] = {"processed", "replayed", "poison", "retried"};
+	static const char *const reasons[] = {"rejected", "delivery_limit"};
+	const char *name[1] = {c->h->name};
+	size_t i;
+
+	c->m = metrics_new();
+	if (!c->m)
+		return ERR_NOMEM;
+	c->messages = metrics_counter(c->m, "orders_messages_total",
+	                              "Messages settled by the consumer, by outcome "
+	                              "(processed, replayed, poison, retried).",
+	                              "consumer,outcome");
+	c->latency = metrics_histogram(c->m, "orders_message_processing_seconds",
+	                               "Time from delivery to settlement of one message.",
+	                               "consumer", metrics_latency_bounds, metrics_latency_nbounds);
+	c->redeliveries = metrics_counter(c->m, "orders_message_redeliveries_total",
+	                                  "Deliveries the broker marked redelivered.", "consumer");
+	c->dead_lettered = metrics_counter(
+	    c->m, "orders_messages_dead_lettered_total",
+	    "Messages sent to the dead-letter queue: rejected as poison, or failed on the last "
+	    "delivery the delivery limit allows.",
+	    "consumer,reason");
+	if (!c->messages || !c->latency || !c->redeliveries || !c->dead_lettered ||
+	    ops_queue_gauges_init(&c->queues, c->m) != ERR_OK ||
+	    metrics_process(c->m, ORDERS_VERSION) != ERR_OK)
+		return ERR_NOMEM;
+	/* Every series from the start at 0, so that a rate() over it has a beginning. */
+	for (i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++) {
+		const char *labels[2] = {c->h->name, outcomes[i]};
+
+		metric_add(c->messages, labels, 0);
+	}
+	for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
+		const char *labels[2] = {c->h->name, reasons[i]};
+
+		metric_add(c->dead_lettered, labels, 0);
+	}
+	metric_add(c->redeliveries, name, 0);
+	metrics_on_collect(c->m, collect_queue_stats, c);
 	return ERR_OK;
 }
 
@@ -794,23 +877,14 @@ int consume_main(const struct consume_handler *h, int argc, char **argv)
 		log_error("cannot install signal handlers", LF_STR("reason", strerror(errno)));
 		goto out;
 	}
-	c.m = metrics_new();
-	if (!c.m)
-		goto nomem;
-	c.messages = metrics_counter(c.m, "orders_messages_total",
-	                             "Messages settled by the consumer, by outcome "
-	                             "(processed, replayed, poison, retried).",
-	                             "consumer,outcome");
-	c.latency = metrics_histogram(c.m, "orders_message_processing_seconds",
-	                              "Time from delivery to settlement of one message.",
-	                              "consumer", metrics_latency_bounds, metrics_latency_nbounds);
-	if (!c.messages || !c.latency)
+	if (setup_metrics(&c) != ERR_OK)
 		goto nomem;
 
 	memset(&opt, 0, sizeof(opt));
 	opt.url = cfg.amqp_url;
 	opt.confirm_timeout_ms = cfg.publish_timeout_ms;
 	opt.declare_topology = 1;
+	opt.poll_queue_stats_ms = CONSUME_QUEUE_STATS_MS;
 	c.pub = mq_publisher_new(&opt);
 	if (!c.pub) {
 		log_error("cannot start the rabbitmq publisher");

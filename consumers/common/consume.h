@@ -59,9 +59,14 @@
  * while PostgreSQL is down).
  *
  * Metrics: orders_messages_total{consumer,outcome} (outcome: processed,
- * replayed, poison, retried) and orders_message_processing_seconds
- * {consumer}. /readyz: PostgreSQL answered the last query or ping, and the
- * publisher and the consumer are connected.
+ * replayed, poison, retried), orders_message_processing_seconds
+ * {consumer}, orders_message_redeliveries_total{consumer} (deliveries
+ * flagged redelivered), orders_messages_dead_lettered_total{consumer,
+ * reason} (reason: rejected, poison rejected without requeue, or
+ * delivery_limit, a retry on the last delivery the limit allows), the
+ * queue gauges (ops.h) and the process families (metrics_process). /readyz:
+ * PostgreSQL answered the last query or ping, and the publisher and the
+ * consumer are connected.
  */
 #ifndef ORDERS_CONSUME_H
 #define ORDERS_CONSUME_H

@@ -9,6 +9,7 @@ packages=(
   librabbitmq-dev libpq-dev libhiredis-dev libmicrohttpd-dev
   libcmocka-dev libjansson-dev libsodium-dev
   postgresql rabbitmq-server redis-server
+  prometheus # promtool, for tests/integration/metrics_check.sh
 )
 
 missing=()

@@ -480,15 +480,23 @@ static void test_queue_stats(void **state)
 	assert_true(wait_connected(p, 15000));
 	deadline = now_ms() + 10000;
 	/* The queues are read one after the other: wait for the last. */
-	while (mq_publisher_queue_stats(p, MQ_WORK_QUEUES - 1, &messages, &consumers) != ERR_OK &&
+	while (mq_publisher_queue_stats(p, MQ_STAT_QUEUES - 1, &messages, &consumers) != ERR_OK &&
 	       now_ms() < deadline)
 		sleep_ms(20);
+	/* The work queues, then each one's dead-letter queue. */
 	for (size_t i = 0; i < MQ_WORK_QUEUES; i++) {
+		char dlq[MQ_KEY_MAX + 8];
+
+		assert_string_equal(mq_stat_queues[i], mq_work_queues[i]);
+		snprintf(dlq, sizeof(dlq), "%s.dlq", mq_work_queues[i]);
+		assert_string_equal(mq_stat_queues[MQ_WORK_QUEUES + i], dlq);
+	}
+	for (size_t i = 0; i < MQ_STAT_QUEUES; i++) {
 		assert_int_equal(mq_publisher_queue_stats(p, i, &messages, &consumers), ERR_OK);
 		assert_true(messages >= 0);
 		assert_true(consumers >= 0);
 	}
-	assert_int_equal(mq_publisher_queue_stats(p, MQ_WORK_QUEUES, &messages, &consumers),
+	assert_int_equal(mq_publisher_queue_stats(p, MQ_STAT_QUEUES, &messages, &consumers),
 	                 ERR_INVALID);
 	mq_publisher_free(p);
 }

@@ -74,7 +74,7 @@ static void test_basic_members(void **state)
 	assert_int_equal(ts[19], '.');
 	assert_int_equal(ts[23], 'Z');
 	assert_string_equal(get_str(j, "level"), "warn");
-	assert_string_equal(get_str(j, "daemon"), "orders-api");
+	assert_string_equal(get_str(j, "service"), "orders-api");
 	assert_string_equal(get_str(j, "msg"), "order accepted");
 	assert_string_equal(get_str(j, "order_id"), "o-1");
 	assert_int_equal(json_integer_value(json_object_get(j, "lines")), 3);
@@ -312,7 +312,7 @@ static void test_emit_to_stdout(void **state)
 	assert_non_null(j);
 	assert_string_equal(get_str(j, "msg"), "shown");
 	assert_string_equal(get_str(j, "level"), "info");
-	assert_string_equal(get_str(j, "daemon"), "orders-inventory");
+	assert_string_equal(get_str(j, "service"), "orders-inventory");
 	assert_string_equal(get_str(j, "sku"), "A-1");
 	assert_int_equal(json_integer_value(json_object_get(j, "qty")), 2);
 	json_decref(j);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "buf.h"
 #include "err.h"
@@ -130,7 +131,7 @@ static void test_histogram_render(void **state)
 	(void)state;
 	h = metrics_histogram(m, "orders_http_request_duration_seconds", "Request latency.",
 	                      "route", bounds, 2);
-	plain = metrics_histogram(m, "orders_publish_seconds", NULL, NULL, bounds, 1);
+	plain = metrics_histogram(m, "orders_publish_seconds", "Publish latency.", NULL, bounds, 1);
 	assert_non_null(h);
 	assert_non_null(plain);
 	metric_observe(h, r, 0.25);
@@ -148,6 +149,7 @@ static void test_histogram_render(void **state)
 	       "orders_http_request_duration_seconds_bucket{route=\"checkout\",le=\"+Inf\"} 4\n"
 	       "orders_http_request_duration_seconds_sum{route=\"checkout\"} 3.5\n"
 	       "orders_http_request_duration_seconds_count{route=\"checkout\"} 4\n"
+	       "# HELP orders_publish_seconds Publish latency.\n"
 	       "# TYPE orders_publish_seconds histogram\n"
 	       "orders_publish_seconds_bucket{le=\"0.5\"} 0\n"
 	       "orders_publish_seconds_bucket{le=\"+Inf\"} 1\n"
@@ -277,10 +279,24 @@ static void test_bad_names(void **state)
 	assert_null(metrics_histogram(m, "ok_seconds", "x", NULL, many, METRICS_MAX_BUCKETS + 1));
 	assert_null(metrics_histogram(m, "ok_seconds", "x", NULL, NULL, 2));
 	assert_null(metrics_counter(NULL, "ok_total", "x", NULL));
+	/* Every family says what it is: promtool flags one without HELP. */
+	assert_null(metrics_counter(m, "ok_total", NULL, NULL));
+	assert_null(metrics_gauge(m, "ok_gauge_value", "", NULL));
+	/* "_total" on counters and only there; no family takes a histogram
+	 * sample's suffix. */
+	assert_null(metrics_counter(m, "ok_events", "x", NULL));
+	assert_null(metrics_gauge(m, "ok_events_total", "x", NULL));
+	assert_null(metrics_histogram(m, "ok_seconds_total", "x", NULL, up, 2));
+	assert_null(metrics_gauge(m, "ok_bucket", "x", NULL));
+	assert_null(metrics_gauge(m, "ok_count", "x", NULL));
+	assert_null(metrics_histogram(m, "ok_sum", "x", NULL, up, 2));
+	assert_null(metrics_counter(m, "total", "x", NULL));
 
 	assert_non_null(metrics_counter(m, "ok:sub_total", "x", " a , b,c,d "));
 	assert_non_null(metrics_histogram(m, "ok_seconds", "x", "le_x", many, METRICS_MAX_BUCKETS));
-	assert_non_null(metrics_gauge(m, "_ok", NULL, ""));
+	assert_non_null(metrics_gauge(m, "_ok", "x", ""));
+	assert_non_null(metrics_counter(m, "_total", "x", NULL));
+	assert_non_null(metrics_gauge(m, "ok_totals", "x", NULL));
 	/* The same name twice would make the exposition invalid. */
 	assert_null(metrics_gauge(m, "ok_seconds", "x", NULL));
 	metrics_free(m);
@@ -326,6 +342,55 @@ static void test_collect(void **state)
 	metrics_on_collect(m, collect, g);
 	s = render(m);
 	assert_non_null(strstr(s, "\norders_collected 42\n"));
+	free(s);
+	metrics_free(m);
+}
+
+/* The value of the first sample line that starts with "name " ; NAN when there is none. */
+static double sample(const char *text, const char *name)
+{
+	size_t n = strlen(name);
+	const char *p = text;
+
+	while (p && *p) {
+		if (strncmp(p, name, n) == 0 && p[n] == ' ')
+			return strtod(p + n + 1, NULL);
+		p = strchr(p, '\n');
+		if (p)
+			p++;
+	}
+	return NAN;
+}
+
+static void test_process(void **state)
+{
+	struct metrics *m = metrics_new();
+	struct timespec now;
+	double start, rss, cpu;
+	char *s;
+
+	(void)state;
+	assert_int_equal(metrics_process(NULL, "1.2.3"), ERR_INVALID);
+	assert_int_equal(metrics_process(m, NULL), ERR_INVALID);
+	assert_int_equal(metrics_process(m, "1.2.3"), ERR_OK);
+	assert_int_equal(metrics_process(m, "1.2.3"), ERR_INVALID);
+	clock_gettime(CLOCK_REALTIME, &now);
+	s = render(m);
+	assert_non_null(strstr(s, "# TYPE orders_build_info gauge\n"
+	                          "orders_build_info{version=\"1.2.3\"} 1\n"));
+	assert_non_null(strstr(s, "# TYPE process_start_time_seconds gauge\n"));
+	assert_non_null(strstr(s, "# TYPE process_resident_memory_bytes gauge\n"));
+	assert_non_null(strstr(s, "# TYPE process_cpu_seconds_total counter\n"));
+	/* This test process started moments ago (a slow machine: minutes). */
+	start = sample(s, "process_start_time_seconds");
+	assert_true(start <= (double)now.tv_sec + 1);
+	assert_true(start > (double)now.tv_sec - 600);
+	/* Read from /proc at render: a process of this size has some MiB. */
+	rss = sample(s, "process_resident_memory_bytes");
+	assert_true(rss >= 1024 * 1024);
+	assert_true(rss < 16.0 * 1024 * 1024 * 1024);
+	cpu = sample(s, "process_cpu_seconds_total");
+	assert_true(cpu >= 0 && cpu < 3600);
 	free(s);
 	metrics_free(m);
 }
@@ -388,6 +453,7 @@ int main(void)
 	    cmocka_unit_test(test_render_too_big),
 	    cmocka_unit_test(test_collect),
 	    cmocka_unit_test(test_concurrent),
+	    cmocka_unit_test(test_process),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

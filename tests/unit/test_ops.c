@@ -17,8 +17,10 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "err.h"
 #include "metrics.h"
+#include "mq.h"
 #include "ops.h"
 
 #define BIND "127.0.0.1"
@@ -417,6 +419,36 @@ static void test_free_releases_port(void **state)
 	ops_free(o);
 }
 
+/* The queue gauges show only what a publisher has polled: nothing without one. */
+static void test_queue_gauges(void **state)
+{
+	struct mq_publisher_options opt;
+	struct ops_queue_gauges g;
+	struct mq_publisher *p;
+	struct metrics *qm = metrics_new();
+	struct buf b;
+
+	(void)state;
+	assert_non_null(qm);
+	assert_int_equal(ops_queue_gauges_init(&g, qm), ERR_OK);
+	ops_queue_gauges_update(&g, NULL);
+	/* Nothing listens on port 1: the publisher never connects, never polls. */
+	memset(&opt, 0, sizeof(opt));
+	opt.url = "amqp://guest:guest@127.0.0.1:1/";
+	opt.poll_queue_stats_ms = 10;
+	p = mq_publisher_new(&opt);
+	assert_non_null(p);
+	ops_queue_gauges_update(&g, p);
+	buf_init(&b, RESPONSE_MAX);
+	assert_int_equal(metrics_render(qm, &b), ERR_OK);
+	assert_non_null(strstr(b.data, "# TYPE orders_queue_messages_ready gauge\n"));
+	assert_non_null(strstr(b.data, "# TYPE orders_queue_consumers gauge\n"));
+	assert_null(strstr(b.data, "{queue="));
+	buf_release(&b);
+	mq_publisher_free(p);
+	metrics_free(qm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -430,6 +462,7 @@ int main(void)
 	    cmocka_unit_test(test_ready_null_and_no_metrics),
 	    cmocka_unit_test(test_new_refuses),
 	    cmocka_unit_test(test_free_releases_port),
+	    cmocka_unit_test(test_queue_gauges),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
