@@ -151,13 +151,11 @@ int ctl_queues(struct ctl *c, int argc, char **argv)
 			ctl_fail("cannot read queue '%s': %s", r->name, mq_admin_last_error(a));
 	}
 	mq_admin_free(a);
-	if (json)
+	if (json) {
 		rc = print_json(rows, target, min, max);
-	else
+	} else {
 		print_text(rows, target, min, max);
-	if (!json && fflush(stdout) != 0)
-		rc = ctl_fail("cannot write the output");
-	else if (!json)
-		rc = CTL_OK;
+		rc = fflush(stdout) == 0 ? CTL_OK : ctl_fail("cannot write the output");
+	}
 	return rc ? rc : bad ? CTL_FAIL : CTL_OK;
 }
