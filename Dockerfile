@@ -11,7 +11,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DORDERS_WERROR=ON \
     && cmake --build /build -j"$(nproc)" \
     && install -D -t /out/bin /build/api/orders-api /build/consumers/orders-inventory \
          /build/consumers/orders-payment /build/consumers/orders-order \
-         /build/consumers/orders-cart \
+         /build/consumers/orders-cart /build/tools/orderctl \
     && install -D -t /out/share/orders /src/tools/migrate.sh \
     && cp -r /src/migrations /out/share/orders/
 

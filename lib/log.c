@@ -20,8 +20,9 @@
 
 enum log_level log__level = LOG_INFO;
 
-/* Written by log_init() before any thread starts, read-only afterwards. */
+/* Written by log_init() and log_set_fd() before any thread starts, read-only afterwards. */
 static char log_daemon[LOG_DAEMON_MAX] = "orders";
+static int log_fd = STDOUT_FILENO;
 
 static const char log_cut_marker[] = "\"truncated\":true";
 
@@ -57,6 +58,12 @@ void log_init(const char *daemon, enum log_level level)
 		log_daemon[n] = '\0';
 	}
 	log__level = level;
+}
+
+void log_set_fd(int fd)
+{
+	if (fd >= 0)
+		log_fd = fd;
 }
 
 static void log_ctx_copy(char *dst, const char *src)
@@ -402,7 +409,7 @@ void log__emit(enum log_level level, const char *msg, const struct log_field *fi
 	 * loop only runs again on a signal or a short write.
 	 */
 	while (off < n) {
-		ssize_t w = write(STDOUT_FILENO, line + off, n - off);
+		ssize_t w = write(log_fd, line + off, n - off);
 
 		if (w < 0) {
 			if (errno == EINTR)

@@ -46,6 +46,13 @@ extern enum log_level log__level;
 /* log_init - name the daemon for every line and set the minimum level. */
 void log_init(const char *daemon, enum log_level level);
 
+/*
+ * log_set_fd - write the lines to fd instead of stdout: a command-line tool
+ * keeps stdout for its output and logs to stderr (2). Call it before any
+ * thread starts, like log_init.
+ */
+void log_set_fd(int fd);
+
 /* log_level_parse - "debug", "info", "warn", "error"; ERR_INVALID otherwise. */
 int log_level_parse(const char *s, enum log_level *out);
 

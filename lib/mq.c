@@ -21,6 +21,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "mq_internal.h"
 
 const char *const mq_work_queues[MQ_WORK_QUEUES] = {MQ_QUEUE_INVENTORY, MQ_QUEUE_PAYMENT,
                                                     MQ_QUEUE_ORDER, MQ_QUEUE_CART};
@@ -1604,4 +1605,40 @@ int mq_consumer_reject(struct mq_consumer *c, uint64_t tag, int requeue)
 		return ERR_UNAVAILABLE;
 	}
 	return ERR_OK;
+}
+
+/* ---- internals shared with mq_admin.c (mq_internal.h) -------------------- */
+
+int mq__connect(const char *url, amqp_connection_state_t *out, char *reason, size_t size)
+{
+	struct mq_url u = {0};
+	int rc = url_parse(&u, url);
+
+	if (rc) {
+		snprintf(reason, size, "cannot parse the url");
+		return rc;
+	}
+	rc = conn_open(&u, out, reason, size);
+	url_release(&u);
+	return rc;
+}
+
+void mq__close(amqp_connection_state_t conn, int graceful)
+{
+	conn_close(conn, graceful);
+}
+
+int mq__rpc_failed(amqp_connection_state_t conn, uint16_t channel, char *reason, size_t size)
+{
+	return rpc_failed(conn, channel, reason, size);
+}
+
+long mq__header_int(const amqp_field_value_t *v, int *ok)
+{
+	return header_int(v, ok);
+}
+
+void mq__copy_bytes(char *dst, size_t size, amqp_bytes_t b)
+{
+	copy_bytes(dst, size, b);
 }

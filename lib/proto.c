@@ -1,4 +1,4 @@
-/* proto.c: serializing and checking protobuf messages. */
+/* proto.c: serializing, checking and peeking into protobuf messages. */
 #include "proto.h"
 
 #include <stdlib.h>
@@ -34,4 +34,85 @@ void proto_envelope_set(Orders__Envelope *e, char *message_id, char *order_id,
 int proto_envelope_ok(const Orders__Envelope *env)
 {
 	return env && env->message_id && env->message_id[0] && env->order_id && env->order_id[0];
+}
+
+/* Wire types (protobuf encoding). Groups (3, 4) are not used by orders.proto. */
+#define WIRE_VARINT 0
+#define WIRE_FIXED64 1
+#define WIRE_LEN 2
+#define WIRE_FIXED32 5
+
+/* read_varint - one base-128 varint at *pos; 0 when it runs past end or past 64 bits. */
+static int read_varint(const uint8_t *data, size_t len, size_t *pos, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	for (unsigned shift = 0; shift < 64; shift += 7) {
+		uint8_t b;
+
+		if (*pos >= len)
+			return 0;
+		b = data[(*pos)++];
+		v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*out = v;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+int proto_envelope_peek(const uint8_t *data, size_t len, Orders__Envelope **out)
+{
+	const uint8_t *env = NULL;
+	size_t env_len = 0, pos = 0;
+	int found = 0;
+	Orders__Envelope *e;
+
+	if ((!data && len) || !out)
+		return ERR_INVALID;
+	if (len > PROTO_MAX_MESSAGE)
+		return ERR_TOO_BIG;
+	while (pos < len) {
+		uint64_t key, v;
+
+		if (!read_varint(data, len, &pos, &key) || key >> 3 == 0)
+			return ERR_PARSE;
+		switch (key & 7) {
+		case WIRE_VARINT:
+			if (!read_varint(data, len, &pos, &v))
+				return ERR_PARSE;
+			break;
+		case WIRE_FIXED64:
+			if (len - pos < 8)
+				return ERR_PARSE;
+			pos += 8;
+			break;
+		case WIRE_FIXED32:
+			if (len - pos < 4)
+				return ERR_PARSE;
+			pos += 4;
+			break;
+		case WIRE_LEN:
+			if (!read_varint(data, len, &pos, &v) || v > len - pos)
+				return ERR_PARSE;
+			/* The last occurrence wins, as protobuf parsers do for scalars. */
+			if (key >> 3 == 1) {
+				env = data + pos;
+				env_len = (size_t)v;
+				found = 1;
+			}
+			pos += (size_t)v;
+			break;
+		default:
+			return ERR_PARSE;
+		}
+	}
+	if (!found)
+		return ERR_NOT_FOUND;
+	e = orders__envelope__unpack(NULL, env_len, env);
+	if (!e)
+		return ERR_PARSE;
+	*out = e;
+	return ERR_OK;
 }

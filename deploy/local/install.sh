@@ -9,8 +9,11 @@ packages=(
   librabbitmq-dev libpq-dev libhiredis-dev libmicrohttpd-dev
   libcmocka-dev libjansson-dev libsodium-dev
   postgresql rabbitmq-server redis-server
-  prometheus # promtool, for tests/integration/metrics_check.sh
+  jq prometheus
 )
+# prometheus is there for promtool (deploy/monitoring/check.sh checks the
+# alert rules and the scrape config with it); install.sh does not start its
+# server, like the other services' (see policy-rc.d below).
 
 missing=()
 for p in "${packages[@]}"; do

@@ -671,7 +671,12 @@ static int unpack_all(const uint8_t *data, size_t len)
 	Orders__InventoryRejected *c = orders__inventory_rejected__unpack(NULL, len, data);
 	Orders__PaymentResult *d = orders__payment_result__unpack(NULL, len, data);
 	Orders__OrderEvent *e = orders__order_event__unpack(NULL, len, data);
+	Orders__Envelope *peeked = NULL;
 	int parsed = !!a + !!b + !!c + !!d + !!e;
+
+	/* The envelope peek sees the same bytes; whatever it returns must free. */
+	if (proto_envelope_peek(data, len, &peeked) == ERR_OK)
+		orders__envelope__free_unpacked(peeked, NULL);
 
 	/* Whatever parsed must also be usable: check and repack it. */
 	if (a) {
@@ -768,6 +773,80 @@ static void test_unpack_mutated(void **state)
 	free(out);
 }
 
+/* ---- envelope peek -------------------------------------------------------- */
+
+/* Every message type carries its envelope as field 1: the peek finds each. */
+static void test_envelope_peek_every_type(void **state)
+{
+	Orders__CheckoutRequested a = ORDERS__CHECKOUT_REQUESTED__INIT;
+	Orders__PaymentResult b = ORDERS__PAYMENT_RESULT__INIT;
+	Orders__CartChanged c = ORDERS__CART_CHANGED__INIT;
+	Orders__CartCheckedOut d = ORDERS__CART_CHECKED_OUT__INIT;
+	const ProtobufCMessage *msgs[4];
+	struct fixture f;
+
+	(void)state;
+	fixture_init(&f);
+	a.envelope = &f.env;
+	a.order = &f.order;
+	a.card = &f.card;
+	b.envelope = &f.env;
+	b.order = &f.order;
+	b.authorized = 1;
+	b.token = "tok_1";
+	c.envelope = &f.env;
+	c.cart_id = "cart-1";
+	c.version = 7;
+	d.envelope = &f.env;
+	d.cart_id = "cart-2";
+	msgs[0] = &a.base;
+	msgs[1] = &b.base;
+	msgs[2] = &c.base;
+	msgs[3] = &d.base;
+	for (size_t i = 0; i < 4; i++) {
+		Orders__Envelope *env = (Orders__Envelope *)SENTINEL_PTR;
+		size_t len;
+		uint8_t *out = pack(msgs[i], &len);
+
+		assert_int_equal(proto_envelope_peek(out, len, &env), ERR_OK);
+		assert_envelope_equal(env, &f.env);
+		orders__envelope__free_unpacked(env, NULL);
+		free(out);
+	}
+}
+
+/* No envelope, garbage, or a message cut short: an error, and *out untouched. */
+static void test_envelope_peek_refuses(void **state)
+{
+	static const uint8_t garbage[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 'x', 'y'};
+	static const uint8_t bad_wire[] = {0x0b, 0x01};
+	Orders__CartCheckedOut d = ORDERS__CART_CHECKED_OUT__INIT;
+	Orders__CheckoutRequested a = ORDERS__CHECKOUT_REQUESTED__INIT;
+	Orders__Envelope *env = (Orders__Envelope *)SENTINEL_PTR;
+	struct fixture f;
+	uint8_t *out;
+	size_t len;
+
+	(void)state;
+	fixture_init(&f);
+	d.cart_id = "cart-without-envelope";
+	out = pack(&d.base, &len);
+	assert_int_equal(proto_envelope_peek(out, len, &env), ERR_NOT_FOUND);
+	free(out);
+	assert_int_equal(proto_envelope_peek(NULL, 0, &env), ERR_NOT_FOUND);
+	assert_int_equal(proto_envelope_peek(garbage, sizeof(garbage), &env), ERR_PARSE);
+	assert_int_equal(proto_envelope_peek(bad_wire, sizeof(bad_wire), &env), ERR_PARSE);
+	assert_int_equal(proto_envelope_peek(NULL, 3, &env), ERR_INVALID);
+	a.envelope = &f.env;
+	a.order = &f.order;
+	a.card = &f.card;
+	out = pack(&a.base, &len);
+	/* Cut inside the envelope (which comes first): its length runs past the end. */
+	assert_int_equal(proto_envelope_peek(out, 5, &env), ERR_PARSE);
+	free(out);
+	assert_ptr_equal(env, SENTINEL_PTR);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -786,6 +865,8 @@ int main(void)
 	    cmocka_unit_test(test_unpack_random),
 	    cmocka_unit_test(test_unpack_bad_tag),
 	    cmocka_unit_test(test_unpack_mutated),
+	    cmocka_unit_test(test_envelope_peek_every_type),
+	    cmocka_unit_test(test_envelope_peek_refuses),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
