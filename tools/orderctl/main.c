@@ -83,7 +83,7 @@ int ctl_str_arg(int argc, char **argv, int *i, const char **out)
 
 int ctl_long_arg(int argc, char **argv, int *i, long lo, long hi, long *out)
 {
-	const char *s;
+	const char *s = NULL;
 	char *end;
 	long v;
 
