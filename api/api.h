@@ -58,6 +58,9 @@ struct api {
 	struct ops_queue_gauges queue_gauges;
 	struct metric_family *m_rate_limited;
 	struct metric_family *m_rate_unchecked;
+	/* GET /healthz answers 200 not yet added to m_requests: counted with
+	 * one atomic add each, folded in at every scrape (http_collect). */
+	atomic_long healthz_ok;
 
 	struct MHD_Daemon *httpd;
 };
@@ -217,6 +220,10 @@ struct cart {
  * when Redis failed.
  */
 int cart_load(struct request *r, struct cache *c, const char *cart_id, struct cart *out);
+
+/* http_collect - fold the counts kept outside the metrics (the /healthz
+ * answers) into them; called before every render. */
+void http_collect(struct api *a);
 
 /* http_start / http_stop - the MHD daemon (http.c). */
 int http_start(struct api *a);

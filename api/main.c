@@ -54,6 +54,7 @@ static void collect_queue_stats(void *arg)
 	struct api *a = arg;
 
 	ops_queue_gauges_update(&a->queue_gauges, a->publisher);
+	http_collect(a);
 }
 
 static int setup_metrics(struct api *a)

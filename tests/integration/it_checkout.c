@@ -43,6 +43,63 @@ static char *checkout_ok(const char *sku, int qty, const char *card)
 
 /* ---- tests ---------------------------------------------------------------- */
 
+/* The API's orders_http_requests_total for route="/healthz",status="200". */
+static double healthz_count(void)
+{
+	static const char series[] =
+	    "orders_http_requests_total{route=\"/healthz\",status=\"200\"} ";
+	struct http_response r;
+	const char *at;
+	double v = -1;
+
+	assert_int_equal(http_request("GET", "/metrics", NULL, NULL, 0, &r), 0);
+	assert_int_equal(r.status, 200);
+	at = strstr(r.body, series);
+	if (at)
+		v = strtod(at + sizeof(series) - 1, NULL);
+	http_response_release(&r);
+	return v;
+}
+
+/*
+ * /healthz has a path of its own (no per-request state): it must still keep
+ * the connection open, echo or invent X-Request-Id, answer HEAD, and count
+ * every answer in orders_http_requests_total.
+ */
+static void test_health_fast_path(void **state)
+{
+	static const char two[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: hz-one\r\n\r\n"
+	                          "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+	struct http_response r;
+	char id[80];
+	const char *second;
+	double before, after;
+	(void)state;
+
+	before = healthz_count();
+	/* Two requests on one connection: both answered, the first not closing it. */
+	assert_int_equal(http_raw(two, sizeof(two) - 1, 1, &r), 0);
+	assert_int_equal(r.status, 200);
+	assert_null(strcasestr(r.headers, "Connection: close"));
+	assert_int_equal(http_header(&r, "X-Request-Id", id, sizeof(id)), 0);
+	assert_string_equal(id, "hz-one");
+	assert_int_equal(strncmp(r.body, "{\"status\":\"ok\"}", 15), 0);
+	second = strstr(r.body, "HTTP/1.1 200");
+	assert_non_null(second);
+	/* A fresh id for the request without one; no body for HEAD. */
+	assert_non_null(strstr(second, "X-Request-Id: "));
+	assert_null(strstr(second, "\"status\""));
+	http_response_release(&r);
+
+	assert_int_equal(http_request("GET", "/healthz", NULL, NULL, 0, &r), 0);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(http_header(&r, "X-Request-Id", id, sizeof(id)), 0);
+	assert_int_equal(strlen(id), 36);
+	http_response_release(&r);
+	after = healthz_count();
+	assert_true(after >= before + 3);
+}
+
 static void test_health(void **state)
 {
 	struct http_response r;
@@ -496,6 +553,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_health),
+	    cmocka_unit_test(test_health_fast_path),
 	    cmocka_unit_test(test_auth_and_routes),
 	    cmocka_unit_test(test_catalog),
 	    cmocka_unit_test(test_confirmed),
