@@ -29,6 +29,9 @@
 #include "seal.h"
 
 #define API_BODY_MAX (64 * 1024)
+/* MHD's memory pool per connection: the request's headers and the
+ * response's header block (bodies are kept elsewhere). */
+#define API_CONNECTION_MEMORY (4 * 1024)
 #define API_REQUEST_ID_MAX 64
 #define API_CLIENT_ID_LEN APIKEY_CLIENT_ID_LEN
 

@@ -236,6 +236,69 @@ static void test_confirmed(void **state)
 	free(id);
 }
 
+/*
+ * The largest checkout the contract allows: 100 lines (a body larger than a
+ * connection's 4 KiB memory pool, so it arrives in pieces), the longest
+ * Idempotency-Key and X-Request-Id. Accepted, priced line by line, and
+ * confirmed.
+ */
+static void test_largest_checkout(void **state)
+{
+	enum { LINES = 100 };
+	char sku[64], idem[300], rid[100], *body, *p;
+	const char *h[] = {E2E_CLIENT, E2E_JSON, idem, rid, NULL};
+	size_t cap = 16384, len = 0;
+	struct http_response r;
+	json_t *j, *o;
+	char id[40], got[80], what[16];
+	(void)state;
+
+	body = malloc(cap);
+	assert_non_null(body);
+	len += (size_t)snprintf(body + len, cap - len, "{\"items\":[");
+	for (int i = 0; i < LINES; i++) {
+		snprintf(what, sizeof(what), "BIG%03d", i);
+		sku_name(sku, sizeof(sku), what);
+		e2e_put_product(sku, 5, 100 + i);
+		len += (size_t)snprintf(body + len, cap - len, "%s{\"sku\":\"%s\",\"quantity\":2}",
+		                        i ? "," : "", sku);
+	}
+	snprintf(body + len, cap - len,
+	         "],\"currency\":\"USD\",\"customer\":{\"id\":\"c-42\"},"
+	         "\"shipping_address\":{\"name\":\"Ada\",\"line1\":\"1 Main St\","
+	         "\"city\":\"Springfield\",\"postal_code\":\"12345\",\"country\":\"US\"},"
+	         "\"payment\":{\"card\":{\"number\":\"4242424242424242\",\"exp_month\":12,"
+	         "\"exp_year\":2030,\"cvc\":\"" E2E_CVC "\"}}}");
+	assert_true(strlen(body) > 4096);
+	p = idem + snprintf(idem, sizeof(idem), "Idempotency-Key: e2e-%s-big-", run_id);
+	while (p < idem + strlen("Idempotency-Key: ") + 255)
+		*p++ = 'k';
+	*p = '\0';
+	p = rid + snprintf(rid, sizeof(rid), "X-Request-Id: ");
+	memset(p, 'r', 64);
+	p[64] = '\0';
+
+	assert_int_equal(http_request("POST", "/v1/checkouts", h, body, strlen(body), &r), 0);
+	if (r.status != 202)
+		fprintf(stderr, "answered %d: %s\n", r.status, r.body);
+	assert_int_equal(r.status, 202);
+	assert_int_equal(http_header(&r, "X-Request-Id", got, sizeof(got)), 0);
+	assert_int_equal(strlen(got), 64);
+	j = http_json(&r);
+	assert_non_null(j);
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(j, "order_id")));
+	json_decref(j);
+	http_response_release(&r);
+	free(body);
+
+	o = e2e_wait_final(id, FINAL_TIMEOUT_MS);
+	assert_string_equal(json_string_value(json_object_get(o, "status")), "confirmed");
+	/* 2 x (100 + ... + 199) */
+	assert_int_equal(json_integer_value(json_object_get(o, "total_cents")), 2 * 14950);
+	assert_int_equal(json_array_size(json_object_get(o, "items")), LINES);
+	json_decref(o);
+}
+
 static void test_rejected_out_of_stock(void **state)
 {
 	char sku[64];
@@ -557,6 +620,7 @@ int main(void)
 	    cmocka_unit_test(test_auth_and_routes),
 	    cmocka_unit_test(test_catalog),
 	    cmocka_unit_test(test_confirmed),
+	    cmocka_unit_test(test_largest_checkout),
 	    cmocka_unit_test(test_rejected_out_of_stock),
 	    cmocka_unit_test(test_payment_failed_declined),
 	    cmocka_unit_test(test_payment_failed_insufficient_funds),
