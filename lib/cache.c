@@ -230,48 +230,126 @@ void cache_free(struct cache *c)
 	free(c);
 }
 
-redisReply *cache_command(struct cache *c, const char *fmt, ...)
+/* Only the count: the arrays are written before they are read. */
+void cache_batch_init(struct cache_batch *b)
 {
-	redisReply *r = NULL;
-	va_list ap, again;
+	b->n = 0;
+	b->broken = 0;
+}
+
+void cache_batch_release(struct cache_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		redisFreeCommand(b->cmd[i]);
+	cache_batch_init(b);
+}
+
+static int batch_vadd(struct cache_batch *b, const char *fmt, va_list ap)
+{
+	char *cmd = NULL;
+	int len;
+
+	if (b->n == CACHE_BATCH_MAX) {
+		b->broken = 1;
+		return ERR_TOO_BIG;
+	}
+	len = redisvFormatCommand(&cmd, fmt, ap);
+	if (len < 0 || !cmd) {
+		b->broken = 1;
+		return ERR_NOMEM;
+	}
+	b->cmd[b->n] = cmd;
+	b->len[b->n] = (size_t)len;
+	b->n++;
+	return ERR_OK;
+}
+
+int cache_batch_add(struct cache_batch *b, const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = batch_vadd(b, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* One try on the current connection: write all, then read n replies. */
+static int batch_send(struct cache *c, const struct cache_batch *b, redisReply **replies)
+{
+	size_t i;
+
+	for (i = 0; i < b->n; i++)
+		if (redisAppendFormattedCommand(c->ctx, b->cmd[i], b->len[i]) != REDIS_OK)
+			return -1;
+	for (i = 0; i < b->n; i++) {
+		void *rep = NULL;
+
+		if (redisGetReply(c->ctx, &rep) != REDIS_OK || !rep) {
+			while (i > 0)
+				freeReplyObject(replies[--i]);
+			return -1;
+		}
+		replies[i] = rep;
+	}
+	return 0;
+}
+
+int cache_batch_run(struct cache *c, const struct cache_batch *b, redisReply **replies)
+{
 	int saved_errno;
 
-	if (!c || !fmt)
-		return NULL;
-	va_start(ap, fmt);
-	/* redisvCommand consumes ap; the retry needs its own copy. */
-	va_copy(again, ap);
-
+	if (!c || !b || b->broken)
+		return ERR_INVALID;
+	if (b->n == 0)
+		return ERR_OK;
 	if (c->ctx && !c->ctx->err) {
 		errno = 0;
-		r = redisvCommand(c->ctx, fmt, ap);
-		if (r)
-			goto out;
+		if (batch_send(c, b, replies) == 0)
+			return ERR_OK;
 		saved_errno = errno;
 		/*
-		 * A timeout means Redis is slow, not gone, and the command may
-		 * still run: sending it again could apply it twice and would
-		 * double the wait, so it is not retried.
+		 * A timeout means Redis is slow, not gone, and the commands may
+		 * still run: sending them again could apply them twice and would
+		 * double the wait, so they are not retried. Either way the
+		 * connection is out of step with its replies now.
 		 */
 		if (c->ctx->err == REDIS_ERR_IO &&
 		    (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK)) {
 			cache_warn(c, "redis command timed out", c->ctx->errstr);
 			cache_disconnect(c);
-			goto out;
+			return ERR_UNAVAILABLE;
 		}
-		cache_warn(c, "lost connection to redis", c->ctx->errstr);
+		cache_warn(c, "lost connection to redis",
+		           c->ctx->err ? c->ctx->errstr : "no reply");
 	}
 	/* Not connected, or the connection just broke: one new one, one try. */
 	if (cache_connect(c) != ERR_OK)
-		goto out;
-	r = redisvCommand(c->ctx, fmt, again);
-	if (!r) {
-		cache_warn(c, "redis command failed", c->ctx->errstr);
-		cache_disconnect(c);
-	}
-out:
-	va_end(again);
+		return ERR_UNAVAILABLE;
+	if (batch_send(c, b, replies) == 0)
+		return ERR_OK;
+	cache_warn(c, "redis command failed", c->ctx->err ? c->ctx->errstr : "no reply");
+	cache_disconnect(c);
+	return ERR_UNAVAILABLE;
+}
+
+/* A batch of one: the same write, read and retry rules. */
+redisReply *cache_command(struct cache *c, const char *fmt, ...)
+{
+	struct cache_batch b;
+	redisReply *r = NULL;
+	va_list ap;
+
+	if (!c || !fmt)
+		return NULL;
+	cache_batch_init(&b);
+	va_start(ap, fmt);
+	batch_vadd(&b, fmt, ap);
 	va_end(ap);
+	if (cache_batch_run(c, &b, &r) != ERR_OK)
+		r = NULL;
+	cache_batch_release(&b);
 	return r;
 }
 

@@ -23,6 +23,36 @@ void cache_free(struct cache *c);
  */
 redisReply *cache_command(struct cache *c, const char *fmt, ...);
 
+/*
+ * A batch of commands written to Redis together and answered in one round
+ * trip (pipelining): a handful of commands cost about what one does.
+ * Caller-owned; init, add, run (any number of times), release.
+ */
+#define CACHE_BATCH_MAX 128
+
+struct cache_batch {
+	size_t n;
+	char *cmd[CACHE_BATCH_MAX]; /* formatted for the wire, malloc'd */
+	size_t len[CACHE_BATCH_MAX];
+	int broken; /* an add failed: run refuses the batch */
+};
+
+void cache_batch_init(struct cache_batch *b);
+void cache_batch_release(struct cache_batch *b);
+
+/* cache_batch_add - append a command (redisCommand's format). ERR_OK;
+ * ERR_TOO_BIG when the batch is full, ERR_NOMEM; either way run fails. */
+int cache_batch_add(struct cache_batch *b, const char *fmt, ...);
+
+/*
+ * cache_batch_run - send every command and read one reply each into
+ * replies[0..n-1], in order (freeReplyObject each; an error reply is
+ * returned as is). A lost connection is reconnected and the whole batch
+ * sent once more, as cache_command does; a timeout is not retried.
+ * ERR_OK, or ERR_UNAVAILABLE / ERR_INVALID (a failed add) with no reply set.
+ */
+int cache_batch_run(struct cache *c, const struct cache_batch *b, redisReply **replies);
+
 /* cache_ping - ERR_OK when PING answers PONG. */
 int cache_ping(struct cache *c);
 
