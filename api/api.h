@@ -194,6 +194,27 @@ enum MHD_Result orders_get(struct request *r, const char *order_id);
 int product_lookup(struct api *a, struct cache *c, const char *sku, int64_t *price_cents,
                    char currency[4], char *name_out, size_t name_len);
 
+/* product_batch_add - append to b the cache read product_prices() takes as
+ * known[i]: a caller that talks to Redis anyway saves the round trip. */
+int product_batch_add(struct cache_batch *b, const char *sku);
+
+#define PRODUCT_PRICES_MAX 100
+
+/*
+ * require_prices - today's price of each of n lines (at most
+ * PRODUCT_PRICES_MAX), the product of skus[i], into cents[i], when every
+ * one is a product sold in currency: ERR_OK. The cache is read for all of
+ * them in one round trip (known[i], when known is not NULL and known[i]
+ * is, is product_batch_add's reply for skus[i], already read), misses from
+ * PostgreSQL one by one (and cached). Otherwise the first line at fault is
+ * answered and *result set: 422 unknown_sku, or currency_mismatch with the
+ * message mismatch (field items[i].sku, i = origin[line], or the line's
+ * own index when origin is NULL), or 503 when the catalog could not say.
+ */
+int require_prices(struct request *r, struct cache *c, const char *const *skus, size_t n,
+                   redisReply *const *known, const char *currency, const size_t *origin,
+                   const char *mismatch, int64_t *cents, enum MHD_Result *result);
+
 /* ---- carts (cart.c), for checkout.c --------------------------------------- */
 
 #define CART_MAX_LINES 100

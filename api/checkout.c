@@ -321,33 +321,23 @@ static int cart_lines(struct request *r, struct cache *c, struct checkout *co, e
 	return 0;
 }
 
-/* Prices from the product cache; 0 on success, else *res is queued. */
+/* Prices from the product cache (known[i]: line i's cache read, already
+ * made, or NULL); 0 on success, else *res is queued. */
 static int price_lines(struct request *r, struct cache *c, struct checkout *co,
-                       enum MHD_Result *res)
+                       redisReply *const *known, enum MHD_Result *res)
 {
-	char currency[4], field[48];
+	const char *skus[MAX_LINES];
+	int64_t cents[MAX_LINES];
 
+	for (size_t i = 0; i < co->nlines; i++)
+		skus[i] = co->lines[i].sku;
+	if (require_prices(r, c, skus, co->nlines, known, co->currency, NULL,
+	                   "the product is sold in another currency", cents, res) != ERR_OK)
+		return -1;
 	co->total = 0;
 	for (size_t i = 0; i < co->nlines; i++) {
-		int rc = product_lookup(r->api, c, co->lines[i].sku, &co->lines[i].unit_price,
-		                        currency, NULL, 0);
-
-		snprintf(field, sizeof(field), "items[%zu].sku", i);
-		if (rc == ERR_NOT_FOUND) {
-			*res =
-			    respond_error(r, 422, "unknown_sku", "no product has that sku", field);
-			return -1;
-		}
-		if (rc != ERR_OK) {
-			*res = respond_unavailable(r, "the product catalog");
-			return -1;
-		}
-		if (strcmp(currency, co->currency) != 0) {
-			*res = respond_error(r, 422, "currency_mismatch",
-			                     "the product is sold in another currency", field);
-			return -1;
-		}
-		co->total += co->lines[i].unit_price * co->lines[i].quantity;
+		co->lines[i].unit_price = cents[i];
+		co->total += cents[i] * co->lines[i].quantity;
 	}
 	return 0;
 }
@@ -392,19 +382,18 @@ static enum MHD_Result respond_accepted(struct request *r, const char *body)
 }
 
 /*
- * idem_answer - answer from the key's record, if it has one: the same 202
- * for the same body, 422 for another body, 409 while the first is in
- * flight. ERR_OK with *answered set, or ERR_UNAVAILABLE (503 queued).
+ * idem_answer - answer from the key's record rep (a GET's reply), if it has
+ * one: the same 202 for the same body, 422 for another body, 409 while the
+ * first is in flight. ERR_OK with *answered set, or ERR_UNAVAILABLE (503
+ * queued) when rep is no answer from Redis.
  */
-static int idem_answer(struct request *r, struct cache *c, int *answered, enum MHD_Result *res)
+static int idem_answer(struct request *r, const redisReply *rep, int *answered,
+                       enum MHD_Result *res)
 {
 	static const char *const retry[] = {"Retry-After", "1", NULL};
-	redisReply *rep = cache_command(c, "GET %s", r->idem_redis_key);
 
 	*answered = 1;
 	if (!rep || rep->type == REDIS_REPLY_ERROR) {
-		if (rep)
-			freeReplyObject(rep);
 		*res = respond_unavailable(r, "the idempotency store");
 		return ERR_UNAVAILABLE;
 	}
@@ -423,38 +412,52 @@ static int idem_answer(struct request *r, struct cache *c, int *answered, enum M
 		                             "a checkout with this Idempotency-Key is in progress"),
 		                   retry);
 	}
-	freeReplyObject(rep);
 	return ERR_OK;
 }
 
-/*
- * idem_claim - take the key for this request (SET NX). ERR_OK when taken;
- * ERR_CONFLICT when another request has it (its answer is queued);
- * ERR_UNAVAILABLE when Redis failed (503 queued).
- */
-static int idem_claim(struct request *r, struct cache *c, enum MHD_Result *res)
-{
-	for (int attempt = 0; attempt < 2; attempt++) {
-		redisReply *rep = cache_command(c, "SET %s P:%s NX EX %d", r->idem_redis_key,
-		                                r->idem_hash, pending_ttl_s(r->api));
-		int taken, answered;
+static void idem_release(struct request *r, struct cache *c);
 
-		if (!rep || rep->type == REDIS_REPLY_ERROR) {
-			if (rep)
-				freeReplyObject(rep);
-			*res = respond_unavailable(r, "the idempotency store");
-			return ERR_UNAVAILABLE;
-		}
-		taken = rep->type == REDIS_REPLY_STATUS;
+/*
+ * Take the key and store the order's pending view in one step, or read the
+ * record of whoever holds the key. KEYS[1] the key's record, KEYS[2] the
+ * view; ARGV[1] "P:<body hash>", ARGV[2] its ttl, ARGV[3] the view, ARGV[4]
+ * its ttl. Returns 1 when taken, else the record. Atomic, so the view is
+ * never written by a request that did not take the key (the same key gives
+ * the same order id, also with another body).
+ */
+static const char claim_script[] =
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then "
+    "redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4]) return 1 end "
+    "return redis.call('GET', KEYS[1])";
+
+/*
+ * idem_claim - take the key for this request and store its pending view
+ * (snapshot). ERR_OK when taken; ERR_CONFLICT when another request has it
+ * (its answer is queued); ERR_UNAVAILABLE when Redis failed (503 queued,
+ * and whatever part was done undone).
+ */
+static int idem_claim(struct request *r, struct cache *c, const char *snapshot,
+                      enum MHD_Result *res)
+{
+	redisReply *rep;
+	int rc, answered = 0;
+
+	rep = cache_command(c, "EVAL %s 2 %s order:%s P:%s %d %s %d", claim_script,
+	                    r->idem_redis_key, r->order_id, r->idem_hash, pending_ttl_s(r->api),
+	                    snapshot, ORDER_SNAPSHOT_TTL_S);
+	if (rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1) {
 		freeReplyObject(rep);
-		if (taken)
-			return ERR_OK;
-		/* Someone else has it; unless it expired in between, say so. */
-		if (idem_answer(r, c, &answered, res) != ERR_OK)
-			return ERR_UNAVAILABLE;
-		if (answered)
-			return ERR_CONFLICT;
+		return ERR_OK;
 	}
+	if (rep && rep->type == REDIS_REPLY_STRING) {
+		rc = idem_answer(r, rep, &answered, res);
+		freeReplyObject(rep);
+		return rc == ERR_OK && answered ? ERR_CONFLICT : rc;
+	}
+	/* The script may have stopped half way: give the key back if it is ours. */
+	if (rep)
+		freeReplyObject(rep);
+	idem_release(r, c);
 	*res = respond_unavailable(r, "the idempotency store");
 	return ERR_UNAVAILABLE;
 }
@@ -608,9 +611,86 @@ static int build_message(struct request *r, const struct checkout *co, int64_t n
 
 static enum MHD_Result checkout_published(struct request *r);
 
+/* The 202's body, malloc'd: {"order_id","status":"pending","status_url"}. */
+static char *accepted_body(const struct request *r)
+{
+	static const char fmt[] = "{\"order_id\":\"%s\",\"status\":\"pending\","
+	                          "\"status_url\":\"/v1/orders/%s\"}";
+	size_t size = sizeof(fmt) + 2 * sizeof(r->order_id);
+	char *body = malloc(size);
+
+	/* An order id is a UUID: nothing in it needs escaping. */
+	if (body)
+		snprintf(body, size, fmt, r->order_id, r->order_id);
+	return body;
+}
+
+/*
+ * The checkout's first round trip: the key's record (reply[0]) and, for an
+ * items checkout, the product of every line that names a well-formed sku,
+ * read together before anything is validated (a replay is answered from the
+ * record whatever its body). product[i] is items[i]'s product read, or NULL.
+ */
+struct prefetch {
+	redisReply *reply[1 + MAX_LINES];
+	size_t n;
+	const char *sku[MAX_LINES];
+	redisReply *product[MAX_LINES];
+};
+
+static int prefetch(struct request *r, struct cache *c, json_t *root, struct prefetch *pf)
+{
+	json_t *items = json_object_get(root, "items"), *item;
+	struct cache_batch b;
+	size_t i, n = 0;
+	int rc;
+
+	memset(pf, 0, sizeof(*pf));
+	cache_batch_init(&b);
+	cache_batch_add(&b, "GET %s", r->idem_redis_key);
+	if (json_is_array(items) && json_array_size(items) <= MAX_LINES &&
+	    !json_object_get(root, "cart_id")) {
+		json_array_foreach(items, i, item)
+		{
+			const char *sku = json_string_value(json_object_get(item, "sku"));
+
+			if (sku && valid_sku(sku) && product_batch_add(&b, sku) == ERR_OK)
+				pf->sku[i] = sku;
+		}
+	}
+	rc = cache_batch_run(c, &b, pf->reply);
+	if (rc == ERR_OK) {
+		pf->n = b.n;
+		for (i = 0; i < MAX_LINES; i++)
+			if (pf->sku[i])
+				pf->product[i] = pf->reply[1 + n++];
+	}
+	cache_batch_release(&b);
+	return rc;
+}
+
+static void prefetch_release(struct prefetch *pf)
+{
+	for (size_t i = 0; i < pf->n; i++)
+		freeReplyObject(pf->reply[i]);
+	pf->n = 0;
+}
+
+/* What prefetch() read for the checkout's lines, for price_lines. */
+static void prefetched_products(const struct prefetch *pf, const struct checkout *co,
+                                redisReply **known)
+{
+	for (size_t i = 0; i < co->nlines; i++)
+		known[i] =
+		    !co->cart_id[0] && pf->sku[i] && strcmp(pf->sku[i], co->lines[i].sku) == 0
+		        ? pf->product[i]
+		        : NULL;
+}
+
 enum MHD_Result checkout_post(struct request *r)
 {
 	struct checkout co;
+	struct prefetch pf;
 	enum MHD_Result res;
 	const char *idem;
 	char message_id[IDS_UUID_LEN + 1];
@@ -619,11 +699,12 @@ enum MHD_Result checkout_post(struct request *r)
 	uint8_t *msg = NULL;
 	size_t msglen = 0;
 	int64_t now_ms = ids_now_ms();
-	redisReply *rep;
-	json_t *root, *accepted;
-	int rc, answered, claimed = 0;
+	redisReply *known[MAX_LINES];
+	json_t *root;
+	int rc, answered;
 
 	memset(&co, 0, sizeof(co));
+	pf.n = 0;
 	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK ||
 	    require_query_args(r, NULL, &res) != ERR_OK)
 		return res;
@@ -657,15 +738,16 @@ enum MHD_Result checkout_post(struct request *r)
 	}
 	/* A replay gets the first answer whatever has changed since (an
 	 * expired card, a repriced product), so look before validating. */
-	if (idem_answer(r, c, &answered, &res) != ERR_OK || answered)
+	rc = prefetch(r, c, root, &pf);
+	if (idem_answer(r, rc == ERR_OK ? pf.reply[0] : NULL, &answered, &res) != ERR_OK ||
+	    answered)
 		goto out;
 	if (parse_checkout(r, root, &co, &res) != 0 ||
-	    (co.cart_id[0] && cart_lines(r, c, &co, &res) != 0) ||
-	    price_lines(r, c, &co, &res) != 0)
+	    (co.cart_id[0] && cart_lines(r, c, &co, &res) != 0))
 		goto out;
-	if (idem_claim(r, c, &res) != ERR_OK)
+	prefetched_products(&pf, &co, known);
+	if (price_lines(r, c, &co, known, &res) != 0)
 		goto out;
-	claimed = 1;
 
 	rc = build_message(r, &co, now_ms, message_id, &msg, &msglen);
 	if (rc != ERR_OK) {
@@ -673,32 +755,23 @@ enum MHD_Result checkout_post(struct request *r)
 		goto out;
 	}
 	snapshot = order_snapshot(r, &co, now_ms);
-	rep = snapshot ? cache_command(c, "SET order:%s %s EX %d", r->order_id, snapshot,
-	                               ORDER_SNAPSHOT_TTL_S)
-	               : NULL;
-	if (!rep || rep->type == REDIS_REPLY_ERROR) {
-		if (rep)
-			freeReplyObject(rep);
+	if (!snapshot) {
 		res = respond_unavailable(r, "the cache");
 		goto out;
 	}
-	freeReplyObject(rep);
-
-	accepted = json_pack("{s:s, s:s, s:s+}", "order_id", r->order_id, "status", "pending",
-	                     "status_url", "/v1/orders/", r->order_id);
-	r->accepted_body = accepted ? json_dumps(accepted, JSON_COMPACT) : NULL;
-	json_decref(accepted);
+	if (idem_claim(r, c, snapshot, &res) != ERR_OK)
+		goto out;
+	r->accepted_body = accepted_body(r);
 	if (!r->accepted_body) {
+		idem_release(r, c);
 		res = respond_error(r, 500, "internal", "out of memory", NULL);
 		goto out;
 	}
-
+	/* checkout_published() settles the key from here on. */
 	res =
 	    api_publish(r, MQ_KEY_CHECKOUT_REQUESTED, message_id, msg, msglen, checkout_published);
-	claimed = 0; /* checkout_published() settles the key now */
 out:
-	if (claimed)
-		idem_release(r, c);
+	prefetch_release(&pf);
 	if (c)
 		cache_pool_put(r->api->cache, c);
 	free(snapshot);

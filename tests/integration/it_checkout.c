@@ -431,28 +431,41 @@ static void *race(void *arg)
 	return NULL;
 }
 
+/* A product of 10 at 300 cents named after what, and a key for its racers. */
+static void race_product(char sku[64], char idem[96], const char *what)
+{
+	sku_name(sku, 64, what);
+	e2e_put_product(sku, 10, 300);
+	snprintf(idem, 96, "e2e-%s-%s", run_id, what);
+}
+
+/* RACERS checkouts with one key at once, every other one with body b. */
+static void run_racers(struct racer *racers, const char *idem, const char *a, const char *b)
+{
+	pthread_t threads[RACERS];
+
+	for (int i = 0; i < RACERS; i++) {
+		memset(&racers[i], 0, sizeof(racers[i]));
+		racers[i].idem = idem;
+		racers[i].body = i % 2 ? b : a;
+		assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
+	}
+	for (int i = 0; i < RACERS; i++)
+		pthread_join(threads[i], NULL);
+}
+
 static void test_idempotency_race(void **state)
 {
 	struct racer racers[RACERS];
-	pthread_t threads[RACERS];
 	char sku[64], body[1024], idem[96];
 	const char *order_id = NULL;
 	int accepted = 0;
 	json_t *o;
 	(void)state;
 
-	sku_name(sku, sizeof(sku), "RACE");
-	e2e_put_product(sku, 10, 300);
-	snprintf(idem, sizeof(idem), "e2e-%s-race", run_id);
+	race_product(sku, idem, "RACE");
 	e2e_checkout_body(body, sizeof(body), sku, 1, "4242424242424242");
-	for (int i = 0; i < RACERS; i++) {
-		memset(&racers[i], 0, sizeof(racers[i]));
-		racers[i].idem = idem;
-		racers[i].body = body;
-		assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
-	}
-	for (int i = 0; i < RACERS; i++)
-		pthread_join(threads[i], NULL);
+	run_racers(racers, idem, body, body);
 	for (int i = 0; i < RACERS; i++) {
 		assert_true(racers[i].status == 202 || racers[i].status == 409);
 		if (racers[i].status == 409) {
@@ -471,6 +484,53 @@ static void test_idempotency_race(void **state)
 	assert_string_equal(json_string_value(json_object_get(o, "status")), "confirmed");
 	json_decref(o);
 	e2e_wait_available(sku, 9);
+}
+
+/*
+ * Racers share one key with two bodies (1 or 2 units). One body wins: its
+ * racers get the 202 or a 409, the other body's get 422; the pending view
+ * and the order are the winner's alone.
+ */
+static void test_idempotency_race_bodies(void **state)
+{
+	struct racer racers[RACERS];
+	char sku[64], one[1024], two[1024], idem[96];
+	const char *winner = NULL, *order_id = NULL;
+	long qty;
+	json_t *o;
+	(void)state;
+
+	race_product(sku, idem, "RACE2");
+	e2e_checkout_body(one, sizeof(one), sku, 1, "4242424242424242");
+	e2e_checkout_body(two, sizeof(two), sku, 2, "4242424242424242");
+	run_racers(racers, idem, one, two);
+	for (int i = 0; i < RACERS; i++) {
+		if (racers[i].status == 202) {
+			winner = racers[i].body;
+			order_id = racers[i].order_id;
+		}
+	}
+	assert_non_null(winner);
+	for (int i = 0; i < RACERS; i++) {
+		if (racers[i].body == winner)
+			assert_true(racers[i].status == 202 || racers[i].status == 409);
+		else
+			assert_int_equal(racers[i].status, 422);
+		if (racers[i].status == 202)
+			assert_string_equal(racers[i].order_id, order_id);
+	}
+	qty = winner == one ? 1 : 2;
+
+	o = e2e_get_order(order_id);
+	assert_int_equal(json_integer_value(json_object_get(
+	                     json_array_get(json_object_get(o, "items"), 0), "quantity")),
+	                 qty);
+	json_decref(o);
+	o = e2e_wait_final(order_id, FINAL_TIMEOUT_MS);
+	assert_string_equal(json_string_value(json_object_get(o, "status")), "confirmed");
+	assert_int_equal(json_integer_value(json_object_get(o, "total_cents")), 300 * qty);
+	json_decref(o);
+	e2e_wait_available(sku, 10 - qty);
 }
 
 static void expect_error(const char *const *headers, const char *body, size_t len, int status,
@@ -627,6 +687,7 @@ int main(void)
 	    cmocka_unit_test(test_transient_gateway_failure_retried),
 	    cmocka_unit_test(test_idempotency),
 	    cmocka_unit_test(test_idempotency_race),
+	    cmocka_unit_test(test_idempotency_race_bodies),
 	    cmocka_unit_test(test_checkout_errors),
 	    cmocka_unit_test(test_unknown_order),
 	    cmocka_unit_test(test_unroutable_checkout),
