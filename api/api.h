@@ -51,6 +51,7 @@ struct api {
 	struct db_pool *db;
 	struct cache_pool *cache;
 	struct mq_publisher *publisher;
+	struct settler *settler;
 	struct sealer *sealer;
 
 	struct metrics *metrics;
@@ -98,6 +99,12 @@ struct request {
 	_Atomic int publish_result;
 	int64_t publish_started_ns;
 	enum MHD_Result (*on_published)(struct request *r);
+	/* Commands written to Redis once the broker has confirmed the message,
+	 * before on_published runs (NULL: none); malloc'd, freed with the
+	 * request. settle_failed: they could not all be written. */
+	struct cache_batch *settle;
+	int settle_failed;
+	struct request *settle_next; /* the settler's queue */
 	/* Route state kept across the suspension, freed with the request. */
 	void *ctx;
 	void (*ctx_free)(void *ctx);
@@ -147,8 +154,10 @@ int64_t api_now_ns(void);
  * api_publish - suspend the connection and hand msg (copied) to the
  * publisher for exchange "orders" (mandatory). Once the broker has
  * answered, r->publish_result holds ERR_OK or the failure and done(r) is
- * called on an MHD thread to queue the response. Returns MHD_YES; done is
- * called exactly once, also when the hand-over itself fails.
+ * called on an MHD thread to queue the response; on ERR_OK, r->settle's
+ * commands are in Redis by then (or r->settle_failed is set). Returns
+ * MHD_YES; done is called exactly once, also when the hand-over itself
+ * fails.
  */
 enum MHD_Result api_publish(struct request *r, const char *routing_key, const char *message_id,
                             const uint8_t *msg, size_t len,
@@ -248,6 +257,32 @@ int cart_load(struct request *r, struct cache *c, const char *cart_id, struct ca
 /* http_collect - fold the counts kept outside the metrics (the /healthz
  * answers) into them; called before every render. */
 void http_collect(struct api *a);
+
+/* ---- the settler (settle.c) ----------------------------------------------- */
+
+/*
+ * A thread that writes the r->settle commands of confirmed requests to
+ * Redis, for all requests waiting at the time in one round trip, and then
+ * resumes their connections.
+ */
+struct settler;
+
+/* settler_new - start the thread with a Redis connection of its own. NULL
+ * on a bad URL or when out of memory. */
+struct settler *settler_new(const char *redis_url);
+
+/*
+ * settler_push - queue r, whose message the broker has confirmed and whose
+ * r->settle is not empty. ERR_OK: r is the settler's until it resumes r.
+ * ERR_CLOSED once settler_free has begun, ERR_INVALID for an r without
+ * commands or with more than CACHE_BATCH_MAX: r stays the caller's.
+ * Thread-safe; never waits for Redis.
+ */
+int settler_push(struct settler *s, struct request *r);
+
+/* settler_free - settle and resume whatever is queued, stop the thread.
+ * Call it while the HTTP daemon still runs. NULL is a no-op. */
+void settler_free(struct settler *s);
 
 /* http_start / http_stop - the MHD daemon (http.c). */
 int http_start(struct api *a);

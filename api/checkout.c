@@ -611,6 +611,27 @@ static int build_message(struct request *r, const struct checkout *co, int64_t n
 
 static enum MHD_Result checkout_published(struct request *r);
 
+/*
+ * What Redis must hold before the 202 goes out (written by the settler,
+ * with other checkouts' in one round trip): the key's record of the
+ * answer, so that a replay gets the same 202. NULL when out of memory.
+ */
+static struct cache_batch *settle_records(const struct request *r)
+{
+	struct cache_batch *b = malloc(sizeof(*b));
+
+	if (!b)
+		return NULL;
+	cache_batch_init(b);
+	if (cache_batch_add(b, "SET %s D:%s:%s EX %d", r->idem_redis_key, r->idem_hash,
+	                    r->accepted_body, IDEM_DONE_TTL_S) != ERR_OK) {
+		cache_batch_release(b);
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
 /* The 202's body, malloc'd: {"order_id","status":"pending","status_url"}. */
 static char *accepted_body(const struct request *r)
 {
@@ -762,7 +783,8 @@ enum MHD_Result checkout_post(struct request *r)
 	if (idem_claim(r, c, snapshot, &res) != ERR_OK)
 		goto out;
 	r->accepted_body = accepted_body(r);
-	if (!r->accepted_body) {
+	r->settle = r->accepted_body ? settle_records(r) : NULL;
+	if (!r->settle) {
 		idem_release(r, c);
 		res = respond_error(r, 500, "internal", "out of memory", NULL);
 		goto out;
@@ -787,12 +809,12 @@ static enum MHD_Result checkout_published(struct request *r)
 	struct cache *c;
 	redisReply *rep = NULL;
 
-	c = cache_pool_get(r->api->cache);
 	if (result != ERR_OK) {
 		/* Nothing was half-accepted: a retry with the same key may succeed.
 		 * (After a confirm timeout the broker may still hold the message;
 		 * then the retry's message carries the same order and message id,
 		 * and the consumers' inbox and order key make it one order.) */
+		c = cache_pool_get(r->api->cache);
 		idem_release(r, c);
 		if (c) {
 			rep = cache_command(c, "DEL order:%s", r->order_id);
@@ -810,18 +832,11 @@ static enum MHD_Result checkout_published(struct request *r)
 		                   retry);
 	}
 
-	/* Remember the answer so that a replay gets the same 202. */
-	if (c)
-		rep = cache_command(c, "SET %s D:%s:%s EX %d", r->idem_redis_key, r->idem_hash,
-		                    r->accepted_body, IDEM_DONE_TTL_S);
-	if (!rep || rep->type == REDIS_REPLY_ERROR)
+	/* The message is durable, so the 202 stands; a replay finds the key in
+	 * flight until it expires, then makes the same order again. */
+	if (r->settle_failed)
 		log_warn("cannot record idempotency key", LF_STR("request_id", r->request_id),
 		         LF_STR("order_id", r->order_id));
-	if (rep)
-		freeReplyObject(rep);
-	if (c)
-		cache_pool_put(r->api->cache, c);
-
 	metric_add(r->api->m_checkouts, NULL, 1);
 	log_info("checkout accepted", LF_STR("request_id", r->request_id),
 	         LF_STR("order_id", r->order_id));

@@ -237,13 +237,21 @@ const char *json_text(json_t *v, size_t max)
 
 /* ---- publishing ----------------------------------------------------------- */
 
-/* Runs on the publisher thread: record the outcome and wake the connection. */
+/*
+ * Runs on the publisher thread: record the outcome and wake the connection,
+ * through the settler when Redis must learn of a confirmed message first.
+ */
 static void on_confirm(void *arg, int result)
 {
 	struct request *r = arg;
 	struct MHD_Connection *conn = r->conn;
 
 	atomic_store(&r->publish_result, result);
+	if (result == ERR_OK && r->settle && r->settle->n &&
+	    settler_push(r->api->settler, r) == ERR_OK)
+		return;
+	if (result == ERR_OK && r->settle && r->settle->n)
+		r->settle_failed = 1;
 	atomic_store(&r->state, REQ_CONFIRMED);
 	/* After this the request belongs to MHD's thread again. */
 	MHD_resume_connection(conn);
@@ -568,6 +576,9 @@ static void request_free(struct request *r)
 	buf_release(&r->body);
 	if (r->ctx_free)
 		r->ctx_free(r->ctx);
+	if (r->settle)
+		cache_batch_release(r->settle);
+	free(r->settle);
 	free(r->accepted_body);
 	free(r);
 }

@@ -275,6 +275,18 @@ int cache_batch_add(struct cache_batch *b, const char *fmt, ...)
 	return rc;
 }
 
+int cache_batch_take(struct cache_batch *dst, struct cache_batch *src)
+{
+	if (dst->n + src->n > CACHE_BATCH_MAX)
+		return ERR_TOO_BIG;
+	dst->broken |= src->broken;
+	memcpy(dst->cmd + dst->n, src->cmd, src->n * sizeof(src->cmd[0]));
+	memcpy(dst->len + dst->n, src->len, src->n * sizeof(src->len[0]));
+	dst->n += src->n;
+	cache_batch_init(src);
+	return ERR_OK;
+}
+
 /* One try on the current connection: write all, then read n replies. */
 static int batch_send(struct cache *c, const struct cache_batch *b, redisReply **replies)
 {

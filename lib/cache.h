@@ -44,6 +44,10 @@ void cache_batch_release(struct cache_batch *b);
  * ERR_TOO_BIG when the batch is full, ERR_NOMEM; either way run fails. */
 int cache_batch_add(struct cache_batch *b, const char *fmt, ...);
 
+/* cache_batch_take - move every command of src to the end of dst (src is
+ * left empty). ERR_OK; ERR_TOO_BIG when they do not all fit (nothing moved). */
+int cache_batch_take(struct cache_batch *dst, struct cache_batch *src);
+
 /*
  * cache_batch_run - send every command and read one reply each into
  * replies[0..n-1], in order (freeReplyObject each; an error reply is

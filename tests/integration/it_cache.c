@@ -405,6 +405,38 @@ static void test_batch_full(void **state)
 	freeReplyObject(rep[0]);
 }
 
+/* Commands move whole from one batch to another, and run there in order. */
+static void test_batch_take(void **state)
+{
+	struct cache_batch a, b, big;
+	redisReply *rep[3];
+
+	(void)state;
+	cache_batch_init(&a);
+	cache_batch_init(&b);
+	cache_batch_add(&a, "SET %s %s", key("t1"), "x");
+	cache_batch_add(&b, "APPEND %s %s", key("t1"), "y");
+	cache_batch_add(&b, "GET %s", key("t1"));
+	assert_int_equal(cache_batch_take(&a, &b), ERR_OK);
+	assert_int_equal(a.n, 3);
+	assert_int_equal(b.n, 0);
+	assert_int_equal(cache_batch_run(c, &a, rep), ERR_OK);
+	assert_string_equal(rep[2]->str, "xy");
+	for (int i = 0; i < 3; i++)
+		freeReplyObject(rep[i]);
+
+	/* Too many for a: nothing moves. */
+	cache_batch_init(&big);
+	for (int i = 0; i < CACHE_BATCH_MAX - 1; i++)
+		cache_batch_add(&big, "PING");
+	assert_int_equal(cache_batch_take(&a, &big), ERR_TOO_BIG);
+	assert_int_equal(a.n, 3);
+	assert_int_equal(big.n, CACHE_BATCH_MAX - 1);
+	cache_batch_release(&big);
+	cache_batch_release(&a);
+	cache_batch_release(&b);
+}
+
 /* A dropped connection is reconnected and the batch sent again, once. */
 static void test_batch_reconnect(void **state)
 {
@@ -734,6 +766,7 @@ int main(void)
 	    cmocka_unit_test(test_reconnect),
 	    cmocka_unit_test(test_batch),
 	    cmocka_unit_test(test_batch_full),
+	    cmocka_unit_test(test_batch_take),
 	    cmocka_unit_test(test_batch_reconnect),
 	    cmocka_unit_test(test_bad_urls),
 	    cmocka_unit_test(test_dead_server),
