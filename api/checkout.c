@@ -29,6 +29,13 @@
  *   "P:<body hash>"          a checkout with this key is in flight
  *   "D:<body hash>:<json>"   it was accepted; <json> is the 202 body
  * The body hash is BLAKE2b-128 of the raw body in hex (32 digits).
+ *
+ * A checkout reads the record and, when there is none, takes the key in
+ * the same step (one round trip, together with its products), before it
+ * validates anything: a replay gets the first answer whatever has changed
+ * since. A checkout that then fails gives the key back before it answers.
+ * Once the broker has confirmed the message, the settler writes the "D:"
+ * record and the order's pending view before the 202 goes out.
  */
 #define BODY_HASH_HEX 32
 
@@ -415,52 +422,12 @@ static int idem_answer(struct request *r, const redisReply *rep, int *answered,
 	return ERR_OK;
 }
 
-static void idem_release(struct request *r, struct cache *c);
-
 /*
- * Take the key and store the order's pending view in one step, or read the
- * record of whoever holds the key. KEYS[1] the key's record, KEYS[2] the
- * view; ARGV[1] "P:<body hash>", ARGV[2] its ttl, ARGV[3] the view, ARGV[4]
- * its ttl. Returns 1 when taken, else the record. Atomic, so the view is
- * never written by a request that did not take the key (the same key gives
- * the same order id, also with another body).
+ * The record of the key KEYS[1] if it has one; otherwise the key is taken
+ * with ARGV[1] ("P:<body hash>") for ARGV[2] seconds and 1 is returned.
  */
-static const char claim_script[] =
-    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then "
-    "redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4]) return 1 end "
-    "return redis.call('GET', KEYS[1])";
-
-/*
- * idem_claim - take the key for this request and store its pending view
- * (snapshot). ERR_OK when taken; ERR_CONFLICT when another request has it
- * (its answer is queued); ERR_UNAVAILABLE when Redis failed (503 queued,
- * and whatever part was done undone).
- */
-static int idem_claim(struct request *r, struct cache *c, const char *snapshot,
-                      enum MHD_Result *res)
-{
-	redisReply *rep;
-	int rc, answered = 0;
-
-	rep = cache_command(c, "EVAL %s 2 %s order:%s P:%s %d %s %d", claim_script,
-	                    r->idem_redis_key, r->order_id, r->idem_hash, pending_ttl_s(r->api),
-	                    snapshot, ORDER_SNAPSHOT_TTL_S);
-	if (rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1) {
-		freeReplyObject(rep);
-		return ERR_OK;
-	}
-	if (rep && rep->type == REDIS_REPLY_STRING) {
-		rc = idem_answer(r, rep, &answered, res);
-		freeReplyObject(rep);
-		return rc == ERR_OK && answered ? ERR_CONFLICT : rc;
-	}
-	/* The script may have stopped half way: give the key back if it is ours. */
-	if (rep)
-		freeReplyObject(rep);
-	idem_release(r, c);
-	*res = respond_unavailable(r, "the idempotency store");
-	return ERR_UNAVAILABLE;
-}
+static const char take_script[] = "local v = redis.call('GET', KEYS[1]) if v then return v end "
+                                  "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1";
 
 /*
  * idem_release - give the key up after a failure, so that a retry with it
@@ -613,17 +580,21 @@ static enum MHD_Result checkout_published(struct request *r);
 
 /*
  * What Redis must hold before the 202 goes out (written by the settler,
- * with other checkouts' in one round trip): the key's record of the
- * answer, so that a replay gets the same 202. NULL when out of memory.
+ * with other checkouts' in one round trip): the order's pending view,
+ * which GET /v1/orders serves until order-consumer's row exists, and the
+ * key's record of the answer, so that a replay gets the same 202. NULL
+ * when out of memory.
  */
-static struct cache_batch *settle_records(const struct request *r)
+static struct cache_batch *settle_records(const struct request *r, const char *snapshot)
 {
 	struct cache_batch *b = malloc(sizeof(*b));
 
 	if (!b)
 		return NULL;
 	cache_batch_init(b);
-	if (cache_batch_add(b, "SET %s D:%s:%s EX %d", r->idem_redis_key, r->idem_hash,
+	if (cache_batch_add(b, "SET order:%s %s EX %d", r->order_id, snapshot,
+	                    ORDER_SNAPSHOT_TTL_S) != ERR_OK ||
+	    cache_batch_add(b, "SET %s D:%s:%s EX %d", r->idem_redis_key, r->idem_hash,
 	                    r->accepted_body, IDEM_DONE_TTL_S) != ERR_OK) {
 		cache_batch_release(b);
 		free(b);
@@ -647,10 +618,10 @@ static char *accepted_body(const struct request *r)
 }
 
 /*
- * The checkout's first round trip: the key's record (reply[0]) and, for an
- * items checkout, the product of every line that names a well-formed sku,
- * read together before anything is validated (a replay is answered from the
- * record whatever its body). product[i] is items[i]'s product read, or NULL.
+ * The checkout's first round trip: the key's record or its taking
+ * (reply[0], take_script's) and, for an items checkout, the product of every
+ * line that names a well-formed sku. product[i] is items[i]'s product
+ * read, or NULL.
  */
 struct prefetch {
 	redisReply *reply[1 + MAX_LINES];
@@ -668,7 +639,8 @@ static int prefetch(struct request *r, struct cache *c, json_t *root, struct pre
 
 	memset(pf, 0, sizeof(*pf));
 	cache_batch_init(&b);
-	cache_batch_add(&b, "GET %s", r->idem_redis_key);
+	cache_batch_add(&b, "EVAL %s 1 %s P:%s %d", take_script, r->idem_redis_key, r->idem_hash,
+	                pending_ttl_s(r->api));
 	if (json_is_array(items) && json_array_size(items) <= MAX_LINES &&
 	    !json_object_get(root, "cart_id")) {
 		json_array_foreach(items, i, item)
@@ -722,7 +694,7 @@ enum MHD_Result checkout_post(struct request *r)
 	int64_t now_ms = ids_now_ms();
 	redisReply *known[MAX_LINES];
 	json_t *root;
-	int rc, answered;
+	int rc, answered, taken = 0;
 
 	memset(&co, 0, sizeof(co));
 	pf.n = 0;
@@ -759,10 +731,15 @@ enum MHD_Result checkout_post(struct request *r)
 	}
 	/* A replay gets the first answer whatever has changed since (an
 	 * expired card, a repriced product), so look before validating. */
-	rc = prefetch(r, c, root, &pf);
-	if (idem_answer(r, rc == ERR_OK ? pf.reply[0] : NULL, &answered, &res) != ERR_OK ||
-	    answered)
+	if (prefetch(r, c, root, &pf) != ERR_OK) {
+		/* The key may have been taken before the connection failed. */
+		idem_release(r, c);
+		res = respond_unavailable(r, "the idempotency store");
 		goto out;
+	}
+	if (idem_answer(r, pf.reply[0], &answered, &res) != ERR_OK || answered)
+		goto out;
+	taken = 1;
 	if (parse_checkout(r, root, &co, &res) != 0 ||
 	    (co.cart_id[0] && cart_lines(r, c, &co, &res) != 0))
 		goto out;
@@ -776,23 +753,19 @@ enum MHD_Result checkout_post(struct request *r)
 		goto out;
 	}
 	snapshot = order_snapshot(r, &co, now_ms);
-	if (!snapshot) {
-		res = respond_unavailable(r, "the cache");
-		goto out;
-	}
-	if (idem_claim(r, c, snapshot, &res) != ERR_OK)
-		goto out;
-	r->accepted_body = accepted_body(r);
-	r->settle = r->accepted_body ? settle_records(r) : NULL;
+	r->accepted_body = snapshot ? accepted_body(r) : NULL;
+	r->settle = r->accepted_body ? settle_records(r, snapshot) : NULL;
 	if (!r->settle) {
-		idem_release(r, c);
 		res = respond_error(r, 500, "internal", "out of memory", NULL);
 		goto out;
 	}
-	/* checkout_published() settles the key from here on. */
 	res =
 	    api_publish(r, MQ_KEY_CHECKOUT_REQUESTED, message_id, msg, msglen, checkout_published);
+	taken = 0; /* checkout_published() settles the key from here on */
 out:
+	/* Not accepted: a retry with the key may succeed at once. */
+	if (taken)
+		idem_release(r, c);
 	prefetch_release(&pf);
 	if (c)
 		cache_pool_put(r->api->cache, c);
@@ -806,22 +779,13 @@ static enum MHD_Result checkout_published(struct request *r)
 {
 	static const char *const retry[] = {"Retry-After", "1", NULL};
 	int result = atomic_load(&r->publish_result);
-	struct cache *c;
-	redisReply *rep = NULL;
 
 	if (result != ERR_OK) {
 		/* Nothing was half-accepted: a retry with the same key may succeed.
 		 * (After a confirm timeout the broker may still hold the message;
 		 * then the retry's message carries the same order and message id,
 		 * and the consumers' inbox and order key make it one order.) */
-		c = cache_pool_get(r->api->cache);
-		idem_release(r, c);
-		if (c) {
-			rep = cache_command(c, "DEL order:%s", r->order_id);
-			if (rep)
-				freeReplyObject(rep);
-			cache_pool_put(r->api->cache, c);
-		}
+		idem_release(r, NULL);
 		log_warn("checkout not accepted", LF_STR("request_id", r->request_id),
 		         LF_STR("order_id", r->order_id), LF_STR("reason", err_str(result)));
 		return respond_obj(r, 503,
@@ -833,7 +797,8 @@ static enum MHD_Result checkout_published(struct request *r)
 	}
 
 	/* The message is durable, so the 202 stands; a replay finds the key in
-	 * flight until it expires, then makes the same order again. */
+	 * flight until it expires, then makes the same order again, and the
+	 * order is not shown until order-consumer has it. */
 	if (r->settle_failed)
 		log_warn("cannot record idempotency key", LF_STR("request_id", r->request_id),
 		         LF_STR("order_id", r->order_id));

@@ -554,6 +554,45 @@ static void expect_error(const char *const *headers, const char *body, size_t le
 	http_response_release(&r);
 }
 
+/*
+ * A checkout that is refused (bad field, unknown sku, bad card) leaves its
+ * Idempotency-Key free: the corrected request with the same key is
+ * accepted at once, not told the key is in use or was used.
+ */
+static void test_refused_checkout_frees_key(void **state)
+{
+	static const struct {
+		const char *sku; /* NULL: the product made here */
+		int qty;
+		const char *card;
+		const char *code;
+	} refusals[] = {
+	    {"NO-SUCH", 1, "4242424242424242", "unknown_sku"},
+	    {NULL, 1000, "4242424242424242", "validation_error"},
+	    {NULL, 1, "4242424242424241", "invalid_card"}, /* fails the Luhn check */
+	};
+	char sku[64], other[64], idem[96], body[1024], idem_h[128];
+	const char *h[] = {E2E_CLIENT, E2E_JSON, idem_h, NULL};
+	char *id;
+	(void)state;
+
+	sku_name(sku, sizeof(sku), "FREE");
+	e2e_put_product(sku, 10, 300);
+	snprintf(idem, sizeof(idem), "e2e-%s-free", run_id);
+	snprintf(idem_h, sizeof(idem_h), "Idempotency-Key: %s", idem);
+	for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++) {
+		if (refusals[i].sku)
+			sku_name(other, sizeof(other), refusals[i].sku);
+		e2e_checkout_body(body, sizeof(body), refusals[i].sku ? other : sku,
+		                  refusals[i].qty, refusals[i].card);
+		expect_error(h, body, strlen(body), 422, refusals[i].code);
+	}
+	e2e_checkout_body(body, sizeof(body), sku, 1, "4242424242424242");
+	id = e2e_checkout_status(idem, body, "pending");
+	e2e_expect_final(id, "confirmed", FINAL_TIMEOUT_MS);
+	free(id);
+}
+
 static void test_checkout_errors(void **state)
 {
 	const char *ok[] = {E2E_CLIENT, E2E_JSON, "Idempotency-Key: e2e-errors", NULL};
@@ -688,6 +727,7 @@ int main(void)
 	    cmocka_unit_test(test_idempotency),
 	    cmocka_unit_test(test_idempotency_race),
 	    cmocka_unit_test(test_idempotency_race_bodies),
+	    cmocka_unit_test(test_refused_checkout_frees_key),
 	    cmocka_unit_test(test_checkout_errors),
 	    cmocka_unit_test(test_unknown_order),
 	    cmocka_unit_test(test_unroutable_checkout),
