@@ -51,8 +51,15 @@ static void settle_some(struct settler *s, struct request **list)
 		struct request *r = *list;
 		size_t count = r->settle->n;
 
-		if (cache_batch_take(&b, r->settle) != ERR_OK)
-			break;
+		if (cache_batch_take(&b, r->settle) != ERR_OK) {
+			if (n > 0)
+				break; /* the next batch takes it */
+			/* Out of memory even alone: answered without its records. */
+			*list = r->settle_next;
+			r->settle_failed = 1;
+			resume(r);
+			continue;
+		}
 		group[n] = r;
 		counts[n++] = count;
 		*list = r->settle_next;

@@ -230,10 +230,12 @@ void cache_free(struct cache *c)
 	free(c);
 }
 
-/* Only the count: the arrays are written before they are read. */
 void cache_batch_init(struct cache_batch *b)
 {
 	b->n = 0;
+	b->cap = 0;
+	b->cmd = NULL;
+	b->len = NULL;
 	b->broken = 0;
 }
 
@@ -241,17 +243,47 @@ void cache_batch_release(struct cache_batch *b)
 {
 	for (size_t i = 0; i < b->n; i++)
 		redisFreeCommand(b->cmd[i]);
+	free(b->cmd);
+	free(b->len);
 	cache_batch_init(b);
+}
+
+/* Room for n commands in all. */
+static int batch_reserve(struct cache_batch *b, size_t n)
+{
+	size_t cap = b->cap ? b->cap : 4;
+	char **cmd;
+	size_t *len;
+
+	if (n > CACHE_BATCH_MAX)
+		return ERR_TOO_BIG;
+	if (n <= b->cap)
+		return ERR_OK;
+	while (cap < n)
+		cap *= 2;
+	if (cap > CACHE_BATCH_MAX)
+		cap = CACHE_BATCH_MAX;
+	cmd = realloc(b->cmd, cap * sizeof(*cmd));
+	if (!cmd)
+		return ERR_NOMEM;
+	b->cmd = cmd;
+	len = realloc(b->len, cap * sizeof(*len));
+	if (!len)
+		return ERR_NOMEM;
+	b->len = len;
+	b->cap = cap;
+	return ERR_OK;
 }
 
 static int batch_vadd(struct cache_batch *b, const char *fmt, va_list ap)
 {
 	char *cmd = NULL;
-	int len;
+	int len, rc;
 
-	if (b->n == CACHE_BATCH_MAX) {
+	rc = batch_reserve(b, b->n + 1);
+	if (rc != ERR_OK) {
 		b->broken = 1;
-		return ERR_TOO_BIG;
+		return rc;
 	}
 	len = redisvFormatCommand(&cmd, fmt, ap);
 	if (len < 0 || !cmd) {
@@ -277,13 +309,17 @@ int cache_batch_add(struct cache_batch *b, const char *fmt, ...)
 
 int cache_batch_take(struct cache_batch *dst, struct cache_batch *src)
 {
-	if (dst->n + src->n > CACHE_BATCH_MAX)
-		return ERR_TOO_BIG;
+	int rc = batch_reserve(dst, dst->n + src->n);
+
+	if (rc != ERR_OK)
+		return rc;
 	dst->broken |= src->broken;
 	memcpy(dst->cmd + dst->n, src->cmd, src->n * sizeof(src->cmd[0]));
 	memcpy(dst->len + dst->n, src->len, src->n * sizeof(src->len[0]));
 	dst->n += src->n;
-	cache_batch_init(src);
+	/* The commands are dst's now: only the arrays are freed. */
+	src->n = 0;
+	cache_batch_release(src);
 	return ERR_OK;
 }
 

@@ -25,16 +25,17 @@ redisReply *cache_command(struct cache *c, const char *fmt, ...);
 
 /*
  * A batch of commands written to Redis together and answered in one round
- * trip (pipelining): a handful of commands cost about what one does.
- * Caller-owned; init, add, run (any number of times), release.
+ * trip (pipelining): a handful of commands cost about what one does. At
+ * most CACHE_BATCH_MAX commands; the arrays grow with the batch, so a small
+ * one is small. Caller-owned; init, add, run (any number of times), release.
  */
 #define CACHE_BATCH_MAX 128
 
 struct cache_batch {
-	size_t n;
-	char *cmd[CACHE_BATCH_MAX]; /* formatted for the wire, malloc'd */
-	size_t len[CACHE_BATCH_MAX];
-	int broken; /* an add failed: run refuses the batch */
+	size_t n, cap;
+	char **cmd;  /* n commands formatted for the wire, each malloc'd */
+	size_t *len; /* their lengths */
+	int broken;  /* an add failed: run refuses the batch */
 };
 
 void cache_batch_init(struct cache_batch *b);
@@ -45,7 +46,8 @@ void cache_batch_release(struct cache_batch *b);
 int cache_batch_add(struct cache_batch *b, const char *fmt, ...);
 
 /* cache_batch_take - move every command of src to the end of dst (src is
- * left empty). ERR_OK; ERR_TOO_BIG when they do not all fit (nothing moved). */
+ * left empty and released). ERR_OK; ERR_TOO_BIG when they do not all fit,
+ * ERR_NOMEM (nothing moved either way). */
 int cache_batch_take(struct cache_batch *dst, struct cache_batch *src);
 
 /*
