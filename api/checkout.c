@@ -720,9 +720,11 @@ enum MHD_Result checkout_post(struct request *r)
 	snprintf(r->idem_redis_key, sizeof(r->idem_redis_key), "idem:%s:%s", r->key->client_id,
 	         idem);
 	body_hash(r, r->idem_hash);
-	/* Parsed and hashed: the raw body (card included) is not needed again. */
+	/* Parsed and hashed: the raw body (card included) is not needed again,
+	 * nor kept while the checkout waits for the broker. */
 	if (r->body.data)
 		sodium_memzero(r->body.data, r->body.len);
+	buf_release(&r->body);
 
 	c = cache_pool_get(r->api->cache);
 	if (!c) {
