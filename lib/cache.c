@@ -275,25 +275,39 @@ static int batch_reserve(struct cache_batch *b, size_t n)
 	return ERR_OK;
 }
 
-static int batch_vadd(struct cache_batch *b, const char *fmt, va_list ap)
+/* Append cmd (len bytes, formatted, malloc'd; NULL: formatting failed). */
+static int batch_push(struct cache_batch *b, char *cmd, int len)
 {
-	char *cmd = NULL;
-	int len, rc;
+	int rc = batch_reserve(b, b->n + 1);
 
-	rc = batch_reserve(b, b->n + 1);
+	if (rc == ERR_OK && (len < 0 || !cmd))
+		rc = ERR_NOMEM;
 	if (rc != ERR_OK) {
+		if (cmd)
+			redisFreeCommand(cmd);
 		b->broken = 1;
 		return rc;
-	}
-	len = redisvFormatCommand(&cmd, fmt, ap);
-	if (len < 0 || !cmd) {
-		b->broken = 1;
-		return ERR_NOMEM;
 	}
 	b->cmd[b->n] = cmd;
 	b->len[b->n] = (size_t)len;
 	b->n++;
 	return ERR_OK;
+}
+
+static int batch_vadd(struct cache_batch *b, const char *fmt, va_list ap)
+{
+	char *cmd = NULL;
+	int len = redisvFormatCommand(&cmd, fmt, ap);
+
+	return batch_push(b, cmd, len);
+}
+
+int cache_batch_add_argv(struct cache_batch *b, int argc, const char **argv, const size_t *argvlen)
+{
+	char *cmd = NULL;
+	int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+
+	return batch_push(b, cmd, len);
 }
 
 int cache_batch_add(struct cache_batch *b, const char *fmt, ...)

@@ -45,6 +45,11 @@ void cache_batch_release(struct cache_batch *b);
  * ERR_TOO_BIG when the batch is full, ERR_NOMEM; either way run fails. */
 int cache_batch_add(struct cache_batch *b, const char *fmt, ...);
 
+/* cache_batch_add_argv - the same with the command as argc arguments
+ * (argvlen[i] bytes of argv[i]; argvlen NULL: NUL-terminated strings):
+ * no format to parse, for commands on a hot path. */
+int cache_batch_add_argv(struct cache_batch *b, int argc, const char **argv, const size_t *argvlen);
+
 /* cache_batch_take - move every command of src to the end of dst (src is
  * left empty and released). ERR_OK; ERR_TOO_BIG when they do not all fit,
  * ERR_NOMEM (nothing moved either way). */

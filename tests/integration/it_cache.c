@@ -386,6 +386,36 @@ static void test_batch(void **state)
 	assert_int_equal(cache_batch_run(c, &b, rep), ERR_OK);
 }
 
+/* Commands given as arguments: strings, or bytes with their lengths. */
+static void test_batch_argv(void **state)
+{
+	static const char bin[] = {'a', '\0', ' ', 'b'};
+	char k1[128], k2[128];
+	const char *set[] = {"SET", k1, "two words"};
+	const char *setb[] = {"SET", k2, bin};
+	size_t setb_len[] = {3, 0, sizeof(bin)};
+	const char *get[] = {"MGET", k1, k2};
+	struct cache_batch b;
+	redisReply *rep[3];
+
+	(void)state;
+	snprintf(k1, sizeof(k1), "%s", key("argv"));
+	snprintf(k2, sizeof(k2), "%s", key("argvb"));
+	setb_len[1] = strlen(k2);
+	cache_batch_init(&b);
+	assert_int_equal(cache_batch_add_argv(&b, 3, set, NULL), ERR_OK);
+	assert_int_equal(cache_batch_add_argv(&b, 3, setb, setb_len), ERR_OK);
+	assert_int_equal(cache_batch_add_argv(&b, 3, get, NULL), ERR_OK);
+	assert_int_equal(cache_batch_run(c, &b, rep), ERR_OK);
+	assert_int_equal(rep[2]->type, REDIS_REPLY_ARRAY);
+	assert_string_equal(rep[2]->element[0]->str, "two words");
+	assert_int_equal(rep[2]->element[1]->len, sizeof(bin));
+	assert_memory_equal(rep[2]->element[1]->str, bin, sizeof(bin));
+	for (int i = 0; i < 3; i++)
+		freeReplyObject(rep[i]);
+	cache_batch_release(&b);
+}
+
 /* Past CACHE_BATCH_MAX the batch is refused whole, never half sent. */
 static void test_batch_full(void **state)
 {
@@ -765,6 +795,7 @@ int main(void)
 	    cmocka_unit_test(test_select_db),
 	    cmocka_unit_test(test_reconnect),
 	    cmocka_unit_test(test_batch),
+	    cmocka_unit_test(test_batch_argv),
 	    cmocka_unit_test(test_batch_full),
 	    cmocka_unit_test(test_batch_take),
 	    cmocka_unit_test(test_batch_reconnect),
