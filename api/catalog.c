@@ -46,7 +46,13 @@ static void cache_product(struct cache *c, const char *sku, const char *name, in
 
 int product_batch_add(struct cache_batch *b, const char *sku)
 {
-	return cache_batch_add(b, "HMGET product:%s name price_cents currency", sku);
+	char key[sizeof("product:") + 64];
+	const char *argv[] = {"HMGET", key, "name", "price_cents", "currency"};
+
+	/* A longer sku is no valid one, and no product would be found. */
+	if ((size_t)snprintf(key, sizeof(key), "product:%s", sku) >= sizeof(key))
+		return ERR_INVALID;
+	return cache_batch_add_argv(b, 5, argv, NULL);
 }
 
 /* The fields of product_batch_add's reply; ERR_NOT_FOUND when the cache
