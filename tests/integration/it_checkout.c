@@ -14,7 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "e2e.h"
+#include "err.h"
 #include "mq.h"
 #include "http_client.h"
 
@@ -487,6 +489,70 @@ static void test_idempotency_race(void **state)
 }
 
 /*
+ * The pending view in Redis (written out by hand, not by jansson) is the
+ * JSON of the order as accepted: a customer id with quotes, a backslash,
+ * control characters and non-ASCII comes back exactly.
+ */
+static void test_pending_view(void **state)
+{
+	/* JSON text: the API decodes the escapes, and must write them again. */
+	static const char customer[] = "c \\\"q\\\" \\\\ \\n\\t\\u0001 \\u00e9\\u2713";
+	const char *url = getenv("ORDERS_REDIS_URL");
+	char sku[64], idem[96], body[2048];
+	struct cache *redis;
+	redisReply *rep;
+	json_t *view, *want, *items;
+	char *id;
+	(void)state;
+
+	sku_name(sku, sizeof(sku), "VIEW");
+	e2e_put_product(sku, 10, 1234);
+	snprintf(idem, sizeof(idem), "e2e-%s-view", run_id);
+	snprintf(body, sizeof(body),
+	         "{\"items\":[{\"sku\":\"%s\",\"quantity\":3}],\"currency\":\"USD\","
+	         "\"customer\":{\"id\":\"%s\"},"
+	         "\"shipping_address\":{\"name\":\"Ada\",\"line1\":\"1 Main St\","
+	         "\"city\":\"Springfield\",\"postal_code\":\"12345\",\"country\":\"US\"},"
+	         "\"payment\":{\"card\":{\"number\":\"4242424242424242\",\"exp_month\":12,"
+	         "\"exp_year\":2030,\"cvc\":\"" E2E_CVC "\"}}}",
+	         sku, customer);
+	id = e2e_checkout_status(idem, body, "pending");
+
+	redis = cache_new(url && *url ? url : "redis://127.0.0.1:6389/0");
+	assert_non_null(redis);
+	rep = cache_command(redis, "GET order:%s", id);
+	assert_non_null(rep);
+	assert_int_equal(rep->type, REDIS_REPLY_STRING);
+	/* "<client id> <json>" */
+	assert_non_null(strchr(rep->str, ' '));
+	view = json_loads(strchr(rep->str, ' ') + 1, 0, NULL);
+	assert_non_null(view);
+	want = json_loads(body, 0, NULL);
+	assert_non_null(want);
+	assert_string_equal(
+	    json_string_value(json_object_get(view, "customer_id")),
+	    json_string_value(json_object_get(json_object_get(want, "customer"), "id")));
+	assert_string_equal(json_string_value(json_object_get(view, "order_id")), id);
+	assert_string_equal(json_string_value(json_object_get(view, "status")), "pending");
+	assert_string_equal(json_string_value(json_object_get(view, "currency")), "USD");
+	assert_int_equal(json_integer_value(json_object_get(view, "total_cents")), 3 * 1234);
+	items = json_object_get(view, "items");
+	assert_int_equal(json_array_size(items), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(items, 0), "sku")),
+	                    sku);
+	assert_int_equal(
+	    json_integer_value(json_object_get(json_array_get(items, 0), "line_total_cents")),
+	    3 * 1234);
+	assert_true(json_is_string(json_object_get(view, "created_at")));
+	json_decref(want);
+	json_decref(view);
+	freeReplyObject(rep);
+	cache_free(redis);
+	e2e_expect_final(id, "confirmed", FINAL_TIMEOUT_MS);
+	free(id);
+}
+
+/*
  * Racers share one key with two bodies (1 or 2 units). One body wins: its
  * racers get the 202 or a 409, the other body's get 422; the pending view
  * and the order are the winner's alone.
@@ -720,6 +786,7 @@ int main(void)
 	    cmocka_unit_test(test_catalog),
 	    cmocka_unit_test(test_confirmed),
 	    cmocka_unit_test(test_largest_checkout),
+	    cmocka_unit_test(test_pending_view),
 	    cmocka_unit_test(test_rejected_out_of_stock),
 	    cmocka_unit_test(test_payment_failed_declined),
 	    cmocka_unit_test(test_payment_failed_insufficient_funds),
