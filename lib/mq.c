@@ -867,6 +867,31 @@ static int encode_publish(struct mq_publisher *p, const struct mq_msg *m)
 	return rc;
 }
 
+/*
+ * drop_body - m without its body, which is in p->out now: a message waits
+ * for its confirm with only what pairs a return with it, which keeps the
+ * memory of 20,000 messages in flight small. The body is the last part of
+ * m; should realloc move m (it is on no list here), its strings are found
+ * again at the same offsets.
+ */
+static struct mq_msg *drop_body(struct mq_msg *m)
+{
+	size_t keep = (size_t)((const char *)m->body - m->data);
+	size_t ex = (size_t)(m->exchange - m->data), rk = (size_t)(m->routing_key - m->data);
+	size_t id = (size_t)(m->message_id - m->data);
+	struct mq_msg *smaller;
+
+	m->body = NULL;
+	m->len = 0;
+	smaller = realloc(m, sizeof(*m) + keep);
+	if (!smaller)
+		return m;
+	smaller->exchange = smaller->data + ex;
+	smaller->routing_key = smaller->data + rk;
+	smaller->message_id = smaller->data + id;
+	return smaller;
+}
+
 static int out_pending(const struct mq_publisher *p)
 {
 	return p->out.len > 0;
@@ -930,6 +955,7 @@ static int send_outbox(struct mq_publisher *p)
 				return -1;
 			}
 			fifo_pop(&p->outbox);
+			m = drop_body(m);
 			m->tag = ++p->next_tag;
 			inflight_push(p, m);
 		}
