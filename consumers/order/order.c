@@ -358,6 +358,13 @@ out:
 /*
  * Append the order's finance event. pending: nothing will publish it but
  * publish_pending() (the sweeper's events; see migrations/0003).
+ *
+ * The table's trigger takes the feed's transaction-level advisory lock and
+ * then draws seq, so that events become visible in seq order (see
+ * migrations/0007): from here to the commit every other event writer
+ * waits. So this is a transaction's last real work: the message path
+ * appends its event last (only the inbox outcome follows), the sweeps
+ * append all of a batch's events after the rest of the batch.
  */
 static int insert_event(struct db *db, const struct order_msg *om, const char *order_id,
                         const char *event_id, const char *type, int pending, int64_t *seq)
@@ -405,31 +412,39 @@ static int insert_event(struct db *db, const struct order_msg *om, const char *o
 }
 
 /*
- * Finish the order as om->kind, in the caller's transaction: the guarded
- * status change, then its held reservations settled (committed for a
- * confirmation, released for a decline or an expiry; a rejected order holds
- * none), then the finance event (pending: see insert_event). Every final
- * status is set here, by the message handler and by both sweeps alike, so
- * they cannot differ. om gives the event's order fields and code the
- * decline's failure_reason. *moved = 0, with nothing done, when the order
- * was not in the state om->kind moves it from.
+ * Move the order to kind's final status, in the caller's transaction: the
+ * guarded status change, then its held reservations settled (committed for
+ * a confirmation, released for a decline or an expiry; a rejected order
+ * holds none). Every final status is set here, by the message handler and
+ * by both sweeps alike, so they cannot differ; each then appends the
+ * event. code is the decline's failure_reason. *moved = 0, with nothing
+ * done, when the order was not in the state kind moves it from.
  */
-static int finish_order(struct db *db, const struct order_msg *om, const char *order_id,
-                        const char *code, int pending, char event_id[IDS_UUID_LEN + 1],
-                        int64_t *seq, int *moved)
+static int settle_order(struct db *db, enum order_kind kind, const char *order_id, const char *code,
+                        int *moved)
 {
 	int rc;
 
-	rc = set_status(db, om->kind, order_id, code, moved);
+	rc = set_status(db, kind, order_id, code, moved);
+	if (rc || !*moved || kind == KIND_REJECTED)
+		return rc;
+	return settle_reservations(db, order_id, kind == KIND_AUTHORIZED);
+}
+
+/*
+ * The message path: settle the order as om->kind, then append its event
+ * (om gives the event's order fields), the transaction's last work.
+ */
+static int finish_order(struct db *db, const struct order_msg *om, const char *order_id,
+                        const char *code, char event_id[IDS_UUID_LEN + 1], int64_t *seq, int *moved)
+{
+	int rc;
+
+	rc = settle_order(db, om->kind, order_id, code, moved);
 	if (rc || !*moved)
 		return rc;
-	if (om->kind != KIND_REJECTED) {
-		rc = settle_reservations(db, order_id, om->kind == KIND_AUTHORIZED);
-		if (rc)
-			return rc;
-	}
 	ids_uuid4(event_id);
-	return insert_event(db, om, order_id, event_id, event_types[om->kind], pending, seq);
+	return insert_event(db, om, order_id, event_id, event_types[om->kind], 0, seq);
 }
 
 /*
@@ -479,7 +494,7 @@ static int order_process(void *state, struct db *db, const struct consume_input 
 	int rc, moved = 0;
 
 	rc = finish_order(db, om, in->order_id,
-	                  om->kind == KIND_DECLINED ? om->payment->decline_code : NULL, 0, event_id,
+	                  om->kind == KIND_DECLINED ? om->payment->decline_code : NULL, event_id,
 	                  &seq, &moved);
 	if (rc)
 		return rc;
@@ -608,7 +623,8 @@ static int id_array(const PGresult *r, struct buf *b)
  * batch size, $2 the optional param2), then run read_sql over their ids
  * ($1, a uuid[]) in a new statement, so that it sees what was committed
  * while the locks were being taken. ERR_OK with *out NULL when nothing is
- * left; otherwise *out is read_sql's result (PQclear it).
+ * left; otherwise *out is read_sql's result (PQclear it), at most one row
+ * per picked order.
  */
 static int pick_then_read(struct db *db, const char *pick_sql, const char *param2,
                           const char *read_sql, PGresult **out)
@@ -640,6 +656,11 @@ static int pick_then_read(struct db *db, const char *pick_sql, const char *param
 	if (PQntuples(r) == 0) {
 		PQclear(r);
 		return ERR_OK;
+	}
+	/* One row per picked order: the sweeps keep per-row state that long. */
+	if (PQntuples(r) > EXPIRE_BATCH) {
+		PQclear(r);
+		return ERR_DB;
 	}
 	*out = r;
 	return ERR_OK;
@@ -696,24 +717,47 @@ static int lock_batch_products(struct db *db, const PGresult *orders)
 	return rc;
 }
 
-/* Expire one locked order: release its reservation, set 'expired', append its event. */
-static int expire_one(struct db *db, const char *order_id)
+/*
+ * The events of the orders a sweep has just finished: row i of r (column 0
+ * the order id, column cid its correlation id) as kinds[i] when moved[i].
+ * Each is built from the order as the database holds it and marked
+ * publish_pending. They are the batch's last work (see insert_event), so
+ * the feed's lock is held for these inserts and the commit only.
+ */
+static int append_sweep_events(struct db *db, const PGresult *r, int cid,
+                               const enum order_kind *kinds, const unsigned char *moved)
 {
 	struct stored_order so;
 	char event_id[IDS_UUID_LEN + 1];
 	int64_t seq = 0;
-	int rc, moved = 0;
+	int rc = ERR_OK, i;
 
-	rc = load_order(db, order_id, &so);
-	if (rc)
-		return rc;
-	log_context_set(so.env.correlation_id, NULL, order_id);
-	so.om.kind = KIND_EXPIRED;
-	rc = finish_order(db, &so.om, order_id, NULL, 1, event_id, &seq, &moved);
-	stored_order_release(&so);
-	if (!rc && moved)
-		log_info("order expired, reservation released", LF_STR("order_id", order_id),
-		         LF_INT("seq", seq), LF_STR("event_id", event_id));
+	for (i = 0; !rc && i < PQntuples(r); i++) {
+		const char *order_id = PQgetvalue(r, i, 0);
+
+		if (!moved[i])
+			continue;
+		log_context_set(PQgetvalue(r, i, cid), NULL, order_id);
+		rc = load_order(db, order_id, &so);
+		if (rc)
+			break;
+		so.om.kind = kinds[i];
+		ids_uuid4(event_id);
+		rc = insert_event(db, &so.om, order_id, event_id, event_types[kinds[i]], 1, &seq);
+		stored_order_release(&so);
+		if (rc)
+			break;
+		if (kinds[i] == KIND_EXPIRED)
+			log_info("order expired, reservation released",
+			         LF_STR("order_id", order_id), LF_INT("seq", seq),
+			         LF_STR("event_id", event_id));
+		else
+			log_warn("finished an order from the database: the message that finishes "
+			         "it is overdue",
+			         LF_STR("order_id", order_id),
+			         LF_STR("type", event_types[kinds[i]]), LF_INT("seq", seq),
+			         LF_STR("event_id", event_id));
+	}
 	return rc;
 }
 
@@ -727,6 +771,8 @@ static int expire_one(struct db *db, const char *order_id)
  */
 static int expire_batch(struct order_state *st, struct db *db)
 {
+	enum order_kind kinds[EXPIRE_BATCH];
+	unsigned char moved_rows[EXPIRE_BATCH];
 	PGresult *r = NULL;
 	int rc, i, in_tx = 0;
 
@@ -752,9 +798,18 @@ static int expire_batch(struct order_state *st, struct db *db)
 			log_warn("voided the authorization of an expiring order",
 			         LF_STR("order_id", order_id));
 	}
+	/* Release and expire every order, then append the events: last. */
 	rc = lock_batch_products(db, r);
-	for (i = 0; !rc && i < PQntuples(r); i++)
-		rc = expire_one(db, PQgetvalue(r, i, 0));
+	for (i = 0; !rc && i < PQntuples(r); i++) {
+		int moved = 0;
+
+		log_context_set(PQgetvalue(r, i, 1), NULL, PQgetvalue(r, i, 0));
+		kinds[i] = KIND_EXPIRED;
+		rc = settle_order(db, KIND_EXPIRED, PQgetvalue(r, i, 0), NULL, &moved);
+		moved_rows[i] = (unsigned char)moved;
+	}
+	if (!rc)
+		rc = append_sweep_events(db, r, 1, kinds, moved_rows);
 	if (rc)
 		goto out;
 	in_tx = 0;
@@ -786,8 +841,9 @@ out:
  *   reserved, payments (or payment-consumer's inbox,
  *   for an invalid card) records a decline             -> payment_failed
  *
- * each through finish_order(), exactly as the lost message would have, with
- * the event marked publish_pending for publish_pending() to send.
+ * each through settle_order(), exactly as the lost message would have, with
+ * the event (appended after the whole batch is settled) marked
+ * publish_pending for publish_pending() to send.
  *
  * This is safe whatever the grace, even none. The final status is derived
  * only from committed facts that nothing can change any more: inventory
@@ -841,43 +897,35 @@ static int pick_stranded(struct db *db, const char *grace_s, PGresult **out)
 	return pick_then_read(db, pick_sql, grace_s, facts_sql, out);
 }
 
-/* Finish one locked stranded order as row i of facts says. */
-static int finalize_one(struct db *db, const PGresult *facts, int i)
+/*
+ * Settle one locked stranded order as row i of facts says; *kind is what
+ * it finished as.
+ */
+static int finalize_one(struct db *db, const PGresult *facts, int i, enum order_kind *kind,
+                        int *moved)
 {
 	const char *order_id = PQgetvalue(facts, i, 0), *what = PQgetvalue(facts, i, 1);
 	const char *code = PQgetvalue(facts, i, 2);
-	struct stored_order so;
-	char event_id[IDS_UUID_LEN + 1];
-	int64_t seq = 0;
-	int rc, moved = 0;
 
 	log_context_set(PQgetvalue(facts, i, 3), NULL, order_id);
-	rc = load_order(db, order_id, &so);
-	if (rc)
-		return rc;
 	if (strcmp(what, "rejected") == 0) {
-		so.om.kind = KIND_REJECTED;
+		*kind = KIND_REJECTED;
 	} else if (strcmp(what, "authorized") == 0) {
-		so.om.kind = KIND_AUTHORIZED;
+		*kind = KIND_AUTHORIZED;
 	} else {
-		so.om.kind = KIND_DECLINED;
+		*kind = KIND_DECLINED;
 		/* payment-consumer's codes always pass; a client sees this one. */
 		if (!code_ok(code))
 			code = "payment_declined";
 	}
-	rc = finish_order(db, &so.om, order_id, code, 1, event_id, &seq, &moved);
-	if (!rc && moved)
-		log_warn(
-		    "finished an order from the database: the message that finishes it is overdue",
-		    LF_STR("order_id", order_id), LF_STR("type", event_types[so.om.kind]),
-		    LF_INT("seq", seq), LF_STR("event_id", event_id));
-	stored_order_release(&so);
-	return rc;
+	return settle_order(db, *kind, order_id, code, moved);
 }
 
 /* One batch of the completion sweep, in one transaction. */
 static int finalize_batch(struct order_state *st, struct db *db)
 {
+	enum order_kind kinds[EXPIRE_BATCH];
+	unsigned char moved_rows[EXPIRE_BATCH];
 	PGresult *r = NULL;
 	int rc, i, in_tx = 0;
 
@@ -890,8 +938,15 @@ static int finalize_batch(struct order_state *st, struct db *db)
 		goto out;
 	/* Orders first (locked above), then products in SKU byte order. */
 	rc = lock_batch_products(db, r);
-	for (i = 0; !rc && i < PQntuples(r); i++)
-		rc = finalize_one(db, r, i);
+	for (i = 0; !rc && i < PQntuples(r); i++) {
+		int moved = 0;
+
+		rc = finalize_one(db, r, i, &kinds[i], &moved);
+		moved_rows[i] = (unsigned char)moved;
+	}
+	/* The events last, once every order of the batch is settled. */
+	if (!rc)
+		rc = append_sweep_events(db, r, 3, kinds, moved_rows);
 	if (rc)
 		goto out;
 	in_tx = 0;

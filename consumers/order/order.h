@@ -53,6 +53,14 @@
  * publish_pending() sends it after the event, before it unmarks the event,
  * so it is never lost after the commit.
  *
+ * Event order: order_events' trigger draws each event's seq under a
+ * transaction-level advisory lock held to the commit, so events become
+ * visible in seq order and the finance feed's cursor never passes one that
+ * commits later (migrations/0007 has the proof). Every writer therefore
+ * appends its events as its transaction's last work: the message handler
+ * its one event (the loop then only records the outcome and commits), the
+ * sweeps every event of a batch once the whole batch is settled.
+ *
  * Outcomes: "event:<seq>:<event_id>:<type>", "noop".
  */
 #ifndef ORDERS_ORDER_H
