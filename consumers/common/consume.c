@@ -854,7 +854,7 @@ int consume_main(const struct consume_handler *h, int argc, char **argv)
 	}
 	memset(&c, 0, sizeof(c));
 	err[0] = '\0';
-	if (config_load(&cfg, err, sizeof(err)) != ERR_OK) {
+	if (config_load_for(&cfg, h->needs, err, sizeof(err)) != ERR_OK) {
 		fprintf(stderr, "orders-%s: %s\n", h->name, err[0] ? err : "bad configuration");
 		return 2;
 	}

@@ -146,6 +146,9 @@ struct consume_handler {
 	const char *name;
 	const char *queue; /* the work queue to consume */
 	int default_port;  /* ops port when ORDERS_METRICS_PORT is 0 */
+	/* The secrets the handler uses (enum config_need): production refuses
+	 * to start while one of them is left at its development default. */
+	unsigned needs;
 
 	/* init - optional: make *state from the configuration (keys, extra
 	 * connections). An error stops the daemon before it consumes. */

@@ -425,6 +425,7 @@ const struct consume_handler payment_handler = {
     .name = "payment",
     .queue = MQ_QUEUE_PAYMENT,
     .default_port = 9102,
+    .needs = CONFIG_NEED_SEAL_SECRET | CONFIG_NEED_VAULT | CONFIG_NEED_FINGERPRINT,
     .init = pay_init,
     .fini = pay_fini,
     .decode = pay_decode,

@@ -409,6 +409,42 @@ static void test_production_refusal(void **state)
 	assert_false(config_is_production(&c));
 }
 
+/* Each daemon is refused only for the secrets it uses. */
+static void test_production_needs(void **state)
+{
+	struct config c;
+	char err[256];
+
+	(void)state;
+	setenv("ORDERS_ENV", "production", 1);
+	/* Nothing of its own set: a daemon that uses no secret still starts. */
+	assert_int_equal(config_load_for(&c, 0, err, sizeof(err)), ERR_OK);
+	/* payment-consumer's keys set, the API's not: payment starts, the API does not. */
+	setenv("ORDERS_SEAL_SECRET_KEY",
+	       "1111111111111111111111111111111111111111111111111111111111111111", 1);
+	setenv("ORDERS_VAULT_KEY",
+	       "2222222222222222222222222222222222222222222222222222222222222222", 1);
+	setenv("ORDERS_FINGERPRINT_KEY",
+	       "3333333333333333333333333333333333333333333333333333333333333333", 1);
+	assert_int_equal(
+	    config_load_for(&c,
+	                    CONFIG_NEED_SEAL_SECRET | CONFIG_NEED_VAULT | CONFIG_NEED_FINGERPRINT,
+	                    err, sizeof(err)),
+	    ERR_OK);
+	assert_int_equal(config_load_for(&c, CONFIG_NEED_ORDER_ID, err, sizeof(err)), ERR_INVALID);
+	assert_non_null(strstr(err, "ORDERS_ORDER_ID_KEY"));
+	assert_int_equal(config_load_for(&c, CONFIG_NEED_API_KEYS, err, sizeof(err)), ERR_INVALID);
+	assert_non_null(strstr(err, "ORDERS_API_KEYS"));
+	/* One of payment's own keys at its default: refused, naming it. */
+	unsetenv("ORDERS_VAULT_KEY");
+	assert_int_equal(
+	    config_load_for(&c,
+	                    CONFIG_NEED_SEAL_SECRET | CONFIG_NEED_VAULT | CONFIG_NEED_FINGERPRINT,
+	                    err, sizeof(err)),
+	    ERR_INVALID);
+	assert_non_null(strstr(err, "ORDERS_VAULT_KEY"));
+}
+
 static void test_error_buffer_bounds(void **state)
 {
 	struct config c;
@@ -573,6 +609,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_invalid_keys, clear_env),
 	    cmocka_unit_test_setup(test_invalid_api_keys, clear_env),
 	    cmocka_unit_test_setup(test_production_refusal, clear_env),
+	    cmocka_unit_test_setup(test_production_needs, clear_env),
 	    cmocka_unit_test_setup(test_error_buffer_bounds, clear_env),
 	    cmocka_unit_test_setup(test_log_masks_secrets, clear_env),
 	    cmocka_unit_test_setup(test_dsn_masking_forms, clear_env),
