@@ -269,6 +269,10 @@ function checkPod(objects, id, tmpl, problems) {
 		if (typeof c.image !== 'string' || /:latest$/.test(c.image) || !/[:@]/.test(c.image))
 			say(`${cid}: image "${c.image}" has no fixed tag`);
 		for (const from of c.envFrom || []) {
+			// PCI-DSS 3.5: only payment-consumer opens sealed cards and the vault.
+			if (from.secretRef && from.secretRef.name === 'orders-card-keys' &&
+			    c.name !== 'orders-payment')
+				say(`${cid}: holds the card keys (only orders-payment may)`);
 			if (from.configMapRef && !named(objects, 'ConfigMap', from.configMapRef.name))
 				say(`${cid}: ConfigMap ${from.configMapRef.name} is not defined`);
 			if (from.secretRef && !secrets.has(from.secretRef.name))

@@ -127,6 +127,8 @@ const MUTATIONS = [
 		metadata: { name: 'oops', namespace: 'orders' }, data: { k: 'dg==' } }), 'a Secret in the manifests'],
 	['a secret in the ConfigMap', (o) => { named(o, 'ConfigMap', 'orders-config').data.ORDERS_VAULT_KEY = '00'; },
 		'ORDERS_VAULT_KEY belongs in a Secret'],
+	['card keys outside payment', (o) => container(o, 'orders-api').envFrom.push({ secretRef: { name: 'orders-card-keys' } }),
+		'holds the card keys'],
 	['a secret in clear env', (o) => container(o, 'orders-order').env.push({ name: 'ORDERS_PG_DSN', value: 'x' }),
 		'ORDERS_PG_DSN is given in clear'],
 	['an unknown Secret', (o) => { container(o, 'orders-api').envFrom[1].secretRef.name = 'nowhere'; },
