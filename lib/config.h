@@ -34,6 +34,7 @@ struct config {
 	int gateway_latency_ms;         /* ORDERS_GATEWAY_LATENCY_MS */
 	int reservation_ttl_s;          /* ORDERS_RESERVATION_TTL_S */
 	int finalize_grace_s;           /* ORDERS_FINALIZE_GRACE_S */
+	int consumer_batch;             /* ORDERS_CONSUMER_BATCH: 0 = each consumer's default */
 	int rate_limit;                 /* ORDERS_RATE_LIMIT: per key and second; 0 = none */
 };
 

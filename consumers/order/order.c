@@ -432,22 +432,6 @@ static int settle_order(struct db *db, enum order_kind kind, const char *order_i
 }
 
 /*
- * The message path: settle the order as om->kind, then append its event
- * (om gives the event's order fields), the transaction's last work.
- */
-static int finish_order(struct db *db, const struct order_msg *om, const char *order_id,
-                        const char *code, char event_id[IDS_UUID_LEN + 1], int64_t *seq, int *moved)
-{
-	int rc;
-
-	rc = settle_order(db, om->kind, order_id, code, moved);
-	if (rc || !*moved)
-		return rc;
-	ids_uuid4(event_id);
-	return insert_event(db, om, order_id, event_id, event_types[om->kind], 0, seq);
-}
-
-/*
  * An authorization arrived for an order that is final without being
  * confirmed (expired meanwhile): payment-consumer's lock and expiry check
  * should make that impossible, but should it happen, the authorization must
@@ -484,18 +468,18 @@ static int void_unconfirmed(struct order_state *st, struct db *db, const struct 
 	return ERR_OK;
 }
 
+/*
+ * The order finished here gets its event from order_finish(), at the end of
+ * the batch's transaction: the outcome stays empty until then.
+ */
 static int order_process(void *state, struct db *db, const struct consume_input *in,
                          struct consume_result *res)
 {
 	const struct order_msg *om = in->msg;
-	const char *type = event_types[om->kind];
-	char event_id[IDS_UUID_LEN + 1];
-	int64_t seq = 0;
 	int rc, moved = 0;
 
-	rc = finish_order(db, om, in->order_id,
-	                  om->kind == KIND_DECLINED ? om->payment->decline_code : NULL, event_id,
-	                  &seq, &moved);
+	rc = settle_order(db, om->kind, in->order_id,
+	                  om->kind == KIND_DECLINED ? om->payment->decline_code : NULL, &moved);
 	if (rc)
 		return rc;
 	if (!moved) {
@@ -508,11 +492,65 @@ static int order_process(void *state, struct db *db, const struct consume_input 
 		         LF_STR("message_id", in->message_id), LF_STR("order_id", in->order_id),
 		         LF_STR("routing_key", in->routing_key));
 		snprintf(res->outcome, sizeof(res->outcome), "noop");
-		return ERR_OK;
 	}
-	snprintf(res->outcome, sizeof(res->outcome), "event:%" PRId64 ":%s:%s", seq, event_id,
-	         type);
-	return build_outgoing(om, in, seq, event_id, type, res);
+	return ERR_OK;
+}
+
+/*
+ * Lock the batch's orders in order id order, then the products they hold,
+ * in SKU byte order: the order the sweeps and inventory-consumer lock in,
+ * so that batches never deadlock with them or each other.
+ */
+static int order_prepare(void *state, struct db *db, const struct consume_input *const *in,
+                         size_t n)
+{
+	static const char orders_sql[] = "SELECT 1 FROM orders WHERE order_id = ANY ($1::uuid[]) "
+	                                 "ORDER BY order_id FOR UPDATE";
+	static const char products_sql[] =
+	    "SELECT 1 FROM products p WHERE p.sku IN (SELECT r.sku FROM reservations r "
+	    "WHERE r.order_id = ANY ($1::uuid[]) AND r.state = 'held') "
+	    "ORDER BY p.sku COLLATE \"C\" FOR UPDATE OF p";
+	const char *ids[CONSUME_BATCH_MAX];
+	size_t i;
+	int rc;
+
+	(void)state;
+	for (i = 0; i < n && i < CONSUME_BATCH_MAX; i++)
+		ids[i] = in[i]->order_id;
+	rc = consume_lock_all(db, orders_sql, ids, i);
+	return rc ? rc : consume_lock_all(db, products_sql, ids, i);
+}
+
+/*
+ * Append the events of the orders the batch finished, last in its
+ * transaction (event order is commit order), and complete their results.
+ */
+static int order_finish(void *state, struct db *db, const struct consume_input *const *in,
+                        struct consume_result *const *res, size_t n)
+{
+	char event_id[IDS_UUID_LEN + 1];
+	size_t i;
+	int rc;
+
+	(void)state;
+	for (i = 0; i < n; i++) {
+		const struct order_msg *om = in[i]->msg;
+		const char *type = event_types[om->kind];
+		int64_t seq = 0;
+
+		if (res[i]->outcome[0])
+			continue; /* a noop */
+		ids_uuid4(event_id);
+		rc = insert_event(db, om, in[i]->order_id, event_id, type, 0, &seq);
+		if (rc)
+			return rc;
+		snprintf(res[i]->outcome, sizeof(res[i]->outcome), "event:%" PRId64 ":%s:%s", seq,
+		         event_id, type);
+		rc = build_outgoing(om, in[i], seq, event_id, type, res[i]);
+		if (rc)
+			return rc;
+	}
+	return ERR_OK;
 }
 
 static int order_replay(void *state, const struct consume_input *in, const char *outcome,
@@ -1147,6 +1185,8 @@ const struct consume_handler order_handler = {
     .msg_free = order_msg_free,
     .process = order_process,
     .replay = order_replay,
+    .prepare = order_prepare,
+    .finish = order_finish,
     .tick = order_tick,
     .tick_ms = EXPIRE_TICK_MS,
 };

@@ -14,7 +14,11 @@
  *                       reservation_expired): see below.
  *
  * Products are locked in SKU byte order, the order inventory-consumer
- * reserves in, so the two never deadlock. When the status is final already
+ * reserves in, so the two never deadlock. A batch of messages shares one
+ * transaction: it locks all its orders first (in order id order), then the
+ * products they hold (in SKU byte order), then moves each order; the
+ * events of the orders it moved are appended together at the end of the
+ * transaction (the finish hook), just before the commit. When the status is final already
  * nothing happens (outcome "noop"); otherwise the event is published to the
  * exchange order-events with its type as the routing key. A payment.authorized
  * for an order that ended otherwise (expired) voids that authorization at the

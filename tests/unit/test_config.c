@@ -38,6 +38,7 @@ static const char *const all_vars[] = {
     "ORDERS_GATEWAY_LATENCY_MS",
     "ORDERS_RESERVATION_TTL_S",
     "ORDERS_FINALIZE_GRACE_S",
+    "ORDERS_CONSUMER_BATCH",
 };
 
 #define NVARS (sizeof(all_vars) / sizeof(all_vars[0]))
@@ -105,6 +106,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c.gateway_latency_ms, 0);
 	assert_int_equal(c.reservation_ttl_s, 900);
 	assert_int_equal(c.finalize_grace_s, 60);
+	assert_int_equal(c.consumer_batch, 0);
 	assert_true(is_hex64(c.seal_public_key));
 	assert_true(is_hex64(c.seal_secret_key));
 	assert_true(is_hex64(c.vault_key));
@@ -149,6 +151,7 @@ static void test_overrides(void **state)
 	setenv("ORDERS_GATEWAY_LATENCY_MS", "60000", 1);
 	setenv("ORDERS_RESERVATION_TTL_S", "604800", 1);
 	setenv("ORDERS_FINALIZE_GRACE_S", "1", 1);
+	setenv("ORDERS_CONSUMER_BATCH", "1000", 1);
 	setenv("ORDERS_ORDER_ID_KEY",
 	       "ABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCD", 1);
 	setenv("ORDERS_ENV", "", 1); /* empty counts as unset */
@@ -172,6 +175,7 @@ static void test_overrides(void **state)
 	assert_int_equal(c.gateway_latency_ms, 60000);
 	assert_int_equal(c.reservation_ttl_s, 604800);
 	assert_int_equal(c.finalize_grace_s, 1);
+	assert_int_equal(c.consumer_batch, 1000);
 }
 
 /* Load with one variable set; expect ERR_INVALID, cfg untouched, and the message. */
@@ -222,6 +226,8 @@ static void test_invalid_ints(void **state)
 	expect_invalid("ORDERS_PREFETCH", "0", NULL);
 	expect_invalid("ORDERS_PUBLISH_TIMEOUT_MS", "9", NULL);
 	expect_invalid("ORDERS_GATEWAY_LATENCY_MS", "60001", NULL);
+	expect_invalid("ORDERS_CONSUMER_BATCH", "1001", NULL);
+	expect_invalid("ORDERS_CONSUMER_BATCH", "-1", NULL);
 	expect_invalid("ORDERS_RESERVATION_TTL_S", "604801", NULL);
 	expect_invalid("ORDERS_RESERVATION_TTL_S", "4294967297", NULL); /* wraps in 32 bits */
 	expect_invalid("ORDERS_FINALIZE_GRACE_S", "0", NULL);
