@@ -10,9 +10,9 @@ set -euo pipefail
 json=$1 commands=$2 gateway_ms=$3
 
 jq -r --arg gw "$gateway_ms" '
-def r0: round;
-def r1: . * 10 | round / 10;
-def r2: . * 100 | round / 100;
+def r0: if . == null then "n/a" else round end;
+def r1: if . == null then "n/a" else . * 10 | round / 10 end;
+def r2: if . == null then "n/a" else . * 100 | round / 100 end;
 def ok: if . then "**pass**" else "**FAIL**" end;
 def num: if . == null then "n/a" else tostring end;
 .targets as $t | .runs as $r |
@@ -27,9 +27,10 @@ def num: if . == null then "n/a" else tostring end;
 "| 1 | checkouts answered `202` per second at 1,000 connections vs the bare pipelined-confirm publisher | \($t.t1.api_accepted_per_s | r0)/s vs \($t.t1.publisher_msgs_per_s | r0)/s = **\($t.t1.ratio | r2)** | ≥ 0.8 | \($t.t1.pass | ok) |",
 "| 2 | `GET /healthz` vs nginx fixed `204`, same wrk command, 1,000 connections | \($t.t2.api_requests_per_s | r0)/s vs \($t.t2.nginx_requests_per_s | r0)/s = **\($t.t2.ratio | r2)** | ≥ 0.9 | \($t.t2.pass | ok) |",
 "| 3 | \($t.t3.connections) keep-alive connections, open loop at \($t.t3.rate | r0) checkouts/s (half of 1) | p99 \($t.t3.p99_ms | r1) ms, socket errors \($t.t3.socket_errors), non-2xx \($t.t3.non_2xx), unsent \($t.t3.unsent), API RSS at most \($t.t3.api_rss_max_mib | r1) MiB | p99 < 100 ms, 0, 0, 0, < 64 MiB | \($t.t3.pass | ok) |",
-"| 4 | burst of \($t.t4.burst) checkouts | accepted \($t.t4.accepted), final \($t.t4.final), lost \($t.t4.lost | num), duplicated \($t.t4.duplicated); drain \($t.t4.drain_s | num) s after the burst, \($t.t4.completed_per_s // 0 | r0) completed/s | all accepted and final, 0 lost, 0 duplicated | \($t.t4.pass | ok) |",
+"| 4 | burst of \($t.t4.burst) checkouts | accepted \($t.t4.accepted), final \($t.t4.final), lost \($t.t4.lost | num), duplicated \($t.t4.duplicated); drain \($t.t4.drain_s | r1) s after the burst, \($t.t4.completed_per_s // 0 | r0) completed/s | all accepted and final, 0 lost, 0 duplicated | \($t.t4.pass | ok) |",
 "| 5 | payment backlog of \($t.t5.backlog), gateway \($gw) ms: 4 consumers vs 1 | 1: \($t.t5.one_per_s | r1) payments/s, 4: \($t.t5.four_per_s | r1) payments/s = **\($t.t5.ratio | r2)×** | ≥ 3.5× | \($t.t5.pass | ok) |",
 "",
+(if (.notes | length) > 0 then "Notes on this run:\n\n" + (.notes | map("- " + .) | join("\n")) + "\n" else empty end),
 "Orders accepted in 1 and 3 (followed once orders-inventory ran again): \($t.t1_t3_orders.final) of \($t.t1_t3_orders.orders) final, lost \($t.t1_t3_orders.lost | num), duplicated \($t.t1_t3_orders.duplicated)\(if $t.t1_t3_orders.complete then "" else " (following stopped at its time limit while orders still completed: the rest were not final yet)" end).",
 "",
 "## 1. Durable accept rate",

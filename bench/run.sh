@@ -20,7 +20,10 @@
 #       BENCH_T3_SECONDS, orders-inventory still stopped (as in T1); the API's
 #       resident memory sampled from /proc every 0.2 s.
 #       Then orders-inventory starts, and every order T1 and T3 accepted is
-#       followed to its final status (lost and duplicated orders counted).
+#       followed to its final status (lost and duplicated orders counted) for
+#       up to BENCH_FOLLOW_MAX_S; what the consumers have not done by then is
+#       purged from the work queues (and said in the report), so that T5 and
+#       T4 start from empty queues and the run stays bounded.
 #   T5  orders-payment stopped, a backlog of BENCH_T5_BACKLOG payment.authorize
 #       messages made through checkouts, drained by one payment consumer with
 #       ORDERS_GATEWAY_LATENCY_MS=100; again with four; the drain rates compared.
@@ -31,7 +34,7 @@
 # Knobs (environment): ORDERS_LOCAL_PORT_OFFSET (the stack's ports, see
 # README), BENCH_BUILD_DIR (build-bench, a Release build of its own), BENCH_HTTP_SECONDS (10), BENCH_T1_SECONDS
 # (10), BENCH_PUB_COUNT (100000), BENCH_T3_SECONDS (20), BENCH_T3_CONNS (10000),
-# BENCH_T5_BACKLOG (800), BENCH_BURST (100000), BENCH_FOLLOW_MAX_S (180),
+# BENCH_T5_BACKLOG (600), BENCH_BURST (100000), BENCH_FOLLOW_MAX_S (120),
 # BENCH_DRAIN_MAX_S (360), BENCH_OUT (bench/results), BENCH_KEEP_UP (0).
 # Every other ORDERS_* variable is cleared: the stack runs with its defaults.
 set -euo pipefail
@@ -58,11 +61,11 @@ PUB_COUNT=${BENCH_PUB_COUNT:-100000}
 PUB_IN_FLIGHT=$T1_CONNS
 T3_S=${BENCH_T3_SECONDS:-20}
 T3_CONNS=${BENCH_T3_CONNS:-10000}
-T5_BACKLOG=${BENCH_T5_BACKLOG:-800}
+T5_BACKLOG=${BENCH_T5_BACKLOG:-600}
 T5_LATENCY_MS=100
 BURST=${BENCH_BURST:-100000}
 BURST_CONNS=1000
-FOLLOW_MAX_S=${BENCH_FOLLOW_MAX_S:-180}
+FOLLOW_MAX_S=${BENCH_FOLLOW_MAX_S:-120}
 DRAIN_MAX_S=${BENCH_DRAIN_MAX_S:-360}
 OUT=${BENCH_OUT:-$ROOT/bench/results}
 NGINX_PORT=$((18080 + PORT_OFFSET))
@@ -78,7 +81,7 @@ started=$SECONDS
 rid=$(date +%s)
 work=$LOCAL/bench
 nginx_dir=$work/nginx
-declare -a CMDS=()
+declare -a CMDS=() NOTES=()
 declare -A X_PID=()
 
 clock() { printf '%02d:%02d' $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60)); }
@@ -160,6 +163,20 @@ wait_queues_empty() {
 	done
 }
 
+# purge_work_queues WHY: drop every ready message of the three order queues
+# (not cart.persist), and say so in the report.
+purge_work_queues() {
+	local q n total=0
+	for q in inventory.reserve payment.authorize order.finalize; do
+		n=$(queue_ready "$q")
+		[ "${n:-0}" -gt 0 ] || continue
+		"$ROOT/deploy/local/services.sh" ctl -q purge_queue "$q" >/dev/null
+		total=$((total + n))
+	done
+	warn "purged $total message(s) from the work queues: $1"
+	NOTES+=("$total message(s) were purged from the work queues $1.")
+}
+
 # ticks PID: utime+stime of a process in clock ticks (and of its reaped
 # children with ALL=1: a postgres backend that ended counts in the postmaster).
 ticks() {
@@ -223,7 +240,7 @@ t5_backlog() {
 		n=$(count_orders "$work/t5$tag.ids" "status = 'reserved'")
 		[ "$n" -lt "$(wc -l <"$work/t5$tag.ids")" ] || break
 		[ $SECONDS -lt $deadline ] || {
-			warn "T5: only $n orders reserved after 300 s"
+			NOTES+=("T5 was not measured: only $n of the backlog's orders were reserved after 300 s.")
 			return 1
 		}
 		sleep 1
@@ -249,7 +266,10 @@ t5_drain() {
 	wait "$dpid"
 	for name in "${!X_PORT[@]}"; do
 		until http_ok "http://127.0.0.1:${X_PORT[$name]}/readyz"; do
-			pid_alive "${X_PID[$name]}" || die "T5: $name exited at start"
+			pid_alive "${X_PID[$name]}" || {
+				NOTES+=("T5 was not measured: $name exited at start.")
+				return 1
+			}
 			sleep 0.1
 		done
 	done
@@ -258,7 +278,12 @@ t5_drain() {
 	while :; do
 		n=$(count_payments "$work/t5$tag.ids")
 		[ "$n" -lt "$total" ] || break
-		[ $SECONDS -lt $deadline ] || die "T5: $n of $total paid after 600 s"
+		if [ $SECONDS -ge $deadline ]; then
+			NOTES+=("T5 was not measured: $n of $total orders paid after 600 s with $k consumer(s).")
+			"$DAEMON_SH" stop orders-payment >/dev/null
+			extras_stop
+			return 1
+		fi
 		sleep 0.2
 	done
 	t1=$(date +%s.%N)
@@ -315,7 +340,7 @@ for sku in ${SKUS//,/ }; do
 		"$API_URL/v1/products/$sku")
 	case $code in 200 | 201) ;; *) die "PUT /v1/products/$sku answered $code" ;; esac
 done
-wait_queues_empty 60 || warn "the work queues were not empty at the start"
+wait_queues_empty 60 || purge_work_queues "at the start (left by an earlier run?)"
 
 step "T2: wrk -c $HTTP_CONNS against nginx (fixed 204) on port $NGINX_PORT"
 ! port_open "$NGINX_PORT" || die "port $NGINX_PORT (nginx) is taken"
@@ -365,18 +390,19 @@ step "T1+T3: orders-inventory started; every accepted order followed to its fina
 "$DAEMON_SH" start orders-inventory >/dev/null
 cmd "$BENCH" -F "$work/t1.ids" -F "$work/t3.ids" -f 60 -M "$FOLLOW_MAX_S" \
 	-j "$work/t13-follow.json" || [ $? -eq 3 ]
-wait_queues_empty 120 || warn "the work queues still hold messages before T5"
+wait_queues_empty 10 || purge_work_queues "after following the orders of 1 and 3 for ${FOLLOW_MAX_S} s, before 5"
 
 step "T5: a backlog of $T5_BACKLOG payment.authorize messages, one payment consumer, gateway ${T5_LATENCY_MS} ms"
 "$DAEMON_SH" stop orders-payment >/dev/null
-t5_backlog one
-t5_drain one 1
-
-step "T5: the same backlog again, four payment consumers"
-t5_backlog four
-t5_drain four 4
+t5_ok=false
+if t5_backlog one && t5_drain one 1; then
+	step "T5: the same backlog again, four payment consumers"
+	t5_backlog four && t5_drain four 4 && t5_ok=true
+else
+	step "T5: (skipped, the first half was not measured)"
+fi
 "$DAEMON_SH" start orders-payment >/dev/null
-wait_queues_empty 120 || warn "the work queues still hold messages before T4"
+wait_queues_empty 60 || purge_work_queues "after 5, before 4"
 
 step "T4: a burst of $BURST checkouts at $BURST_CONNS connections, every consumer running"
 cpu_snapshot >"$work/cpu-before.txt"
@@ -408,19 +434,22 @@ jq -n \
 	--arg v_mhd "$(pkg-config --modversion libmicrohttpd)" \
 	--arg v_nginx "$(nginx -v 2>&1 | sed 's/.*nginx\///')" \
 	--arg v_wrk "$(dpkg-query -W -f='${Version}' wrk)" \
-	--argjson t5_one "$(cut -d' ' -f1 "$work/t5one.drain")" \
-	--argjson t5_one_paid "$(cut -d' ' -f2 "$work/t5one.drain")" \
-	--argjson t5_four "$(cut -d' ' -f1 "$work/t5four.drain")" \
-	--argjson t5_four_paid "$(cut -d' ' -f2 "$work/t5four.drain")" \
+	--argjson t5_ok "$t5_ok" \
+	--argjson t5_one "$(cut -d' ' -f1 "$work/t5one.drain" 2>/dev/null || echo null)" \
+	--argjson t5_one_paid "$(cut -d' ' -f2 "$work/t5one.drain" 2>/dev/null || echo null)" \
+	--argjson t5_four "$(cut -d' ' -f1 "$work/t5four.drain" 2>/dev/null || echo null)" \
+	--argjson t5_four_paid "$(cut -d' ' -f2 "$work/t5four.drain" 2>/dev/null || echo null)" \
+	--argjson notes "$(printf '%s\n' "${NOTES[@]}" | jq -R . | jq -s 'map(select(. != ""))')" \
 	--argjson t5_n "$T5_BACKLOG" --argjson burst "$BURST" \
 	--argjson rss_max_kib "${rss_max_kib:-0}" --argjson rss_before_kib "${rss_before:-0}" \
 	--slurpfile nginx "$work/t2-nginx.json" --slurpfile api "$work/t2-api.json" \
 	--slurpfile t1 "$work/t1.json" --slurpfile pub "$work/pub.json" \
 	--slurpfile t3 "$work/t3.json" --slurpfile t13 "$work/t13-follow.json" \
 	--slurpfile t4 "$work/t4.json" --slurpfile cpu "$work/t4-cpu.json" \
-	--slurpfile t5one "$work/t5one-send.json" --slurpfile t5four "$work/t5four-send.json" \
+	--slurpfile t5one <(cat "$work/t5one-send.json" 2>/dev/null || echo null) \
+	--slurpfile t5four <(cat "$work/t5four-send.json" 2>/dev/null || echo null) \
 	'{
-	  date: $date, host: $host, commit: $commit,
+	  date: $date, host: $host, commit: $commit, notes: $notes,
 	  machine: {nproc: $nproc, memory: $mem, kernel: $kernel, cpu: $cpu_model,
 	            load_start: $load_start, load_end: $load_end},
 	  versions: {rabbitmq: $v_rabbitmq, postgresql: $v_postgresql, redis: $v_redis,
@@ -446,11 +475,13 @@ jq -n \
 	         accepted_per_s: $t4[0].accepted_per_s, cpu: $cpu[0],
 	         pass: ($t4[0].accepted == $burst and ($t4[0].follow.final // 0) == $burst and
 	                $t4[0].lost == 0 and $t4[0].duplicated == 0)},
-	    t5: {backlog: $t5_n, one_consumer_s: $t5_one, four_consumers_s: $t5_four,
-	         one_paid: $t5_one_paid, four_paid: $t5_four_paid,
-	         one_per_s: ($t5_one_paid / $t5_one), four_per_s: ($t5_four_paid / $t5_four),
-	         ratio: (($t5_four_paid / $t5_four) / ($t5_one_paid / $t5_one)), need: 3.5,
-	         pass: (($t5_four_paid / $t5_four) >= 3.5 * ($t5_one_paid / $t5_one))}
+	    t5: (if $t5_ok then
+	         {backlog: $t5_n, one_consumer_s: $t5_one, four_consumers_s: $t5_four,
+	          one_paid: $t5_one_paid, four_paid: $t5_four_paid,
+	          one_per_s: ($t5_one_paid / $t5_one), four_per_s: ($t5_four_paid / $t5_four),
+	          ratio: (($t5_four_paid / $t5_four) / ($t5_one_paid / $t5_one)), need: 3.5,
+	          pass: (($t5_four_paid / $t5_four) >= 3.5 * ($t5_one_paid / $t5_one))}
+	       else {backlog: $t5_n, ratio: null, need: 3.5, pass: false} end)
 	  },
 	  runs: {t2_nginx: $nginx[0], t2_api: $api[0], t1_api: $t1[0], t1_publisher: $pub[0],
 	         t3: $t3[0], t1_t3_follow: $t13[0], t5_one_backlog: $t5one[0],
