@@ -12,6 +12,10 @@
 /* Ids per query: a 185 KB array literal, well under any limit, few round trips. */
 #define CHUNK 5000
 #define POLL_S 0.5
+/* Between polls only new final events are read; every order still pending is
+ * looked up this often too, so that one without an event is seen as well. */
+#define FULL_EVERY_S 15.0
+#define EVENTS_LIMIT 20000
 #define MAX_ORDERS 20000000L
 
 const char *const follow_status_names[FOLLOW_STATUSES] = {"confirmed", "rejected", "payment_failed",
@@ -20,6 +24,10 @@ const char *const follow_status_names[FOLLOW_STATUSES] = {"confirmed", "rejected
 static const char final_sql[] =
     "SELECT order_id::text, status, client_id FROM orders WHERE order_id = ANY($1::uuid[]) "
     "AND status IN ('confirmed', 'rejected', 'payment_failed', 'expired')";
+static const char events_since_sql[] =
+    "SELECT e.seq, e.order_id::text, o.status, o.client_id FROM order_events e "
+    "JOIN orders o ON o.order_id = e.order_id WHERE e.seq > $1::bigint ORDER BY e.seq LIMIT 20000";
+static const char max_seq_sql[] = "SELECT coalesce(max(seq), 0) FROM order_events";
 static const char events_sql[] = "SELECT order_id::text, count(*) FROM order_events "
                                  "WHERE order_id = ANY($1::uuid[]) GROUP BY order_id";
 static const char keys_sql[] = "SELECT idempotency_key, order_id::text FROM orders "
@@ -126,39 +134,101 @@ static int status_index(const char *s)
 	return -1;
 }
 
-/* One pass over the orders not yet final; pending is compacted in place. */
+/* o has reached status (when it is a final one): count it, once. */
+static void mark_final(struct follow_order *o, const char *status, const char *client,
+                       char *client_id, size_t client_size, struct follow_result *r)
+{
+	int k = status_index(status);
+
+	if (!o || o->final || k < 0)
+		return;
+	o->final = 1;
+	r->final++;
+	r->statuses[k]++;
+	if (!client_id[0])
+		snprintf(client_id, client_size, "%s", client);
+}
+
+static void compact(struct follow_order **pending, long *npending)
+{
+	long kept = 0;
+
+	for (long i = 0; i < *npending; i++) {
+		if (!pending[i]->final)
+			pending[kept++] = pending[i];
+	}
+	*npending = kept;
+}
+
+/* Every order not yet final, looked up by id; pending is compacted in place. */
 static int poll_pending(PGconn *db, struct follow_order *orders, long n,
                         struct follow_order **pending, long *npending, char *client_id,
                         size_t client_size, struct follow_result *r)
 {
-	long kept = 0;
-
 	for (long at = 0; at < *npending; at += CHUNK) {
 		long m = *npending - at < CHUNK ? *npending - at : CHUNK;
 		PGresult *res = query_chunk(db, final_sql, pending + at, m, 0, NULL);
 
 		if (!res)
 			return -1;
-		for (int row = 0; row < PQntuples(res); row++) {
-			struct follow_order *o = find_id(orders, n, PQgetvalue(res, row, 0));
-			int s = status_index(PQgetvalue(res, row, 1));
-
-			if (!o || o->final)
-				continue;
-			o->final = 1;
-			r->final++;
-			if (s >= 0)
-				r->statuses[s]++;
-			if (!client_id[0])
-				snprintf(client_id, client_size, "%s", PQgetvalue(res, row, 2));
-		}
+		for (int row = 0; row < PQntuples(res); row++)
+			mark_final(find_id(orders, n, PQgetvalue(res, row, 0)),
+			           PQgetvalue(res, row, 1), PQgetvalue(res, row, 2), client_id,
+			           client_size, r);
 		PQclear(res);
 	}
-	for (long i = 0; i < *npending; i++) {
-		if (!pending[i]->final)
-			pending[kept++] = pending[i];
+	compact(pending, npending);
+	return 0;
+}
+
+/*
+ * The final events recorded after *seq (moved on): a query that costs what is
+ * new, not what is pending, so that following 100,000 orders does not load the
+ * database being measured.
+ */
+static int poll_events(PGconn *db, struct follow_order *orders, long n, long long *seq,
+                       char *client_id, size_t client_size, struct follow_result *r)
+{
+	for (;;) {
+		char after[32];
+		const char *params[1] = {after};
+		PGresult *res;
+		int rows;
+
+		snprintf(after, sizeof(after), "%lld", *seq);
+		res = PQexecParams(db, events_since_sql, 1, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+			fprintf(stderr, "orders-bench: query failed: %s", PQerrorMessage(db));
+			PQclear(res);
+			return -1;
+		}
+		rows = PQntuples(res);
+		for (int row = 0; row < rows; row++) {
+			long long at = strtoll(PQgetvalue(res, row, 0), NULL, 10);
+
+			if (at > *seq)
+				*seq = at;
+			mark_final(find_id(orders, n, PQgetvalue(res, row, 1)),
+			           PQgetvalue(res, row, 2), PQgetvalue(res, row, 3), client_id,
+			           client_size, r);
+		}
+		PQclear(res);
+		if (rows < EVENTS_LIMIT)
+			return 0;
 	}
-	*npending = kept;
+}
+
+static int max_seq(PGconn *db, long long *seq)
+{
+	PGresult *res = PQexec(db, max_seq_sql);
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		fprintf(stderr, "orders-bench: query failed: %s", PQerrorMessage(db));
+		PQclear(res);
+		return -1;
+	}
+	*seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
 	return 0;
 }
 
@@ -231,7 +301,8 @@ int follow_run(const char *dsn, struct follow_order *orders, long n, double stal
 	struct follow_result r;
 	struct follow_order **pending = NULL;
 	char client_id[128] = "";
-	double start = util_wall(), last_change = start, last_line = start;
+	double start = util_wall(), last_change = start, last_line = start, last_full;
+	long long seq = 0;
 	long npending = n, last_final = 0;
 	PGconn *db = NULL;
 	int rc = -1;
@@ -254,13 +325,15 @@ int follow_run(const char *dsn, struct follow_order *orders, long n, double stal
 		orders[i].final = 0;
 		pending[i] = &orders[i];
 	}
-	while (npending > 0) {
-		double now;
+	/* The events' position first: what happens during the full pass is read again. */
+	if (max_seq(db, &seq) != 0 ||
+	    poll_pending(db, orders, n, pending, &npending, client_id, sizeof(client_id), &r) != 0)
+		goto out;
+	last_full = util_wall();
+	for (;;) {
+		double now = util_wall();
+		int stalled, capped;
 
-		if (poll_pending(db, orders, n, pending, &npending, client_id, sizeof(client_id),
-		                 &r) != 0)
-			goto out;
-		now = util_wall();
 		if (r.final != last_final) {
 			last_final = r.final;
 			last_change = now;
@@ -272,13 +345,34 @@ int follow_run(const char *dsn, struct follow_order *orders, long n, double stal
 			        now - start, r.final, n, npending);
 			fflush(progress);
 		}
-		if (npending == 0 || now - last_change >= stall_s)
+		if (npending == 0)
 			break;
-		if (max_s > 0 && now - start >= max_s) {
-			r.capped = 1;
+		stalled = now - last_change >= stall_s;
+		capped = max_s > 0 && now - start >= max_s;
+		if (stalled || capped) {
+			long before = r.final;
+
+			/* A last look at every pending order, with or without an event. */
+			if (poll_pending(db, orders, n, pending, &npending, client_id,
+			                 sizeof(client_id), &r) != 0)
+				goto out;
+			if (r.final != before)
+				stalled = 0;
+			if (!stalled && !capped)
+				continue;
+			r.capped = capped && !stalled && npending > 0;
 			break;
 		}
 		util_sleep(POLL_S);
+		if (poll_events(db, orders, n, &seq, client_id, sizeof(client_id), &r) != 0)
+			goto out;
+		compact(pending, &npending);
+		if (util_wall() - last_full >= FULL_EVERY_S) {
+			if (poll_pending(db, orders, n, pending, &npending, client_id,
+			                 sizeof(client_id), &r) != 0)
+				goto out;
+			last_full = util_wall();
+		}
 	}
 	r.not_final = npending;
 	r.lost = r.capped ? 0 : npending;
