@@ -89,9 +89,16 @@ step() {
 	step_no=$((step_no + 1))
 	printf '\nbench: [%d/%d %s] %s\n' "$step_no" "$STEPS" "$(clock)" "$*"
 }
-# cmd ARGS...: run and remember the command for the report.
+# cmd ARGS...: run and remember the command for the report, quoted where needed.
 cmd() {
-	CMDS+=("$*")
+	local w line=
+	for w in "$@"; do
+		case $w in
+		*[[:space:]]*) line+=" '$w'" ;;
+		*) line+=" $w" ;;
+		esac
+	done
+	CMDS+=("${line# }")
 	"$@"
 }
 jqr() { jq -r "$@"; }
