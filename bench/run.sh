@@ -30,6 +30,9 @@
 #   T4  a burst of BENCH_BURST checkouts at 1,000 connections with every
 #       consumer running, each order followed to its final status; CPU time of
 #       every process of the stack from /proc/<pid>/stat before and after.
+#       What is still queued then is purged, and the run's keys are deleted
+#       from Redis: the stack is left without a backlog or a few hundred
+#       thousand idempotency keys for the next `make test` or `make up`.
 #
 # Knobs (environment): ORDERS_LOCAL_PORT_OFFSET (the stack's ports, see
 # README), BENCH_BUILD_DIR (build-bench, a Release build of its own), BENCH_HTTP_SECONDS (10), BENCH_T1_SECONDS
@@ -133,6 +136,11 @@ finish() {
 	[ -z "${sampler:-}" ] || kill "$sampler" 2>/dev/null || true
 	nginx_stop
 	extras_stop
+	# Stopped half-way: the backlog the run made is not left to the next user.
+	if [ $rc -ne 0 ] && [ -n "${ORDERS_AMQP_URL:-}" ]; then
+		purge_work_queues "after a failed run" 2>/dev/null || true
+		forget_redis_keys 2>/dev/null || true
+	fi
 	if [ "${BENCH_KEEP_UP:-0}" = 1 ]; then
 		say "BENCH_KEEP_UP=1: the stack stays up ('make down' stops it)"
 	else
@@ -182,6 +190,19 @@ purge_work_queues() {
 	done
 	warn "purged $total message(s) from the work queues: $1"
 	NOTES+=("$total message(s) were purged from the work queues $1.")
+}
+
+# forget_redis_keys: drop the run's idempotency keys and pending-order
+# snapshots from Redis (kept for days otherwise: a few hundred thousand keys
+# make the next test's FLUSHALL slow). The client id is "key_" and the first
+# 12 hex digits of the API key's BLAKE2b-256 digest (README, API keys).
+forget_redis_keys() {
+	local client f
+	client=key_$(printf %s dev-client | b2sum -l 256 | cut -c1-12)
+	for f in "$work"/*.ids; do
+		[ -s "$f" ] || continue
+		awk -v c="$client" '{ print "idem:" c ":" $1; print "order:" $2 }' "$f"
+	done | xargs -r -n 500 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" UNLINK >/dev/null
 }
 
 # ticks PID: utime+stime of a process in clock ticks (and of its reaped
@@ -414,10 +435,14 @@ wait_queues_empty 60 || purge_work_queues "after 5, before 4"
 step "T4: a burst of $BURST checkouts at $BURST_CONNS connections, every consumer running"
 cpu_snapshot >"$work/cpu-before.txt"
 cmd "$BENCH" -n "$BURST" -c "$BURST_CONNS" -s "$SKUS" -k "b4-$rid" -f 120 -M "$DRAIN_MAX_S" \
-	-j "$work/t4.json" || [ $? -eq 3 ]
+	-i "$work/t4.ids" -j "$work/t4.json" || [ $? -eq 3 ]
 cpu_snapshot >"$work/cpu-after.txt"
 
 step "the report"
+# What 4 left unfinished is the bench's own: the stack must not hand it to the
+# next `make test` or `make up` (their orders would wait behind it).
+wait_queues_empty 5 || purge_work_queues "at the end, so that the stack is left without a backlog"
+forget_redis_keys
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 host=$(hostname -s)
 day=$(date +%Y-%m-%d)
