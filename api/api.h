@@ -1,6 +1,6 @@
 /*
  * api.h: orders-api, the HTTP front door. Shared state and the pieces the
- * route handlers in catalog.c, checkout.c and orders.c use.
+ * route handlers in catalog.c, checkout.c, orders.c and events.c use.
  *
  * Threads: libmicrohttpd runs the handlers on its pool of epoll threads;
  * the publisher has a thread of its own. struct api is set up before the
@@ -122,6 +122,10 @@ struct request {
  * NULL-terminated list of name, value pairs, or NULL. */
 enum MHD_Result respond_json(struct request *r, unsigned int status, const char *body,
                              const char *const *headers);
+/* respond_text - queue status with body (len bytes, copied) of Content-Type
+ * type; headers as for respond_json. */
+enum MHD_Result respond_text(struct request *r, unsigned int status, const char *type,
+                             const char *body, size_t len, const char *const *headers);
 /* respond_empty - queue status without a body (204). */
 enum MHD_Result respond_empty(struct request *r, unsigned int status);
 /* respond_obj - like respond_json with a jansson object (decref'd here). */
@@ -194,6 +198,10 @@ enum MHD_Result carts_get(struct request *r, const char *cart_id);
 enum MHD_Result carts_put(struct request *r, const char *cart_id);
 enum MHD_Result carts_delete(struct request *r, const char *cart_id);
 enum MHD_Result orders_get(struct request *r, const char *order_id);
+/* events.c: the finance feed (JSON or, on Accept: text/csv, CSV) and the
+ * day's reconciliation figures, both from PostgreSQL. */
+enum MHD_Result events_list(struct request *r);
+enum MHD_Result reconciliation_get(struct request *r);
 
 /*
  * product_lookup - name, price and currency of sku: Redis first, PostgreSQL

@@ -18,8 +18,13 @@
 
 #define MAX_LINES 100
 #define MAX_QUANTITY 999
-/* How long a checkout may hold its Idempotency-Key while in flight. */
-#define IDEM_PENDING_TTL_S 60
+/*
+ * A checkout holds its Idempotency-Key from the claim to the broker's answer:
+ * a few Redis commands (1 s timeout each) and the publish (publish timeout).
+ * The in-flight record expires this long after that, so a key whose owner
+ * could not release it (Redis down at the time) blocks retries only briefly.
+ */
+#define IDEM_PENDING_SLACK_S 5
 /* How long a finished checkout's answer is replayed (the contract: >= 24 h). */
 #define IDEM_DONE_TTL_S (48 * 3600)
 #define ORDER_SNAPSHOT_TTL_S (24 * 3600)
@@ -371,12 +376,14 @@ static void body_hash(const struct request *r, char out[BODY_HASH_HEX + 1])
 	sodium_bin2hex(out, BODY_HASH_HEX + 1, h, sizeof(h));
 }
 
-/* The in-flight record outlives the longest wait for a confirm. */
+/*
+ * The in-flight record outlives the longest wait for a confirm. Should it
+ * still expire early, nothing breaks: a retry publishes the same order and
+ * message id, which the consumers' inboxes make one order.
+ */
 static int pending_ttl_s(const struct api *a)
 {
-	int ttl = a->cfg.publish_timeout_ms / 1000 + 10;
-
-	return ttl > IDEM_PENDING_TTL_S ? ttl : IDEM_PENDING_TTL_S;
+	return (a->cfg.publish_timeout_ms + 999) / 1000 + IDEM_PENDING_SLACK_S;
 }
 
 static enum MHD_Result respond_accepted(struct request *r, const char *body)

@@ -172,6 +172,12 @@ enum MHD_Result respond_json(struct request *r, unsigned int status, const char 
 	return respond(r, status, "application/json", body, strlen(body), headers);
 }
 
+enum MHD_Result respond_text(struct request *r, unsigned int status, const char *type,
+                             const char *body, size_t len, const char *const *headers)
+{
+	return respond(r, status, type, body, len, headers);
+}
+
 enum MHD_Result respond_empty(struct request *r, unsigned int status)
 {
 	return respond(r, status, NULL, "", 0, NULL);
@@ -522,6 +528,14 @@ static enum MHD_Result dispatch(struct request *r, const char *url)
 	if ((param = path_param(url, "/v1/orders/"))) {
 		r->route = "/v1/orders/{order_id}";
 		return get ? orders_get(r, param) : method_not_allowed(r, "GET, HEAD");
+	}
+	if (strcmp(url, "/v1/order-events") == 0) {
+		r->route = "/v1/order-events";
+		return get ? events_list(r) : method_not_allowed(r, "GET, HEAD");
+	}
+	if (strcmp(url, "/v1/reconciliation") == 0) {
+		r->route = "/v1/reconciliation";
+		return get ? reconciliation_get(r) : method_not_allowed(r, "GET, HEAD");
 	}
 	return respond_error(r, 404, "not_found", "no such route", NULL);
 }

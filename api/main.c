@@ -97,7 +97,10 @@ static int setup(struct api *a)
 	enum log_level level = LOG_INFO;
 	static const char body_hash_context[] = "orders idempotency body hash";
 
-	if (config_load(&a->cfg, err, sizeof(err)) != ERR_OK) {
+	/* The API seals cards and derives order ids; it never opens a card. */
+	if (config_load_for(&a->cfg,
+	                    CONFIG_NEED_API_KEYS | CONFIG_NEED_SEAL_PUBLIC | CONFIG_NEED_ORDER_ID,
+	                    err, sizeof(err)) != ERR_OK) {
 		fprintf(stderr, "orders-api: %s\n", err);
 		return ERR_INVALID;
 	}

@@ -100,6 +100,7 @@ static const struct config_row config_table[] = {
     ROW_INT("ORDERS_GATEWAY_LATENCY_MS", gateway_latency_ms, 0, 0, 60000),
     ROW_INT("ORDERS_RESERVATION_TTL_S", reservation_ttl_s, 900, 1, 604800),
     ROW_INT("ORDERS_FINALIZE_GRACE_S", finalize_grace_s, 60, 1, 86400),
+    ROW_INT("ORDERS_CONSUMER_BATCH", consumer_batch, 0, 0, 1000),
 };
 
 #define CONFIG_ROWS (sizeof(config_table) / sizeof(config_table[0]))
@@ -241,17 +242,39 @@ static const char *find_dev_api_key(const struct apikey *keys, size_t n)
 	return NULL;
 }
 
+/* The need bit of a CONFIG_KEY row (0 for others). */
+static unsigned row_need(const struct config_row *r)
+{
+	static const struct {
+		const char *name;
+		unsigned need;
+	} needs[] = {
+	    {"ORDERS_SEAL_PUBLIC_KEY", CONFIG_NEED_SEAL_PUBLIC},
+	    {"ORDERS_SEAL_SECRET_KEY", CONFIG_NEED_SEAL_SECRET},
+	    {"ORDERS_VAULT_KEY", CONFIG_NEED_VAULT},
+	    {"ORDERS_FINGERPRINT_KEY", CONFIG_NEED_FINGERPRINT},
+	    {"ORDERS_ORDER_ID_KEY", CONFIG_NEED_ORDER_ID},
+	};
+
+	for (size_t i = 0; i < sizeof(needs) / sizeof(needs[0]); i++)
+		if (strcmp(needs[i].name, r->name) == 0)
+			return needs[i].need;
+	return 0;
+}
+
 /* Production must not run with anything that ships with the source code. */
-static int check_production(const struct config *cfg, char *err, size_t errlen)
+static int check_production(const struct config *cfg, unsigned needs, char *err, size_t errlen)
 {
 	struct apikey keys[APIKEY_MAX];
-	const char *what, *dev;
+	const char *what, *dev = NULL;
 	size_t i, n = 0;
 
 	/* The value passed check_api_keys, so it parses. */
-	apikey_parse(cfg->api_keys, keys, APIKEY_MAX, &n, &what);
-	dev = find_dev_api_key(keys, n);
-	sodium_memzero(keys, sizeof(keys));
+	if (needs & CONFIG_NEED_API_KEYS) {
+		apikey_parse(cfg->api_keys, keys, APIKEY_MAX, &n, &what);
+		dev = find_dev_api_key(keys, n);
+		sodium_memzero(keys, sizeof(keys));
+	}
 	if (dev) {
 		set_err(err, errlen,
 		        "ORDERS_API_KEYS must not contain the development key '%s' "
@@ -262,7 +285,7 @@ static int check_production(const struct config *cfg, char *err, size_t errlen)
 	for (i = 0; i < CONFIG_ROWS; i++) {
 		const struct config_row *r = &config_table[i];
 
-		if (!(r->flags & CONFIG_KEY))
+		if (!(r->flags & CONFIG_KEY) || !(row_need(r) & needs))
 			continue;
 		if (strcasecmp((const char *)cfg + r->offset, r->def_str) == 0) {
 			set_err(err, errlen,
@@ -276,6 +299,11 @@ static int check_production(const struct config *cfg, char *err, size_t errlen)
 }
 
 int config_load(struct config *cfg, char *err, size_t errlen)
+{
+	return config_load_for(cfg, CONFIG_NEED_ALL, err, errlen);
+}
+
+int config_load_for(struct config *cfg, unsigned needs, char *err, size_t errlen)
 {
 	struct config c;
 	size_t i;
@@ -301,7 +329,7 @@ int config_load(struct config *cfg, char *err, size_t errlen)
 			goto out;
 	}
 	if (config_is_production(&c)) {
-		rc = check_production(&c, err, errlen);
+		rc = check_production(&c, needs, err, errlen);
 		if (rc != ERR_OK)
 			goto out;
 	}

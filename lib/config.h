@@ -34,15 +34,33 @@ struct config {
 	int gateway_latency_ms;         /* ORDERS_GATEWAY_LATENCY_MS */
 	int reservation_ttl_s;          /* ORDERS_RESERVATION_TTL_S */
 	int finalize_grace_s;           /* ORDERS_FINALIZE_GRACE_S */
+	int consumer_batch;             /* ORDERS_CONSUMER_BATCH: 0 = each consumer's default */
 	int rate_limit;                 /* ORDERS_RATE_LIMIT: per key and second; 0 = none */
 };
 
+/* The secrets a daemon uses: in production, config_load_for() refuses to
+ * start while one of them is left at its published development default. */
+enum config_need {
+	CONFIG_NEED_API_KEYS = 1 << 0,    /* ORDERS_API_KEYS */
+	CONFIG_NEED_SEAL_PUBLIC = 1 << 1, /* ORDERS_SEAL_PUBLIC_KEY */
+	CONFIG_NEED_SEAL_SECRET = 1 << 2, /* ORDERS_SEAL_SECRET_KEY */
+	CONFIG_NEED_VAULT = 1 << 3,       /* ORDERS_VAULT_KEY */
+	CONFIG_NEED_FINGERPRINT = 1 << 4, /* ORDERS_FINGERPRINT_KEY */
+	CONFIG_NEED_ORDER_ID = 1 << 5,    /* ORDERS_ORDER_ID_KEY */
+	CONFIG_NEED_ALL = (1 << 6) - 1,
+};
+
 /*
- * config_load - fill cfg from the defaults and then from getenv().
+ * config_load_for - fill cfg from the defaults and then from getenv().
  * On a bad value returns ERR_INVALID and writes a sentence naming the
- * variable into err (size errlen). Production refuses the dev API keys and
- * the dev crypto keys. Not thread-safe (reads the environment).
+ * variable into err (size errlen). In production, refuses the dev API keys
+ * and any dev crypto key among needs (enum config_need): each daemon names
+ * only what it uses, so that the others never have to hold the card keys.
+ * Not thread-safe (reads the environment).
  */
+int config_load_for(struct config *cfg, unsigned needs, char *err, size_t errlen);
+
+/* config_load - config_load_for() needing every secret. */
 int config_load(struct config *cfg, char *err, size_t errlen);
 
 /* config_log - print every setting once as a log line, secrets masked. */

@@ -1689,15 +1689,25 @@ int mq_consumer_next(struct mq_consumer *c, struct mq_delivery *out, int timeout
 	return ERR_OK;
 }
 
-int mq_consumer_ack(struct mq_consumer *c, uint64_t tag)
+static int consumer_ack(struct mq_consumer *c, uint64_t tag, int multiple)
 {
 	if (!c)
 		return ERR_INVALID;
-	if (c->dead || amqp_basic_ack(c->conn, MQ_MAIN_CHANNEL, tag, 0) != AMQP_STATUS_OK) {
+	if (c->dead || amqp_basic_ack(c->conn, MQ_MAIN_CHANNEL, tag, multiple) != AMQP_STATUS_OK) {
 		c->dead = 1;
 		return ERR_UNAVAILABLE;
 	}
 	return ERR_OK;
+}
+
+int mq_consumer_ack(struct mq_consumer *c, uint64_t tag)
+{
+	return consumer_ack(c, tag, 0);
+}
+
+int mq_consumer_ack_upto(struct mq_consumer *c, uint64_t tag)
+{
+	return consumer_ack(c, tag, 1);
 }
 
 int mq_consumer_reject(struct mq_consumer *c, uint64_t tag, int requeue)

@@ -169,6 +169,14 @@ int mq_consumer_next(struct mq_consumer *c, struct mq_delivery *out, int timeout
 int mq_consumer_ack(struct mq_consumer *c, uint64_t tag);
 int mq_consumer_reject(struct mq_consumer *c, uint64_t tag, int requeue);
 
+/*
+ * mq_consumer_ack_upto - ack, in one basic.ack with multiple set, every
+ * delivery of this consumer not settled yet whose tag is at most tag (tags
+ * grow with every delivery). Settle the ones that must not be acked first.
+ * ERR_UNAVAILABLE when the connection is gone.
+ */
+int mq_consumer_ack_upto(struct mq_consumer *c, uint64_t tag);
+
 /* ---- topology ----------------------------------------------------------- */
 
 /*

@@ -351,6 +351,19 @@ const cart = {
 	created_at: '2026-11-27T08:00:00.123Z', updated_at: '2026-11-27T08:00:00.123Z',
 	expires_at: '2026-12-04T08:00:00.123Z',
 };
+const event = {
+	seq: 7, event_id: UUID, type: 'order.confirmed', order_id: UUID, customer_id: 'c-42', currency: 'USD',
+	total_cents: 2400, items: [{ sku: 'MUG-LOGO', quantity: 2, unit_price_cents: 1200 }],
+	occurred_at: '2026-11-27T08:00:00.123Z',
+};
+const CSV_HDR = { 'content-type': 'text/csv; charset=utf-8', 'x-next-after': '7', ...RID };
+const CSV_HEAD = 'seq,event_id,type,order_id,customer_id,currency,total_cents,items,occurred_at\r\n';
+const CSV_ROW = `7,${UUID},order.confirmed,${UUID},"c,""42""",USD,2400,` +
+	'"[{""sku"":""MUG-LOGO"",""quantity"":2,""unit_price_cents"":1200}]",2026-11-27T08:00:00.123Z\r\n';
+const reconciliation = {
+	date: '2026-11-27', last_seq: 7, currencies: [{ currency: 'USD', confirmed_count: 1,
+		confirmed_total_cents: 2400, rejected_count: 0, payment_failed_count: 0, expired_count: 0 }],
+};
 
 const GOOD = [
 	rec('GET', '/healthz', 200, JSON_HDR, { status: 'ok' }),
@@ -374,6 +387,9 @@ const GOOD = [
 	rec('POST', '/v1/products', 405, { ...JSON_HDR, allow: 'GET, HEAD' }, err('method_not_allowed')),
 	rec('GET', '/v1/nothing-here', 404, JSON_HDR, err('not_found')),
 	rec('GET', '/v1/products/', 404, JSON_HDR, err('not_found')),
+	rec('GET', '/v1/order-events?limit=1', 200, { ...JSON_HDR, 'x-next-after': '7' }, { events: [event], next_after: 7 }),
+	rec('GET', '/v1/order-events', 200, CSV_HDR, CSV_HEAD + CSV_ROW),
+	rec('GET', '/v1/reconciliation?date=2026-11-27', 200, JSON_HDR, reconciliation),
 ];
 
 // Each breaks the contract in one way the checker must see.
@@ -409,6 +425,15 @@ const BAD = [
 	['405 with a wrong Allow', rec('DELETE', '/v1/checkouts', 405, { ...JSON_HDR, allow: 'GET, POST' }, err('method_not_allowed'))],
 	['an unknown route answered 200', rec('GET', '/v1/nothing-here', 200, JSON_HDR, { status: 'ok' })],
 	['a documented route answered not_found', rec('POST', '/v1/carts', 404, JSON_HDR, err('not_found'))],
+	['an event page without X-Next-After', rec('GET', '/v1/order-events', 200, JSON_HDR, { events: [event], next_after: 7 })],
+	['an event without seq', rec('GET', '/v1/order-events', 200, { ...JSON_HDR, 'x-next-after': '7' },
+		{ events: [{ ...event, seq: undefined }], next_after: 7 })],
+	['a CSV page without its header row', rec('GET', '/v1/order-events', 200, CSV_HDR, CSV_ROW)],
+	['a CSV field with a bare quote', rec('GET', '/v1/order-events', 200, CSV_HDR,
+		CSV_HEAD + CSV_ROW.replace('"c,""42"""', 'c"42'))],
+	['a CSV line ending in LF only', rec('GET', '/v1/order-events', 200, CSV_HDR, CSV_HEAD + CSV_ROW.replace('\r\n', '\n'))],
+	['reconciliation with a float', rec('GET', '/v1/reconciliation', 200, JSON_HDR,
+		{ ...reconciliation, last_seq: 7.5 })],
 	['a body that is not UTF-8', { ...rec('GET', '/healthz', 200, JSON_HDR, ''), body: undefined, body_b64: '/w==' }],
 ];
 

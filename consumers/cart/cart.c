@@ -372,6 +372,28 @@ static int cart_process(void *state, struct db *db, const struct consume_input *
 	return check_out(state, db, in, cm, res);
 }
 
+/*
+ * Serialise the batch with every other transaction on the same carts, in
+ * one global order (advisory locks, since a cart's row may not exist yet):
+ * upserting cart by cart could otherwise deadlock with another consumer.
+ */
+static int cart_prepare(void *state, struct db *db, const struct consume_input *const *in, size_t n)
+{
+	static const char sql[] =
+	    "SELECT pg_advisory_xact_lock(hashtext('orders.carts'), k) "
+	    "FROM (SELECT DISTINCT hashtext(c) AS k FROM unnest($1::text[]) AS c ORDER BY k) AS s";
+	const char *ids[CONSUME_BATCH_MAX];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < n && i < CONSUME_BATCH_MAX; i++) {
+		const struct cart_msg *cm = in[i]->msg;
+
+		ids[i] = cm->changed ? cm->changed->cart_id : cm->checked_out->cart_id;
+	}
+	return consume_lock_all(db, sql, ids, i);
+}
+
 static int cart_replay(void *state, const struct consume_input *in, const char *outcome,
                        struct consume_result *res)
 {
@@ -394,5 +416,6 @@ const struct consume_handler cart_handler = {
     .decode = cart_decode,
     .msg_free = cart_msg_free,
     .process = cart_process,
+    .prepare = cart_prepare,
     .replay = cart_replay,
 };

@@ -25,6 +25,9 @@
  *                     transaction is rolled back and the message retried;
  *                     both steps are idempotent.
  *
+ * A batch of messages shares one transaction, which first takes an
+ * advisory lock per cart (in one global order) against deadlocks.
+ *
  * Messages are checked first (UUIDs, cart_id = envelope.order_id for a
  * change, client and customer 1..128 characters, currency, at most 100
  * lines with valid SKUs and quantities 1..999 also once repeated SKUs are

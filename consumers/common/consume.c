@@ -1,7 +1,8 @@
-/* consume.c: the consume -> process in one transaction -> publish -> confirm -> ack loop. */
+/* consume.c: take a batch, process it in one transaction, publish, confirm, ack; repeat. */
 #include "consume.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -60,6 +61,7 @@ struct consume {
 	struct metric_family *latency;
 	struct metric_family *redeliveries;
 	struct metric_family *dead_lettered;
+	struct metric_family *batch_size;
 	struct ops_queue_gauges queues;
 	struct ops *ops;
 	/* Written by the loop thread, read by the ops thread for /readyz. */
@@ -68,6 +70,15 @@ struct consume {
 	int backoff_ms;
 	int64_t last_ping_ms;
 	int64_t next_tick_ms; /* when handler->tick is due next */
+	/* Deliveries per batch, and room for a batch: */
+	int batch;
+	struct mq_delivery *deliveries;
+	double *t0; /* when each was taken */
+	struct item *items;
+	/* A delivery taken for the last batch that belongs to the next one. */
+	struct mq_delivery carry;
+	double carry_t0;
+	int has_carry;
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -279,6 +290,29 @@ int consume_pg_array_add(struct buf *b, const char *s, int first)
 	return rc;
 }
 
+int consume_lock_all(struct db *db, const char *sql, const char *const *keys, size_t n)
+{
+	struct buf b;
+	size_t i, max = 3;
+	const char *p[1];
+	int rc;
+
+	/* Room for every key escaped in full, quoted, with a comma. */
+	for (i = 0; i < n; i++)
+		max += 2 * strlen(keys[i]) + 3;
+	buf_init(&b, max);
+	rc = buf_append_str(&b, "{");
+	for (i = 0; !rc && i < n; i++)
+		rc = consume_pg_array_add(&b, keys[i], i == 0);
+	rc = rc ? rc : buf_append_str(&b, "}");
+	if (!rc) {
+		p[0] = b.data;
+		rc = consume_db_rc(db_exec(db, sql, 1, p, NULL));
+	}
+	buf_release(&b);
+	return rc;
+}
+
 static int is_poison(int rc)
 {
 	return rc == ERR_PARSE || rc == ERR_INVALID;
@@ -329,19 +363,114 @@ static void count_dead_lettered(struct consume *c, const char *reason)
 	metric_add(c->dead_lettered, labels, 1);
 }
 
-/* ---- one delivery -------------------------------------------------------- */
+/* ---- one batch ----------------------------------------------------------- */
+
+/*
+ * How often a batch starts over without a message that failed in it, before
+ * the messages left are retried one transaction each instead.
+ */
+#define BATCH_RESTARTS_MAX 3
+
+/* One delivery of a batch, from its decoding to its settlement. */
+struct item {
+	const struct mq_delivery *d;
+	struct consume_input in;
+	struct consume_result res;
+	int rc;        /* what became of it so far: ERR_OK, poison or transient */
+	int live;      /* decoded: it takes part in the transaction */
+	int processed; /* process() handled it in the current transaction */
+};
 
 static int64_t parse_i64(const char *s)
 {
 	return s ? strtoll(s, NULL, 10) : 0;
 }
 
+/* Set the log context to it: its message id, and its order once decoded. */
+static void item_context(const struct item *it)
+{
+	const char *id = consume_utf8_ok(it->d->message_id) ? it->d->message_id : NULL;
+
+	if (it->in.order_id)
+		log_context_set(it->in.correlation_id, id, it->in.order_id);
+	else
+		log_context_set(NULL, id, NULL);
+}
+
+/* Empty it->res for another attempt, keeping what the loop set in it. */
+static void item_reset(struct item *it)
+{
+	char order_id[IDS_UUID_LEN + 1], message_id[IDS_UUID_LEN + 1];
+
+	memcpy(order_id, it->res.order_id, sizeof(order_id));
+	memcpy(message_id, it->res.message_id, sizeof(message_id));
+	consume_result_release(&it->res);
+	memcpy(it->res.order_id, order_id, sizeof(order_id));
+	memcpy(it->res.message_id, message_id, sizeof(message_id));
+	it->processed = 0;
+}
+
+static void item_release(const struct consume_handler *h, struct item *it)
+{
+	consume_result_release(&it->res);
+	if (h->msg_free)
+		h->msg_free(it->in.msg);
+	memset(it, 0, sizeof(*it));
+}
+
+/* Step 1 for one delivery: check and decode it into it (live on success). */
+static int item_decode(const struct consume_handler *h, void *state, struct item *it,
+                       const struct mq_delivery *d)
+{
+	int rc;
+
+	memset(it, 0, sizeof(*it));
+	it->d = d;
+	it->in.message_id = d->message_id;
+	it->in.routing_key = d->routing_key;
+	it->in.body = d->body;
+	it->in.len = d->len;
+	item_context(it);
+	if (!d->message_id[0] || !consume_utf8_ok(d->message_id)) {
+		log_error("cannot process message without a usable message_id",
+		          LF_STR("routing_key", d->routing_key), LF_STR("queue", h->queue));
+		rc = ERR_INVALID;
+		goto out;
+	}
+	if (d->len > PROTO_MAX_MESSAGE) {
+		log_error("cannot process message over the size limit",
+		          LF_STR("message_id", d->message_id), LF_INT("bytes", d->len));
+		rc = ERR_INVALID;
+		goto out;
+	}
+	rc = h->decode(state, &it->in);
+	if (rc == ERR_OK && !ids_uuid_valid(it->in.order_id))
+		rc = ERR_INVALID;
+	if (rc) {
+		/* Poison is logged by the hook with its reason and by the caller. */
+		if (!is_poison(rc))
+			log_warn("cannot decode message", LF_STR("message_id", d->message_id),
+			         LF_STR("routing_key", d->routing_key),
+			         LF_STR("error", err_str(rc)));
+		it->in.order_id = NULL;
+		goto out;
+	}
+	/* From here on every line about this delivery says whose it is. */
+	item_context(it);
+	snprintf(it->res.order_id, sizeof(it->res.order_id), "%s", it->in.order_id);
+	ids_uuid_derived(consume_id_key, h->name, d->message_id, it->in.out_message_id);
+	memcpy(it->res.message_id, it->in.out_message_id, sizeof(it->res.message_id));
+	it->live = 1;
+out:
+	it->rc = rc;
+	return rc;
+}
+
 /*
- * The transaction of step 2-3: record the message in the inbox and process
- * it, or read the outcome recorded before.
+ * Steps 2-3 for one delivery, inside the batch's transaction: record it in
+ * the inbox and process it, or read the outcome recorded before and replay it.
  */
-static int run_transaction(const struct consume_handler *h, void *state, struct db *db,
-                           struct consume_input *in, struct consume_result *res)
+static int item_run(const struct consume_handler *h, void *state, struct db *db, struct item *it)
 {
 	static const char insert_sql[] =
 	    "INSERT INTO inbox (consumer, message_id, order_id, outcome) "
@@ -350,38 +479,26 @@ static int run_transaction(const struct consume_handler *h, void *state, struct 
 	static const char select_sql[] =
 	    "SELECT outcome, floor(extract(epoch FROM processed_at) * 1000)::bigint, "
 	    "coalesce(order_id::text, '') FROM inbox WHERE consumer = $1 AND message_id = $2";
-	static const char update_sql[] =
-	    "UPDATE inbox SET outcome = $3 WHERE consumer = $1 AND message_id = $2";
+	struct consume_input *in = &it->in;
+	struct consume_result *res = &it->res;
 	const char *params[3] = {h->name, in->message_id, in->order_id};
 	char outcome[CONSUME_OUTCOME_MAX];
 	PGresult *r = NULL;
-	int rc, in_tx = 0;
+	int rc;
 
-	rc = consume_db_rc(db_begin(db));
-	if (rc)
-		goto out;
-	in_tx = 1;
 	rc = consume_db_rc(db_exec(db, insert_sql, 3, params, &r));
 	if (rc)
 		goto out;
 	if (PQntuples(r) == 1) {
 		in->processed_ms = parse_i64(PQgetvalue(r, 0, 0));
-		PQclear(r);
-		r = NULL;
+		it->processed = 1;
 		rc = h->process(state, db, in, res);
 		if (rc)
 			goto out;
-		if (!res->outcome[0]) {
+		if (!res->outcome[0] && !h->finish) {
 			log_error("handler gave no outcome", LF_STR("message_id", in->message_id));
 			rc = ERR_INVALID;
-			goto out;
 		}
-		params[2] = res->outcome;
-		rc = consume_db_rc(db_exec(db, update_sql, 3, params, NULL));
-		if (rc)
-			goto out;
-		in_tx = 0;
-		rc = consume_db_rc(db_commit(db));
 		goto out;
 	}
 	PQclear(r);
@@ -404,12 +521,6 @@ static int run_transaction(const struct consume_handler *h, void *state, struct 
 	}
 	snprintf(outcome, sizeof(outcome), "%s", PQgetvalue(r, 0, 0));
 	in->processed_ms = parse_i64(PQgetvalue(r, 0, 1));
-	PQclear(r);
-	r = NULL;
-	in_tx = 0;
-	rc = consume_db_rc(db_commit(db));
-	if (rc)
-		goto out;
 	res->replayed = 1;
 	snprintf(res->outcome, sizeof(res->outcome), "%s", outcome);
 	rc = h->replay(state, in, outcome, res);
@@ -418,8 +529,207 @@ static int run_transaction(const struct consume_handler *h, void *state, struct 
 		          LF_STR("order_id", in->order_id), LF_STR("outcome", outcome));
 out:
 	PQclear(r);
+	return rc;
+}
+
+/* Write the outcomes of the processed items into their inbox rows, in one statement. */
+static int write_outcomes(const struct consume_handler *h, struct db *db, struct item *items,
+                          size_t n)
+{
+	static const char sql[] = "UPDATE inbox i SET outcome = u.outcome "
+	                          "FROM unnest($2::text[], $3::text[]) AS u(message_id, outcome) "
+	                          "WHERE i.consumer = $1 AND i.message_id = u.message_id";
+	struct buf ids, outcomes;
+	const char *p[3];
+	size_t i;
+	int rc, first = 1;
+
+	/* Every character may need a backslash; quotes, commas and braces around. */
+	buf_init(&ids, n * (2 * MQ_ID_MAX + 4) + 3);
+	buf_init(&outcomes, n * (2 * CONSUME_OUTCOME_MAX + 4) + 3);
+	rc = buf_append_str(&ids, "{");
+	rc = rc ? rc : buf_append_str(&outcomes, "{");
+	for (i = 0; !rc && i < n; i++) {
+		if (!items[i].processed)
+			continue;
+		rc = consume_pg_array_add(&ids, items[i].in.message_id, first);
+		rc = rc ? rc : consume_pg_array_add(&outcomes, items[i].res.outcome, first);
+		first = 0;
+	}
+	rc = rc ? rc : buf_append_str(&ids, "}");
+	rc = rc ? rc : buf_append_str(&outcomes, "}");
+	if (rc)
+		goto out;
+	p[0] = h->name;
+	p[1] = ids.data;
+	p[2] = outcomes.data;
+	rc = consume_db_rc(db_exec(db, sql, 3, p, NULL));
+out:
+	buf_release(&ids);
+	buf_release(&outcomes);
+	return rc;
+}
+
+/* Hand the processed items to the handler's finish hook, then check their outcomes. */
+static int finish_items(const struct consume_handler *h, void *state, struct db *db,
+                        struct item *items, size_t n, const struct consume_input **ins,
+                        struct consume_result **ress, size_t *nproc)
+{
+	size_t i, k = 0;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		if (!items[i].processed)
+			continue;
+		ins[k] = &items[i].in;
+		ress[k] = &items[i].res;
+		k++;
+	}
+	*nproc = k;
+	if (!k)
+		return ERR_OK;
+	if (h->finish) {
+		rc = h->finish(state, db, ins, ress, k);
+		if (rc)
+			return rc;
+	}
+	for (i = 0; i < k; i++) {
+		if (!ress[i]->outcome[0]) {
+			log_error("handler gave no outcome",
+			          LF_STR("message_id", ins[i]->message_id),
+			          LF_STR("order_id", ins[i]->order_id));
+			return ERR_INVALID;
+		}
+	}
+	return ERR_OK;
+}
+
+/*
+ * One attempt at the transaction of the live items. ERR_OK once it
+ * committed. Otherwise the error, with *failed the index of the item whose
+ * own step failed, or n when the batch as a whole failed; nothing is
+ * committed either way.
+ */
+static int batch_attempt(const struct consume_handler *h, void *state, struct db *db,
+                         struct item *items, size_t n, const struct consume_input **ins,
+                         struct consume_result **ress, size_t *failed)
+{
+	size_t i, k = 0, nproc = 0;
+	int rc, in_tx = 0;
+
+	*failed = n;
+	rc = consume_db_rc(db_begin(db));
+	if (rc)
+		goto out;
+	in_tx = 1;
+	if (h->prepare) {
+		for (i = 0; i < n; i++) {
+			if (items[i].live)
+				ins[k++] = &items[i].in;
+		}
+		rc = h->prepare(state, db, ins, k);
+		if (rc)
+			goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if (!items[i].live)
+			continue;
+		item_context(&items[i]);
+		rc = item_run(h, state, db, &items[i]);
+		if (rc) {
+			*failed = i;
+			goto out;
+		}
+	}
+	log_context_clear();
+	rc = finish_items(h, state, db, items, n, ins, ress, &nproc);
+	if (rc)
+		goto out;
+	if (nproc) {
+		rc = write_outcomes(h, db, items, n);
+		if (rc)
+			goto out;
+	}
+	in_tx = 0;
+	rc = consume_db_rc(db_commit(db));
+out:
+	log_context_clear();
 	if (in_tx)
 		db_rollback(db);
+	return rc;
+}
+
+/* Empty the results of the live items for a new attempt; the number of them. */
+static size_t reset_live(struct item *items, size_t n, int rc)
+{
+	size_t i, live = 0;
+
+	for (i = 0; i < n; i++) {
+		if (!items[i].live)
+			continue;
+		item_reset(&items[i]);
+		items[i].rc = rc;
+		live++;
+	}
+	return live;
+}
+
+/*
+ * Steps 2-3 for the live items of a batch, in one transaction. ERR_OK once
+ * it committed (or had nothing to commit): each item's rc says what became
+ * of it, and a live item with rc ERR_OK has its result. Otherwise the
+ * batch's own error, nothing is committed and no item has a result; with a
+ * single live item, that is its own error.
+ *
+ * No savepoint per message: a message that fails aborts the attempt, and
+ * the batch starts over without it (it is settled by its own error), at
+ * most BATCH_RESTARTS_MAX times. Failures are rare, and savepoints would
+ * cost two round trips per message and a subtransaction each (past 64 in
+ * one transaction, every snapshot in the database gets slower).
+ */
+static int batch_tx(const struct consume_handler *h, void *state, struct db *db, struct item *items,
+                    size_t n)
+{
+	const struct consume_input **ins = NULL;
+	struct consume_result **ress = NULL;
+	size_t live, failed;
+	int rc = ERR_OK, restarts = 0;
+
+	live = reset_live(items, n, ERR_OK);
+	if (!live)
+		return ERR_OK;
+	ins = malloc(live * sizeof(*ins));
+	ress = malloc(live * sizeof(*ress));
+	if (!ins || !ress) {
+		rc = ERR_NOMEM;
+		goto out;
+	}
+	if (!db) {
+		rc = ERR_UNAVAILABLE;
+		goto out;
+	}
+	for (;;) {
+		rc = batch_attempt(h, state, db, items, n, ins, ress, &failed);
+		if (!rc)
+			break;
+		live = reset_live(items, n, ERR_OK);
+		if (failed == n || live == 1 || restarts == BATCH_RESTARTS_MAX)
+			goto out;
+		/* PostgreSQL gone is no fault of the message's: the caller holds them all. */
+		if (!is_poison(rc) && db_ping(db) != ERR_OK)
+			goto out;
+		items[failed].live = 0;
+		items[failed].rc = rc;
+		if (!--live)
+			break;
+		restarts++;
+	}
+	rc = ERR_OK;
+out:
+	if (rc)
+		reset_live(items, n, rc);
+	free(ins);
+	free(ress);
 	return rc;
 }
 
@@ -433,165 +743,414 @@ void consume_result_release(struct consume_result *res)
 int consume__deliver(const struct consume_handler *h, void *state, struct db *db,
                      const struct mq_delivery *d, struct consume_result *res)
 {
-	struct consume_input in;
+	struct item it;
 	int rc;
 
 	memset(res, 0, sizeof(*res));
-	memset(&in, 0, sizeof(in));
 	if (!db)
 		return ERR_UNAVAILABLE;
-	in.message_id = d->message_id;
-	in.routing_key = d->routing_key;
-	in.body = d->body;
-	in.len = d->len;
-	log_context_set(NULL, consume_utf8_ok(d->message_id) ? d->message_id : NULL, NULL);
-	if (!d->message_id[0] || !consume_utf8_ok(d->message_id)) {
-		log_error("cannot process message without a usable message_id",
-		          LF_STR("routing_key", d->routing_key), LF_STR("queue", h->queue));
-		return ERR_INVALID;
+	rc = item_decode(h, state, &it, d);
+	if (it.live) {
+		rc = batch_tx(h, state, db, &it, 1);
+		if (!rc)
+			rc = it.rc;
+		/* The caller's lines are about this delivery. */
+		item_context(&it);
 	}
-	if (d->len > PROTO_MAX_MESSAGE) {
-		log_error("cannot process message over the size limit",
-		          LF_STR("message_id", d->message_id), LF_INT("bytes", d->len));
-		return ERR_INVALID;
-	}
-	rc = h->decode(state, &in);
-	if (rc == ERR_OK && !ids_uuid_valid(in.order_id))
-		rc = ERR_INVALID;
-	if (rc) {
-		/* Poison is logged by the hook with its reason and by the caller. */
-		if (!is_poison(rc))
-			log_warn("cannot decode message", LF_STR("message_id", d->message_id),
-			         LF_STR("routing_key", d->routing_key),
-			         LF_STR("error", err_str(rc)));
-		goto out;
-	}
-	/* From here on every line about this delivery says whose it is. */
-	log_context_set(in.correlation_id, d->message_id, in.order_id);
-	snprintf(res->order_id, sizeof(res->order_id), "%s", in.order_id);
-	ids_uuid_derived(consume_id_key, h->name, d->message_id, in.out_message_id);
-	memcpy(res->message_id, in.out_message_id, sizeof(res->message_id));
-	rc = run_transaction(h, state, db, &in, res);
-	if (rc) {
-		char order_id[IDS_UUID_LEN + 1];
-
-		/* Keep the order id for the caller's log lines. */
-		memcpy(order_id, res->order_id, sizeof(order_id));
-		consume_result_release(res);
-		memcpy(res->order_id, order_id, sizeof(order_id));
-	}
-out:
-	if (h->msg_free)
-		h->msg_free(in.msg);
+	*res = it.res;
+	memset(&it.res, 0, sizeof(it.res));
+	item_release(h, &it);
 	return rc;
 }
 
-/* Publish one outgoing message of res (none when exchange is NULL), logging a failure. */
-static int publish_out(struct consume *c, const struct mq_delivery *d,
-                       const struct consume_result *res, const char *exchange,
-                       const char *routing_key, const char *message_id, const uint8_t *body,
-                       size_t len)
+/* 1 when d[i]'s message id is that of an earlier one of d. */
+static int repeated_id(const struct mq_delivery *d, size_t i)
+{
+	size_t j;
+
+	for (j = 0; j < i; j++) {
+		if (strcmp(d[j].message_id, d[i].message_id) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+int consume__deliver_batch(const struct consume_handler *h, void *state, struct db *db,
+                           const struct mq_delivery *d, size_t n, struct consume_result *res,
+                           int *rcs)
+{
+	struct item *items;
+	size_t i;
+	int rc;
+
+	if (!h || !d || !res || !rcs || n < 1 || n > CONSUME_BATCH_MAX)
+		return ERR_INVALID;
+	for (i = 0; i < n; i++) {
+		if (d[i].message_id[0] && repeated_id(d, i))
+			return ERR_INVALID;
+	}
+	items = calloc(n, sizeof(*items));
+	if (!items)
+		return ERR_NOMEM;
+	for (i = 0; i < n; i++)
+		item_decode(h, state, &items[i], &d[i]);
+	rc = batch_tx(h, state, db, items, n);
+	for (i = 0; i < n; i++) {
+		rcs[i] = items[i].rc;
+		res[i] = items[i].res;
+		memset(&items[i].res, 0, sizeof(items[i].res));
+		item_release(h, &items[i]);
+	}
+	free(items);
+	log_context_clear();
+	return rc;
+}
+
+/* ---- the loop's side of a batch ------------------------------------------ */
+
+/* The rendezvous between publish_all() and the publisher's confirms. */
+struct confirm_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	size_t pending;
+};
+
+struct confirm_slot {
+	struct confirm_wait *w;
+	int result;
+};
+
+static void on_confirm(void *arg, int result)
+{
+	struct confirm_slot *s = arg;
+	struct confirm_wait *w = s->w;
+
+	pthread_mutex_lock(&w->mu);
+	s->result = result;
+	if (--w->pending == 0)
+		pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Hand one outgoing message to the publisher; its result lands in slot. */
+static void publish_one(struct consume *c, struct confirm_wait *w, struct confirm_slot *slot,
+                        const char *exchange, const char *routing_key, const char *message_id,
+                        const uint8_t *body, size_t len)
 {
 	unsigned flags;
 	int rc;
 
+	slot->w = w;
+	slot->result = ERR_OK;
 	if (!exchange)
-		return ERR_OK;
+		return;
 	/*
 	 * Work for the next stage must reach its queue before this delivery
 	 * is acked; an event nobody listens to may go nowhere.
 	 */
 	flags = strcmp(exchange, MQ_EXCHANGE_ORDERS) == 0 ? MQ_PUBLISH_MANDATORY : 0;
-	rc = mq_publish_sync(c->pub, exchange, routing_key, message_id, body, len, flags);
-	if (rc)
-		log_error("cannot publish outcome, will retry", LF_STR("message_id", d->message_id),
-		          LF_STR("order_id", res->order_id), LF_STR("routing_key", routing_key),
-		          LF_STR("error", err_str(rc)));
-	return rc;
-}
-
-static enum settle handle(struct consume *c, const struct mq_delivery *d, const char **label)
-{
-	struct consume_result res;
-	enum settle s;
-	int rc;
-
-	for (;;) {
-		rc = consume__deliver(c->h, c->state, c->db, d, &res);
-		if (rc == ERR_OK)
-			break;
-		if (is_poison(rc)) {
-			log_error(
-			    "cannot process message, dead-lettering it",
-			    LF_STR("message_id", d->message_id), LF_STR("order_id", res.order_id),
-			    LF_STR("routing_key", d->routing_key), LF_STR("error", err_str(rc)));
-			s = SETTLE_POISON;
-			goto out;
-		}
-		/*
-		 * PostgreSQL itself gone: hold the delivery and wait for it
-		 * rather than requeue, which would count against the
-		 * delivery limit and dead-letter good messages in an outage.
-		 */
-		if (db_ping(c->db) != ERR_OK && !consume_stopping()) {
-			atomic_store(&c->db_ok, 0);
-			log_warn("cannot reach postgresql, holding the message",
-			         LF_STR("message_id", d->message_id),
-			         LF_STR("order_id", res.order_id), LF_STR("error", err_str(rc)),
-			         LF_INT("retry_in_ms", c->backoff_ms));
-			backoff(c);
-			if (!consume_stopping())
-				continue;
-		}
-		log_warn("cannot process message, will retry", LF_STR("message_id", d->message_id),
-		         LF_STR("order_id", res.order_id), LF_STR("routing_key", d->routing_key),
-		         LF_STR("error", err_str(rc)), LF_INT("delivery_count", d->delivery_count));
-		s = SETTLE_RETRY;
-		goto out;
+	/* Counted first: the confirm may come before the call returns. */
+	pthread_mutex_lock(&w->mu);
+	w->pending++;
+	pthread_mutex_unlock(&w->mu);
+	rc = mq_publisher_publish(c->pub, exchange, routing_key, message_id, body, len, flags,
+	                          on_confirm, slot);
+	if (rc) {
+		pthread_mutex_lock(&w->mu);
+		w->pending--;
+		pthread_mutex_unlock(&w->mu);
+		slot->result = rc;
 	}
-	atomic_store(&c->db_ok, 1);
-
-	if (publish_out(c, d, &res, res.exchange, res.routing_key, res.message_id, res.body,
-	                res.len) != ERR_OK ||
-	    publish_out(c, d, &res, res.extra.exchange, res.extra.routing_key, res.extra.message_id,
-	                res.extra.body, res.extra.len) != ERR_OK) {
-		s = SETTLE_RETRY;
-		goto out;
-	}
-	log_info(res.replayed ? "message replayed" : "message processed",
-	         LF_STR("message_id", d->message_id), LF_STR("order_id", res.order_id),
-	         LF_STR("outcome", res.outcome), LF_STR("routing_key", d->routing_key),
-	         LF_STR("published_to", res.exchange ? res.routing_key : ""),
-	         LF_STR("out_message_id", res.exchange ? res.message_id : ""),
-	         LF_STR("also_published_to", res.extra.exchange ? res.extra.routing_key : ""),
-	         LF_STR("also_out_message_id", res.extra.exchange ? res.extra.message_id : ""));
-	*label = res.replayed ? "replayed" : "processed";
-	s = SETTLE_ACK;
-out:
-	consume_result_release(&res);
-	return s;
 }
 
 /*
- * Settle one delivery; a broken connection is dropped to be made again (the
- * broker returns the delivery then). ERR_OK when the broker was told.
+ * Step 4: publish the outgoing messages of every item done so far, all in
+ * flight together, and wait for their confirms. An item whose messages are
+ * not all confirmed becomes a retry.
  */
-static int settle(struct consume *c, const struct mq_delivery *d, enum settle s)
+static int publish_all(struct consume *c, struct item *items, size_t n)
 {
-	int rc;
+	struct confirm_wait w;
+	struct confirm_slot *slots;
+	size_t i;
 
-	if (s == SETTLE_ACK)
-		rc = mq_consumer_ack(c->mc, d->tag);
-	else
-		rc = mq_consumer_reject(c->mc, d->tag, s == SETTLE_RETRY);
-	if (rc) {
-		log_warn("cannot settle delivery, reconnecting",
-		         LF_STR("message_id", d->message_id), LF_STR("error", err_str(rc)));
-		mq_consumer_free(c->mc);
-		c->mc = NULL;
-		atomic_store(&c->consumer_ok, 0);
+	slots = calloc(2 * n, sizeof(*slots));
+	if (!slots)
+		return ERR_NOMEM;
+	w.pending = 0;
+	if (pthread_mutex_init(&w.mu, NULL)) {
+		free(slots);
+		return ERR_NOMEM;
 	}
-	return rc;
+	if (pthread_cond_init(&w.cv, NULL)) {
+		pthread_mutex_destroy(&w.mu);
+		free(slots);
+		return ERR_NOMEM;
+	}
+	for (i = 0; i < n; i++) {
+		const struct consume_result *res = &items[i].res;
+
+		if (!items[i].live || items[i].rc)
+			continue;
+		publish_one(c, &w, &slots[2 * i], res->exchange, res->routing_key, res->message_id,
+		            res->body, res->len);
+		publish_one(c, &w, &slots[2 * i + 1], res->extra.exchange, res->extra.routing_key,
+		            res->extra.message_id, res->extra.body, res->extra.len);
+	}
+	/* Every callback comes: the confirm timeout bounds the wait. */
+	pthread_mutex_lock(&w.mu);
+	while (w.pending > 0)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	for (i = 0; i < n; i++) {
+		struct item *it = &items[i];
+		int k;
+
+		if (!it->live || it->rc)
+			continue;
+		for (k = 0; k < 2; k++) {
+			const struct confirm_slot *s = &slots[2 * i + k];
+
+			if (s->result == ERR_OK)
+				continue;
+			item_context(it);
+			log_error("cannot publish outcome, will retry",
+			          LF_STR("message_id", it->d->message_id),
+			          LF_STR("order_id", it->res.order_id),
+			          LF_STR("routing_key",
+			                 k ? it->res.extra.routing_key : it->res.routing_key),
+			          LF_STR("error", err_str(s->result)));
+			/* Never poison: the redelivery publishes again. */
+			it->rc = ERR_UNAVAILABLE;
+			break;
+		}
+	}
+	log_context_clear();
+	pthread_cond_destroy(&w.cv);
+	pthread_mutex_destroy(&w.mu);
+	free(slots);
+	return ERR_OK;
+}
+
+/*
+ * Steps 2-3 with the loop's persistence: a batch that fails as a whole is
+ * held while PostgreSQL is unreachable, and otherwise its messages are
+ * retried one transaction each, so that only the culprit fails.
+ */
+static void transact(struct consume *c, struct item *items, size_t n)
+{
+	size_t i, live;
+	int rc, down = 0;
+
+	for (;;) {
+		rc = batch_tx(c->h, c->state, c->db, items, n);
+		if (rc == ERR_OK) {
+			atomic_store(&c->db_ok, 1);
+			return;
+		}
+		for (i = 0, live = 0; i < n; i++)
+			live += items[i].live ? 1 : 0;
+		if (live == 1 && is_poison(rc))
+			return;
+		/*
+		 * PostgreSQL itself gone: hold the batch and wait for it rather
+		 * than requeue, which would count against the delivery limit
+		 * and dead-letter good messages in an outage.
+		 */
+		down = db_ping(c->db) != ERR_OK;
+		if (!down || consume_stopping())
+			break;
+		atomic_store(&c->db_ok, 0);
+		log_warn("cannot reach postgresql, holding the messages", LF_INT("messages", live),
+		         LF_STR("error", err_str(rc)), LF_INT("retry_in_ms", c->backoff_ms));
+		backoff(c);
+		if (consume_stopping())
+			break;
+	}
+	if (live > 1 && !down) {
+		log_warn("cannot process the batch, processing its messages one at a time",
+		         LF_INT("messages", live), LF_STR("error", err_str(rc)));
+		for (i = 0; i < n; i++) {
+			if (items[i].live)
+				transact(c, &items[i], 1);
+		}
+		return;
+	}
+	/* Given up (stopping, or one message): what failed the batch is transient. */
+	for (i = 0; i < n; i++) {
+		if (items[i].live)
+			items[i].rc = live > 1 && is_poison(rc) ? ERR_UNAVAILABLE : rc;
+	}
+}
+
+static enum settle fate(const struct item *it)
+{
+	if (it->rc == ERR_OK)
+		return SETTLE_ACK;
+	return is_poison(it->rc) ? SETTLE_POISON : SETTLE_RETRY;
+}
+
+/* Log what became of one item, as the loop used to per message. */
+static void log_item(const struct item *it)
+{
+	const struct mq_delivery *d = it->d;
+	const struct consume_result *res = &it->res;
+
+	item_context(it);
+	switch (fate(it)) {
+	case SETTLE_ACK:
+		log_info(
+		    res->replayed ? "message replayed" : "message processed",
+		    LF_STR("message_id", d->message_id), LF_STR("order_id", res->order_id),
+		    LF_STR("outcome", res->outcome), LF_STR("routing_key", d->routing_key),
+		    LF_STR("published_to", res->exchange ? res->routing_key : ""),
+		    LF_STR("out_message_id", res->exchange ? res->message_id : ""),
+		    LF_STR("also_published_to", res->extra.exchange ? res->extra.routing_key : ""),
+		    LF_STR("also_out_message_id",
+		           res->extra.exchange ? res->extra.message_id : ""));
+		break;
+	case SETTLE_POISON:
+		log_error("cannot process message, dead-lettering it",
+		          LF_STR("message_id", d->message_id), LF_STR("order_id", res->order_id),
+		          LF_STR("routing_key", d->routing_key), LF_STR("error", err_str(it->rc)));
+		break;
+	case SETTLE_RETRY:
+		log_warn("cannot process message, will retry", LF_STR("message_id", d->message_id),
+		         LF_STR("order_id", res->order_id), LF_STR("routing_key", d->routing_key),
+		         LF_STR("error", err_str(it->rc)),
+		         LF_INT("delivery_count", d->delivery_count));
+		break;
+	}
+	log_context_clear();
+}
+
+/* Forget the consumer connection (its unsettled deliveries go back to the queue). */
+static void drop_consumer(struct consume *c)
+{
+	mq_consumer_free(c->mc);
+	c->mc = NULL;
+	atomic_store(&c->consumer_ok, 0);
+	if (c->has_carry) {
+		mq_delivery_release(&c->carry);
+		c->has_carry = 0;
+	}
+}
+
+/*
+ * Step 5: reject what is not to be acked, then ack the rest with one
+ * basic.ack up to the highest tag: every lower tag of this connection is
+ * settled by then (the batch's deliveries are the oldest unsettled ones).
+ * settled[i] = 1 for each item the broker was told about. A broken
+ * connection is dropped to be made again (the broker returns the rest).
+ */
+static void settle_all(struct consume *c, const struct item *items, size_t n, int *settled,
+                       int *multiple)
+{
+	uint64_t top = 0;
+	size_t i, acks = 0;
+	int rc = ERR_OK;
+
+	for (i = 0; i < n; i++) {
+		enum settle s = fate(&items[i]);
+
+		settled[i] = 0;
+		if (s == SETTLE_ACK) {
+			acks++;
+			if (items[i].d->tag > top)
+				top = items[i].d->tag;
+			continue;
+		}
+		if (!rc) {
+			rc = mq_consumer_reject(c->mc, items[i].d->tag, s == SETTLE_RETRY);
+			settled[i] = rc == ERR_OK;
+		}
+	}
+	*multiple = 0;
+	if (!rc && acks) {
+		*multiple = acks > 1;
+		rc = acks == 1 ? mq_consumer_ack(c->mc, top) : mq_consumer_ack_upto(c->mc, top);
+		for (i = 0; !rc && i < n; i++) {
+			if (fate(&items[i]) == SETTLE_ACK)
+				settled[i] = 1;
+		}
+	}
+	if (rc) {
+		log_warn("cannot settle deliveries, reconnecting", LF_INT("messages", n),
+		         LF_STR("error", err_str(rc)));
+		drop_consumer(c);
+	}
+}
+
+/* Steps 1-5 for the batch of deliveries d[0..n), taken at t0[i]. */
+static void handle_batch(struct consume *c, struct mq_delivery *d, const double *t0, size_t n)
+{
+	struct item *items = c->items;
+	const char *name[1] = {c->h->name};
+	int settled[CONSUME_BATCH_MAX];
+	int retried = 0, acked = 0, multiple = 0;
+	long counts[3] = {0, 0, 0};
+	double t_tx, t_pub, t_end;
+	size_t i;
+
+	metric_observe(c->batch_size, name, (double)n);
+	t_tx = mono_s();
+	for (i = 0; i < n; i++)
+		item_decode(c->h, c->state, &items[i], &d[i]);
+	log_context_clear();
+	transact(c, items, n);
+	t_pub = mono_s();
+	if (publish_all(c, items, n) != ERR_OK) {
+		for (i = 0; i < n; i++) {
+			if (items[i].rc == ERR_OK)
+				items[i].rc = ERR_NOMEM;
+		}
+	}
+	for (i = 0; i < n; i++)
+		log_item(&items[i]);
+	settle_all(c, items, n, settled, &multiple);
+	t_end = mono_s();
+	for (i = 0; i < n; i++)
+		counts[fate(&items[i])]++;
+	log_debug("batch settled", LF_INT("messages", n), LF_INT("acked", counts[SETTLE_ACK]),
+	          LF_INT("dead_lettered", counts[SETTLE_POISON]),
+	          LF_INT("requeued", counts[SETTLE_RETRY]), LF_INT("ack_multiple", multiple),
+	          LF_DBL("transaction_ms", (t_pub - t_tx) * 1e3),
+	          LF_DBL("publish_ms", (t_end - t_pub) * 1e3));
+	for (i = 0; i < n; i++) {
+		const struct item *it = &items[i];
+		/*
+		 * The quorum queue dead-letters a message returned more than
+		 * MQ_DELIVERY_LIMIT times; x-delivery-count counts the returns
+		 * before this delivery.
+		 */
+		int last_try = it->d->delivery_count >= MQ_DELIVERY_LIMIT;
+
+		switch (fate(it)) {
+		case SETTLE_ACK:
+			count(c, it->res.replayed ? "replayed" : "processed", t0[i]);
+			acked = 1;
+			break;
+		case SETTLE_POISON:
+			count(c, "poison", t0[i]);
+			if (settled[i])
+				count_dead_lettered(c, "rejected");
+			break;
+		case SETTLE_RETRY:
+			count(c, "retried", t0[i]);
+			if (settled[i] && last_try)
+				count_dead_lettered(c, "delivery_limit");
+			retried = 1;
+			break;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		item_release(c->h, &items[i]);
+		mq_delivery_release(&d[i]);
+	}
+	if (retried)
+		backoff_upto(c, RETRY_BACKOFF_MAX_MS);
+	else if (acked)
+		c->backoff_ms = BACKOFF_MIN_MS;
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -620,8 +1179,8 @@ static int ensure_db(struct consume *c)
 }
 
 /*
- * Run the handler's periodic work when it is due. Called between deliveries
- * only, so the connection is never inside another message's transaction.
+ * Run the handler's periodic work when it is due. Called between batches
+ * only, so the connection is never inside another transaction.
  */
 static void tick(struct consume *c)
 {
@@ -647,17 +1206,85 @@ static int next_timeout_ms(const struct consume *c)
 	return left < NEXT_TIMEOUT_MS ? (int)left : NEXT_TIMEOUT_MS;
 }
 
+/* Note one delivery taken. */
+static void taken(struct consume *c, const struct mq_delivery *d, double *t0)
+{
+	const char *name[1] = {c->h->name};
+
+	*t0 = mono_s();
+	if (d->redelivered)
+		metric_add(c->redeliveries, name, 1);
+}
+
+/*
+ * Take a batch into d (room for c->batch): the delivery carried over from
+ * the last batch or the next one to come, then whatever else arrives within
+ * CONSUME_BATCH_WINDOW_MS. Returns how many; 0 when none came (the
+ * connection may have been dropped meanwhile).
+ */
+static size_t take_batch(struct consume *c, struct mq_delivery *d, double *t0)
+{
+	int64_t end;
+	size_t n = 0;
+	int rc;
+
+	if (c->has_carry) {
+		d[0] = c->carry;
+		t0[0] = c->carry_t0;
+		c->has_carry = 0;
+	} else {
+		memset(&d[0], 0, sizeof(d[0]));
+		rc = mq_consumer_next(c->mc, &d[0], next_timeout_ms(c));
+		if (rc == ERR_TIMEOUT)
+			return 0;
+		if (rc == ERR_NOMEM) {
+			/* The delivery went back to the queue; the connection is fine. */
+			backoff(c);
+			return 0;
+		}
+		if (rc)
+			goto lost;
+		taken(c, &d[0], &t0[0]);
+	}
+	n = 1;
+	end = ids_now_ms() + CONSUME_BATCH_WINDOW_MS;
+	while (n < (size_t)c->batch && !consume_stopping()) {
+		int64_t left = end - ids_now_ms();
+
+		memset(&d[n], 0, sizeof(d[n]));
+		rc = mq_consumer_next(c->mc, &d[n], left > 0 ? (int)left : 0);
+		if (rc == ERR_TIMEOUT || rc == ERR_NOMEM)
+			break;
+		if (rc)
+			goto lost;
+		taken(c, &d[n], &t0[n]);
+		if (d[n].message_id[0] && repeated_id(d, n)) {
+			/* The same message twice: the second is a replay, next time. */
+			c->carry = d[n];
+			c->carry_t0 = t0[n];
+			c->has_carry = 1;
+			break;
+		}
+		n++;
+	}
+	return n;
+lost:
+	log_warn("lost the rabbitmq consumer connection, reconnecting",
+	         LF_STR("queue", c->h->queue), LF_STR("error", err_str(rc)));
+	/* What was taken goes back to the queue with the connection. */
+	while (n > 0)
+		mq_delivery_release(&d[--n]);
+	drop_consumer(c);
+	backoff(c);
+	return 0;
+}
+
 static void run(struct consume *c)
 {
 	int warned_db = 0, warned_pub = 0;
 
 	while (!consume_stopping()) {
-		struct mq_delivery d;
-		const char *label = NULL;
-		const char *name[1] = {c->h->name};
-		enum settle s;
-		double t0;
-		int rc, settled, last_try;
+		size_t n;
 
 		if (ensure_db(c)) {
 			if (!warned_db++)
@@ -686,57 +1313,24 @@ static void run(struct consume *c)
 			atomic_store(&c->consumer_ok, 1);
 			c->backoff_ms = BACKOFF_MIN_MS;
 			log_info("consuming", LF_STR("queue", c->h->queue),
-			         LF_INT("prefetch", c->cfg->prefetch));
+			         LF_INT("prefetch", c->cfg->prefetch), LF_INT("batch", c->batch));
 		}
-		memset(&d, 0, sizeof(d));
-		rc = mq_consumer_next(c->mc, &d, next_timeout_ms(c));
-		if (rc == ERR_TIMEOUT)
-			continue;
-		if (rc == ERR_NOMEM) {
-			/* The delivery went back to the queue; the connection is fine. */
-			backoff(c);
-			continue;
-		}
-		if (rc) {
-			log_warn("lost the rabbitmq consumer connection, reconnecting",
-			         LF_STR("queue", c->h->queue), LF_STR("error", err_str(rc)));
-			mq_consumer_free(c->mc);
-			c->mc = NULL;
-			atomic_store(&c->consumer_ok, 0);
-			backoff(c);
-			continue;
-		}
-		t0 = mono_s();
-		if (d.redelivered)
-			metric_add(c->redeliveries, name, 1);
-		/*
-		 * The quorum queue dead-letters a message returned more than
-		 * MQ_DELIVERY_LIMIT times; x-delivery-count counts the returns
-		 * before this delivery.
-		 */
-		last_try = d.delivery_count >= MQ_DELIVERY_LIMIT;
-		s = handle(c, &d, &label);
-		settled = settle(c, &d, s) == ERR_OK;
-		log_context_clear();
-		mq_delivery_release(&d);
-		switch (s) {
-		case SETTLE_ACK:
-			count(c, label, t0);
-			c->backoff_ms = BACKOFF_MIN_MS;
-			break;
-		case SETTLE_POISON:
-			count(c, "poison", t0);
-			if (settled)
-				count_dead_lettered(c, "rejected");
-			break;
-		case SETTLE_RETRY:
-			count(c, "retried", t0);
-			if (settled && last_try)
-				count_dead_lettered(c, "delivery_limit");
-			backoff_upto(c, RETRY_BACKOFF_MAX_MS);
-			break;
-		}
+		n = take_batch(c, c->deliveries, c->t0);
+		if (n)
+			handle_batch(c, c->deliveries, c->t0, n);
 	}
+}
+
+/* Deliveries per batch: ORDERS_CONSUMER_BATCH, else the handler's, at most the prefetch. */
+static int batch_size(const struct consume_handler *h, const struct config *cfg)
+{
+	int n = cfg->consumer_batch > 0 ? cfg->consumer_batch
+	                                : (h->batch > 0 ? h->batch : CONSUME_BATCH_DEFAULT);
+
+	/* The broker sends no more than the prefetch before an ack. */
+	if (n > cfg->prefetch)
+		n = cfg->prefetch;
+	return n > CONSUME_BATCH_MAX ? CONSUME_BATCH_MAX : n;
 }
 
 static int ready(void *arg, char *why, size_t whylen)
@@ -768,6 +1362,7 @@ static void collect_queue_stats(void *arg)
 
 static int setup_metrics(struct consume *c)
 {
+	static const double batch_bounds[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000};
 	static const char *const outcomes[] = {"processed", "replayed", "poison", "retried"};
 	static const char *const reasons[] = {"rejected", "delivery_limit"};
 	const char *name[1] = {c->h->name};
@@ -790,8 +1385,13 @@ static int setup_metrics(struct consume *c)
 	    "Messages sent to the dead-letter queue: rejected as poison, or failed on the last "
 	    "delivery the delivery limit allows.",
 	    "consumer,reason");
+	c->batch_size = metrics_histogram(c->m, "orders_consumer_batch_size",
+	                                  "Deliveries the consumer took into one batch (one "
+	                                  "transaction).",
+	                                  "consumer", batch_bounds,
+	                                  sizeof(batch_bounds) / sizeof(batch_bounds[0]));
 	if (!c->messages || !c->latency || !c->redeliveries || !c->dead_lettered ||
-	    ops_queue_gauges_init(&c->queues, c->m) != ERR_OK ||
+	    !c->batch_size || ops_queue_gauges_init(&c->queues, c->m) != ERR_OK ||
 	    metrics_process(c->m, ORDERS_VERSION) != ERR_OK)
 		return ERR_NOMEM;
 	/* Every series from the start at 0, so that a rate() over it has a beginning. */
@@ -854,7 +1454,7 @@ int consume_main(const struct consume_handler *h, int argc, char **argv)
 	}
 	memset(&c, 0, sizeof(c));
 	err[0] = '\0';
-	if (config_load(&cfg, err, sizeof(err)) != ERR_OK) {
+	if (config_load_for(&cfg, h->needs, err, sizeof(err)) != ERR_OK) {
 		fprintf(stderr, "orders-%s: %s\n", h->name, err[0] ? err : "bad configuration");
 		return 2;
 	}
@@ -907,6 +1507,12 @@ int consume_main(const struct consume_handler *h, int argc, char **argv)
 		log_error("cannot run the handler: it has a tick but no tick_ms");
 		goto out;
 	}
+	c.batch = batch_size(h, &cfg);
+	c.deliveries = calloc((size_t)c.batch, sizeof(*c.deliveries));
+	c.t0 = calloc((size_t)c.batch, sizeof(*c.t0));
+	c.items = calloc((size_t)c.batch, sizeof(*c.items));
+	if (!c.deliveries || !c.t0 || !c.items)
+		goto nomem;
 	if (h->init) {
 		rc = h->init(&cfg, &c.state);
 		if (rc) {
@@ -915,17 +1521,20 @@ int consume_main(const struct consume_handler *h, int argc, char **argv)
 		}
 		inited = 1;
 	}
-	log_info("started", LF_STR("queue", h->queue), LF_INT("ops_port", port));
+	log_info("started", LF_STR("queue", h->queue), LF_INT("ops_port", port),
+	         LF_INT("batch", c.batch));
 	run(&c);
 	log_info("stopping", LF_STR("queue", h->queue));
 	status = 0;
 	goto out;
 nomem:
-	log_error("cannot set up metrics", LF_STR("error", err_str(ERR_NOMEM)));
+	log_error("cannot start", LF_STR("error", err_str(ERR_NOMEM)));
 out:
 	/* The consumer first: its unacked deliveries go back to the queue. */
-	if (c.mc)
-		mq_consumer_free(c.mc);
+	drop_consumer(&c);
+	free(c.deliveries);
+	free(c.t0);
+	free(c.items);
 	ops_free(c.ops);
 	if (h->fini && inited)
 		h->fini(c.state);

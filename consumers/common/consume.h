@@ -2,65 +2,92 @@
  * consume.h: the one consume loop every consumer daemon runs, and the
  * handler contract the daemons fill in.
  *
- * Per delivery the loop does:
+ * The loop takes deliveries in batches and does the work of a whole batch
+ * in one PostgreSQL transaction, so that one commit (one fsync) covers many
+ * messages: it waits for a first delivery, then takes what else the broker
+ * has sent or sends within CONSUME_BATCH_WINDOW_MS, up to the batch size
+ * (ORDERS_CONSUMER_BATCH, else the handler's batch, else
+ * CONSUME_BATCH_DEFAULT; never more than ORDERS_PREFETCH). A batch of one is
+ * the one-message transaction of old. For a batch:
  *
- *   1. message_id = the AMQP message_id property; empty, oversized or
- *      undecodable (handler->decode) -> poison.
- *   2. BEGIN; INSERT INTO inbox (consumer, message_id, order_id, outcome)
- *      ... ON CONFLICT DO NOTHING RETURNING. A concurrent duplicate blocks
- *      on the unique key until the first transaction commits, then
- *      conflicts.
+ *   1. Per delivery: message_id = the AMQP message_id property; empty,
+ *      oversized or undecodable (handler->decode) -> poison. A delivery
+ *      whose message_id is already in the batch ends the batch and starts
+ *      the next one (it is then a replay of the first, published after it).
+ *   2. BEGIN; handler->prepare() (optional) with every decoded delivery, to
+ *      take the locks the batch needs in one global order. Then per
+ *      delivery: INSERT INTO inbox (consumer, message_id, order_id,
+ *      outcome) ... ON CONFLICT DO NOTHING RETURNING. A concurrent
+ *      duplicate blocks on the unique key until the first transaction
+ *      commits, then conflicts.
  *   3. Row inserted: handler->process() does the work on the same
  *      connection inside the transaction and fills a struct consume_result
- *      (an outcome text and at most two outgoing messages); the loop stores
- *      the outcome in the inbox row and commits.
- *      No row (seen before): the loop reads the recorded outcome, commits,
- *      and handler->replay() rebuilds the same outgoing message from the
- *      input and the outcome, without touching any business table. (A
- *      message_id recorded for another order_id is poison.) The outgoing
- *      envelope's occurred_at_ms is the inbox row's time, so a replayed
- *      message is byte for byte the first one.
- *   4. The outgoing message is published with a message_id derived from
- *      the consumer name and the input message_id (so the next stage's
- *      inbox recognises a re-publication), then the second one, if any,
- *      with the id its hook chose, and the delivery is acked only once the
- *      broker has confirmed both. A failed publish rejects the delivery
- *      with requeue; its redelivery takes the replay path and publishes
- *      both again.
- *   5. ERR_PARSE or ERR_INVALID from a hook is poison (it can never
- *      succeed): rollback, log, reject without requeue (dead-letter queue).
- *      Anything else is transient: rollback, reject with requeue and back
- *      off (100 ms doubling to 1 s, reset on success, so one failing
- *      message delays the others by at most a second); the quorum queue's
- *      delivery limit eventually parks a message that never succeeds in
- *      <queue>.dlq. While PostgreSQL is unreachable the delivery is held and
- *      retried in-process instead, so an outage does not burn deliveries.
- *   6. SIGTERM or SIGINT: the current message is finished, everything is
+ *      (an outcome text and at most two outgoing messages).
+ *      No row (seen before): the loop reads the recorded outcome and
+ *      handler->replay() rebuilds the same outgoing message from the input
+ *      and the outcome, without touching any business table. (A message_id
+ *      recorded for another order_id is poison.) The outgoing envelope's
+ *      occurred_at_ms is the inbox row's time, so a replayed message is
+ *      byte for byte the first one.
+ *      A delivery that fails ends the attempt: everything is rolled back
+ *      and the batch starts over without it (up to 3 times; no savepoints,
+ *      which would cost two round trips and a subtransaction a message).
+ *      It alone is settled by its error: poison (ERR_PARSE, ERR_INVALID)
+ *      is dead-lettered, anything else requeued. Then handler->finish()
+ *      (optional) with the deliveries process() handled, the inbox rows
+ *      get their outcomes in one statement, and the batch commits.
+ *      A failure of the batch as a whole (prepare, finish, the outcomes,
+ *      COMMIT) rolls everything back; while PostgreSQL is unreachable the
+ *      batch is held and retried in-process, so an outage does not burn
+ *      deliveries; otherwise each delivery is retried in a transaction of
+ *      its own at once, so that one bad message cannot fail the others.
+ *   4. Every outgoing message of the batch is published (pipelined: all in
+ *      flight together), with a message_id derived from the consumer name
+ *      and the input message_id (so the next stage's inbox recognises a
+ *      re-publication), and the second one, if any, with the id its hook
+ *      chose. A delivery whose messages were not all confirmed is requeued;
+ *      its redelivery takes the replay path and publishes them again.
+ *   5. Settlement, once every confirm is in: poison is rejected without
+ *      requeue (to <queue>.dlq), transient failures with requeue, and then
+ *      the rest is acked in one basic.ack with multiple set (every lower
+ *      tag is settled by then). After a transient failure the loop backs
+ *      off (100 ms doubling to 1 s, reset on success, so one failing message
+ *      delays the others by at most a second); the quorum queue's delivery
+ *      limit eventually parks a message that never succeeds in <queue>.dlq.
+ *   6. SIGTERM or SIGINT: the current batch is finished, everything is
  *      closed and consume_main() returns 0.
+ *
+ * Deadlocks: batches hold the row locks of many messages at once, so every
+ * handler whose batches could lock the same rows in different orders takes
+ * them up front in prepare(), in the same global order as everyone else
+ * (orders by id, then products by SKU in byte order).
  *
  * Periodic work: a handler with a tick hook has it called every tick_ms
  * (at most; the wait for a delivery is cut short to keep to it), between
- * deliveries and while idle, once PostgreSQL answers and the publisher is
+ * batches and while idle, once PostgreSQL answers and the publisher is
  * connected. It gets the loop's connection outside any transaction (it runs
  * its own) and the publisher; no delivery is in progress meanwhile.
  *
  * Outcome texts are short, stored in inbox.outcome and logged: they must
  * never contain card data.
  *
- * Logging: from the moment a delivery is taken until it is settled, the
- * loop's thread has the log context (log.h) set to its message_id, and,
- * once decode() has run, its correlation_id as "request_id" and its
- * order_id: every line the hooks write about it carries them. The tick
- * hook runs with no context; it sets one per order it works on.
+ * Logging: while the loop works on one delivery (decode, process,
+ * replay, its log lines), its thread has the log context (log.h) set to
+ * its message_id, and, once decode() has run, its correlation_id as
+ * "request_id" and its order_id: every line the hooks write about it
+ * carries them. prepare(), finish() and the tick hook run with no context;
+ * they set one per order they work on.
  *
  * The hooks run on the loop's thread only (their state needs no locking).
- * decode, msg_free, process and replay are required; init, fini and tick
- * are optional; decode may run more than once for one delivery (retries
- * while PostgreSQL is down).
+ * decode, msg_free, process and replay are required; init, fini, prepare,
+ * finish and tick are optional; process() may run more than once for one
+ * delivery (a failed batch is retried), and so may replay().
  *
  * Metrics: orders_messages_total{consumer,outcome} (outcome: processed,
  * replayed, poison, retried), orders_message_processing_seconds
- * {consumer}, orders_message_redeliveries_total{consumer} (deliveries
+ * {consumer} (per message, from taking it to settling it),
+ * orders_consumer_batch_size{consumer} (deliveries per batch),
+ * orders_message_redeliveries_total{consumer} (deliveries
  * flagged redelivered), orders_messages_dead_lettered_total{consumer,
  * reason} (reason: rejected, poison rejected without requeue, or
  * delivery_limit, a retry on the last delivery the limit allows), the
@@ -82,6 +109,11 @@
 #include "buf.h"
 
 #define CONSUME_OUTCOME_MAX 256
+/* Deliveries per batch: the default, and the most ORDERS_CONSUMER_BATCH may ask. */
+#define CONSUME_BATCH_DEFAULT 50
+#define CONSUME_BATCH_MAX 1000
+/* How long a batch waits for more deliveries after its first, at most. */
+#define CONSUME_BATCH_WINDOW_MS 2
 
 /* One delivery as the hooks see it. Everything is borrowed from the loop. */
 struct consume_input {
@@ -146,6 +178,9 @@ struct consume_handler {
 	const char *name;
 	const char *queue; /* the work queue to consume */
 	int default_port;  /* ops port when ORDERS_METRICS_PORT is 0 */
+	/* The secrets the handler uses (enum config_need): production refuses
+	 * to start while one of them is left at its development default. */
+	unsigned needs;
 
 	/* init - optional: make *state from the configuration (keys, extra
 	 * connections). An error stops the daemon before it consumes. */
@@ -165,13 +200,43 @@ struct consume_handler {
 	/*
 	 * process - do the work with db, inside the loop's transaction (use
 	 * savepoints for partial rollbacks, never COMMIT or ROLLBACK), and fill
-	 * res. Returns ERR_OK, ERR_PARSE/ERR_INVALID (poison) or a transient
-	 * error (ERR_UNAVAILABLE, ERR_TIMEOUT, ERR_DB, ...). Map db_exec()'s
-	 * ERR_INVALID/ERR_CONFLICT through consume_db_rc() so that a database
-	 * refusal is not mistaken for poison.
+	 * res. Other messages of the batch may have been processed before in
+	 * the same transaction; when one fails later, the batch starts over
+	 * and process() runs again for this one (so must anything it does
+	 * outside the database be idempotent, as for a redelivery). Returns ERR_OK,
+	 * ERR_PARSE/ERR_INVALID (poison) or a transient error (ERR_UNAVAILABLE, ERR_TIMEOUT,
+	 * ERR_DB, ...). Map db_exec()'s ERR_INVALID/ERR_CONFLICT through consume_db_rc() so that a
+	 * database refusal is not mistaken for poison. A handler with a finish hook may leave
+	 * res->outcome empty for finish() to fill.
 	 */
 	int (*process)(void *state, struct db *db, const struct consume_input *in,
 	               struct consume_result *res);
+
+	/*
+	 * prepare - optional: called once per batch right after BEGIN with the
+	 * n decoded inputs (delivery order; replays among them, not yet known
+	 * as such), to lock what the batch will lock, in the global order (see
+	 * Deadlocks above). An error fails the batch (each message is then
+	 * retried alone).
+	 */
+	int (*prepare)(void *state, struct db *db, const struct consume_input *const *in, size_t n);
+
+	/*
+	 * finish - optional: called once per batch after the last process(),
+	 * before the inbox outcomes are written and the batch commits, with the
+	 * n deliveries process() handled in this transaction (not replays, not
+	 * failures), in delivery order (n >= 1). It completes their results: an
+	 * outcome process() left empty must be filled here. For work that must
+	 * come last in the transaction (rows whose order must follow commit
+	 * order). An error fails the batch (each message is then retried alone).
+	 */
+	int (*finish)(void *state, struct db *db, const struct consume_input *const *in,
+	              struct consume_result *const *res, size_t n);
+
+	/* Deliveries per batch when ORDERS_CONSUMER_BATCH is 0: 0 means
+	 * CONSUME_BATCH_DEFAULT, 1 one transaction per message (say, for a
+	 * handler that waits on a slow remote service per message). */
+	int batch;
 
 	/*
 	 * replay - rebuild into res the outgoing message process() produced
@@ -213,6 +278,19 @@ int consume_main(const struct consume_handler *h, int argc, char **argv);
  */
 int consume__deliver(const struct consume_handler *h, void *state, struct db *db,
                      const struct mq_delivery *d, struct consume_result *res);
+
+/*
+ * consume__deliver_batch - steps 1-3 for n deliveries (1..CONSUME_BATCH_MAX,
+ * distinct message ids) in one transaction, as the loop does, without its
+ * holding and retrying: rcs[i] and res[i] for d[i] as consume__deliver()
+ * gives them. Returns ERR_OK once the batch committed (each rcs[i] says
+ * what became of its delivery), ERR_INVALID for bad arguments, else the
+ * batch's own error: nothing was committed, every res[i] is empty but for
+ * its order_id, every rcs[i] that error. Clears the log context. For tests.
+ */
+int consume__deliver_batch(const struct consume_handler *h, void *state, struct db *db,
+                           const struct mq_delivery *d, size_t n, struct consume_result *res,
+                           int *rcs);
 
 /* consume_result_release - free res->body and res->extra.body, and empty res. */
 void consume_result_release(struct consume_result *res);
@@ -267,6 +345,15 @@ const char *consume_order_problem(const Orders__Order *o);
  * writes the braces. Errors from buf_append (ERR_TOO_BIG, ERR_NOMEM).
  */
 int consume_pg_array_add(struct buf *b, const char *s, int first);
+
+/*
+ * consume_lock_all - run sql, a statement that locks rows (or takes
+ * advisory locks) by $1, a text[] made of the n keys, in a global order;
+ * for prepare() hooks, e.g. "SELECT 1 FROM orders WHERE order_id = ANY
+ * ($1::uuid[]) ORDER BY order_id FOR UPDATE". Keys may repeat. ERR_NOMEM,
+ * or db_exec()'s errors through consume_db_rc().
+ */
+int consume_lock_all(struct db *db, const char *sql, const char *const *keys, size_t n);
 
 /* consume_field_count - how many ':'-separated fields outcome has. */
 int consume_field_count(const char *outcome);

@@ -246,37 +246,84 @@ out:
 	return rc;
 }
 
-/*
- * Reserve qty of sku unless that would pass the stock. *ok = 0 when it
- * would, with *unknown = 1 when the product does not exist at all.
- */
-static int reserve_one(struct db *db, const struct need *nd, int *ok, int *unknown)
+/* The needs as two PostgreSQL array literals: SKUs into skus, quantities into qtys. */
+static int need_arrays(const struct need *needs, size_t n, struct buf *skus, struct buf *qtys)
 {
-	static const char reserve_sql[] =
-	    "UPDATE products SET reserved = reserved + $2::bigint, updated_at = now() "
-	    "WHERE sku = $1 AND stock - reserved >= $2::bigint RETURNING 1";
-	static const char exists_sql[] = "SELECT 1 FROM products WHERE sku = $1";
-	char qty[24];
-	const char *p[2] = {nd->sku, qty};
-	PGresult *r = NULL;
+	size_t i;
 	int rc;
 
-	snprintf(qty, sizeof(qty), "%ld", nd->qty);
-	rc = consume_db_rc(db_exec(db, reserve_sql, 2, p, &r));
+	rc = buf_append_str(skus, "{");
+	rc = rc ? rc : buf_append_str(qtys, "{");
+	for (i = 0; !rc && i < n; i++) {
+		rc = consume_pg_array_add(skus, needs[i].sku, i == 0);
+		rc = rc ? rc : buf_printf(qtys, "%s%ld", i ? "," : "", needs[i].qty);
+	}
+	rc = rc ? rc : buf_append_str(skus, "}");
+	return rc ? rc : buf_append_str(qtys, "}");
+}
+
+/*
+ * Reserve every need, or none: *short_at = n when all were reserved, else
+ * the index of the first need (in SKU order) that the stock cannot cover,
+ * with *unknown = 1 when its product does not exist at all. The products
+ * are locked (inv_prepare), so what the check reads holds for the update;
+ * the update's own guard and the table's constraints back that up.
+ */
+static int reserve_all(struct db *db, const struct need *needs, size_t n, size_t *short_at,
+                       int *unknown)
+{
+	static const char check_sql[] =
+	    "SELECT t.n, p.sku IS NULL, coalesce(p.stock - p.reserved >= t.q, false) "
+	    "FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS t(sku, q, n) "
+	    "LEFT JOIN products p ON p.sku = t.sku ORDER BY t.n";
+	static const char reserve_sql[] =
+	    "UPDATE products p SET reserved = p.reserved + t.q, updated_at = now() "
+	    "FROM unnest($1::text[], $2::bigint[]) AS t(sku, q) "
+	    "WHERE p.sku = t.sku AND p.stock - p.reserved >= t.q";
+	struct buf skus, qtys;
+	const char *p[2];
+	PGresult *r = NULL;
+	size_t i;
+	int rc;
+
+	buf_init(&skus, ARRAY_MAX);
+	buf_init(&qtys, ARRAY_MAX);
+	rc = need_arrays(needs, n, &skus, &qtys);
 	if (rc)
-		return rc;
-	*ok = PQntuples(r) == 1;
+		goto out;
+	p[0] = skus.data;
+	p[1] = qtys.data;
+	rc = consume_db_rc(db_exec(db, check_sql, 2, p, &r));
+	if (rc)
+		goto out;
+	if ((size_t)PQntuples(r) != n) {
+		rc = ERR_DB;
+		goto out;
+	}
+	*short_at = n;
+	*unknown = 0;
+	for (i = 0; i < n; i++) {
+		if (strcmp(PQgetvalue(r, (int)i, 2), "t") != 0) {
+			*short_at = i;
+			*unknown = strcmp(PQgetvalue(r, (int)i, 1), "t") == 0;
+			goto out;
+		}
+	}
 	PQclear(r);
 	r = NULL;
-	*unknown = 0;
-	if (*ok)
-		return ERR_OK;
-	rc = consume_db_rc(db_exec(db, exists_sql, 1, p, &r));
+	rc = consume_db_rc(db_exec(db, reserve_sql, 2, p, &r));
 	if (rc)
-		return rc;
-	*unknown = PQntuples(r) == 0;
+		goto out;
+	if (strtoul(PQcmdTuples(r), NULL, 10) != n) {
+		/* Only a product changed without its lock could do this. */
+		log_error("cannot reserve stock: it changed since it was checked");
+		rc = ERR_DB;
+	}
+out:
 	PQclear(r);
-	return ERR_OK;
+	buf_release(&skus);
+	buf_release(&qtys);
+	return rc;
 }
 
 static int insert_reservations(struct db *db, const char *order_id, const struct need *needs,
@@ -289,19 +336,11 @@ static int insert_reservations(struct db *db, const char *order_id, const struct
 	struct buf skus, qtys;
 	char ttl[16];
 	const char *p[4];
-	size_t i;
 	int rc;
 
 	buf_init(&skus, ARRAY_MAX);
 	buf_init(&qtys, ARRAY_MAX);
-	rc = buf_append_str(&skus, "{");
-	rc = rc ? rc : buf_append_str(&qtys, "{");
-	for (i = 0; !rc && i < n; i++) {
-		rc = consume_pg_array_add(&skus, needs[i].sku, i == 0);
-		rc = rc ? rc : buf_printf(&qtys, "%s%ld", i ? "," : "", needs[i].qty);
-	}
-	rc = rc ? rc : buf_append_str(&skus, "}");
-	rc = rc ? rc : buf_append_str(&qtys, "}");
+	rc = need_arrays(needs, n, &skus, &qtys);
 	if (rc)
 		goto out;
 	snprintf(ttl, sizeof(ttl), "%d", ttl_s);
@@ -326,8 +365,8 @@ static int inv_process(void *state, struct db *db, const struct consume_input *i
 	Orders__CheckoutRequested *m = in->msg;
 	const char *order_id = in->order_id;
 	struct need needs[100];
-	size_t n, i;
-	int rc, inserted = 0, ok = 1, unknown = 0;
+	size_t n, short_at = 0;
+	int rc, inserted = 0, unknown = 0;
 
 	rc = insert_order(db, m, &inserted);
 	if (rc)
@@ -344,26 +383,16 @@ static int inv_process(void *state, struct db *db, const struct consume_input *i
 		return rc;
 
 	n = merge_lines(m->order, needs);
-	rc = consume_db_rc(db_exec(db, "SAVEPOINT reserve", 0, NULL, NULL));
+	rc = reserve_all(db, needs, n, &short_at, &unknown);
 	if (rc)
 		return rc;
-	for (i = 0; i < n; i++) {
-		rc = reserve_one(db, &needs[i], &ok, &unknown);
-		if (rc || !ok)
-			break;
-	}
-	if (rc)
-		return rc;
-	if (!ok) {
+	if (short_at < n) {
 		const char *reason = unknown ? "unknown_sku" : "out_of_stock";
+		const char *sku = needs[short_at].sku;
 
-		/* Give back what the earlier SKUs took; the order stays pending. */
-		rc = consume_db_rc(db_exec(db, "ROLLBACK TO SAVEPOINT reserve", 0, NULL, NULL));
-		if (rc)
-			return rc;
-		snprintf(res->outcome, sizeof(res->outcome), "rejected:%s:%s", reason,
-		         needs[i].sku);
-		return build_rejected(m, in, reason, needs[i].sku, res);
+		/* Nothing was reserved; the order stays pending. */
+		snprintf(res->outcome, sizeof(res->outcome), "rejected:%s:%s", reason, sku);
+		return build_rejected(m, in, reason, sku, res);
 	}
 	rc = insert_reservations(db, order_id, needs, n, inv->reservation_ttl_s);
 	if (rc)
@@ -371,11 +400,38 @@ static int inv_process(void *state, struct db *db, const struct consume_input *i
 	rc = consume_db_rc(db_exec(db, status_sql, 1, &order_id, NULL));
 	if (rc)
 		return rc;
-	rc = consume_db_rc(db_exec(db, "RELEASE SAVEPOINT reserve", 0, NULL, NULL));
-	if (rc)
-		return rc;
 	snprintf(res->outcome, sizeof(res->outcome), "reserved");
 	return build_reserved(m, in, res);
+}
+
+/*
+ * Lock every product the batch's orders name, in SKU byte order, before any
+ * order reserves: reserving order by order would lock them out of order
+ * across the batch and could deadlock with another consumer's batch.
+ */
+static int inv_prepare(void *state, struct db *db, const struct consume_input *const *in, size_t n)
+{
+	static const char sql[] = "SELECT 1 FROM products WHERE sku = ANY ($1::text[]) "
+	                          "ORDER BY sku COLLATE \"C\" FOR UPDATE";
+	const char **skus;
+	size_t i, j, k = 0, max = 0;
+	int rc;
+
+	(void)state;
+	for (i = 0; i < n; i++)
+		max += ((const Orders__CheckoutRequested *)in[i]->msg)->order->n_lines;
+	skus = malloc((max ? max : 1) * sizeof(*skus));
+	if (!skus)
+		return ERR_NOMEM;
+	for (i = 0; i < n; i++) {
+		const Orders__Order *o = ((const Orders__CheckoutRequested *)in[i]->msg)->order;
+
+		for (j = 0; j < o->n_lines; j++)
+			skus[k++] = o->lines[j]->sku;
+	}
+	rc = consume_lock_all(db, sql, skus, k);
+	free(skus);
+	return rc;
 }
 
 static int inv_replay(void *state, const struct consume_input *in, const char *outcome,
@@ -406,4 +462,5 @@ const struct consume_handler inventory_handler = {
     .msg_free = inv_msg_free,
     .process = inv_process,
     .replay = inv_replay,
+    .prepare = inv_prepare,
 };

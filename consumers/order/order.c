@@ -358,6 +358,13 @@ out:
 /*
  * Append the order's finance event. pending: nothing will publish it but
  * publish_pending() (the sweeper's events; see migrations/0003).
+ *
+ * The table's trigger takes the feed's transaction-level advisory lock and
+ * then draws seq, so that events become visible in seq order (see
+ * migrations/0007): from here to the commit every other event writer
+ * waits. So this is a transaction's last real work: the message path
+ * appends its event last (only the inbox outcome follows), the sweeps
+ * append all of a batch's events after the rest of the batch.
  */
 static int insert_event(struct db *db, const struct order_msg *om, const char *order_id,
                         const char *event_id, const char *type, int pending, int64_t *seq)
@@ -405,31 +412,23 @@ static int insert_event(struct db *db, const struct order_msg *om, const char *o
 }
 
 /*
- * Finish the order as om->kind, in the caller's transaction: the guarded
- * status change, then its held reservations settled (committed for a
- * confirmation, released for a decline or an expiry; a rejected order holds
- * none), then the finance event (pending: see insert_event). Every final
- * status is set here, by the message handler and by both sweeps alike, so
- * they cannot differ. om gives the event's order fields and code the
- * decline's failure_reason. *moved = 0, with nothing done, when the order
- * was not in the state om->kind moves it from.
+ * Move the order to kind's final status, in the caller's transaction: the
+ * guarded status change, then its held reservations settled (committed for
+ * a confirmation, released for a decline or an expiry; a rejected order
+ * holds none). Every final status is set here, by the message handler and
+ * by both sweeps alike, so they cannot differ; each then appends the
+ * event. code is the decline's failure_reason. *moved = 0, with nothing
+ * done, when the order was not in the state kind moves it from.
  */
-static int finish_order(struct db *db, const struct order_msg *om, const char *order_id,
-                        const char *code, int pending, char event_id[IDS_UUID_LEN + 1],
-                        int64_t *seq, int *moved)
+static int settle_order(struct db *db, enum order_kind kind, const char *order_id, const char *code,
+                        int *moved)
 {
 	int rc;
 
-	rc = set_status(db, om->kind, order_id, code, moved);
-	if (rc || !*moved)
+	rc = set_status(db, kind, order_id, code, moved);
+	if (rc || !*moved || kind == KIND_REJECTED)
 		return rc;
-	if (om->kind != KIND_REJECTED) {
-		rc = settle_reservations(db, order_id, om->kind == KIND_AUTHORIZED);
-		if (rc)
-			return rc;
-	}
-	ids_uuid4(event_id);
-	return insert_event(db, om, order_id, event_id, event_types[om->kind], pending, seq);
+	return settle_reservations(db, order_id, kind == KIND_AUTHORIZED);
 }
 
 /*
@@ -469,18 +468,18 @@ static int void_unconfirmed(struct order_state *st, struct db *db, const struct 
 	return ERR_OK;
 }
 
+/*
+ * The order finished here gets its event from order_finish(), at the end of
+ * the batch's transaction: the outcome stays empty until then.
+ */
 static int order_process(void *state, struct db *db, const struct consume_input *in,
                          struct consume_result *res)
 {
 	const struct order_msg *om = in->msg;
-	const char *type = event_types[om->kind];
-	char event_id[IDS_UUID_LEN + 1];
-	int64_t seq = 0;
 	int rc, moved = 0;
 
-	rc = finish_order(db, om, in->order_id,
-	                  om->kind == KIND_DECLINED ? om->payment->decline_code : NULL, 0, event_id,
-	                  &seq, &moved);
+	rc = settle_order(db, om->kind, in->order_id,
+	                  om->kind == KIND_DECLINED ? om->payment->decline_code : NULL, &moved);
 	if (rc)
 		return rc;
 	if (!moved) {
@@ -493,11 +492,65 @@ static int order_process(void *state, struct db *db, const struct consume_input 
 		         LF_STR("message_id", in->message_id), LF_STR("order_id", in->order_id),
 		         LF_STR("routing_key", in->routing_key));
 		snprintf(res->outcome, sizeof(res->outcome), "noop");
-		return ERR_OK;
 	}
-	snprintf(res->outcome, sizeof(res->outcome), "event:%" PRId64 ":%s:%s", seq, event_id,
-	         type);
-	return build_outgoing(om, in, seq, event_id, type, res);
+	return ERR_OK;
+}
+
+/*
+ * Lock the batch's orders in order id order, then the products they hold,
+ * in SKU byte order: the order the sweeps and inventory-consumer lock in,
+ * so that batches never deadlock with them or each other.
+ */
+static int order_prepare(void *state, struct db *db, const struct consume_input *const *in,
+                         size_t n)
+{
+	static const char orders_sql[] = "SELECT 1 FROM orders WHERE order_id = ANY ($1::uuid[]) "
+	                                 "ORDER BY order_id FOR UPDATE";
+	static const char products_sql[] =
+	    "SELECT 1 FROM products p WHERE p.sku IN (SELECT r.sku FROM reservations r "
+	    "WHERE r.order_id = ANY ($1::uuid[]) AND r.state = 'held') "
+	    "ORDER BY p.sku COLLATE \"C\" FOR UPDATE OF p";
+	const char *ids[CONSUME_BATCH_MAX];
+	size_t i;
+	int rc;
+
+	(void)state;
+	for (i = 0; i < n && i < CONSUME_BATCH_MAX; i++)
+		ids[i] = in[i]->order_id;
+	rc = consume_lock_all(db, orders_sql, ids, i);
+	return rc ? rc : consume_lock_all(db, products_sql, ids, i);
+}
+
+/*
+ * Append the events of the orders the batch finished, last in its
+ * transaction (event order is commit order), and complete their results.
+ */
+static int order_finish(void *state, struct db *db, const struct consume_input *const *in,
+                        struct consume_result *const *res, size_t n)
+{
+	char event_id[IDS_UUID_LEN + 1];
+	size_t i;
+	int rc;
+
+	(void)state;
+	for (i = 0; i < n; i++) {
+		const struct order_msg *om = in[i]->msg;
+		const char *type = event_types[om->kind];
+		int64_t seq = 0;
+
+		if (res[i]->outcome[0])
+			continue; /* a noop */
+		ids_uuid4(event_id);
+		rc = insert_event(db, om, in[i]->order_id, event_id, type, 0, &seq);
+		if (rc)
+			return rc;
+		snprintf(res[i]->outcome, sizeof(res[i]->outcome), "event:%" PRId64 ":%s:%s", seq,
+		         event_id, type);
+		rc = build_outgoing(om, in[i], seq, event_id, type, res[i]);
+		if (rc)
+			return rc;
+	}
+	return ERR_OK;
 }
 
 static int order_replay(void *state, const struct consume_input *in, const char *outcome,
@@ -608,7 +661,8 @@ static int id_array(const PGresult *r, struct buf *b)
  * batch size, $2 the optional param2), then run read_sql over their ids
  * ($1, a uuid[]) in a new statement, so that it sees what was committed
  * while the locks were being taken. ERR_OK with *out NULL when nothing is
- * left; otherwise *out is read_sql's result (PQclear it).
+ * left; otherwise *out is read_sql's result (PQclear it), at most one row
+ * per picked order.
  */
 static int pick_then_read(struct db *db, const char *pick_sql, const char *param2,
                           const char *read_sql, PGresult **out)
@@ -640,6 +694,11 @@ static int pick_then_read(struct db *db, const char *pick_sql, const char *param
 	if (PQntuples(r) == 0) {
 		PQclear(r);
 		return ERR_OK;
+	}
+	/* One row per picked order: the sweeps keep per-row state that long. */
+	if (PQntuples(r) > EXPIRE_BATCH) {
+		PQclear(r);
+		return ERR_DB;
 	}
 	*out = r;
 	return ERR_OK;
@@ -696,24 +755,47 @@ static int lock_batch_products(struct db *db, const PGresult *orders)
 	return rc;
 }
 
-/* Expire one locked order: release its reservation, set 'expired', append its event. */
-static int expire_one(struct db *db, const char *order_id)
+/*
+ * The events of the orders a sweep has just finished: row i of r (column 0
+ * the order id, column cid its correlation id) as kinds[i] when moved[i].
+ * Each is built from the order as the database holds it and marked
+ * publish_pending. They are the batch's last work (see insert_event), so
+ * the feed's lock is held for these inserts and the commit only.
+ */
+static int append_sweep_events(struct db *db, const PGresult *r, int cid,
+                               const enum order_kind *kinds, const unsigned char *moved)
 {
 	struct stored_order so;
 	char event_id[IDS_UUID_LEN + 1];
 	int64_t seq = 0;
-	int rc, moved = 0;
+	int rc = ERR_OK, i;
 
-	rc = load_order(db, order_id, &so);
-	if (rc)
-		return rc;
-	log_context_set(so.env.correlation_id, NULL, order_id);
-	so.om.kind = KIND_EXPIRED;
-	rc = finish_order(db, &so.om, order_id, NULL, 1, event_id, &seq, &moved);
-	stored_order_release(&so);
-	if (!rc && moved)
-		log_info("order expired, reservation released", LF_STR("order_id", order_id),
-		         LF_INT("seq", seq), LF_STR("event_id", event_id));
+	for (i = 0; !rc && i < PQntuples(r); i++) {
+		const char *order_id = PQgetvalue(r, i, 0);
+
+		if (!moved[i])
+			continue;
+		log_context_set(PQgetvalue(r, i, cid), NULL, order_id);
+		rc = load_order(db, order_id, &so);
+		if (rc)
+			break;
+		so.om.kind = kinds[i];
+		ids_uuid4(event_id);
+		rc = insert_event(db, &so.om, order_id, event_id, event_types[kinds[i]], 1, &seq);
+		stored_order_release(&so);
+		if (rc)
+			break;
+		if (kinds[i] == KIND_EXPIRED)
+			log_info("order expired, reservation released",
+			         LF_STR("order_id", order_id), LF_INT("seq", seq),
+			         LF_STR("event_id", event_id));
+		else
+			log_warn("finished an order from the database: the message that finishes "
+			         "it is overdue",
+			         LF_STR("order_id", order_id),
+			         LF_STR("type", event_types[kinds[i]]), LF_INT("seq", seq),
+			         LF_STR("event_id", event_id));
+	}
 	return rc;
 }
 
@@ -727,6 +809,8 @@ static int expire_one(struct db *db, const char *order_id)
  */
 static int expire_batch(struct order_state *st, struct db *db)
 {
+	enum order_kind kinds[EXPIRE_BATCH];
+	unsigned char moved_rows[EXPIRE_BATCH];
 	PGresult *r = NULL;
 	int rc, i, in_tx = 0;
 
@@ -752,9 +836,18 @@ static int expire_batch(struct order_state *st, struct db *db)
 			log_warn("voided the authorization of an expiring order",
 			         LF_STR("order_id", order_id));
 	}
+	/* Release and expire every order, then append the events: last. */
 	rc = lock_batch_products(db, r);
-	for (i = 0; !rc && i < PQntuples(r); i++)
-		rc = expire_one(db, PQgetvalue(r, i, 0));
+	for (i = 0; !rc && i < PQntuples(r); i++) {
+		int moved = 0;
+
+		log_context_set(PQgetvalue(r, i, 1), NULL, PQgetvalue(r, i, 0));
+		kinds[i] = KIND_EXPIRED;
+		rc = settle_order(db, KIND_EXPIRED, PQgetvalue(r, i, 0), NULL, &moved);
+		moved_rows[i] = (unsigned char)moved;
+	}
+	if (!rc)
+		rc = append_sweep_events(db, r, 1, kinds, moved_rows);
 	if (rc)
 		goto out;
 	in_tx = 0;
@@ -786,8 +879,9 @@ out:
  *   reserved, payments (or payment-consumer's inbox,
  *   for an invalid card) records a decline             -> payment_failed
  *
- * each through finish_order(), exactly as the lost message would have, with
- * the event marked publish_pending for publish_pending() to send.
+ * each through settle_order(), exactly as the lost message would have, with
+ * the event (appended after the whole batch is settled) marked
+ * publish_pending for publish_pending() to send.
  *
  * This is safe whatever the grace, even none. The final status is derived
  * only from committed facts that nothing can change any more: inventory
@@ -841,43 +935,35 @@ static int pick_stranded(struct db *db, const char *grace_s, PGresult **out)
 	return pick_then_read(db, pick_sql, grace_s, facts_sql, out);
 }
 
-/* Finish one locked stranded order as row i of facts says. */
-static int finalize_one(struct db *db, const PGresult *facts, int i)
+/*
+ * Settle one locked stranded order as row i of facts says; *kind is what
+ * it finished as.
+ */
+static int finalize_one(struct db *db, const PGresult *facts, int i, enum order_kind *kind,
+                        int *moved)
 {
 	const char *order_id = PQgetvalue(facts, i, 0), *what = PQgetvalue(facts, i, 1);
 	const char *code = PQgetvalue(facts, i, 2);
-	struct stored_order so;
-	char event_id[IDS_UUID_LEN + 1];
-	int64_t seq = 0;
-	int rc, moved = 0;
 
 	log_context_set(PQgetvalue(facts, i, 3), NULL, order_id);
-	rc = load_order(db, order_id, &so);
-	if (rc)
-		return rc;
 	if (strcmp(what, "rejected") == 0) {
-		so.om.kind = KIND_REJECTED;
+		*kind = KIND_REJECTED;
 	} else if (strcmp(what, "authorized") == 0) {
-		so.om.kind = KIND_AUTHORIZED;
+		*kind = KIND_AUTHORIZED;
 	} else {
-		so.om.kind = KIND_DECLINED;
+		*kind = KIND_DECLINED;
 		/* payment-consumer's codes always pass; a client sees this one. */
 		if (!code_ok(code))
 			code = "payment_declined";
 	}
-	rc = finish_order(db, &so.om, order_id, code, 1, event_id, &seq, &moved);
-	if (!rc && moved)
-		log_warn(
-		    "finished an order from the database: the message that finishes it is overdue",
-		    LF_STR("order_id", order_id), LF_STR("type", event_types[so.om.kind]),
-		    LF_INT("seq", seq), LF_STR("event_id", event_id));
-	stored_order_release(&so);
-	return rc;
+	return settle_order(db, *kind, order_id, code, moved);
 }
 
 /* One batch of the completion sweep, in one transaction. */
 static int finalize_batch(struct order_state *st, struct db *db)
 {
+	enum order_kind kinds[EXPIRE_BATCH];
+	unsigned char moved_rows[EXPIRE_BATCH];
 	PGresult *r = NULL;
 	int rc, i, in_tx = 0;
 
@@ -890,8 +976,15 @@ static int finalize_batch(struct order_state *st, struct db *db)
 		goto out;
 	/* Orders first (locked above), then products in SKU byte order. */
 	rc = lock_batch_products(db, r);
-	for (i = 0; !rc && i < PQntuples(r); i++)
-		rc = finalize_one(db, r, i);
+	for (i = 0; !rc && i < PQntuples(r); i++) {
+		int moved = 0;
+
+		rc = finalize_one(db, r, i, &kinds[i], &moved);
+		moved_rows[i] = (unsigned char)moved;
+	}
+	/* The events last, once every order of the batch is settled. */
+	if (!rc)
+		rc = append_sweep_events(db, r, 3, kinds, moved_rows);
 	if (rc)
 		goto out;
 	in_tx = 0;
@@ -1092,6 +1185,8 @@ const struct consume_handler order_handler = {
     .msg_free = order_msg_free,
     .process = order_process,
     .replay = order_replay,
+    .prepare = order_prepare,
+    .finish = order_finish,
     .tick = order_tick,
     .tick_ms = EXPIRE_TICK_MS,
 };

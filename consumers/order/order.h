@@ -14,7 +14,11 @@
  *                       reservation_expired): see below.
  *
  * Products are locked in SKU byte order, the order inventory-consumer
- * reserves in, so the two never deadlock. When the status is final already
+ * reserves in, so the two never deadlock. A batch of messages shares one
+ * transaction: it locks all its orders first (in order id order), then the
+ * products they hold (in SKU byte order), then moves each order; the
+ * events of the orders it moved are appended together at the end of the
+ * transaction (the finish hook), just before the commit. When the status is final already
  * nothing happens (outcome "noop"); otherwise the event is published to the
  * exchange order-events with its type as the routing key. A payment.authorized
  * for an order that ended otherwise (expired) voids that authorization at the
@@ -52,6 +56,14 @@
  * the input on replay); for an order the completion sweep confirmed,
  * publish_pending() sends it after the event, before it unmarks the event,
  * so it is never lost after the commit.
+ *
+ * Event order: order_events' trigger draws each event's seq under a
+ * transaction-level advisory lock held to the commit, so events become
+ * visible in seq order and the finance feed's cursor never passes one that
+ * commits later (migrations/0007 has the proof). Every writer therefore
+ * appends its events as its transaction's last work: the message handler
+ * its one event (the loop then only records the outcome and commits), the
+ * sweeps every event of a batch once the whole batch is settled.
  *
  * Outcomes: "event:<seq>:<event_id>:<type>", "noop".
  */

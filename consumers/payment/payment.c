@@ -402,6 +402,23 @@ out:
 	return rc;
 }
 
+/*
+ * A batch (ORDERS_CONSUMER_BATCH > 1) locks its orders up front in order id
+ * order, the order everyone locks several orders in, against deadlocks.
+ */
+static int pay_prepare(void *state, struct db *db, const struct consume_input *const *in, size_t n)
+{
+	static const char sql[] = "SELECT 1 FROM orders WHERE order_id = ANY ($1::uuid[]) "
+	                          "ORDER BY order_id FOR UPDATE";
+	const char *ids[CONSUME_BATCH_MAX];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < n && i < CONSUME_BATCH_MAX; i++)
+		ids[i] = in[i]->order_id;
+	return consume_lock_all(db, sql, ids, i);
+}
+
 static int pay_replay(void *state, const struct consume_input *in, const char *outcome,
                       struct consume_result *res)
 {
@@ -425,10 +442,18 @@ const struct consume_handler payment_handler = {
     .name = "payment",
     .queue = MQ_QUEUE_PAYMENT,
     .default_port = 9102,
+    .needs = CONFIG_NEED_SEAL_SECRET | CONFIG_NEED_VAULT | CONFIG_NEED_FINGERPRINT,
     .init = pay_init,
     .fini = pay_fini,
     .decode = pay_decode,
     .msg_free = pay_msg_free,
     .process = pay_process,
     .replay = pay_replay,
+    .prepare = pay_prepare,
+    /*
+     * Each authorization waits for the gateway, outside PostgreSQL: a
+     * batch would only add its messages' waits up before any is acked.
+     * Throughput comes from more consumers instead.
+     */
+    .batch = 1,
 };

@@ -14,6 +14,11 @@
  * the same authorization back (the idempotency key); if the reservation
  * ran out in between, the sweeper voids that authorization instead.
  *
+ * One message per transaction by default: the gateway's wait is per
+ * message, so more consumers, not batches, make payment faster. With
+ * ORDERS_CONSUMER_BATCH > 1 a batch locks all its orders first, in order id
+ * order.
+ *
  * Outcomes: "authorized:<authorization_id>:<token>",
  * "declined:<code>:<token>" (token empty for an invalid card),
  * "noop:<status>" (also "noop:expired" for a run-out reservation). None of

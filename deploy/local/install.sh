@@ -9,11 +9,12 @@ packages=(
   librabbitmq-dev libpq-dev libhiredis-dev libmicrohttpd-dev
   libcmocka-dev libjansson-dev libsodium-dev
   postgresql rabbitmq-server redis-server
-  jq prometheus
+  jq prometheus yamllint
 )
 # prometheus is there for promtool (deploy/monitoring/check.sh checks the
 # alert rules and the scrape config with it); install.sh does not start its
-# server, like the other services' (see policy-rc.d below).
+# server, like the other services' (see policy-rc.d below). yamllint checks
+# the deployment files (tests/deploy/check.sh).
 
 missing=()
 for p in "${packages[@]}"; do

@@ -347,10 +347,15 @@ static void test_checkout(void **state)
 	}
 	assert_string_equal(json_string_value(json_object_get(j, "order_id")), order_id);
 	json_decref(j);
-	pg_order = pg_value("SELECT order_id::text FROM carts WHERE cart_id = $1::uuid "
-	                    "AND status = 'checked_out'",
-	                    id);
-	assert_non_null(pg_order);
+	/* cart-consumer marks Redis inside its transaction, so PostgreSQL's
+	 * copy may commit a moment (a batch) later. */
+	start = e2e_now_ms();
+	while (!(pg_order = pg_value("SELECT order_id::text FROM carts WHERE cart_id = $1::uuid "
+	                             "AND status = 'checked_out'",
+	                             id))) {
+		assert_true(e2e_now_ms() - start < 15000);
+		usleep(100000);
+	}
 	assert_string_equal(pg_order, order_id);
 	free(pg_order);
 	pg_order = pg_value("SELECT cart_id::text FROM orders WHERE order_id = $1::uuid", order_id);

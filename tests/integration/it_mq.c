@@ -433,6 +433,60 @@ static void test_redelivery_count(void **state)
 	mq_consumer_free(c);
 }
 
+/*
+ * mq_consumer_ack_upto acks every unsettled delivery up to a tag, and only
+ * those: of five, the second is rejected first (the test queue has no
+ * dead-letter exchange: it is gone), then one ack up to the fourth; the
+ * fifth, unacked, comes back once the consumer is closed, alone.
+ */
+static void test_ack_upto(void **state)
+{
+	struct mq_publisher *p;
+	struct mq_consumer *c;
+	struct mq_delivery d[5];
+	char id[MQ_ID_MAX];
+	int i;
+
+	(void)state;
+	p = new_publisher(url, 0, 0);
+	assert_non_null(p);
+	assert_true(wait_connected(p, 15000));
+	for (i = 0; i < 5; i++) {
+		snprintf(id, sizeof(id), "it-mq-upto-%d", i);
+		assert_int_equal(mq_publish_sync(p, MQ_EXCHANGE_ORDERS, key, id, "x", 1, 0),
+		                 ERR_OK);
+	}
+	mq_publisher_free(p);
+
+	c = mq_consumer_new(url, queue, 10);
+	assert_non_null(c);
+	for (i = 0; i < 5; i++) {
+		memset(&d[i], 0, sizeof(d[i]));
+		assert_int_equal(mq_consumer_next(c, &d[i], 10000), ERR_OK);
+		snprintf(id, sizeof(id), "it-mq-upto-%d", i);
+		assert_string_equal(d[i].message_id, id);
+		if (i > 0)
+			assert_true(d[i].tag > d[i - 1].tag);
+	}
+	assert_int_equal(mq_consumer_reject(c, d[1].tag, 0), ERR_OK);
+	assert_int_equal(mq_consumer_ack_upto(c, d[3].tag), ERR_OK);
+	for (i = 0; i < 5; i++)
+		mq_delivery_release(&d[i]);
+	mq_consumer_free(c);
+
+	c = mq_consumer_new(url, queue, 10);
+	assert_non_null(c);
+	memset(&d[0], 0, sizeof(d[0]));
+	assert_int_equal(mq_consumer_next(c, &d[0], 10000), ERR_OK);
+	assert_string_equal(d[0].message_id, "it-mq-upto-4");
+	assert_int_equal(d[0].redelivered, 1);
+	assert_int_equal(mq_consumer_ack_upto(c, d[0].tag), ERR_OK);
+	mq_delivery_release(&d[0]);
+	assert_int_equal(mq_consumer_next(c, &d[1], 500), ERR_TIMEOUT);
+	mq_consumer_free(c);
+	assert_int_equal(mq_consumer_ack_upto(NULL, 1), ERR_INVALID);
+}
+
 /* ---- nack and channel loss ------------------------------------------------- */
 
 /*
@@ -841,6 +895,7 @@ int main(void)
 	    cmocka_unit_test(test_consume_roundtrip),
 	    cmocka_unit_test(test_publish_sizes),
 	    cmocka_unit_test(test_redelivery_count),
+	    cmocka_unit_test(test_ack_upto),
 	    cmocka_unit_test(test_nacked),
 	    cmocka_unit_test(test_channel_loss_reconnects),
 	    cmocka_unit_test(test_queue_stats),

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "http_client.h"
+#include "util.h"
 
 #define MAX_SKUS 64
 #define MAX_CARDS 16
@@ -28,12 +29,6 @@ static const char default_cards[] = "4242424242424242:50,5555555555554444:20,"
                                     "4000000000000002:10,4000000000009995:10,"
                                     "4000000000000119:10";
 
-struct card_weight {
-	char number[20];
-	char last4[5];
-	unsigned weight;
-};
-
 struct options {
 	long count;
 	int concurrency;
@@ -41,7 +36,7 @@ struct options {
 	unsigned sku_weights[MAX_SKUS];
 	unsigned sku_total;
 	int nskus;
-	struct card_weight cards[MAX_CARDS];
+	struct util_card cards[MAX_CARDS];
 	int ncards;
 	unsigned card_total;
 	const char *out_path;
@@ -79,34 +74,6 @@ struct loadgen {
 	double t0;
 };
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long long wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_s(double s)
-{
-	struct timespec ts;
-
-	if (s <= 0)
-		return;
-	ts.tv_sec = (time_t)s;
-	ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 /* splitmix64: a small, good generator; one state per checkout or thread. */
 static uint64_t rnd_next(uint64_t *s)
 {
@@ -139,10 +106,10 @@ static int rnd_weighted(uint64_t *s, const unsigned *weights, int n, unsigned to
 /* ---- one checkout ---------------------------------------------------------- */
 
 /* The checkout's body, chosen from its index alone, so a run is repeatable. */
-static const struct card_weight *build_body(const struct options *o, long i, char *body, size_t len)
+static const struct util_card *build_body(const struct options *o, long i, char *body, size_t len)
 {
 	uint64_t s = o->seed ^ ((uint64_t)i * 0x2545f4914f6cdd1dULL);
-	const struct card_weight *card;
+	const struct util_card *card;
 	unsigned card_weights[MAX_CARDS];
 	unsigned qa, qb;
 	int a, b, k;
@@ -226,8 +193,8 @@ static void run_checkout(struct loadgen *lg, long i, uint64_t *rs)
 	char body[BODY_MAX], key[KEY_MAX], idem[KEY_MAX + 32];
 	const char *headers[] = {"Authorization: Bearer dev-client",
 	                         "Content-Type: application/json", idem, NULL};
-	const struct card_weight *card;
-	double start = now_s();
+	const struct util_card *card;
+	double start = util_now();
 
 	snprintf(key, sizeof(key), "%s-%06ld", o->prefix, i);
 	snprintf(idem, sizeof(idem), "Idempotency-Key: %s", key);
@@ -241,7 +208,7 @@ static void run_checkout(struct loadgen *lg, long i, uint64_t *rs)
 		rc = http_request("POST", "/v1/checkouts", headers, body, strlen(body), &r);
 		res->status = rc == 0 ? r.status : 0;
 		if (res->status == 202) {
-			res->accepted_ms = wall_ms();
+			res->accepted_ms = (long long)(util_wall() * 1000.0);
 			accepted_order_id(&r, res->order_id, sizeof(res->order_id));
 			res->done = 1;
 			atomic_fetch_add(&lg->accepted, 1);
@@ -259,10 +226,10 @@ static void run_checkout(struct loadgen *lg, long i, uint64_t *rs)
 		} else {
 			res->n5xx++;
 		}
-		if (!res->done && now_s() - start < o->deadline_s)
-			sleep_s(backoff_s(rs, res->attempts, &r));
+		if (!res->done && util_now() - start < o->deadline_s)
+			util_sleep(backoff_s(rs, res->attempts, &r));
 		http_response_release(&r);
-		if (res->done || now_s() - start >= o->deadline_s)
+		if (res->done || util_now() - start >= o->deadline_s)
 			break;
 	}
 	atomic_fetch_add(&lg->finished, 1);
@@ -280,7 +247,7 @@ static void *worker(void *arg)
 			break;
 		/* Checkout i starts no earlier than its slot; retries are not paced. */
 		if (lg->o.rate > 0)
-			sleep_s(lg->t0 + (double)i / lg->o.rate - now_s());
+			util_sleep(lg->t0 + (double)i / lg->o.rate - util_now());
 		run_checkout(lg, i, &rs);
 	}
 	return NULL;
@@ -317,19 +284,6 @@ static void usage(FILE *f)
 	        default_cards);
 }
 
-static int parse_long(const char *s, long min, long max, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 /* "SKU[:weight],..." in place: the SKUs point into list. */
 static int parse_skus(struct options *o, char *list)
 {
@@ -343,7 +297,7 @@ static int parse_skus(struct options *o, char *list)
 		colon = strchr(s, ':');
 		if (colon) {
 			*colon = '\0';
-			if (parse_long(colon + 1, 0, 1000000, &w) != 0)
+			if (util_parse_long(colon + 1, 0, 1000000, &w) != 0)
 				return -1;
 		}
 		if (o->nskus == MAX_SKUS || !s[0] || strlen(s) > 64)
@@ -353,35 +307,6 @@ static int parse_skus(struct options *o, char *list)
 		o->sku_total += (unsigned)w;
 	}
 	return o->nskus > 0 && o->sku_total > 0 ? 0 : -1;
-}
-
-static int parse_cards(struct options *o, const char *mix)
-{
-	char list[512], *save = NULL, *item;
-
-	if (strlen(mix) >= sizeof(list))
-		return -1;
-	snprintf(list, sizeof(list), "%s", mix);
-	o->ncards = 0;
-	o->card_total = 0;
-	for (item = strtok_r(list, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-		struct card_weight *c = &o->cards[o->ncards];
-		char *colon = strchr(item, ':');
-		size_t n = colon ? (size_t)(colon - item) : strlen(item);
-		long w = 1;
-
-		if (o->ncards == MAX_CARDS || n < 12 || n >= sizeof(c->number) ||
-		    strspn(item, "0123456789") != n ||
-		    (colon && parse_long(colon + 1, 0, 1000000, &w) != 0))
-			return -1;
-		memcpy(c->number, item, n);
-		c->number[n] = '\0';
-		memcpy(c->last4, c->number + n - 4, 5);
-		c->weight = (unsigned)w;
-		o->card_total += c->weight;
-		o->ncards++;
-	}
-	return o->ncards > 0 && o->card_total > 0 ? 0 : -1;
 }
 
 static int parse_options(struct options *o, int argc, char **argv)
@@ -414,15 +339,15 @@ static int parse_options(struct options *o, int argc, char **argv)
 	o->timeout_ms = 15000;
 	o->seed = 1;
 	snprintf(o->prefix, sizeof(o->prefix), "lg-%ld-%ld", (long)getpid(), (long)time(NULL));
-	parse_cards(o, default_cards);
+	util_parse_cards(default_cards, o->cards, MAX_CARDS, &o->ncards, &o->card_total);
 	while ((opt = getopt_long(argc, argv, "n:c:s:q:l:m:r:d:t:k:S:o:h", longs, NULL)) != -1) {
 		switch (opt) {
 		case 'n':
-			if (parse_long(optarg, 1, MAX_COUNT, &o->count))
+			if (util_parse_long(optarg, 1, MAX_COUNT, &o->count))
 				goto bad;
 			break;
 		case 'c':
-			if (parse_long(optarg, 1, MAX_THREADS, &v))
+			if (util_parse_long(optarg, 1, MAX_THREADS, &v))
 				goto bad;
 			o->concurrency = (int)v;
 			break;
@@ -431,17 +356,18 @@ static int parse_options(struct options *o, int argc, char **argv)
 				goto bad;
 			break;
 		case 'q':
-			if (parse_long(optarg, 1, 999, &v))
+			if (util_parse_long(optarg, 1, 999, &v))
 				goto bad;
 			o->max_qty = (int)v;
 			break;
 		case 'l':
-			if (parse_long(optarg, 0, 100, &v))
+			if (util_parse_long(optarg, 0, 100, &v))
 				goto bad;
 			o->two_line_pct = (int)v;
 			break;
 		case 'm':
-			if (parse_cards(o, optarg))
+			if (util_parse_cards(optarg, o->cards, MAX_CARDS, &o->ncards,
+			                     &o->card_total))
 				goto bad;
 			break;
 		case 'r':
@@ -455,7 +381,7 @@ static int parse_options(struct options *o, int argc, char **argv)
 				goto bad;
 			break;
 		case 't':
-			if (parse_long(optarg, 1, 600000, &v))
+			if (util_parse_long(optarg, 1, 600000, &v))
 				goto bad;
 			o->timeout_ms = (int)v;
 			break;
@@ -573,7 +499,7 @@ int main(int argc, char **argv)
 	atomic_init(&lg.finished, 0);
 	atomic_init(&lg.accepted, 0);
 	atomic_init(&lg.seen503, 0);
-	lg.t0 = now_s();
+	lg.t0 = util_now();
 	last = lg.t0;
 	for (i = 0; i < lg.o.concurrency && i < lg.o.count; i++) {
 		if (pthread_create(&threads[i], NULL, worker, &lg) != 0) {
@@ -587,9 +513,9 @@ int main(int argc, char **argv)
 		goto out;
 	/* Every thread takes indices until none is left, so one is enough. */
 	while (atomic_load(&lg.finished) < lg.o.count) {
-		sleep_s(0.2);
-		if (now_s() - last >= PROGRESS_EVERY_S) {
-			last = now_s();
+		util_sleep(0.2);
+		if (util_now() - last >= PROGRESS_EVERY_S) {
+			last = util_now();
 			fprintf(stderr,
 			        "loadgen: %.0f s: %ld/%ld finished, %ld accepted, %ld 503s\n",
 			        last - lg.t0, atomic_load(&lg.finished), lg.o.count,
@@ -598,7 +524,7 @@ int main(int argc, char **argv)
 	}
 	for (i = 0; i < n; i++)
 		pthread_join(threads[i], NULL);
-	elapsed = now_s() - lg.t0;
+	elapsed = util_now() - lg.t0;
 	if (write_results(&lg) != 0)
 		goto out;
 	summary(&lg, elapsed);

@@ -12,10 +12,10 @@
 #   3. The families the README's metrics table promises, each with its type,
 #      and values that fit the traffic: checkouts accepted and confirm
 #      latencies counted, requests labelled with route patterns (never an
-#      id; unknown paths as "unmatched"), every consumer's processed count
-#      and processing time, the ready and consumer counts of all eight
-#      queues (each work queue and its <queue>.dlq) with a consumer on every
-#      work queue, the build, start time, memory and CPU of each process.
+#      id; unknown paths as "unmatched"), every consumer's processed count,
+#      processing time and batch sizes, the ready and consumer counts of all
+#      eight queues (each work queue and its <queue>.dlq) with a consumer on
+#      every work queue, the build, start time, memory and CPU of each process.
 #   4. RabbitMQ's own exporter (the one source of the unacknowledged count,
 #      which AMQP does not give the daemons) shows it for all eight queues.
 #
@@ -170,7 +170,7 @@ for c in "${CONSUMERS[@]}"; do
 	lint "orders-$c" "$file"
 	expect_types "orders-$c" "$file" orders_messages_total:counter \
 		orders_message_processing_seconds:histogram orders_message_redeliveries_total:counter \
-		orders_messages_dead_lettered_total:counter
+		orders_messages_dead_lettered_total:counter orders_consumer_batch_size:histogram
 	common "orders-$c" "$file"
 	expect "orders-$c" "$file" "orders_messages_total{consumer=\"$c\",outcome=\"processed\"}" 'v >= 1'
 	for outcome in replayed poison retried; do
@@ -178,6 +178,7 @@ for c in "${CONSUMERS[@]}"; do
 	done
 	expect "orders-$c" "$file" "orders_message_processing_seconds_count{consumer=\"$c\"}" 'v >= 1'
 	expect "orders-$c" "$file" "orders_message_processing_seconds_bucket{consumer=\"$c\",le=\"+Inf\"}" 'v >= 1'
+	expect "orders-$c" "$file" "orders_consumer_batch_size_count{consumer=\"$c\"}" 'v >= 1'
 	expect "orders-$c" "$file" "orders_message_redeliveries_total{consumer=\"$c\"}" 'v >= 0'
 	for reason in rejected delivery_limit; do
 		expect "orders-$c" "$file" "orders_messages_dead_lettered_total{consumer=\"$c\",reason=\"$reason\"}" 'v >= 0'

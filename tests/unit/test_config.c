@@ -38,6 +38,7 @@ static const char *const all_vars[] = {
     "ORDERS_GATEWAY_LATENCY_MS",
     "ORDERS_RESERVATION_TTL_S",
     "ORDERS_FINALIZE_GRACE_S",
+    "ORDERS_CONSUMER_BATCH",
 };
 
 #define NVARS (sizeof(all_vars) / sizeof(all_vars[0]))
@@ -105,6 +106,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c.gateway_latency_ms, 0);
 	assert_int_equal(c.reservation_ttl_s, 900);
 	assert_int_equal(c.finalize_grace_s, 60);
+	assert_int_equal(c.consumer_batch, 0);
 	assert_true(is_hex64(c.seal_public_key));
 	assert_true(is_hex64(c.seal_secret_key));
 	assert_true(is_hex64(c.vault_key));
@@ -149,6 +151,7 @@ static void test_overrides(void **state)
 	setenv("ORDERS_GATEWAY_LATENCY_MS", "60000", 1);
 	setenv("ORDERS_RESERVATION_TTL_S", "604800", 1);
 	setenv("ORDERS_FINALIZE_GRACE_S", "1", 1);
+	setenv("ORDERS_CONSUMER_BATCH", "1000", 1);
 	setenv("ORDERS_ORDER_ID_KEY",
 	       "ABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCDEFABCD", 1);
 	setenv("ORDERS_ENV", "", 1); /* empty counts as unset */
@@ -172,6 +175,7 @@ static void test_overrides(void **state)
 	assert_int_equal(c.gateway_latency_ms, 60000);
 	assert_int_equal(c.reservation_ttl_s, 604800);
 	assert_int_equal(c.finalize_grace_s, 1);
+	assert_int_equal(c.consumer_batch, 1000);
 }
 
 /* Load with one variable set; expect ERR_INVALID, cfg untouched, and the message. */
@@ -222,6 +226,8 @@ static void test_invalid_ints(void **state)
 	expect_invalid("ORDERS_PREFETCH", "0", NULL);
 	expect_invalid("ORDERS_PUBLISH_TIMEOUT_MS", "9", NULL);
 	expect_invalid("ORDERS_GATEWAY_LATENCY_MS", "60001", NULL);
+	expect_invalid("ORDERS_CONSUMER_BATCH", "1001", NULL);
+	expect_invalid("ORDERS_CONSUMER_BATCH", "-1", NULL);
 	expect_invalid("ORDERS_RESERVATION_TTL_S", "604801", NULL);
 	expect_invalid("ORDERS_RESERVATION_TTL_S", "4294967297", NULL); /* wraps in 32 bits */
 	expect_invalid("ORDERS_FINALIZE_GRACE_S", "0", NULL);
@@ -409,6 +415,42 @@ static void test_production_refusal(void **state)
 	assert_false(config_is_production(&c));
 }
 
+/* Each daemon is refused only for the secrets it uses. */
+static void test_production_needs(void **state)
+{
+	struct config c;
+	char err[256];
+
+	(void)state;
+	setenv("ORDERS_ENV", "production", 1);
+	/* Nothing of its own set: a daemon that uses no secret still starts. */
+	assert_int_equal(config_load_for(&c, 0, err, sizeof(err)), ERR_OK);
+	/* payment-consumer's keys set, the API's not: payment starts, the API does not. */
+	setenv("ORDERS_SEAL_SECRET_KEY",
+	       "1111111111111111111111111111111111111111111111111111111111111111", 1);
+	setenv("ORDERS_VAULT_KEY",
+	       "2222222222222222222222222222222222222222222222222222222222222222", 1);
+	setenv("ORDERS_FINGERPRINT_KEY",
+	       "3333333333333333333333333333333333333333333333333333333333333333", 1);
+	assert_int_equal(
+	    config_load_for(&c,
+	                    CONFIG_NEED_SEAL_SECRET | CONFIG_NEED_VAULT | CONFIG_NEED_FINGERPRINT,
+	                    err, sizeof(err)),
+	    ERR_OK);
+	assert_int_equal(config_load_for(&c, CONFIG_NEED_ORDER_ID, err, sizeof(err)), ERR_INVALID);
+	assert_non_null(strstr(err, "ORDERS_ORDER_ID_KEY"));
+	assert_int_equal(config_load_for(&c, CONFIG_NEED_API_KEYS, err, sizeof(err)), ERR_INVALID);
+	assert_non_null(strstr(err, "ORDERS_API_KEYS"));
+	/* One of payment's own keys at its default: refused, naming it. */
+	unsetenv("ORDERS_VAULT_KEY");
+	assert_int_equal(
+	    config_load_for(&c,
+	                    CONFIG_NEED_SEAL_SECRET | CONFIG_NEED_VAULT | CONFIG_NEED_FINGERPRINT,
+	                    err, sizeof(err)),
+	    ERR_INVALID);
+	assert_non_null(strstr(err, "ORDERS_VAULT_KEY"));
+}
+
 static void test_error_buffer_bounds(void **state)
 {
 	struct config c;
@@ -573,6 +615,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_invalid_keys, clear_env),
 	    cmocka_unit_test_setup(test_invalid_api_keys, clear_env),
 	    cmocka_unit_test_setup(test_production_refusal, clear_env),
+	    cmocka_unit_test_setup(test_production_needs, clear_env),
 	    cmocka_unit_test_setup(test_error_buffer_bounds, clear_env),
 	    cmocka_unit_test_setup(test_log_masks_secrets, clear_env),
 	    cmocka_unit_test_setup(test_dsn_masking_forms, clear_env),

@@ -188,7 +188,7 @@ static int load(struct ctl *c)
 
 	log_set_fd(STDERR_FILENO);
 	log_init("orderctl", LOG_WARN);
-	if (config_load(&c->cfg, err, sizeof(err)) != ERR_OK)
+	if (config_load_for(&c->cfg, 0, err, sizeof(err)) != ERR_OK)
 		return ctl_fail("%s", err);
 	/* Informational lines would only drown the output; debug is asked for. */
 	if (log_level_parse(c->cfg.log_level, &level) == ERR_OK && level == LOG_DEBUG)
