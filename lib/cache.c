@@ -237,11 +237,12 @@ void cache_batch_init(struct cache_batch *b)
 	b->cmd = NULL;
 	b->len = NULL;
 	b->broken = 0;
+	b->borrowed = 0;
 }
 
 void cache_batch_release(struct cache_batch *b)
 {
-	for (size_t i = 0; i < b->n; i++)
+	for (size_t i = 0; !b->borrowed && i < b->n; i++)
 		redisFreeCommand(b->cmd[i]);
 	free(b->cmd);
 	free(b->len);
@@ -278,7 +279,7 @@ static int batch_reserve(struct cache_batch *b, size_t n)
 /* Append cmd (len bytes, formatted, malloc'd; NULL: formatting failed). */
 static int batch_push(struct cache_batch *b, char *cmd, int len)
 {
-	int rc = batch_reserve(b, b->n + 1);
+	int rc = b->borrowed ? ERR_INVALID : batch_reserve(b, b->n + 1);
 
 	if (rc == ERR_OK && (len < 0 || !cmd))
 		rc = ERR_NOMEM;
@@ -321,19 +322,20 @@ int cache_batch_add(struct cache_batch *b, const char *fmt, ...)
 	return rc;
 }
 
-int cache_batch_take(struct cache_batch *dst, struct cache_batch *src)
+int cache_batch_borrow(struct cache_batch *dst, const struct cache_batch *src)
 {
-	int rc = batch_reserve(dst, dst->n + src->n);
+	int rc;
 
+	if (dst->n > 0 && !dst->borrowed)
+		return ERR_INVALID;
+	rc = batch_reserve(dst, dst->n + src->n);
 	if (rc != ERR_OK)
 		return rc;
+	dst->borrowed = 1;
 	dst->broken |= src->broken;
 	memcpy(dst->cmd + dst->n, src->cmd, src->n * sizeof(src->cmd[0]));
 	memcpy(dst->len + dst->n, src->len, src->n * sizeof(src->len[0]));
 	dst->n += src->n;
-	/* The commands are dst's now: only the arrays are freed. */
-	src->n = 0;
-	cache_batch_release(src);
 	return ERR_OK;
 }
 

@@ -33,9 +33,10 @@ redisReply *cache_command(struct cache *c, const char *fmt, ...);
 
 struct cache_batch {
 	size_t n, cap;
-	char **cmd;  /* n commands formatted for the wire, each malloc'd */
-	size_t *len; /* their lengths */
-	int broken;  /* an add failed: run refuses the batch */
+	char **cmd;   /* n commands formatted for the wire, each malloc'd */
+	size_t *len;  /* their lengths */
+	int broken;   /* an add failed: run refuses the batch */
+	int borrowed; /* the commands are other batches' (cache_batch_borrow) */
 };
 
 void cache_batch_init(struct cache_batch *b);
@@ -50,10 +51,16 @@ int cache_batch_add(struct cache_batch *b, const char *fmt, ...);
  * no format to parse, for commands on a hot path. */
 int cache_batch_add_argv(struct cache_batch *b, int argc, const char **argv, const size_t *argvlen);
 
-/* cache_batch_take - move every command of src to the end of dst (src is
- * left empty and released). ERR_OK; ERR_TOO_BIG when they do not all fit,
- * ERR_NOMEM (nothing moved either way). */
-int cache_batch_take(struct cache_batch *dst, struct cache_batch *src);
+/*
+ * cache_batch_borrow - append src's commands to dst without copying them, so
+ * that the commands of many batches go in one round trip while each batch
+ * keeps its own (to run again should that round trip fail). src must outlive
+ * dst's runs; releasing dst frees only its arrays. A batch either borrows or
+ * adds commands of its own, never both. ERR_OK; ERR_TOO_BIG when they do not
+ * all fit, ERR_NOMEM, ERR_INVALID when dst has commands of its own (nothing
+ * is appended in any of these cases).
+ */
+int cache_batch_borrow(struct cache_batch *dst, const struct cache_batch *src);
 
 /*
  * cache_batch_run - send every command and read one reply each into

@@ -435,33 +435,52 @@ static void test_batch_full(void **state)
 	freeReplyObject(rep[0]);
 }
 
-/* Commands move whole from one batch to another, and run there in order. */
-static void test_batch_take(void **state)
+/*
+ * One batch borrows the commands of others and runs them in order; the
+ * lenders keep theirs, to run again. A batch that owns commands cannot
+ * borrow, nor add once it has borrowed.
+ */
+static void test_batch_borrow(void **state)
 {
-	struct cache_batch a, b, big;
+	struct cache_batch a, b, all, big;
 	redisReply *rep[3];
 
 	(void)state;
 	cache_batch_init(&a);
 	cache_batch_init(&b);
+	cache_batch_init(&all);
 	cache_batch_add(&a, "SET %s %s", key("t1"), "x");
 	cache_batch_add(&b, "APPEND %s %s", key("t1"), "y");
 	cache_batch_add(&b, "GET %s", key("t1"));
-	assert_int_equal(cache_batch_take(&a, &b), ERR_OK);
-	assert_int_equal(a.n, 3);
-	assert_int_equal(b.n, 0);
-	assert_int_equal(cache_batch_run(c, &a, rep), ERR_OK);
+	assert_int_equal(cache_batch_borrow(&all, &a), ERR_OK);
+	assert_int_equal(cache_batch_borrow(&all, &b), ERR_OK);
+	assert_int_equal(all.n, 3);
+	assert_int_equal(b.n, 2);
+	assert_int_equal(cache_batch_run(c, &all, rep), ERR_OK);
 	assert_string_equal(rep[2]->str, "xy");
 	for (int i = 0; i < 3; i++)
 		freeReplyObject(rep[i]);
+	/* Released, the borrower leaves the lenders' commands alone. */
+	cache_batch_release(&all);
+	assert_int_equal(cache_batch_run(c, &b, rep), ERR_OK);
+	assert_string_equal(rep[1]->str, "xyy");
+	freeReplyObject(rep[0]);
+	freeReplyObject(rep[1]);
 
-	/* Too many for a: nothing moves. */
+	assert_int_equal(cache_batch_borrow(&a, &b), ERR_INVALID);
+	assert_int_equal(a.n, 1);
+	assert_int_equal(cache_batch_borrow(&all, &a), ERR_OK);
+	assert_int_equal(cache_batch_add(&all, "PING"), ERR_INVALID);
+
+	/* Too many: nothing is appended. */
+	cache_batch_release(&all);
 	cache_batch_init(&big);
 	for (int i = 0; i < CACHE_BATCH_MAX - 1; i++)
 		cache_batch_add(&big, "PING");
-	assert_int_equal(cache_batch_take(&a, &big), ERR_TOO_BIG);
-	assert_int_equal(a.n, 3);
-	assert_int_equal(big.n, CACHE_BATCH_MAX - 1);
+	assert_int_equal(cache_batch_borrow(&all, &b), ERR_OK);
+	assert_int_equal(cache_batch_borrow(&all, &big), ERR_TOO_BIG);
+	assert_int_equal(all.n, 2);
+	cache_batch_release(&all);
 	cache_batch_release(&big);
 	cache_batch_release(&a);
 	cache_batch_release(&b);
@@ -797,7 +816,7 @@ int main(void)
 	    cmocka_unit_test(test_batch),
 	    cmocka_unit_test(test_batch_argv),
 	    cmocka_unit_test(test_batch_full),
-	    cmocka_unit_test(test_batch_take),
+	    cmocka_unit_test(test_batch_borrow),
 	    cmocka_unit_test(test_batch_reconnect),
 	    cmocka_unit_test(test_bad_urls),
 	    cmocka_unit_test(test_dead_server),
