@@ -101,10 +101,12 @@ struct request {
 	enum MHD_Result (*on_published)(struct request *r);
 	/* Commands written to Redis once the broker has confirmed the message,
 	 * before on_published runs (NULL: none); malloc'd, freed with the
-	 * request. settle_failed: they could not all be written. */
+	 * request. settle_failed: they could not all be written, so the
+	 * answer must not be a 202 (on_published closes the connection). */
 	struct cache_batch *settle;
 	int settle_failed;
-	struct request *settle_next; /* the settler's queue */
+	struct request *settle_next; /* the settler's queues */
+	int64_t settle_since_ms;     /* when the settler got it (monotonic) */
 	/* Route state kept across the suspension, freed with the request. */
 	void *ctx;
 	void (*ctx_free)(void *ctx);
@@ -271,7 +273,9 @@ void http_collect(struct api *a);
 /*
  * A thread that writes the r->settle commands of confirmed requests to
  * Redis, for all requests waiting at the time in one round trip, and then
- * resumes their connections.
+ * resumes their connections. While Redis fails it keeps them and retries
+ * (backing off up to 1 s) for up to 30 s after the confirm; then, or when
+ * the settler stops, they are resumed with settle_failed set.
  */
 struct settler;
 

@@ -851,12 +851,18 @@ static enum MHD_Result checkout_published(struct request *r)
 		                   retry);
 	}
 
-	/* The message is durable, so the 202 stands; a replay finds the key in
-	 * flight until it expires, then makes the same order again, and the
-	 * order is not shown until order-consumer has it. */
-	if (r->settle_failed)
-		log_warn("cannot record idempotency key", LF_STR("request_id", r->request_id),
-		         LF_STR("order_id", r->order_id));
+	/*
+	 * The message is durable but Redis has neither the answer nor the
+	 * pending view: a 202 now could be followed by a 404 for the order, and
+	 * a 503 would say that nothing was accepted. The honest answer is none.
+	 * The client retries with its key, which makes the same order (and
+	 * message) id, and gets the 202 once Redis takes it.
+	 */
+	if (r->settle_failed) {
+		log_error("confirmed checkout not recorded in redis; closing without an answer",
+		          LF_STR("request_id", r->request_id), LF_STR("order_id", r->order_id));
+		return MHD_NO;
+	}
 	metric_add(r->api->m_checkouts, NULL, 1);
 	log_info("checkout accepted", LF_STR("request_id", r->request_id),
 	         LF_STR("order_id", r->order_id));

@@ -183,6 +183,7 @@ static void teardown(struct api *a)
 	 * while MHD still runs. */
 	settler_free(a->settler);
 	a->settler = NULL;
+	drain_suspended(a, 2000);
 	http_stop(a);
 	mq_publisher_free(a->publisher);
 	a->publisher = NULL;
