@@ -397,8 +397,9 @@ static enum MHD_Result respond_accepted(struct request *r, const char *body)
 
 /*
  * idem_answer - answer from the key's record rep (the reply of a GET, or of
- * a SET ... GET: nil when there was none), if it has one: the same 202 for
- * the same body, 422 for another body, 409 while the first is in flight.
+ * a SET ... GET: nil when there was none), if it has one: once accepted,
+ * the same 202 for the same body and 422 for another body; 409 while the
+ * first is in flight.
  * ERR_OK with *answered set, or ERR_UNAVAILABLE (503 queued) when rep is no
  * answer from Redis.
  */
@@ -414,13 +415,16 @@ static int idem_answer(struct request *r, const redisReply *rep, int *answered,
 	}
 	if (rep->type == REDIS_REPLY_NIL) {
 		*answered = 0;
-	} else if (rep->len < 2 + BODY_HASH_HEX ||
-	           memcmp(rep->str + 2, r->idem_hash, BODY_HASH_HEX) != 0) {
+	} else if (rep->str[0] != 'P' && (rep->len < 2 + BODY_HASH_HEX ||
+	                                  memcmp(rep->str + 2, r->idem_hash, BODY_HASH_HEX) != 0)) {
 		*res = respond_error(r, 422, "idempotency_key_reused",
 		                     "this Idempotency-Key was used with a different body", NULL);
 	} else if (rep->str[0] == 'D' && rep->len > 3 + BODY_HASH_HEX) {
 		*res = respond_accepted(r, rep->str + 3 + BODY_HASH_HEX);
 	} else {
+		/* In flight, whatever its body: the first may yet be refused
+		 * (it took the key before validating), and then this one may
+		 * go ahead. */
 		*res = respond_obj(r, 409,
 		                   json_pack("{s:{s:s, s:s}}", "error", "code",
 		                             "idempotency_key_in_use", "message",
