@@ -29,6 +29,9 @@
 #include "seal.h"
 
 #define API_BODY_MAX (64 * 1024)
+/* MHD's memory pool per connection: the request's headers and the
+ * response's header block (bodies are kept elsewhere). */
+#define API_CONNECTION_MEMORY (4 * 1024)
 #define API_REQUEST_ID_MAX 64
 #define API_CLIENT_ID_LEN APIKEY_CLIENT_ID_LEN
 
@@ -48,6 +51,7 @@ struct api {
 	struct db_pool *db;
 	struct cache_pool *cache;
 	struct mq_publisher *publisher;
+	struct settler *settler;
 	struct sealer *sealer;
 
 	struct metrics *metrics;
@@ -58,6 +62,9 @@ struct api {
 	struct ops_queue_gauges queue_gauges;
 	struct metric_family *m_rate_limited;
 	struct metric_family *m_rate_unchecked;
+	/* GET /healthz answers 200 not yet added to m_requests: counted with
+	 * one atomic add each, folded in at every scrape (http_collect). */
+	atomic_long healthz_ok;
 
 	struct MHD_Daemon *httpd;
 };
@@ -92,6 +99,14 @@ struct request {
 	_Atomic int publish_result;
 	int64_t publish_started_ns;
 	enum MHD_Result (*on_published)(struct request *r);
+	/* Commands written to Redis once the broker has confirmed the message,
+	 * before on_published runs (NULL: none); malloc'd, freed with the
+	 * request. settle_failed: they could not all be written, so the
+	 * answer must not be a 202 (on_published closes the connection). */
+	struct cache_batch *settle;
+	int settle_failed;
+	struct request *settle_next; /* the settler's queues */
+	int64_t settle_since_ms;     /* when the settler got it (monotonic) */
 	/* Route state kept across the suspension, freed with the request. */
 	void *ctx;
 	void (*ctx_free)(void *ctx);
@@ -145,8 +160,10 @@ int64_t api_now_ns(void);
  * api_publish - suspend the connection and hand msg (copied) to the
  * publisher for exchange "orders" (mandatory). Once the broker has
  * answered, r->publish_result holds ERR_OK or the failure and done(r) is
- * called on an MHD thread to queue the response. Returns MHD_YES; done is
- * called exactly once, also when the hand-over itself fails.
+ * called on an MHD thread to queue the response; on ERR_OK, r->settle's
+ * commands are in Redis by then (or r->settle_failed is set). Returns
+ * MHD_YES; done is called exactly once, also when the hand-over itself
+ * fails.
  */
 enum MHD_Result api_publish(struct request *r, const char *routing_key, const char *message_id,
                             const uint8_t *msg, size_t len,
@@ -196,6 +213,27 @@ enum MHD_Result reconciliation_get(struct request *r);
 int product_lookup(struct api *a, struct cache *c, const char *sku, int64_t *price_cents,
                    char currency[4], char *name_out, size_t name_len);
 
+/* product_batch_add - append to b the cache read product_prices() takes as
+ * known[i]: a caller that talks to Redis anyway saves the round trip. */
+int product_batch_add(struct cache_batch *b, const char *sku);
+
+#define PRODUCT_PRICES_MAX 100
+
+/*
+ * require_prices - today's price of each of n lines (at most
+ * PRODUCT_PRICES_MAX), the product of skus[i], into cents[i], when every
+ * one is a product sold in currency: ERR_OK. The cache is read for all of
+ * them in one round trip (known[i], when known is not NULL and known[i]
+ * is, is product_batch_add's reply for skus[i], already read), misses from
+ * PostgreSQL one by one (and cached). Otherwise the first line at fault is
+ * answered and *result set: 422 unknown_sku, or currency_mismatch with the
+ * message mismatch (field items[i].sku, i = origin[line], or the line's
+ * own index when origin is NULL), or 503 when the catalog could not say.
+ */
+int require_prices(struct request *r, struct cache *c, const char *const *skus, size_t n,
+                   redisReply *const *known, const char *currency, const size_t *origin,
+                   const char *mismatch, int64_t *cents, enum MHD_Result *result);
+
 /* ---- carts (cart.c), for checkout.c --------------------------------------- */
 
 #define CART_MAX_LINES 100
@@ -225,6 +263,38 @@ struct cart {
  * when Redis failed.
  */
 int cart_load(struct request *r, struct cache *c, const char *cart_id, struct cart *out);
+
+/* http_collect - fold the counts kept outside the metrics (the /healthz
+ * answers) into them; called before every render. */
+void http_collect(struct api *a);
+
+/* ---- the settler (settle.c) ----------------------------------------------- */
+
+/*
+ * A thread that writes the r->settle commands of confirmed requests to
+ * Redis, for all requests waiting at the time in one round trip, and then
+ * resumes their connections. While Redis fails it keeps them and retries
+ * (backing off up to 1 s) for up to 30 s after the confirm; then, or when
+ * the settler stops, they are resumed with settle_failed set.
+ */
+struct settler;
+
+/* settler_new - start the thread with a Redis connection of its own. NULL
+ * on a bad URL or when out of memory. */
+struct settler *settler_new(const char *redis_url);
+
+/*
+ * settler_push - queue r, whose message the broker has confirmed and whose
+ * r->settle is not empty. ERR_OK: r is the settler's until it resumes r.
+ * ERR_CLOSED once settler_free has begun, ERR_INVALID for an r without
+ * commands or with more than CACHE_BATCH_MAX: r stays the caller's.
+ * Thread-safe; never waits for Redis.
+ */
+int settler_push(struct settler *s, struct request *r);
+
+/* settler_free - settle and resume whatever is queued, stop the thread.
+ * Call it while the HTTP daemon still runs. NULL is a no-op. */
+void settler_free(struct settler *s);
 
 /* http_start / http_stop - the MHD daemon (http.c). */
 int http_start(struct api *a);

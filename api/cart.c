@@ -270,29 +270,14 @@ static int parse_items(struct request *r, json_t *items, struct cart *cart, size
 static int price_cart(struct request *r, struct cache *c, const struct cart *cart,
                       const size_t *origin, int64_t *prices, enum MHD_Result *res)
 {
-	char currency[4], field[48];
+	const char *skus[CART_MAX_LINES];
 
-	for (size_t i = 0; i < cart->nlines; i++) {
-		int rc =
-		    product_lookup(r->api, c, cart->lines[i].sku, &prices[i], currency, NULL, 0);
-
-		snprintf(field, sizeof(field), "items[%zu].sku", origin ? origin[i] : i);
-		if (rc == ERR_NOT_FOUND) {
-			*res =
-			    respond_error(r, 422, "unknown_sku", "no product has that sku", field);
-			return -1;
-		}
-		if (rc != ERR_OK) {
-			*res = respond_unavailable(r, "the product catalog");
-			return -1;
-		}
-		if (strcmp(currency, cart->currency) != 0) {
-			*res = respond_error(
-			    r, 422, "currency_mismatch",
-			    "the product is sold in another currency than the cart", field);
-			return -1;
-		}
-	}
+	for (size_t i = 0; i < cart->nlines; i++)
+		skus[i] = cart->lines[i].sku;
+	if (require_prices(r, c, skus, cart->nlines, NULL, cart->currency, origin,
+	                   "the product is sold in another currency than the cart", prices,
+	                   res) != ERR_OK)
+		return -1;
 	return 0;
 }
 

@@ -44,31 +44,43 @@ static void cache_product(struct cache *c, const char *sku, const char *name, in
 		freeReplyObject(rep);
 }
 
-int product_lookup(struct api *a, struct cache *c, const char *sku, int64_t *price_cents,
-                   char currency[4], char *name_out, size_t name_len)
+int product_batch_add(struct cache_batch *b, const char *sku)
+{
+	char key[sizeof("product:") + 64];
+	const char *argv[] = {"HMGET", key, "name", "price_cents", "currency"};
+
+	/* A longer sku is no valid one, and no product would be found. */
+	if ((size_t)snprintf(key, sizeof(key), "product:%s", sku) >= sizeof(key))
+		return ERR_INVALID;
+	return cache_batch_add_argv(b, 5, argv, NULL);
+}
+
+/* The fields of product_batch_add's reply; ERR_NOT_FOUND when the cache
+ * does not hold the product (or the reply is not what we wrote). */
+static int product_from_reply(const redisReply *rep, int64_t *price_cents, char currency[4],
+                              char *name_out, size_t name_len)
+{
+	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING ||
+	    rep->element[1]->type != REDIS_REPLY_STRING ||
+	    rep->element[2]->type != REDIS_REPLY_STRING || rep->element[2]->len != 3)
+		return ERR_NOT_FOUND;
+	*price_cents = strtoll(rep->element[1]->str, NULL, 10);
+	memcpy(currency, rep->element[2]->str, 4);
+	if (name_out)
+		snprintf(name_out, name_len, "%s", rep->element[0]->str);
+	return ERR_OK;
+}
+
+/* A cache miss: the database knows, and the next caller finds it cached. */
+static int product_from_db(struct api *a, struct cache *c, const char *sku, int64_t *price_cents,
+                           char currency[4], char *name_out, size_t name_len)
 {
 	const char *params[1] = {sku};
-	redisReply *rep;
 	PGresult *res = NULL;
 	struct db *d;
 	int rc;
 
-	rep = cache_command(c, "HMGET product:%s name price_cents currency", sku);
-	if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
-	    rep->element[0]->type == REDIS_REPLY_STRING &&
-	    rep->element[1]->type == REDIS_REPLY_STRING &&
-	    rep->element[2]->type == REDIS_REPLY_STRING && rep->element[2]->len == 3) {
-		*price_cents = strtoll(rep->element[1]->str, NULL, 10);
-		memcpy(currency, rep->element[2]->str, 4);
-		if (name_out)
-			snprintf(name_out, name_len, "%s", rep->element[0]->str);
-		freeReplyObject(rep);
-		return ERR_OK;
-	}
-	if (rep)
-		freeReplyObject(rep);
-
-	/* A miss: the database knows, and the next caller finds it cached. */
 	d = db_pool_get(a->db);
 	if (!d)
 		return ERR_UNAVAILABLE;
@@ -87,6 +99,93 @@ int product_lookup(struct api *a, struct cache *c, const char *sku, int64_t *pri
 		snprintf(name_out, name_len, "%s", PQgetvalue(res, 0, 0));
 	cache_product(c, sku, PQgetvalue(res, 0, 0), *price_cents, currency);
 	PQclear(res);
+	return ERR_OK;
+}
+
+int product_lookup(struct api *a, struct cache *c, const char *sku, int64_t *price_cents,
+                   char currency[4], char *name_out, size_t name_len)
+{
+	redisReply *rep = cache_command(c, "HMGET product:%s name price_cents currency", sku);
+	int rc = product_from_reply(rep, price_cents, currency, name_out, name_len);
+
+	if (rep)
+		freeReplyObject(rep);
+	if (rc == ERR_OK)
+		return ERR_OK;
+	return product_from_db(a, c, sku, price_cents, currency, name_out, name_len);
+}
+
+/* One line's price: rc is ERR_OK, ERR_NOT_FOUND (no such product) or
+ * ERR_UNAVAILABLE (the database could not say). */
+struct product_price {
+	int rc;
+	int64_t cents;
+	char currency[4];
+};
+
+/* What product_lookup finds for each of skus[0..n-1] (n at most
+ * PRODUCT_PRICES_MAX), into out[i]; known as for require_prices. */
+static void product_prices(struct api *a, struct cache *c, const char *const *skus, size_t n,
+                           redisReply *const *known, struct product_price *out)
+{
+	redisReply *rep[PRODUCT_PRICES_MAX];
+	size_t ask[PRODUCT_PRICES_MAX];
+	struct cache_batch b;
+	size_t nask = 0, i;
+
+	cache_batch_init(&b);
+	for (i = 0; i < n; i++) {
+		out[i].rc = ERR_NOT_FOUND;
+		if (known && known[i])
+			out[i].rc =
+			    product_from_reply(known[i], &out[i].cents, out[i].currency, NULL, 0);
+		else if (product_batch_add(&b, skus[i]) == ERR_OK)
+			ask[nask++] = i;
+	}
+	/* A Redis that fails is a cache that misses: the database answers. */
+	if (nask && cache_batch_run(c, &b, rep) == ERR_OK) {
+		for (size_t k = 0; k < nask; k++) {
+			out[ask[k]].rc = product_from_reply(rep[k], &out[ask[k]].cents,
+			                                    out[ask[k]].currency, NULL, 0);
+			freeReplyObject(rep[k]);
+		}
+	}
+	cache_batch_release(&b);
+	for (i = 0; i < n; i++)
+		if (out[i].rc != ERR_OK)
+			out[i].rc =
+			    product_from_db(a, c, skus[i], &out[i].cents, out[i].currency, NULL, 0);
+}
+
+int require_prices(struct request *r, struct cache *c, const char *const *skus, size_t n,
+                   redisReply *const *known, const char *currency, const size_t *origin,
+                   const char *mismatch, int64_t *cents, enum MHD_Result *result)
+{
+	struct product_price p[PRODUCT_PRICES_MAX];
+	char field[48];
+
+	if (n > PRODUCT_PRICES_MAX) {
+		*result = respond_error(r, 500, "internal", "too many lines to price", NULL);
+		return ERR_TOO_BIG;
+	}
+	product_prices(r->api, c, skus, n, known, p);
+	for (size_t i = 0; i < n; i++) {
+		snprintf(field, sizeof(field), "items[%zu].sku", origin ? origin[i] : i);
+		if (p[i].rc == ERR_NOT_FOUND) {
+			*result =
+			    respond_error(r, 422, "unknown_sku", "no product has that sku", field);
+			return ERR_INVALID;
+		}
+		if (p[i].rc != ERR_OK) {
+			*result = respond_unavailable(r, "the product catalog");
+			return ERR_UNAVAILABLE;
+		}
+		if (strcmp(p[i].currency, currency) != 0) {
+			*result = respond_error(r, 422, "currency_mismatch", mismatch, field);
+			return ERR_INVALID;
+		}
+		cents[i] = p[i].cents;
+	}
 	return ERR_OK;
 }
 

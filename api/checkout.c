@@ -34,6 +34,13 @@
  *   "P:<body hash>"          a checkout with this key is in flight
  *   "D:<body hash>:<json>"   it was accepted; <json> is the 202 body
  * The body hash is BLAKE2b-128 of the raw body in hex (32 digits).
+ *
+ * A checkout reads the record and, when there is none, takes the key in
+ * the same step (one round trip, together with its products), before it
+ * validates anything: a replay gets the first answer whatever has changed
+ * since. A checkout that then fails gives the key back before it answers.
+ * Once the broker has confirmed the message, the settler writes the "D:"
+ * record and the order's pending view before the 202 goes out.
  */
 #define BODY_HASH_HEX 32
 
@@ -326,33 +333,23 @@ static int cart_lines(struct request *r, struct cache *c, struct checkout *co, e
 	return 0;
 }
 
-/* Prices from the product cache; 0 on success, else *res is queued. */
+/* Prices from the product cache (known[i]: line i's cache read, already
+ * made, or NULL); 0 on success, else *res is queued. */
 static int price_lines(struct request *r, struct cache *c, struct checkout *co,
-                       enum MHD_Result *res)
+                       redisReply *const *known, enum MHD_Result *res)
 {
-	char currency[4], field[48];
+	const char *skus[MAX_LINES];
+	int64_t cents[MAX_LINES];
 
+	for (size_t i = 0; i < co->nlines; i++)
+		skus[i] = co->lines[i].sku;
+	if (require_prices(r, c, skus, co->nlines, known, co->currency, NULL,
+	                   "the product is sold in another currency", cents, res) != ERR_OK)
+		return -1;
 	co->total = 0;
 	for (size_t i = 0; i < co->nlines; i++) {
-		int rc = product_lookup(r->api, c, co->lines[i].sku, &co->lines[i].unit_price,
-		                        currency, NULL, 0);
-
-		snprintf(field, sizeof(field), "items[%zu].sku", i);
-		if (rc == ERR_NOT_FOUND) {
-			*res =
-			    respond_error(r, 422, "unknown_sku", "no product has that sku", field);
-			return -1;
-		}
-		if (rc != ERR_OK) {
-			*res = respond_unavailable(r, "the product catalog");
-			return -1;
-		}
-		if (strcmp(currency, co->currency) != 0) {
-			*res = respond_error(r, 422, "currency_mismatch",
-			                     "the product is sold in another currency", field);
-			return -1;
-		}
-		co->total += co->lines[i].unit_price * co->lines[i].quantity;
+		co->lines[i].unit_price = cents[i];
+		co->total += cents[i] * co->lines[i].quantity;
 	}
 	return 0;
 }
@@ -399,71 +396,42 @@ static enum MHD_Result respond_accepted(struct request *r, const char *body)
 }
 
 /*
- * idem_answer - answer from the key's record, if it has one: the same 202
- * for the same body, 422 for another body, 409 while the first is in
- * flight. ERR_OK with *answered set, or ERR_UNAVAILABLE (503 queued).
+ * idem_answer - answer from the key's record rep (the reply of a GET, or of
+ * a SET ... GET: nil when there was none), if it has one: once accepted,
+ * the same 202 for the same body and 422 for another body; 409 while the
+ * first is in flight.
+ * ERR_OK with *answered set, or ERR_UNAVAILABLE (503 queued) when rep is no
+ * answer from Redis.
  */
-static int idem_answer(struct request *r, struct cache *c, int *answered, enum MHD_Result *res)
+static int idem_answer(struct request *r, const redisReply *rep, int *answered,
+                       enum MHD_Result *res)
 {
 	static const char *const retry[] = {"Retry-After", "1", NULL};
-	redisReply *rep = cache_command(c, "GET %s", r->idem_redis_key);
 
 	*answered = 1;
-	if (!rep || rep->type == REDIS_REPLY_ERROR) {
-		if (rep)
-			freeReplyObject(rep);
+	if (!rep || (rep->type != REDIS_REPLY_NIL && rep->type != REDIS_REPLY_STRING)) {
 		*res = respond_unavailable(r, "the idempotency store");
 		return ERR_UNAVAILABLE;
 	}
-	if (rep->type != REDIS_REPLY_STRING) {
+	if (rep->type == REDIS_REPLY_NIL) {
 		*answered = 0;
-	} else if (rep->len < 2 + BODY_HASH_HEX ||
-	           memcmp(rep->str + 2, r->idem_hash, BODY_HASH_HEX) != 0) {
+	} else if (rep->str[0] != 'P' && (rep->len < 2 + BODY_HASH_HEX ||
+	                                  memcmp(rep->str + 2, r->idem_hash, BODY_HASH_HEX) != 0)) {
 		*res = respond_error(r, 422, "idempotency_key_reused",
 		                     "this Idempotency-Key was used with a different body", NULL);
 	} else if (rep->str[0] == 'D' && rep->len > 3 + BODY_HASH_HEX) {
 		*res = respond_accepted(r, rep->str + 3 + BODY_HASH_HEX);
 	} else {
+		/* In flight, whatever its body: the first may yet be refused
+		 * (it took the key before validating), and then this one may
+		 * go ahead. */
 		*res = respond_obj(r, 409,
 		                   json_pack("{s:{s:s, s:s}}", "error", "code",
 		                             "idempotency_key_in_use", "message",
 		                             "a checkout with this Idempotency-Key is in progress"),
 		                   retry);
 	}
-	freeReplyObject(rep);
 	return ERR_OK;
-}
-
-/*
- * idem_claim - take the key for this request (SET NX). ERR_OK when taken;
- * ERR_CONFLICT when another request has it (its answer is queued);
- * ERR_UNAVAILABLE when Redis failed (503 queued).
- */
-static int idem_claim(struct request *r, struct cache *c, enum MHD_Result *res)
-{
-	for (int attempt = 0; attempt < 2; attempt++) {
-		redisReply *rep = cache_command(c, "SET %s P:%s NX EX %d", r->idem_redis_key,
-		                                r->idem_hash, pending_ttl_s(r->api));
-		int taken, answered;
-
-		if (!rep || rep->type == REDIS_REPLY_ERROR) {
-			if (rep)
-				freeReplyObject(rep);
-			*res = respond_unavailable(r, "the idempotency store");
-			return ERR_UNAVAILABLE;
-		}
-		taken = rep->type == REDIS_REPLY_STATUS;
-		freeReplyObject(rep);
-		if (taken)
-			return ERR_OK;
-		/* Someone else has it; unless it expired in between, say so. */
-		if (idem_answer(r, c, &answered, res) != ERR_OK)
-			return ERR_UNAVAILABLE;
-		if (answered)
-			return ERR_CONFLICT;
-	}
-	*res = respond_unavailable(r, "the idempotency store");
-	return ERR_UNAVAILABLE;
 }
 
 /*
@@ -496,36 +464,71 @@ static void idem_release(struct request *r, struct cache *c)
 
 /* ---- the message ---------------------------------------------------------- */
 
+/* 100 lines of at most ~160 bytes each, and the rest. */
+#define SNAPSHOT_MAX (32 * 1024)
+
+/* s as a JSON string, as jansson writes one (UTF-8 left as it is). */
+static int json_quote(struct buf *b, const char *s)
+{
+	int rc = buf_append(b, "\"", 1);
+
+	for (; rc == ERR_OK && *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			rc = buf_printf(b, "\\%c", c);
+		else if (c == '\n')
+			rc = buf_append(b, "\\n", 2);
+		else if (c == '\r')
+			rc = buf_append(b, "\\r", 2);
+		else if (c == '\t')
+			rc = buf_append(b, "\\t", 2);
+		else if (c < 0x20)
+			rc = buf_printf(b, "\\u%04x", c);
+		else
+			rc = buf_append(b, s, 1);
+	}
+	return rc == ERR_OK ? buf_append(b, "\"", 1) : rc;
+}
+
 /*
  * The pending view GET /v1/orders serves until order-consumer's row exists,
  * stored as "<client_id> <json>": only the key that placed the order reads it.
+ * Written out directly rather than built as jansson objects, which cost as
+ * much as the rest of a checkout's JSON: every other field is an id, a
+ * validated code or sku, a number or a time, none of which needs escaping.
  */
 static char *order_snapshot(const struct request *r, const struct checkout *co, int64_t now_ms)
 {
 	char created[25];
-	json_t *items = json_array();
+	struct buf b;
+	int rc;
 
 	ids_rfc3339(now_ms, created);
-	for (size_t i = 0; i < co->nlines; i++)
-		json_array_append_new(
-		    items,
-		    json_pack("{s:s, s:i, s:I, s:I}", "sku", co->lines[i].sku, "quantity",
-		              co->lines[i].quantity, "unit_price_cents",
-		              (json_int_t)co->lines[i].unit_price, "line_total_cents",
-		              (json_int_t)(co->lines[i].unit_price * co->lines[i].quantity)));
-	json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:s, s:s}", "order_id", r->order_id,
-	                        "status", "pending", "customer_id", co->customer_id, "currency",
-	                        co->currency, "items", items, "total_cents", (json_int_t)co->total,
-	                        "created_at", created, "updated_at", created);
-	char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-	size_t size = text ? strlen(r->key->client_id) + 1 + strlen(text) + 1 : 0;
-	char *stored = text ? malloc(size) : NULL;
-
-	if (stored)
-		snprintf(stored, size, "%s %s", r->key->client_id, text);
-	free(text);
-	json_decref(doc);
-	return stored;
+	buf_init(&b, SNAPSHOT_MAX);
+	rc = buf_printf(&b, "%s {\"order_id\":\"%s\",\"status\":\"pending\",\"customer_id\":",
+	                r->key->client_id, r->order_id);
+	if (rc == ERR_OK)
+		rc = json_quote(&b, co->customer_id);
+	if (rc == ERR_OK)
+		rc = buf_printf(&b, ",\"currency\":\"%s\",\"items\":[", co->currency);
+	for (size_t i = 0; rc == ERR_OK && i < co->nlines; i++)
+		rc = buf_printf(&b,
+		                "%s{\"sku\":\"%s\",\"quantity\":%d,\"unit_price_cents\":%" PRId64
+		                ",\"line_total_cents\":%" PRId64 "}",
+		                i ? "," : "", co->lines[i].sku, co->lines[i].quantity,
+		                co->lines[i].unit_price,
+		                co->lines[i].unit_price * co->lines[i].quantity);
+	if (rc == ERR_OK)
+		rc = buf_printf(&b,
+		                "],\"total_cents\":%" PRId64
+		                ",\"created_at\":\"%s\",\"updated_at\":\"%s\"}",
+		                co->total, created, created);
+	if (rc != ERR_OK) {
+		buf_release(&b);
+		return NULL;
+	}
+	return buf_detach(&b, NULL);
 }
 
 static char *ship_field(json_t *shipping, const char *key)
@@ -615,9 +618,129 @@ static int build_message(struct request *r, const struct checkout *co, int64_t n
 
 static enum MHD_Result checkout_published(struct request *r);
 
+/*
+ * What Redis must hold before the 202 goes out (written by the settler,
+ * with other checkouts' in one round trip): the order's pending view,
+ * which GET /v1/orders serves until order-consumer's row exists, and the
+ * key's record of the answer, so that a replay gets the same 202. NULL
+ * when out of memory.
+ */
+static struct cache_batch *settle_records(const struct request *r, const char *snapshot)
+{
+	char view_key[sizeof("order:") + sizeof(r->order_id)], view_ttl[16], done_ttl[16];
+	size_t size = 2 + BODY_HASH_HEX + 1 + strlen(r->accepted_body) + 1;
+	char *record = malloc(size);
+	const char *view[] = {"SET", view_key, snapshot, "EX", view_ttl};
+	const char *done[] = {"SET", r->idem_redis_key, record, "EX", done_ttl};
+	struct cache_batch *b = malloc(sizeof(*b));
+
+	if (!record || !b)
+		goto fail;
+	snprintf(view_key, sizeof(view_key), "order:%s", r->order_id);
+	snprintf(view_ttl, sizeof(view_ttl), "%d", ORDER_SNAPSHOT_TTL_S);
+	snprintf(record, size, "D:%s:%s", r->idem_hash, r->accepted_body);
+	snprintf(done_ttl, sizeof(done_ttl), "%d", IDEM_DONE_TTL_S);
+	cache_batch_init(b);
+	if (cache_batch_add_argv(b, 5, view, NULL) != ERR_OK ||
+	    cache_batch_add_argv(b, 5, done, NULL) != ERR_OK) {
+		cache_batch_release(b);
+		goto fail;
+	}
+	free(record);
+	return b;
+fail:
+	free(record);
+	free(b);
+	return NULL;
+}
+
+/* The 202's body, malloc'd: {"order_id","status":"pending","status_url"}. */
+static char *accepted_body(const struct request *r)
+{
+	static const char fmt[] = "{\"order_id\":\"%s\",\"status\":\"pending\","
+	                          "\"status_url\":\"/v1/orders/%s\"}";
+	size_t size = sizeof(fmt) + 2 * sizeof(r->order_id);
+	char *body = malloc(size);
+
+	/* An order id is a UUID: nothing in it needs escaping. */
+	if (body)
+		snprintf(body, size, fmt, r->order_id, r->order_id);
+	return body;
+}
+
+/*
+ * The checkout's first round trip: the key's record or its taking
+ * (reply[0]: the record, or nil when taken) and, for an items checkout, the
+ * product of every line that names a well-formed sku. product[i] is
+ * items[i]'s product read, or NULL.
+ */
+struct prefetch {
+	redisReply *reply[1 + MAX_LINES];
+	size_t n;
+	const char *sku[MAX_LINES];
+	redisReply *product[MAX_LINES];
+};
+
+static int prefetch(struct request *r, struct cache *c, json_t *root, struct prefetch *pf)
+{
+	json_t *items = json_object_get(root, "items"), *item;
+	char pending[BODY_HASH_HEX + 3], ttl[16];
+	const char *take[] = {"SET", r->idem_redis_key, pending, "NX", "GET", "EX", ttl};
+	struct cache_batch b;
+	size_t i, n = 0;
+	int rc;
+
+	memset(pf, 0, sizeof(*pf));
+	cache_batch_init(&b);
+	/* The record if there is one; else the key is taken (Redis 7.0 lets
+	 * NX and GET go together; a script did the same at five times the
+	 * cost in Redis). */
+	snprintf(pending, sizeof(pending), "P:%s", r->idem_hash);
+	snprintf(ttl, sizeof(ttl), "%d", pending_ttl_s(r->api));
+	cache_batch_add_argv(&b, 7, take, NULL);
+	if (json_is_array(items) && json_array_size(items) <= MAX_LINES &&
+	    !json_object_get(root, "cart_id")) {
+		json_array_foreach(items, i, item)
+		{
+			const char *sku = json_string_value(json_object_get(item, "sku"));
+
+			if (sku && valid_sku(sku) && product_batch_add(&b, sku) == ERR_OK)
+				pf->sku[i] = sku;
+		}
+	}
+	rc = cache_batch_run(c, &b, pf->reply);
+	if (rc == ERR_OK) {
+		pf->n = b.n;
+		for (i = 0; i < MAX_LINES; i++)
+			if (pf->sku[i])
+				pf->product[i] = pf->reply[1 + n++];
+	}
+	cache_batch_release(&b);
+	return rc;
+}
+
+static void prefetch_release(struct prefetch *pf)
+{
+	for (size_t i = 0; i < pf->n; i++)
+		freeReplyObject(pf->reply[i]);
+	pf->n = 0;
+}
+
+/* What prefetch() read for the checkout's lines, for price_lines. */
+static void prefetched_products(const struct prefetch *pf, const struct checkout *co,
+                                redisReply **known)
+{
+	for (size_t i = 0; i < co->nlines; i++)
+		known[i] =
+		    !co->cart_id[0] && pf->sku[i] && strcmp(pf->sku[i], co->lines[i].sku) == 0
+		        ? pf->product[i]
+		        : NULL;
+}
+
 enum MHD_Result checkout_post(struct request *r)
 {
 	struct checkout co;
+	struct prefetch pf;
 	enum MHD_Result res;
 	const char *idem;
 	char message_id[IDS_UUID_LEN + 1];
@@ -626,11 +749,12 @@ enum MHD_Result checkout_post(struct request *r)
 	uint8_t *msg = NULL;
 	size_t msglen = 0;
 	int64_t now_ms = ids_now_ms();
-	redisReply *rep;
-	json_t *root, *accepted;
-	int rc, answered, claimed = 0;
+	redisReply *known[MAX_LINES];
+	json_t *root;
+	int rc, answered, taken = 0;
 
 	memset(&co, 0, sizeof(co));
+	pf.n = 0;
 	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK ||
 	    require_query_args(r, NULL, &res) != ERR_OK)
 		return res;
@@ -653,9 +777,11 @@ enum MHD_Result checkout_post(struct request *r)
 	snprintf(r->idem_redis_key, sizeof(r->idem_redis_key), "idem:%s:%s", r->key->client_id,
 	         idem);
 	body_hash(r, r->idem_hash);
-	/* Parsed and hashed: the raw body (card included) is not needed again. */
+	/* Parsed and hashed: the raw body (card included) is not needed again,
+	 * nor kept while the checkout waits for the broker. */
 	if (r->body.data)
 		sodium_memzero(r->body.data, r->body.len);
+	buf_release(&r->body);
 
 	c = cache_pool_get(r->api->cache);
 	if (!c) {
@@ -664,15 +790,21 @@ enum MHD_Result checkout_post(struct request *r)
 	}
 	/* A replay gets the first answer whatever has changed since (an
 	 * expired card, a repriced product), so look before validating. */
-	if (idem_answer(r, c, &answered, &res) != ERR_OK || answered)
+	if (prefetch(r, c, root, &pf) != ERR_OK) {
+		/* The key may have been taken before the connection failed. */
+		idem_release(r, c);
+		res = respond_unavailable(r, "the idempotency store");
 		goto out;
+	}
+	if (idem_answer(r, pf.reply[0], &answered, &res) != ERR_OK || answered)
+		goto out;
+	taken = 1;
 	if (parse_checkout(r, root, &co, &res) != 0 ||
-	    (co.cart_id[0] && cart_lines(r, c, &co, &res) != 0) ||
-	    price_lines(r, c, &co, &res) != 0)
+	    (co.cart_id[0] && cart_lines(r, c, &co, &res) != 0))
 		goto out;
-	if (idem_claim(r, c, &res) != ERR_OK)
+	prefetched_products(&pf, &co, known);
+	if (price_lines(r, c, &co, known, &res) != 0)
 		goto out;
-	claimed = 1;
 
 	rc = build_message(r, &co, now_ms, message_id, &msg, &msglen);
 	if (rc != ERR_OK) {
@@ -680,32 +812,20 @@ enum MHD_Result checkout_post(struct request *r)
 		goto out;
 	}
 	snapshot = order_snapshot(r, &co, now_ms);
-	rep = snapshot ? cache_command(c, "SET order:%s %s EX %d", r->order_id, snapshot,
-	                               ORDER_SNAPSHOT_TTL_S)
-	               : NULL;
-	if (!rep || rep->type == REDIS_REPLY_ERROR) {
-		if (rep)
-			freeReplyObject(rep);
-		res = respond_unavailable(r, "the cache");
-		goto out;
-	}
-	freeReplyObject(rep);
-
-	accepted = json_pack("{s:s, s:s, s:s+}", "order_id", r->order_id, "status", "pending",
-	                     "status_url", "/v1/orders/", r->order_id);
-	r->accepted_body = accepted ? json_dumps(accepted, JSON_COMPACT) : NULL;
-	json_decref(accepted);
-	if (!r->accepted_body) {
+	r->accepted_body = snapshot ? accepted_body(r) : NULL;
+	r->settle = r->accepted_body ? settle_records(r, snapshot) : NULL;
+	if (!r->settle) {
 		res = respond_error(r, 500, "internal", "out of memory", NULL);
 		goto out;
 	}
-
 	res =
 	    api_publish(r, MQ_KEY_CHECKOUT_REQUESTED, message_id, msg, msglen, checkout_published);
-	claimed = 0; /* checkout_published() settles the key now */
+	taken = 0; /* checkout_published() settles the key from here on */
 out:
-	if (claimed)
+	/* Not accepted: a retry with the key may succeed at once. */
+	if (taken)
 		idem_release(r, c);
+	prefetch_release(&pf);
 	if (c)
 		cache_pool_put(r->api->cache, c);
 	free(snapshot);
@@ -718,22 +838,13 @@ static enum MHD_Result checkout_published(struct request *r)
 {
 	static const char *const retry[] = {"Retry-After", "1", NULL};
 	int result = atomic_load(&r->publish_result);
-	struct cache *c;
-	redisReply *rep = NULL;
 
-	c = cache_pool_get(r->api->cache);
 	if (result != ERR_OK) {
 		/* Nothing was half-accepted: a retry with the same key may succeed.
 		 * (After a confirm timeout the broker may still hold the message;
 		 * then the retry's message carries the same order and message id,
 		 * and the consumers' inbox and order key make it one order.) */
-		idem_release(r, c);
-		if (c) {
-			rep = cache_command(c, "DEL order:%s", r->order_id);
-			if (rep)
-				freeReplyObject(rep);
-			cache_pool_put(r->api->cache, c);
-		}
+		idem_release(r, NULL);
 		log_warn("checkout not accepted", LF_STR("request_id", r->request_id),
 		         LF_STR("order_id", r->order_id), LF_STR("reason", err_str(result)));
 		return respond_obj(r, 503,
@@ -744,18 +855,18 @@ static enum MHD_Result checkout_published(struct request *r)
 		                   retry);
 	}
 
-	/* Remember the answer so that a replay gets the same 202. */
-	if (c)
-		rep = cache_command(c, "SET %s D:%s:%s EX %d", r->idem_redis_key, r->idem_hash,
-		                    r->accepted_body, IDEM_DONE_TTL_S);
-	if (!rep || rep->type == REDIS_REPLY_ERROR)
-		log_warn("cannot record idempotency key", LF_STR("request_id", r->request_id),
-		         LF_STR("order_id", r->order_id));
-	if (rep)
-		freeReplyObject(rep);
-	if (c)
-		cache_pool_put(r->api->cache, c);
-
+	/*
+	 * The message is durable but Redis has neither the answer nor the
+	 * pending view: a 202 now could be followed by a 404 for the order, and
+	 * a 503 would say that nothing was accepted. The honest answer is none.
+	 * The client retries with its key, which makes the same order (and
+	 * message) id, and gets the 202 once Redis takes it.
+	 */
+	if (r->settle_failed) {
+		log_error("confirmed checkout not recorded in redis; closing without an answer",
+		          LF_STR("request_id", r->request_id), LF_STR("order_id", r->order_id));
+		return MHD_NO;
+	}
 	metric_add(r->api->m_checkouts, NULL, 1);
 	log_info("checkout accepted", LF_STR("request_id", r->request_id),
 	         LF_STR("order_id", r->order_id));

@@ -54,6 +54,7 @@ static void collect_queue_stats(void *arg)
 	struct api *a = arg;
 
 	ops_queue_gauges_update(&a->queue_gauges, a->publisher);
+	http_collect(a);
 }
 
 static int setup_metrics(struct api *a)
@@ -146,6 +147,11 @@ static int setup(struct api *a)
 		log_error("cannot start", LF_STR("reason", "cannot start the publisher"));
 		return ERR_NOMEM;
 	}
+	a->settler = settler_new(a->cfg.redis_url);
+	if (!a->settler) {
+		log_error("cannot start", LF_STR("reason", "cannot start the settler"));
+		return ERR_NOMEM;
+	}
 	return http_start(a);
 }
 
@@ -173,6 +179,11 @@ static void teardown(struct api *a)
 		a->publisher = NULL;
 		drain_suspended(a, 2000);
 	}
+	/* No confirm can come any more: what the settler holds is resumed
+	 * while MHD still runs. */
+	settler_free(a->settler);
+	a->settler = NULL;
+	drain_suspended(a, 2000);
 	http_stop(a);
 	mq_publisher_free(a->publisher);
 	a->publisher = NULL;

@@ -34,6 +34,14 @@ void buf_reset(struct buf *b)
 		b->data[0] = '\0';
 }
 
+void buf_truncate(struct buf *b, size_t len)
+{
+	if (len >= b->len)
+		return;
+	b->len = len;
+	b->data[len] = '\0';
+}
+
 /*
  * Make room for n more bytes plus the NUL. The capacity doubles (checked
  * against overflow) but never goes past max + 1, so a buffer near its

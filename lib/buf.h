@@ -23,6 +23,9 @@ void buf_init(struct buf *b, size_t max);
 void buf_release(struct buf *b);
 /* buf_reset - empty the buffer, keep the memory. */
 void buf_reset(struct buf *b);
+/* buf_truncate - keep only the first len bytes (no-op when len >= b->len):
+ * undoes appends that must go together when one of them failed. */
+void buf_truncate(struct buf *b, size_t len);
 /* buf_append - ERR_OK, ERR_TOO_BIG or ERR_NOMEM. */
 int buf_append(struct buf *b, const void *data, size_t n);
 int buf_append_str(struct buf *b, const char *s);

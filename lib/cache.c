@@ -230,48 +230,190 @@ void cache_free(struct cache *c)
 	free(c);
 }
 
-redisReply *cache_command(struct cache *c, const char *fmt, ...)
+void cache_batch_init(struct cache_batch *b)
 {
-	redisReply *r = NULL;
-	va_list ap, again;
+	b->n = 0;
+	b->cap = 0;
+	b->cmd = NULL;
+	b->len = NULL;
+	b->broken = 0;
+	b->borrowed = 0;
+}
+
+void cache_batch_release(struct cache_batch *b)
+{
+	for (size_t i = 0; !b->borrowed && i < b->n; i++)
+		redisFreeCommand(b->cmd[i]);
+	free(b->cmd);
+	free(b->len);
+	cache_batch_init(b);
+}
+
+/* Room for n commands in all. */
+static int batch_reserve(struct cache_batch *b, size_t n)
+{
+	size_t cap = b->cap ? b->cap : 4;
+	char **cmd;
+	size_t *len;
+
+	if (n > CACHE_BATCH_MAX)
+		return ERR_TOO_BIG;
+	if (n <= b->cap)
+		return ERR_OK;
+	while (cap < n)
+		cap *= 2;
+	if (cap > CACHE_BATCH_MAX)
+		cap = CACHE_BATCH_MAX;
+	cmd = realloc(b->cmd, cap * sizeof(*cmd));
+	if (!cmd)
+		return ERR_NOMEM;
+	b->cmd = cmd;
+	len = realloc(b->len, cap * sizeof(*len));
+	if (!len)
+		return ERR_NOMEM;
+	b->len = len;
+	b->cap = cap;
+	return ERR_OK;
+}
+
+/* Append cmd (len bytes, formatted, malloc'd; NULL: formatting failed). */
+static int batch_push(struct cache_batch *b, char *cmd, int len)
+{
+	int rc = b->borrowed ? ERR_INVALID : batch_reserve(b, b->n + 1);
+
+	if (rc == ERR_OK && (len < 0 || !cmd))
+		rc = ERR_NOMEM;
+	if (rc != ERR_OK) {
+		if (cmd)
+			redisFreeCommand(cmd);
+		b->broken = 1;
+		return rc;
+	}
+	b->cmd[b->n] = cmd;
+	b->len[b->n] = (size_t)len;
+	b->n++;
+	return ERR_OK;
+}
+
+static int batch_vadd(struct cache_batch *b, const char *fmt, va_list ap)
+{
+	char *cmd = NULL;
+	int len = redisvFormatCommand(&cmd, fmt, ap);
+
+	return batch_push(b, cmd, len);
+}
+
+int cache_batch_add_argv(struct cache_batch *b, int argc, const char **argv, const size_t *argvlen)
+{
+	char *cmd = NULL;
+	int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+
+	return batch_push(b, cmd, len);
+}
+
+int cache_batch_add(struct cache_batch *b, const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = batch_vadd(b, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+int cache_batch_borrow(struct cache_batch *dst, const struct cache_batch *src)
+{
+	int rc;
+
+	if (dst->n > 0 && !dst->borrowed)
+		return ERR_INVALID;
+	rc = batch_reserve(dst, dst->n + src->n);
+	if (rc != ERR_OK)
+		return rc;
+	dst->borrowed = 1;
+	dst->broken |= src->broken;
+	memcpy(dst->cmd + dst->n, src->cmd, src->n * sizeof(src->cmd[0]));
+	memcpy(dst->len + dst->n, src->len, src->n * sizeof(src->len[0]));
+	dst->n += src->n;
+	return ERR_OK;
+}
+
+/* One try on the current connection: write all, then read n replies. */
+static int batch_send(struct cache *c, const struct cache_batch *b, redisReply **replies)
+{
+	size_t i;
+
+	for (i = 0; i < b->n; i++)
+		if (redisAppendFormattedCommand(c->ctx, b->cmd[i], b->len[i]) != REDIS_OK)
+			return -1;
+	for (i = 0; i < b->n; i++) {
+		void *rep = NULL;
+
+		if (redisGetReply(c->ctx, &rep) != REDIS_OK || !rep) {
+			while (i > 0)
+				freeReplyObject(replies[--i]);
+			return -1;
+		}
+		replies[i] = rep;
+	}
+	return 0;
+}
+
+int cache_batch_run(struct cache *c, const struct cache_batch *b, redisReply **replies)
+{
 	int saved_errno;
 
-	if (!c || !fmt)
-		return NULL;
-	va_start(ap, fmt);
-	/* redisvCommand consumes ap; the retry needs its own copy. */
-	va_copy(again, ap);
-
+	if (!c || !b || b->broken)
+		return ERR_INVALID;
+	if (b->n == 0)
+		return ERR_OK;
 	if (c->ctx && !c->ctx->err) {
 		errno = 0;
-		r = redisvCommand(c->ctx, fmt, ap);
-		if (r)
-			goto out;
+		if (batch_send(c, b, replies) == 0)
+			return ERR_OK;
 		saved_errno = errno;
 		/*
-		 * A timeout means Redis is slow, not gone, and the command may
-		 * still run: sending it again could apply it twice and would
-		 * double the wait, so it is not retried.
+		 * A timeout means Redis is slow, not gone, and the commands may
+		 * still run: sending them again could apply them twice and would
+		 * double the wait, so they are not retried. Either way the
+		 * connection is out of step with its replies now.
 		 */
 		if (c->ctx->err == REDIS_ERR_IO &&
 		    (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK)) {
 			cache_warn(c, "redis command timed out", c->ctx->errstr);
 			cache_disconnect(c);
-			goto out;
+			return ERR_UNAVAILABLE;
 		}
-		cache_warn(c, "lost connection to redis", c->ctx->errstr);
+		cache_warn(c, "lost connection to redis",
+		           c->ctx->err ? c->ctx->errstr : "no reply");
 	}
 	/* Not connected, or the connection just broke: one new one, one try. */
 	if (cache_connect(c) != ERR_OK)
-		goto out;
-	r = redisvCommand(c->ctx, fmt, again);
-	if (!r) {
-		cache_warn(c, "redis command failed", c->ctx->errstr);
-		cache_disconnect(c);
-	}
-out:
-	va_end(again);
+		return ERR_UNAVAILABLE;
+	if (batch_send(c, b, replies) == 0)
+		return ERR_OK;
+	cache_warn(c, "redis command failed", c->ctx->err ? c->ctx->errstr : "no reply");
+	cache_disconnect(c);
+	return ERR_UNAVAILABLE;
+}
+
+/* A batch of one: the same write, read and retry rules. */
+redisReply *cache_command(struct cache *c, const char *fmt, ...)
+{
+	struct cache_batch b;
+	redisReply *r = NULL;
+	va_list ap;
+
+	if (!c || !fmt)
+		return NULL;
+	cache_batch_init(&b);
+	va_start(ap, fmt);
+	batch_vadd(&b, fmt, ap);
 	va_end(ap);
+	if (cache_batch_run(c, &b, &r) != ERR_OK)
+		r = NULL;
+	cache_batch_release(&b);
 	return r;
 }
 

@@ -1,11 +1,73 @@
 /* ids.c: random and derived UUIDs, tokens and timestamps. */
 #include "ids.h"
 
+#include <pthread.h>
 #include <sodium.h>
 #include <string.h>
 #include <time.h>
 
 static const char ids_hex[] = "0123456789abcdef";
+
+/*
+ * Random bytes for ids without a system call each: randombytes_buf() is a
+ * getrandom(2) per call, which was one syscall in four on the API's
+ * /healthz path (every response gets a fresh request id). Each thread
+ * keeps a ChaCha20 stream under a key drawn from randombytes_buf() once,
+ * and hands out its bytes in order, each byte once. A forked child gets
+ * the parent thread's state: the fork handler makes it draw a key of its
+ * own, so parent and child never give out the same bytes.
+ */
+#define IDS_STREAM_BYTES 512
+
+struct ids_stream {
+	uint8_t key[crypto_stream_chacha20_KEYBYTES];
+	uint64_t nonce;
+	uint8_t buf[IDS_STREAM_BYTES];
+	size_t used; /* bytes of buf handed out; IDS_STREAM_BYTES when empty */
+	int keyed;
+};
+
+static _Thread_local struct ids_stream ids_stream = {.used = IDS_STREAM_BYTES};
+static pthread_once_t ids_atfork_once = PTHREAD_ONCE_INIT;
+
+/* In a forked child, the one thread there: forget the parent's stream. */
+static void ids_stream_forget(void)
+{
+	sodium_memzero(&ids_stream, sizeof(ids_stream));
+	ids_stream.used = IDS_STREAM_BYTES;
+}
+
+static void ids_atfork_register(void)
+{
+	pthread_atfork(NULL, NULL, ids_stream_forget);
+}
+
+/* n (at most IDS_STREAM_BYTES) unpredictable bytes into out. */
+static void ids_random(uint8_t *out, size_t n)
+{
+	struct ids_stream *s = &ids_stream;
+	uint8_t nonce[crypto_stream_chacha20_NONCEBYTES];
+
+	if (IDS_STREAM_BYTES - s->used < n) {
+		if (!s->keyed) {
+			pthread_once(&ids_atfork_once, ids_atfork_register);
+			randombytes_buf(s->key, sizeof(s->key));
+			s->nonce = 0;
+			s->keyed = 1;
+		}
+		/* A counter nonce: never the same (key, nonce) twice. */
+		memset(nonce, 0, sizeof(nonce));
+		for (size_t i = 0; i < sizeof(s->nonce) && i < sizeof(nonce); i++)
+			nonce[i] = (uint8_t)(s->nonce >> (8 * i));
+		s->nonce++;
+		crypto_stream_chacha20(s->buf, sizeof(s->buf), nonce, s->key);
+		s->used = 0;
+	}
+	memcpy(out, s->buf + s->used, n);
+	/* Handed out: not left behind for whoever reads this memory later. */
+	sodium_memzero(s->buf + s->used, n);
+	s->used += n;
+}
 
 /* Write 16 bytes in the canonical 8-4-4-4-12 layout. */
 static void uuid_format(const uint8_t b[16], char out[IDS_UUID_LEN + 1])
@@ -32,7 +94,7 @@ void ids_uuid4(char out[IDS_UUID_LEN + 1])
 {
 	uint8_t b[16];
 
-	randombytes_buf(b, sizeof(b));
+	ids_random(b, sizeof(b));
 	uuid_stamp(b, 4);
 	uuid_format(b, out);
 }

@@ -7,7 +7,9 @@
 
 #define IDS_UUID_LEN 36
 
-/* ids_uuid4 - a random version-4 UUID into out[37]. */
+/* ids_uuid4 - a random version-4 UUID into out[37]. The bits come from a
+ * per-thread ChaCha20 stream keyed once from the system's generator, so
+ * that an id costs no system call; a forked child keys a stream of its own. */
 void ids_uuid4(char out[IDS_UUID_LEN + 1]);
 
 /*

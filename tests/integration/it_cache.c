@@ -264,13 +264,13 @@ static void test_select_db(void **state)
 }
 
 /* The server drops our connection (a restart, a timeout): the next command reconnects once. */
-static void test_reconnect(void **state)
+/* Have the server drop c's connection; returns the connection's id. */
+static long long kill_connection(void)
 {
 	struct cache *killer;
 	redisReply *r;
 	long long id;
 
-	(void)state;
 	r = cache_command(c, "CLIENT ID");
 	assert_non_null(r);
 	assert_int_equal(r->type, REDIS_REPLY_INTEGER);
@@ -285,7 +285,16 @@ static void test_reconnect(void **state)
 	assert_int_equal(r->integer, 1);
 	freeReplyObject(r);
 	cache_free(killer);
+	return id;
+}
 
+static void test_reconnect(void **state)
+{
+	redisReply *r;
+	long long id;
+
+	(void)state;
+	id = kill_connection();
 	r = cache_command(c, "SET %s %s", key("after"), "yes");
 	assert_non_null(r);
 	assert_int_equal(r->type, REDIS_REPLY_STATUS);
@@ -338,6 +347,173 @@ static void test_dead_server(void **state)
 	assert_null(cache_command(d, "PING"));
 	assert_int_equal(cache_ping(d), ERR_UNAVAILABLE);
 	cache_free(d);
+}
+
+/* ---- batches -------------------------------------------------------------- */
+
+/* Replies come back one per command, in order, an error reply among them. */
+static void test_batch(void **state)
+{
+	struct cache_batch b;
+	redisReply *rep[4];
+
+	(void)state;
+	cache_batch_init(&b);
+	assert_int_equal(cache_batch_add(&b, "SET %s %s", key("b1"), "one"), ERR_OK);
+	assert_int_equal(cache_batch_add(&b, "INCR %s", key("b1")), ERR_OK);
+	assert_int_equal(cache_batch_add(&b, "GET %s", key("b1")), ERR_OK);
+	assert_int_equal(cache_batch_add(&b, "HMGET %s a b", key("nothing")), ERR_OK);
+	assert_int_equal(cache_batch_run(c, &b, rep), ERR_OK);
+	assert_int_equal(rep[0]->type, REDIS_REPLY_STATUS);
+	assert_int_equal(rep[1]->type, REDIS_REPLY_ERROR);
+	assert_int_equal(rep[2]->type, REDIS_REPLY_STRING);
+	assert_string_equal(rep[2]->str, "one");
+	assert_int_equal(rep[3]->type, REDIS_REPLY_ARRAY);
+	assert_int_equal(rep[3]->elements, 2);
+	assert_int_equal(rep[3]->element[0]->type, REDIS_REPLY_NIL);
+	for (int i = 0; i < 4; i++)
+		freeReplyObject(rep[i]);
+
+	/* A batch may run again; the connection stays in step. */
+	assert_int_equal(cache_batch_run(c, &b, rep), ERR_OK);
+	assert_string_equal(rep[2]->str, "one");
+	for (int i = 0; i < 4; i++)
+		freeReplyObject(rep[i]);
+	cache_batch_release(&b);
+	assert_int_equal(cache_ping(c), ERR_OK);
+
+	/* Empty: nothing to send, nothing to read. */
+	assert_int_equal(cache_batch_run(c, &b, rep), ERR_OK);
+}
+
+/* Commands given as arguments: strings, or bytes with their lengths. */
+static void test_batch_argv(void **state)
+{
+	static const char bin[] = {'a', '\0', ' ', 'b'};
+	char k1[128], k2[128];
+	const char *set[] = {"SET", k1, "two words"};
+	const char *setb[] = {"SET", k2, bin};
+	size_t setb_len[] = {3, 0, sizeof(bin)};
+	const char *get[] = {"MGET", k1, k2};
+	struct cache_batch b;
+	redisReply *rep[3];
+
+	(void)state;
+	snprintf(k1, sizeof(k1), "%s", key("argv"));
+	snprintf(k2, sizeof(k2), "%s", key("argvb"));
+	setb_len[1] = strlen(k2);
+	cache_batch_init(&b);
+	assert_int_equal(cache_batch_add_argv(&b, 3, set, NULL), ERR_OK);
+	assert_int_equal(cache_batch_add_argv(&b, 3, setb, setb_len), ERR_OK);
+	assert_int_equal(cache_batch_add_argv(&b, 3, get, NULL), ERR_OK);
+	assert_int_equal(cache_batch_run(c, &b, rep), ERR_OK);
+	assert_int_equal(rep[2]->type, REDIS_REPLY_ARRAY);
+	assert_string_equal(rep[2]->element[0]->str, "two words");
+	assert_int_equal(rep[2]->element[1]->len, sizeof(bin));
+	assert_memory_equal(rep[2]->element[1]->str, bin, sizeof(bin));
+	for (int i = 0; i < 3; i++)
+		freeReplyObject(rep[i]);
+	cache_batch_release(&b);
+}
+
+/* Past CACHE_BATCH_MAX the batch is refused whole, never half sent. */
+static void test_batch_full(void **state)
+{
+	struct cache_batch b;
+	redisReply *rep[1];
+
+	(void)state;
+	cache_batch_init(&b);
+	for (int i = 0; i < CACHE_BATCH_MAX; i++)
+		assert_int_equal(cache_batch_add(&b, "INCR %s", key("full")), ERR_OK);
+	assert_int_equal(cache_batch_add(&b, "INCR %s", key("full")), ERR_TOO_BIG);
+	assert_int_equal(cache_batch_run(c, &b, rep), ERR_INVALID);
+	cache_batch_release(&b);
+	rep[0] = cache_command(c, "EXISTS %s", key("full"));
+	assert_non_null(rep[0]);
+	assert_int_equal(rep[0]->integer, 0);
+	freeReplyObject(rep[0]);
+}
+
+/*
+ * One batch borrows the commands of others and runs them in order; the
+ * lenders keep theirs, to run again. A batch that owns commands cannot
+ * borrow, nor add once it has borrowed.
+ */
+static void test_batch_borrow(void **state)
+{
+	struct cache_batch a, b, all, big;
+	redisReply *rep[3];
+
+	(void)state;
+	cache_batch_init(&a);
+	cache_batch_init(&b);
+	cache_batch_init(&all);
+	cache_batch_add(&a, "SET %s %s", key("t1"), "x");
+	cache_batch_add(&b, "APPEND %s %s", key("t1"), "y");
+	cache_batch_add(&b, "GET %s", key("t1"));
+	assert_int_equal(cache_batch_borrow(&all, &a), ERR_OK);
+	assert_int_equal(cache_batch_borrow(&all, &b), ERR_OK);
+	assert_int_equal(all.n, 3);
+	assert_int_equal(b.n, 2);
+	assert_int_equal(cache_batch_run(c, &all, rep), ERR_OK);
+	assert_string_equal(rep[2]->str, "xy");
+	for (int i = 0; i < 3; i++)
+		freeReplyObject(rep[i]);
+	/* Released, the borrower leaves the lenders' commands alone. */
+	cache_batch_release(&all);
+	assert_int_equal(cache_batch_run(c, &b, rep), ERR_OK);
+	assert_string_equal(rep[1]->str, "xyy");
+	freeReplyObject(rep[0]);
+	freeReplyObject(rep[1]);
+
+	assert_int_equal(cache_batch_borrow(&a, &b), ERR_INVALID);
+	assert_int_equal(a.n, 1);
+	assert_int_equal(cache_batch_borrow(&all, &a), ERR_OK);
+	assert_int_equal(cache_batch_add(&all, "PING"), ERR_INVALID);
+
+	/* Too many: nothing is appended. */
+	cache_batch_release(&all);
+	cache_batch_init(&big);
+	for (int i = 0; i < CACHE_BATCH_MAX - 1; i++)
+		cache_batch_add(&big, "PING");
+	assert_int_equal(cache_batch_borrow(&all, &b), ERR_OK);
+	assert_int_equal(cache_batch_borrow(&all, &big), ERR_TOO_BIG);
+	assert_int_equal(all.n, 2);
+	cache_batch_release(&all);
+	cache_batch_release(&big);
+	cache_batch_release(&a);
+	cache_batch_release(&b);
+}
+
+/* A dropped connection is reconnected and the batch sent again, once. */
+static void test_batch_reconnect(void **state)
+{
+	struct cache_batch b;
+	struct cache *dead;
+	redisReply *rep[2];
+	long long id;
+
+	(void)state;
+	id = kill_connection();
+	cache_batch_init(&b);
+	cache_batch_add(&b, "SET %s %s", key("b2"), "two");
+	cache_batch_add(&b, "CLIENT ID");
+	assert_int_equal(cache_batch_run(c, &b, rep), ERR_OK);
+	assert_int_equal(rep[0]->type, REDIS_REPLY_STATUS);
+	assert_int_equal(rep[1]->type, REDIS_REPLY_INTEGER);
+	assert_true(rep[1]->integer != id);
+	freeReplyObject(rep[0]);
+	freeReplyObject(rep[1]);
+	cache_batch_release(&b);
+
+	/* Nothing behind the URL: unavailable, no reply. */
+	dead = cache_new(DEAD_URL);
+	cache_batch_init(&b);
+	cache_batch_add(&b, "PING");
+	assert_int_equal(cache_batch_run(dead, &b, rep), ERR_UNAVAILABLE);
+	cache_batch_release(&b);
+	cache_free(dead);
 }
 
 /* ---- pool ---------------------------------------------------------------- */
@@ -637,6 +813,11 @@ int main(void)
 	    cmocka_unit_test(test_error_reply),
 	    cmocka_unit_test(test_select_db),
 	    cmocka_unit_test(test_reconnect),
+	    cmocka_unit_test(test_batch),
+	    cmocka_unit_test(test_batch_argv),
+	    cmocka_unit_test(test_batch_full),
+	    cmocka_unit_test(test_batch_borrow),
+	    cmocka_unit_test(test_batch_reconnect),
 	    cmocka_unit_test(test_bad_urls),
 	    cmocka_unit_test(test_dead_server),
 	    cmocka_unit_test(test_pool_threads),

@@ -14,7 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "e2e.h"
+#include "err.h"
 #include "mq.h"
 #include "http_client.h"
 
@@ -42,6 +44,63 @@ static char *checkout_ok(const char *sku, int qty, const char *card)
 }
 
 /* ---- tests ---------------------------------------------------------------- */
+
+/* The API's orders_http_requests_total for route="/healthz",status="200". */
+static double healthz_count(void)
+{
+	static const char series[] =
+	    "orders_http_requests_total{route=\"/healthz\",status=\"200\"} ";
+	struct http_response r;
+	const char *at;
+	double v = -1;
+
+	assert_int_equal(http_request("GET", "/metrics", NULL, NULL, 0, &r), 0);
+	assert_int_equal(r.status, 200);
+	at = strstr(r.body, series);
+	if (at)
+		v = strtod(at + sizeof(series) - 1, NULL);
+	http_response_release(&r);
+	return v;
+}
+
+/*
+ * /healthz has a path of its own (no per-request state): it must still keep
+ * the connection open, echo or invent X-Request-Id, answer HEAD, and count
+ * every answer in orders_http_requests_total.
+ */
+static void test_health_fast_path(void **state)
+{
+	static const char two[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: hz-one\r\n\r\n"
+	                          "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+	struct http_response r;
+	char id[80];
+	const char *second;
+	double before, after;
+	(void)state;
+
+	before = healthz_count();
+	/* Two requests on one connection: both answered, the first not closing it. */
+	assert_int_equal(http_raw(two, sizeof(two) - 1, 1, &r), 0);
+	assert_int_equal(r.status, 200);
+	assert_null(strcasestr(r.headers, "Connection: close"));
+	assert_int_equal(http_header(&r, "X-Request-Id", id, sizeof(id)), 0);
+	assert_string_equal(id, "hz-one");
+	assert_int_equal(strncmp(r.body, "{\"status\":\"ok\"}", 15), 0);
+	second = strstr(r.body, "HTTP/1.1 200");
+	assert_non_null(second);
+	/* A fresh id for the request without one; no body for HEAD. */
+	assert_non_null(strstr(second, "X-Request-Id: "));
+	assert_null(strstr(second, "\"status\""));
+	http_response_release(&r);
+
+	assert_int_equal(http_request("GET", "/healthz", NULL, NULL, 0, &r), 0);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(http_header(&r, "X-Request-Id", id, sizeof(id)), 0);
+	assert_int_equal(strlen(id), 36);
+	http_response_release(&r);
+	after = healthz_count();
+	assert_true(after >= before + 3);
+}
 
 static void test_health(void **state)
 {
@@ -179,6 +238,69 @@ static void test_confirmed(void **state)
 	free(id);
 }
 
+/*
+ * The largest checkout the contract allows: 100 lines (a body larger than a
+ * connection's 4 KiB memory pool, so it arrives in pieces), the longest
+ * Idempotency-Key and X-Request-Id. Accepted, priced line by line, and
+ * confirmed.
+ */
+static void test_largest_checkout(void **state)
+{
+	enum { LINES = 100 };
+	char sku[64], idem[300], rid[100], *body, *p;
+	const char *h[] = {E2E_CLIENT, E2E_JSON, idem, rid, NULL};
+	size_t cap = 16384, len = 0;
+	struct http_response r;
+	json_t *j, *o;
+	char id[40], got[80], what[16];
+	(void)state;
+
+	body = malloc(cap);
+	assert_non_null(body);
+	len += (size_t)snprintf(body + len, cap - len, "{\"items\":[");
+	for (int i = 0; i < LINES; i++) {
+		snprintf(what, sizeof(what), "BIG%03d", i);
+		sku_name(sku, sizeof(sku), what);
+		e2e_put_product(sku, 5, 100 + i);
+		len += (size_t)snprintf(body + len, cap - len, "%s{\"sku\":\"%s\",\"quantity\":2}",
+		                        i ? "," : "", sku);
+	}
+	snprintf(body + len, cap - len,
+	         "],\"currency\":\"USD\",\"customer\":{\"id\":\"c-42\"},"
+	         "\"shipping_address\":{\"name\":\"Ada\",\"line1\":\"1 Main St\","
+	         "\"city\":\"Springfield\",\"postal_code\":\"12345\",\"country\":\"US\"},"
+	         "\"payment\":{\"card\":{\"number\":\"4242424242424242\",\"exp_month\":12,"
+	         "\"exp_year\":2030,\"cvc\":\"" E2E_CVC "\"}}}");
+	assert_true(strlen(body) > 4096);
+	p = idem + snprintf(idem, sizeof(idem), "Idempotency-Key: e2e-%s-big-", run_id);
+	while (p < idem + strlen("Idempotency-Key: ") + 255)
+		*p++ = 'k';
+	*p = '\0';
+	p = rid + snprintf(rid, sizeof(rid), "X-Request-Id: ");
+	memset(p, 'r', 64);
+	p[64] = '\0';
+
+	assert_int_equal(http_request("POST", "/v1/checkouts", h, body, strlen(body), &r), 0);
+	if (r.status != 202)
+		fprintf(stderr, "answered %d: %s\n", r.status, r.body);
+	assert_int_equal(r.status, 202);
+	assert_int_equal(http_header(&r, "X-Request-Id", got, sizeof(got)), 0);
+	assert_int_equal(strlen(got), 64);
+	j = http_json(&r);
+	assert_non_null(j);
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(j, "order_id")));
+	json_decref(j);
+	http_response_release(&r);
+	free(body);
+
+	o = e2e_wait_final(id, FINAL_TIMEOUT_MS);
+	assert_string_equal(json_string_value(json_object_get(o, "status")), "confirmed");
+	/* 2 x (100 + ... + 199) */
+	assert_int_equal(json_integer_value(json_object_get(o, "total_cents")), 2 * 14950);
+	assert_int_equal(json_array_size(json_object_get(o, "items")), LINES);
+	json_decref(o);
+}
+
 static void test_rejected_out_of_stock(void **state)
 {
 	char sku[64];
@@ -311,28 +433,41 @@ static void *race(void *arg)
 	return NULL;
 }
 
+/* A product of 10 at 300 cents named after what, and a key for its racers. */
+static void race_product(char sku[64], char idem[96], const char *what)
+{
+	sku_name(sku, 64, what);
+	e2e_put_product(sku, 10, 300);
+	snprintf(idem, 96, "e2e-%s-%s", run_id, what);
+}
+
+/* RACERS checkouts with one key at once, every other one with body b. */
+static void run_racers(struct racer *racers, const char *idem, const char *a, const char *b)
+{
+	pthread_t threads[RACERS];
+
+	for (int i = 0; i < RACERS; i++) {
+		memset(&racers[i], 0, sizeof(racers[i]));
+		racers[i].idem = idem;
+		racers[i].body = i % 2 ? b : a;
+		assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
+	}
+	for (int i = 0; i < RACERS; i++)
+		pthread_join(threads[i], NULL);
+}
+
 static void test_idempotency_race(void **state)
 {
 	struct racer racers[RACERS];
-	pthread_t threads[RACERS];
 	char sku[64], body[1024], idem[96];
 	const char *order_id = NULL;
 	int accepted = 0;
 	json_t *o;
 	(void)state;
 
-	sku_name(sku, sizeof(sku), "RACE");
-	e2e_put_product(sku, 10, 300);
-	snprintf(idem, sizeof(idem), "e2e-%s-race", run_id);
+	race_product(sku, idem, "RACE");
 	e2e_checkout_body(body, sizeof(body), sku, 1, "4242424242424242");
-	for (int i = 0; i < RACERS; i++) {
-		memset(&racers[i], 0, sizeof(racers[i]));
-		racers[i].idem = idem;
-		racers[i].body = body;
-		assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
-	}
-	for (int i = 0; i < RACERS; i++)
-		pthread_join(threads[i], NULL);
+	run_racers(racers, idem, body, body);
 	for (int i = 0; i < RACERS; i++) {
 		assert_true(racers[i].status == 202 || racers[i].status == 409);
 		if (racers[i].status == 409) {
@@ -351,6 +486,123 @@ static void test_idempotency_race(void **state)
 	assert_string_equal(json_string_value(json_object_get(o, "status")), "confirmed");
 	json_decref(o);
 	e2e_wait_available(sku, 9);
+}
+
+/*
+ * The pending view in Redis (written out by hand, not by jansson) is the
+ * JSON of the order as accepted: a customer id with quotes, a backslash,
+ * control characters and non-ASCII comes back exactly.
+ */
+static void test_pending_view(void **state)
+{
+	/* JSON text: the API decodes the escapes, and must write them again. */
+	static const char customer[] = "c \\\"q\\\" \\\\ \\n\\t\\u0001 \\u00e9\\u2713";
+	const char *url = getenv("ORDERS_REDIS_URL");
+	char sku[64], idem[96], body[2048];
+	struct cache *redis;
+	redisReply *rep;
+	json_t *view, *want, *items;
+	char *id;
+	(void)state;
+
+	sku_name(sku, sizeof(sku), "VIEW");
+	e2e_put_product(sku, 10, 1234);
+	snprintf(idem, sizeof(idem), "e2e-%s-view", run_id);
+	snprintf(body, sizeof(body),
+	         "{\"items\":[{\"sku\":\"%s\",\"quantity\":3}],\"currency\":\"USD\","
+	         "\"customer\":{\"id\":\"%s\"},"
+	         "\"shipping_address\":{\"name\":\"Ada\",\"line1\":\"1 Main St\","
+	         "\"city\":\"Springfield\",\"postal_code\":\"12345\",\"country\":\"US\"},"
+	         "\"payment\":{\"card\":{\"number\":\"4242424242424242\",\"exp_month\":12,"
+	         "\"exp_year\":2030,\"cvc\":\"" E2E_CVC "\"}}}",
+	         sku, customer);
+	id = e2e_checkout_status(idem, body, "pending");
+
+	redis = cache_new(url && *url ? url : "redis://127.0.0.1:6389/0");
+	assert_non_null(redis);
+	rep = cache_command(redis, "GET order:%s", id);
+	assert_non_null(rep);
+	assert_int_equal(rep->type, REDIS_REPLY_STRING);
+	/* "<client id> <json>" */
+	assert_non_null(strchr(rep->str, ' '));
+	view = json_loads(strchr(rep->str, ' ') + 1, 0, NULL);
+	assert_non_null(view);
+	want = json_loads(body, 0, NULL);
+	assert_non_null(want);
+	assert_string_equal(
+	    json_string_value(json_object_get(view, "customer_id")),
+	    json_string_value(json_object_get(json_object_get(want, "customer"), "id")));
+	assert_string_equal(json_string_value(json_object_get(view, "order_id")), id);
+	assert_string_equal(json_string_value(json_object_get(view, "status")), "pending");
+	assert_string_equal(json_string_value(json_object_get(view, "currency")), "USD");
+	assert_int_equal(json_integer_value(json_object_get(view, "total_cents")), 3 * 1234);
+	items = json_object_get(view, "items");
+	assert_int_equal(json_array_size(items), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(items, 0), "sku")),
+	                    sku);
+	assert_int_equal(
+	    json_integer_value(json_object_get(json_array_get(items, 0), "line_total_cents")),
+	    3 * 1234);
+	assert_true(json_is_string(json_object_get(view, "created_at")));
+	json_decref(want);
+	json_decref(view);
+	freeReplyObject(rep);
+	cache_free(redis);
+	e2e_expect_final(id, "confirmed", FINAL_TIMEOUT_MS);
+	free(id);
+}
+
+/*
+ * Racers share one key with two bodies (1 or 2 units). One body wins: its
+ * racers get the 202 or a 409; the other body's get a 409 while the winner
+ * is in flight, 422 once it is accepted, and 422 when they retry. The
+ * pending view and the order are the winner's alone.
+ */
+static void test_idempotency_race_bodies(void **state)
+{
+	struct racer racers[RACERS];
+	struct http_response retry;
+	char sku[64], one[1024], two[1024], idem[96];
+	const char *winner = NULL, *order_id = NULL;
+	long qty;
+	json_t *o;
+	(void)state;
+
+	race_product(sku, idem, "RACE2");
+	e2e_checkout_body(one, sizeof(one), sku, 1, "4242424242424242");
+	e2e_checkout_body(two, sizeof(two), sku, 2, "4242424242424242");
+	run_racers(racers, idem, one, two);
+	for (int i = 0; i < RACERS; i++) {
+		if (racers[i].status == 202) {
+			winner = racers[i].body;
+			order_id = racers[i].order_id;
+		}
+	}
+	assert_non_null(winner);
+	for (int i = 0; i < RACERS; i++) {
+		if (racers[i].body == winner)
+			assert_true(racers[i].status == 202 || racers[i].status == 409);
+		else
+			assert_true(racers[i].status == 422 || racers[i].status == 409);
+		if (racers[i].status == 202)
+			assert_string_equal(racers[i].order_id, order_id);
+	}
+	qty = winner == one ? 1 : 2;
+	assert_int_equal(e2e_post_checkout(idem, winner == one ? two : one, &retry), 0);
+	assert_int_equal(retry.status, 422);
+	assert_non_null(strstr(retry.body, "idempotency_key_reused"));
+	http_response_release(&retry);
+
+	o = e2e_get_order(order_id);
+	assert_int_equal(json_integer_value(json_object_get(
+	                     json_array_get(json_object_get(o, "items"), 0), "quantity")),
+	                 qty);
+	json_decref(o);
+	o = e2e_wait_final(order_id, FINAL_TIMEOUT_MS);
+	assert_string_equal(json_string_value(json_object_get(o, "status")), "confirmed");
+	assert_int_equal(json_integer_value(json_object_get(o, "total_cents")), 300 * qty);
+	json_decref(o);
+	e2e_wait_available(sku, 10 - qty);
 }
 
 static void expect_error(const char *const *headers, const char *body, size_t len, int status,
@@ -372,6 +624,45 @@ static void expect_error(const char *const *headers, const char *body, size_t le
 	assert_null(strstr(r.body, "4242424242424242"));
 	json_decref(j);
 	http_response_release(&r);
+}
+
+/*
+ * A checkout that is refused (bad field, unknown sku, bad card) leaves its
+ * Idempotency-Key free: the corrected request with the same key is
+ * accepted at once, not told the key is in use or was used.
+ */
+static void test_refused_checkout_frees_key(void **state)
+{
+	static const struct {
+		const char *sku; /* NULL: the product made here */
+		int qty;
+		const char *card;
+		const char *code;
+	} refusals[] = {
+	    {"NO-SUCH", 1, "4242424242424242", "unknown_sku"},
+	    {NULL, 1000, "4242424242424242", "validation_error"},
+	    {NULL, 1, "4242424242424241", "invalid_card"}, /* fails the Luhn check */
+	};
+	char sku[64], other[64], idem[96], body[1024], idem_h[128];
+	const char *h[] = {E2E_CLIENT, E2E_JSON, idem_h, NULL};
+	char *id;
+	(void)state;
+
+	sku_name(sku, sizeof(sku), "FREE");
+	e2e_put_product(sku, 10, 300);
+	snprintf(idem, sizeof(idem), "e2e-%s-free", run_id);
+	snprintf(idem_h, sizeof(idem_h), "Idempotency-Key: %s", idem);
+	for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++) {
+		if (refusals[i].sku)
+			sku_name(other, sizeof(other), refusals[i].sku);
+		e2e_checkout_body(body, sizeof(body), refusals[i].sku ? other : sku,
+		                  refusals[i].qty, refusals[i].card);
+		expect_error(h, body, strlen(body), 422, refusals[i].code);
+	}
+	e2e_checkout_body(body, sizeof(body), sku, 1, "4242424242424242");
+	id = e2e_checkout_status(idem, body, "pending");
+	e2e_expect_final(id, "confirmed", FINAL_TIMEOUT_MS);
+	free(id);
 }
 
 static void test_checkout_errors(void **state)
@@ -496,15 +787,20 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_health),
+	    cmocka_unit_test(test_health_fast_path),
 	    cmocka_unit_test(test_auth_and_routes),
 	    cmocka_unit_test(test_catalog),
 	    cmocka_unit_test(test_confirmed),
+	    cmocka_unit_test(test_largest_checkout),
+	    cmocka_unit_test(test_pending_view),
 	    cmocka_unit_test(test_rejected_out_of_stock),
 	    cmocka_unit_test(test_payment_failed_declined),
 	    cmocka_unit_test(test_payment_failed_insufficient_funds),
 	    cmocka_unit_test(test_transient_gateway_failure_retried),
 	    cmocka_unit_test(test_idempotency),
 	    cmocka_unit_test(test_idempotency_race),
+	    cmocka_unit_test(test_idempotency_race_bodies),
+	    cmocka_unit_test(test_refused_checkout_frees_key),
 	    cmocka_unit_test(test_checkout_errors),
 	    cmocka_unit_test(test_unknown_order),
 	    cmocka_unit_test(test_unroutable_checkout),

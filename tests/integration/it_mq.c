@@ -346,6 +346,56 @@ static void test_consume_roundtrip(void **state)
 	mq_consumer_free(NULL);
 }
 
+/*
+ * The publisher encodes its frames itself: bodies of no bytes, of exactly
+ * one frame's worth, of one byte more, and of many frames arrive whole,
+ * with their message ids.
+ */
+static void test_publish_sizes(void **state)
+{
+	static const size_t sizes[] = {0, 1, 131064, 131065, 300000, 1024 * 1024};
+	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
+	struct mq_publisher *p;
+	struct mq_consumer *c;
+	struct mq_delivery d;
+	uint8_t *body = malloc(1024 * 1024);
+	char id[MQ_ID_MAX];
+	int got = 0;
+
+	(void)state;
+	assert_non_null(body);
+	for (size_t k = 0; k < 1024 * 1024; k++)
+		body[k] = (uint8_t)(k * 131 + 7);
+	p = new_publisher(url, 100, 0);
+	assert_non_null(p);
+	assert_true(wait_connected(p, 10000));
+	for (size_t i = 0; i < N; i++) {
+		snprintf(id, sizeof(id), "it-mq-size-%ld-%zu", (long)getpid(), i);
+		assert_int_equal(mq_publish_sync(p, MQ_EXCHANGE_ORDERS, key, id, body, sizes[i],
+		                                 MQ_PUBLISH_MANDATORY),
+		                 ERR_OK);
+	}
+	mq_publisher_free(p);
+
+	c = mq_consumer_new(url, queue, 10);
+	assert_non_null(c);
+	while (got < N) {
+		size_t i;
+
+		assert_int_equal(mq_consumer_next(c, &d, 10000), ERR_OK);
+		assert_int_equal(sscanf(d.message_id + strlen("it-mq-size-"), "%*d-%zu", &i), 1);
+		assert_true(i < N);
+		assert_int_equal(d.len, sizes[i]);
+		if (sizes[i])
+			assert_memory_equal(d.body, body, sizes[i]);
+		assert_int_equal(mq_consumer_ack(c, d.tag), ERR_OK);
+		mq_delivery_release(&d);
+		got++;
+	}
+	mq_consumer_free(c);
+	free(body);
+}
+
 /* Quorum queues count deliveries in the x-delivery-count header. */
 static void test_redelivery_count(void **state)
 {
@@ -843,6 +893,7 @@ int main(void)
 	    cmocka_unit_test(test_topology_idempotent),
 	    cmocka_unit_test(test_publish_concurrent),
 	    cmocka_unit_test(test_consume_roundtrip),
+	    cmocka_unit_test(test_publish_sizes),
 	    cmocka_unit_test(test_redelivery_count),
 	    cmocka_unit_test(test_ack_upto),
 	    cmocka_unit_test(test_nacked),

@@ -183,6 +183,24 @@ static void test_printf_too_big_leaves_buffer(void **state)
 	buf_release(&b);
 }
 
+static void test_truncate(void **state)
+{
+	struct buf b;
+
+	(void)state;
+	buf_init(&b, 100);
+	buf_truncate(&b, 0); /* empty, nothing allocated: a no-op */
+	assert_int_equal(buf_append_str(&b, "abcdef"), ERR_OK);
+	buf_truncate(&b, 10);
+	assert_int_equal(b.len, 6);
+	buf_truncate(&b, 3);
+	assert_int_equal(b.len, 3);
+	assert_string_equal(b.data, "abc");
+	assert_int_equal(buf_append_str(&b, "xy"), ERR_OK);
+	assert_string_equal(b.data, "abcxy");
+	buf_release(&b);
+}
+
 static void test_reset(void **state)
 {
 	struct buf b;
@@ -263,6 +281,7 @@ int main(void)
 	    cmocka_unit_test(test_capacity_never_past_max),
 	    cmocka_unit_test(test_printf_growth),
 	    cmocka_unit_test(test_printf_too_big_leaves_buffer),
+	    cmocka_unit_test(test_truncate),
 	    cmocka_unit_test(test_reset),
 	    cmocka_unit_test(test_self_append),
 	    cmocka_unit_test(test_detach),

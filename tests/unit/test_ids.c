@@ -7,8 +7,12 @@
 
 #include "ids.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static const uint8_t key_a[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
                                   16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
@@ -33,6 +37,66 @@ static void test_uuid4_format(void **state)
 	}
 	ids_uuid4(b);
 	assert_string_not_equal(a, b);
+}
+
+#define UNIQUE_PER_THREAD 5000
+
+static void *make_uuids(void *arg)
+{
+	char(*out)[IDS_UUID_LEN + 1] = arg;
+
+	for (int i = 0; i < UNIQUE_PER_THREAD; i++)
+		ids_uuid4(out[i]);
+	return NULL;
+}
+
+static int cmp_uuid(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* Two threads' streams, each past many refills, never repeat an id. */
+static void test_uuid4_unique_across_threads(void **state)
+{
+	char(*ids)[IDS_UUID_LEN + 1] = calloc(2 * UNIQUE_PER_THREAD, IDS_UUID_LEN + 1);
+	pthread_t t;
+
+	(void)state;
+	assert_non_null(ids);
+	assert_int_equal(pthread_create(&t, NULL, make_uuids, ids), 0);
+	make_uuids(ids + UNIQUE_PER_THREAD);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	qsort(ids, 2 * UNIQUE_PER_THREAD, IDS_UUID_LEN + 1, cmp_uuid);
+	for (int i = 1; i < 2 * UNIQUE_PER_THREAD; i++)
+		assert_string_not_equal(ids[i - 1], ids[i]);
+	free(ids);
+}
+
+/* A forked child does not hand out the ids its parent gives next. */
+static void test_uuid4_fork(void **state)
+{
+	char parent[IDS_UUID_LEN + 1], child[IDS_UUID_LEN + 1] = "";
+	int fds[2];
+	pid_t pid;
+	int status;
+
+	(void)state;
+	ids_uuid4(parent); /* the stream is keyed before the fork */
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		ids_uuid4(child);
+		_exit(write(fds[1], child, sizeof(child)) == (ssize_t)sizeof(child) ? 0 : 1);
+	}
+	close(fds[1]);
+	assert_int_equal(read(fds[0], child, sizeof(child)), (ssize_t)sizeof(child));
+	close(fds[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ids_uuid4(parent);
+	assert_true(ids_uuid_valid(child));
+	assert_string_not_equal(parent, child);
 }
 
 static void test_derived_known_answer(void **state)
@@ -167,6 +231,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_uuid4_format),
+	    cmocka_unit_test(test_uuid4_unique_across_threads),
+	    cmocka_unit_test(test_uuid4_fork),
 	    cmocka_unit_test(test_derived_known_answer),
 	    cmocka_unit_test(test_derived_deterministic_and_sensitive),
 	    cmocka_unit_test(test_uuid_valid),

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# settle_redis.sh: a checkout whose message the broker confirms while Redis
+# refuses writes is not answered until Redis takes its records again, and
+# then gets its 202 with the order visible at once (API.md: "right after a
+# 202 the order is visible as pending, never 404").
+#
+# The checkout is held between its first Redis round trip (which takes its
+# Idempotency-Key) and the broker's confirm by a RabbitMQ memory alarm
+# (a high watermark of 0 blocks every publisher). Redis is then made to
+# refuse writes (maxmemory 1, noeviction: every write answers OOM), and the
+# alarm is lifted: the confirm arrives, the settler cannot write the pending
+# view and the key's answer, and keeps the request. While it does, the
+# client has no answer. Once Redis takes writes, the client gets the 202,
+# GET /v1/orders/{id} answers 200, a replay gets the same 202, and the
+# order is confirmed.
+#
+# Run by ctest while the stack is up; restores the watermark and Redis'
+# limits on every exit.
+set -euo pipefail
+
+SCRIPT_NAME=settle_redis
+HERE=$(dirname "${BASH_SOURCE[0]}")
+# shellcheck source=lib/stack.bash
+. "$HERE/lib/stack.bash"
+
+redis() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+ctl() { "$SERVICES_SH" ctl -q "$@"; }
+
+watermark=$(ctl eval 'vm_memory_monitor:get_vm_memory_high_watermark().') ||
+	fail_now "cannot read RabbitMQ's memory high watermark"
+maxmemory=$(redis config get maxmemory | sed -n 2p)
+policy=$(redis config get maxmemory-policy | sed -n 2p)
+[ -n "$maxmemory" ] && [ -n "$policy" ] || fail_now "cannot read Redis' maxmemory settings"
+curl_pid=
+
+cleanup() {
+	local rc=$?
+	[ -z "$curl_pid" ] || kill "$curl_pid" 2>/dev/null || true
+	redis config set maxmemory "$maxmemory" >/dev/null || rc=1
+	redis config set maxmemory-policy "$policy" >/dev/null || rc=1
+	ctl set_vm_memory_high_watermark "$watermark" >/dev/null || rc=1
+	rm -rf "$work"
+	exit $rc
+}
+trap cleanup EXIT
+
+sku=SETTLE-$rid
+key=settle-$rid
+put_sku "$sku" 5 300 settle
+checkout_json "$sku" 737 >"$work/body.json"
+log=$LOG_DIR/orders-api.log
+log_lines=$(wc -l <"$log")
+
+post() {
+	curl -s -o "$1" -w '%{http_code}' --max-time 60 -X POST \
+		-H 'Authorization: Bearer dev-client' -H 'Content-Type: application/json' \
+		-H "Idempotency-Key: $key" --data-binary @"$work/body.json" "$API/v1/checkouts"
+}
+
+say_t "blocking publishers (memory high watermark 0, was $watermark)"
+ctl set_vm_memory_high_watermark 0 >/dev/null
+sleep 1
+post "$work/first.json" >"$work/first.code" &
+curl_pid=$!
+
+# The key is taken in the checkout's first round trip, before its publish.
+deadline=$((SECONDS + 10))
+until redis --scan --pattern "idem:*:$key" | grep -q .; do
+	[ $SECONDS -lt $deadline ] || fail_now "the checkout never took its Idempotency-Key"
+	sleep 0.1
+done
+say_t "the checkout took its key and waits for the broker; Redis now refuses writes"
+redis config set maxmemory-policy noeviction >/dev/null
+redis config set maxmemory 1 >/dev/null
+if redis set "settle-probe-$rid" x 2>&1 | grep -q OOM; then
+	note "ok: Redis answers writes with OOM"
+else
+	fail_now "Redis still takes writes with maxmemory 1"
+fi
+ctl set_vm_memory_high_watermark "$watermark" >/dev/null
+say_t "publishers unblocked; the broker confirms"
+
+# The settler keeps the request while Redis refuses its records.
+deadline=$((SECONDS + 20))
+until tail -n +"$((log_lines + 1))" "$log" | grep -q 'cannot record confirmed checkouts in redis'; do
+	[ $SECONDS -lt $deadline ] || fail_now "the API never tried to record the confirmed checkout"
+	kill -0 "$curl_pid" 2>/dev/null || fail_now "the checkout was answered ($(cat "$work/first.code")) before Redis took its records"
+	sleep 0.2
+done
+sleep 2
+kill -0 "$curl_pid" 2>/dev/null ||
+	fail_now "the checkout was answered ($(cat "$work/first.code")) while Redis refused its records"
+note "ok: no answer while Redis refuses the records"
+
+redis config set maxmemory "$maxmemory" >/dev/null
+redis config set maxmemory-policy "$policy" >/dev/null
+say_t "Redis takes writes again"
+wait "$curl_pid" || fail_now "curl failed: the connection was closed without an answer"
+curl_pid=
+code=$(cat "$work/first.code")
+[ "$code" = 202 ] || fail_now "the held checkout answered $code: $(cat "$work/first.json")"
+order_id=$(sed -n 's/.*"order_id":"\([0-9a-f-]*\)".*/\1/p' "$work/first.json")
+[ -n "$order_id" ] || fail_now "no order id in the 202: $(cat "$work/first.json")"
+say_t "202 for order $order_id"
+
+code=$(curl -s -o "$work/order.json" -w '%{http_code}' --max-time 10 \
+	-H 'Authorization: Bearer dev-client' "$API/v1/orders/$order_id")
+[ "$code" = 200 ] || fail_now "GET /v1/orders/$order_id right after the 202 answered $code"
+note "ok: the order is visible right after the 202"
+
+code=$(post "$work/replay.json")
+[ "$code" = 202 ] && cmp -s "$work/first.json" "$work/replay.json" ||
+	fail_now "a replay answered $code: $(cat "$work/replay.json")"
+note "ok: a replay gets the same 202"
+
+deadline=$((SECONDS + 60))
+while :; do
+	status=$(psql_q -c "SELECT status FROM orders WHERE order_id = '$order_id'")
+	[ "$status" = confirmed ] && break
+	[ $SECONDS -lt $deadline ] || fail_now "order $order_id is '$status' after 60 s, not confirmed"
+	sleep 0.5
+done
+n=$(psql_q -c "SELECT count(*) FROM orders WHERE idempotency_key = '$key'")
+[ "$n" = 1 ] || fail_now "$n orders for the key, not 1"
+note "ok: one order, confirmed"
