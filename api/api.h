@@ -107,6 +107,7 @@ struct request {
 	int settle_failed;
 	struct request *settle_next; /* the settler's queues */
 	int64_t settle_since_ms;     /* when the settler got it (monotonic) */
+	int64_t settle_by_ms;        /* give up after (monotonic; 0: none) */
 	/* Route state kept across the suspension, freed with the request. */
 	void *ctx;
 	void (*ctx_free)(void *ctx);
@@ -274,8 +275,9 @@ void http_collect(struct api *a);
  * A thread that writes the r->settle commands of confirmed requests to
  * Redis, for all requests waiting at the time in one round trip, and then
  * resumes their connections. While Redis fails it keeps them and retries
- * (backing off up to 1 s) for up to 30 s after the confirm; then, or when
- * the settler stops, they are resumed with settle_failed set.
+ * (backing off up to 1 s) until r->settle_by_ms, at most 30 s after the
+ * confirm; then, or when the settler stops, they are resumed with
+ * settle_failed set.
  */
 struct settler;
 

@@ -19,12 +19,14 @@
 #define MAX_LINES 100
 #define MAX_QUANTITY 999
 /*
- * A checkout holds its Idempotency-Key from the claim to the broker's answer:
- * a few Redis commands (1 s timeout each) and the publish (publish timeout).
- * The in-flight record expires this long after that, so a key whose owner
- * could not release it (Redis down at the time) blocks retries only briefly.
+ * A checkout holds its Idempotency-Key from the claim to its answer: a few
+ * Redis commands (1 s timeout each), the publish (publish timeout), and the
+ * settler's writes, which it retries while Redis fails until a second
+ * before the in-flight record expires. The record expires this long after
+ * the publish timeout, so a key whose owner could not release it (Redis
+ * down at the time) blocks retries only briefly.
  */
-#define IDEM_PENDING_SLACK_S 5
+#define IDEM_PENDING_SLACK_S 10
 /* How long a finished checkout's answer is replayed (the contract: >= 24 h). */
 #define IDEM_DONE_TTL_S (48 * 3600)
 #define ORDER_SNAPSHOT_TTL_S (24 * 3600)
@@ -697,6 +699,8 @@ static int prefetch(struct request *r, struct cache *c, json_t *root, struct pre
 	 * cost in Redis). */
 	snprintf(pending, sizeof(pending), "P:%s", r->idem_hash);
 	snprintf(ttl, sizeof(ttl), "%d", pending_ttl_s(r->api));
+	/* Past that, another body could take the key: no 202 then. */
+	r->settle_by_ms = api_now_ns() / 1000000 + pending_ttl_s(r->api) * 1000 - 1000;
 	cache_batch_add_argv(&b, 7, take, NULL);
 	if (json_is_array(items) && json_array_size(items) <= MAX_LINES &&
 	    !json_object_get(root, "cart_id")) {
