@@ -99,6 +99,8 @@ struct request {
 	_Atomic int publish_result;
 	int64_t publish_started_ns;
 	enum MHD_Result (*on_published)(struct request *r);
+	int done_ran; /* on_published has been called */
+	int gone;     /* the client left: nothing is sent (respond() says MHD_NO) */
 	/* Commands written to Redis once the broker has confirmed the message,
 	 * before on_published runs (NULL: none); malloc'd, freed with the
 	 * request. settle_failed: they could not all be written, so the

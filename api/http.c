@@ -145,6 +145,9 @@ static enum MHD_Result respond(struct request *r, unsigned int status, const cha
 	const char *labels[2];
 	char code[8];
 
+	/* The client left while the request waited (see on_completed). */
+	if (r->gone)
+		return MHD_NO;
 	/* MUST_COPY: MHD owns its copy, so body may be freed right after. */
 	resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
 	if (!resp)
@@ -294,6 +297,7 @@ enum MHD_Result api_publish(struct request *r, const char *routing_key, const ch
 /* The broker has answered: the route's done() queues the response. */
 static enum MHD_Result published(struct request *r)
 {
+	r->done_ran = 1;
 	atomic_fetch_sub(&r->api->suspended, 1);
 	metric_observe(r->api->m_confirm_latency, NULL,
 	               (double)(api_now_ns() - r->publish_started_ns) / 1e9);
@@ -724,11 +728,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+	struct request *r = *con_cls;
+
 	(void)cls;
 	(void)conn;
 	(void)toe;
-	if (*con_cls != &healthz_mark)
-		request_free(*con_cls);
+	if (r == (void *)&healthz_mark) {
+		*con_cls = NULL;
+		return;
+	}
+	/*
+	 * A resumed connection whose client has left is closed by MHD without
+	 * another call of the handler: the route's done() still runs (it
+	 * releases a key after a failed publish, commits a cart's version, and
+	 * api->suspended counts the request until then); only its answer is
+	 * not sent.
+	 */
+	if (r && atomic_load(&r->state) == REQ_CONFIRMED && !r->done_ran) {
+		r->gone = 1;
+		log_context_set(r->request_id, NULL, r->order_id);
+		published(r);
+		log_context_clear();
+	}
+	request_free(r);
 	*con_cls = NULL;
 }
 

@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# settle_redis.sh: a checkout whose message the broker confirms while Redis
-# refuses writes is not answered until Redis takes its records again, and
-# then gets its 202 with the order visible at once (API.md: "right after a
-# 202 the order is visible as pending, never 404").
+# checkout_held.sh: checkouts held between taking their Idempotency-Key and
+# their answer, by the broker or by Redis.
 #
-# The checkout is held between its first Redis round trip (which takes its
-# Idempotency-Key) and the broker's confirm by a RabbitMQ memory alarm
-# (a high watermark of 0 blocks every publisher). Redis is then made to
-# refuse writes (maxmemory 1, noeviction: every write answers OOM), and the
-# alarm is lifted: the confirm arrives, the settler cannot write the pending
-# view and the key's answer, and keeps the request. While it does, the
-# client has no answer. Once Redis takes writes, the client gets the 202,
-# GET /v1/orders/{id} answers 200, a replay gets the same 202, and the
-# order is confirmed.
+# 1. A checkout whose message the broker confirms while Redis refuses
+#    writes is not answered until Redis takes its records again, and then
+#    gets its 202 with the order visible at once (API.md: "right after a
+#    202 the order is visible as pending, never 404"). The checkout is held
+#    between its first Redis round trip (which takes its key) and the
+#    broker's confirm by a RabbitMQ memory alarm (a high watermark of 0
+#    blocks every publisher). Redis is then made to refuse writes
+#    (maxmemory 1, noeviction: every write answers OOM), and the alarm is
+#    lifted: the confirm arrives, the settler cannot write the pending view
+#    and the key's answer, and keeps the request. While it does, the client
+#    has no answer. Once Redis takes writes, the client gets the 202,
+#    GET /v1/orders/{id} answers 200, a replay gets the same 202, and the
+#    order is confirmed.
+# 2. A client that gives up while its checkout waits for the broker: the
+#    publish times out (ORDERS_PUBLISH_TIMEOUT_MS) after the client has
+#    gone, and the API still gives the key back, so that the client's
+#    retry is accepted at once instead of being told 409 until the key's
+#    in-flight record expires.
 #
 # Run by ctest while the stack is up; restores the watermark and Redis'
 # limits on every exit.
 set -euo pipefail
 
-SCRIPT_NAME=settle_redis
+SCRIPT_NAME=checkout_held
 HERE=$(dirname "${BASH_SOURCE[0]}")
 # shellcheck source=lib/stack.bash
 . "$HERE/lib/stack.bash"
@@ -46,15 +53,16 @@ trap cleanup EXIT
 
 sku=SETTLE-$rid
 key=settle-$rid
-put_sku "$sku" 5 300 settle
+put_sku "$sku" 5 300 held
 checkout_json "$sku" 737 >"$work/body.json"
 log=$LOG_DIR/orders-api.log
 log_lines=$(wc -l <"$log")
 
+# post OUT [KEY [MAX_TIME]]: POST the checkout body; prints the status.
 post() {
-	curl -s -o "$1" -w '%{http_code}' --max-time 60 -X POST \
+	curl -s -o "$1" -w '%{http_code}' --max-time "${3:-60}" -X POST \
 		-H 'Authorization: Bearer dev-client' -H 'Content-Type: application/json' \
-		-H "Idempotency-Key: $key" --data-binary @"$work/body.json" "$API/v1/checkouts"
+		-H "Idempotency-Key: ${2:-$key}" --data-binary @"$work/body.json" "$API/v1/checkouts"
 }
 
 say_t "blocking publishers (memory high watermark 0, was $watermark)"
@@ -123,3 +131,20 @@ done
 n=$(psql_q -c "SELECT count(*) FROM orders WHERE idempotency_key = '$key'")
 [ "$n" = 1 ] || fail_now "$n orders for the key, not 1"
 note "ok: one order, confirmed"
+
+# ------------------------------------------------ 2. the client gives up
+key2=held-gone-$rid
+timeout_s=$(((${ORDERS_PUBLISH_TIMEOUT_MS:-5000} + 999) / 1000))
+say_t "blocking publishers again; a client gives up on its checkout after 1 s"
+ctl set_vm_memory_high_watermark 0 >/dev/null
+sleep 1
+code=$(post "$work/gone.json" "$key2" 1) || true
+[ "$code" = 000 ] || fail_now "the checkout answered $code while publishers were blocked: $(cat "$work/gone.json")"
+# The publish times out after the client has left.
+sleep $((timeout_s + 2))
+ctl set_vm_memory_high_watermark "$watermark" >/dev/null
+say_t "publishers unblocked"
+code=$(post "$work/retry.json" "$key2" 30)
+[ "$code" = 202 ] ||
+	fail_now "the retry after the client gave up answered $code, not 202: $(cat "$work/retry.json")"
+note "ok: the key was given back: the retry is accepted at once"
