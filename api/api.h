@@ -296,8 +296,14 @@ struct settler *settler_new(const char *redis_url);
  */
 int settler_push(struct settler *s, struct request *r);
 
-/* settler_free - settle and resume whatever is queued, stop the thread.
- * Call it while the HTTP daemon still runs. NULL is a no-op. */
+/*
+ * settler_stop - settle once more and resume whatever is queued (those not
+ * settled with settle_failed), then end the thread; settler_push fails with
+ * ERR_CLOSED from then on. One thread calls it; a second call is a no-op.
+ */
+void settler_stop(struct settler *s);
+
+/* settler_free - settler_stop, then free. NULL is a no-op. */
 void settler_free(struct settler *s);
 
 /* http_start / http_stop - the MHD daemon (http.c). */

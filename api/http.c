@@ -266,6 +266,8 @@ static void on_confirm(void *arg, int result)
 	MHD_resume_connection(conn);
 }
 
+static enum MHD_Result published(struct request *r);
+
 enum MHD_Result api_publish(struct request *r, const char *routing_key, const char *message_id,
                             const uint8_t *msg, size_t len,
                             enum MHD_Result (*done)(struct request *r))
@@ -279,9 +281,17 @@ enum MHD_Result api_publish(struct request *r, const char *routing_key, const ch
 	 * until the connection is resumed.
 	 */
 	r->on_published = done;
-	atomic_store(&r->state, REQ_PUBLISHING);
 	r->publish_started_ns = api_now_ns();
+	/* Counted before stopping is read, so that teardown, which sets
+	 * stopping before it reads the count, waits for this request or
+	 * this request sees stopping (both sequentially consistent). */
 	atomic_fetch_add(&r->api->suspended, 1);
+	if (atomic_load(&r->api->stopping)) {
+		atomic_store(&r->publish_result, ERR_CLOSED);
+		atomic_store(&r->state, REQ_CONFIRMED);
+		return published(r);
+	}
+	atomic_store(&r->state, REQ_PUBLISHING);
 	MHD_suspend_connection(r->conn);
 	rc = mq_publisher_publish(r->api->publisher, MQ_EXCHANGE_ORDERS, routing_key, message_id,
 	                          msg, len, MQ_PUBLISH_MANDATORY, on_confirm, r);

@@ -166,25 +166,29 @@ static int drain_suspended(struct api *a, int ms)
 static void teardown(struct api *a)
 {
 	/*
-	 * Stop taking connections and requests, let every suspended checkout
-	 * get its confirm (bounded by the publish timeout), and only then stop
-	 * MHD: stopping it with a suspended connection is undefined. If the
-	 * broker never answers, freeing the publisher fails what is left with
-	 * ERR_CLOSED, which resumes those connections with a 503.
+	 * Stop taking connections and requests (api_publish refuses once
+	 * stopping is set), and let every suspended checkout get its confirm
+	 * or its timeout and its Redis records. Then stop the publisher, which
+	 * fails what is left with ERR_CLOSED (503), and the settler, which
+	 * closes what it still holds without an answer; both stay allocated
+	 * while MHD's threads may look at them. MHD is stopped only once no
+	 * connection is suspended: stopping it with one aborts the process.
 	 */
 	http_quiesce(a);
 	atomic_store(&a->stopping, 1);
-	if (a->publisher && !drain_suspended(a, a->cfg.publish_timeout_ms + 1000)) {
-		mq_publisher_free(a->publisher);
-		a->publisher = NULL;
-		drain_suspended(a, 2000);
+	drain_suspended(a, a->cfg.publish_timeout_ms + 1000);
+	mq_publisher_stop(a->publisher);
+	settler_stop(a->settler);
+	if (drain_suspended(a, 2000)) {
+		http_stop(a);
+	} else {
+		/* Not seen; rather exit without stopping MHD than abort. */
+		log_error("connections still wait for the broker; exiting without closing them",
+		          LF_INT("connections", atomic_load(&a->suspended)));
+		return;
 	}
-	/* No confirm can come any more: what the settler holds is resumed
-	 * while MHD still runs. */
 	settler_free(a->settler);
 	a->settler = NULL;
-	drain_suspended(a, 2000);
-	http_stop(a);
 	mq_publisher_free(a->publisher);
 	a->publisher = NULL;
 	ratelimit_free(a->ratelimit);

@@ -433,6 +433,7 @@ struct mq_publisher {
 	pthread_mutex_t mu;
 	struct mq_fifo submit; /* guarded by mu */
 	atomic_int stop;       /* written under mu */
+	int joined;            /* the thread has ended (mq_publisher_stop) */
 	atomic_int connected;  /* written under mu by the publisher thread */
 	atomic_size_t pending; /* queued + in flight; raised under mu */
 	atomic_long stat_messages[MQ_STAT_QUEUES];
@@ -1265,15 +1266,23 @@ static void wake(struct mq_publisher *p)
 	(void)n;
 }
 
-void mq_publisher_free(struct mq_publisher *p)
+void mq_publisher_stop(struct mq_publisher *p)
 {
-	if (!p)
+	if (!p || p->joined)
 		return;
 	pthread_mutex_lock(&p->mu);
 	atomic_store(&p->stop, 1);
 	pthread_mutex_unlock(&p->mu);
 	wake(p);
 	pthread_join(p->thread, NULL);
+	p->joined = 1;
+}
+
+void mq_publisher_free(struct mq_publisher *p)
+{
+	if (!p)
+		return;
+	mq_publisher_stop(p);
 	pthread_mutex_destroy(&p->mu);
 	close(p->efd);
 	url_release(&p->url);
