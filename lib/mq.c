@@ -1085,6 +1085,14 @@ static void publisher_disconnect(struct mq_publisher *p, int result, int gracefu
 		atomic_store(&p->stat_valid[i], 0);
 }
 
+/* Whether fd has input waiting, without waiting for it. */
+static int readable(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+	return poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
+}
+
 /*
  * publisher_run - the connected loop. Returns 0 on a stop request, -1 when
  * the connection is lost.
@@ -1136,8 +1144,14 @@ static int publisher_run(struct mq_publisher *p)
 			wait = next_stats - now;
 		if (wait < 0)
 			wait = 0;
+		/*
+		 * While a batch is half sent no frame may be read, so waiting
+		 * for input would only spin: an unread ack or heartbeat keeps
+		 * the socket readable. Wait to write then; input still counts
+		 * as a live peer, looked at once per wait below.
+		 */
 		pfd[0].fd = p->fd;
-		pfd[0].events = POLLIN | (p->outbox.head || out_pending(p) ? POLLOUT : 0);
+		pfd[0].events = out_pending(p) ? POLLOUT : POLLIN | (p->outbox.head ? POLLOUT : 0);
 		pfd[0].revents = 0;
 		pfd[1].fd = p->efd;
 		pfd[1].events = POLLIN;
@@ -1150,6 +1164,8 @@ static int publisher_run(struct mq_publisher *p)
 			return -1;
 		}
 		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))
+			last_rx = now_ms();
+		else if (out_pending(p) && !(pfd[0].revents & POLLOUT) && readable(p->fd))
 			last_rx = now_ms();
 		if (pfd[1].revents & POLLIN)
 			drain_eventfd(p);
