@@ -124,7 +124,8 @@ struct product_price {
 };
 
 /* What product_lookup finds for each of skus[0..n-1] (n at most
- * PRODUCT_PRICES_MAX), into out[i]; known as for require_prices. */
+ * PRODUCT_PRICES_MAX), into out[i], up to the first line it cannot price
+ * (the lines after that one are left unknown); known as for require_prices. */
 static void product_prices(struct api *a, struct cache *c, const char *const *skus, size_t n,
                            redisReply *const *known, struct product_price *out)
 {
@@ -151,10 +152,15 @@ static void product_prices(struct api *a, struct cache *c, const char *const *sk
 		}
 	}
 	cache_batch_release(&b);
-	for (i = 0; i < n; i++)
+	/* The answer is the first line that fails, so the lines after it are
+	 * not looked up: a body of 100 unknown skus costs one query, not 100. */
+	for (i = 0; i < n; i++) {
+		if (out[i].rc == ERR_OK)
+			continue;
+		out[i].rc = product_from_db(a, c, skus[i], &out[i].cents, out[i].currency, NULL, 0);
 		if (out[i].rc != ERR_OK)
-			out[i].rc =
-			    product_from_db(a, c, skus[i], &out[i].cents, out[i].currency, NULL, 0);
+			break;
+	}
 }
 
 int require_prices(struct request *r, struct cache *c, const char *const *skus, size_t n,
