@@ -101,6 +101,7 @@ static const struct config_row config_table[] = {
     ROW_INT("ORDERS_RESERVATION_TTL_S", reservation_ttl_s, 900, 1, 604800),
     ROW_INT("ORDERS_FINALIZE_GRACE_S", finalize_grace_s, 60, 1, 86400),
     ROW_INT("ORDERS_CONSUMER_BATCH", consumer_batch, 0, 0, 1000),
+    ROW_INT("ORDERS_DRAIN_TIMEOUT_MS", drain_timeout_ms, 15000, 0, 600000),
 };
 
 #define CONFIG_ROWS (sizeof(config_table) / sizeof(config_table[0]))

@@ -35,6 +35,7 @@ struct config {
 	int reservation_ttl_s;          /* ORDERS_RESERVATION_TTL_S */
 	int finalize_grace_s;           /* ORDERS_FINALIZE_GRACE_S */
 	int consumer_batch;             /* ORDERS_CONSUMER_BATCH: 0 = each consumer's default */
+	int drain_timeout_ms;           /* ORDERS_DRAIN_TIMEOUT_MS */
 	int rate_limit;                 /* ORDERS_RATE_LIMIT: per key and second; 0 = none */
 };
 

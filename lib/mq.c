@@ -1463,9 +1463,22 @@ int mq_publish_sync(struct mq_publisher *p, const char *exchange, const char *ro
 
 /* ---- consumer ------------------------------------------------------------ */
 
+/* Our consumer tag on MQ_MAIN_CHANNEL (one consumer per connection). */
+#define CONSUMER_TAG "orders"
+/*
+ * A quorum queue may still hand the channel a delivery it sent before it
+ * saw the cancel, after the channel's cancel-ok (seen with 3.10): a
+ * cancelled consumer is done once nothing has come for this long after the
+ * cancel-ok or the last delivery.
+ */
+#define MQ_CANCEL_QUIET_MS 300
+
 struct mq_consumer {
 	amqp_connection_state_t conn;
 	int dead;
+	int cancelling;         /* basic.cancel sent */
+	int cancelled;          /* cancel-ok read */
+	int64_t quiet_until_ms; /* then done, unless a delivery comes first */
 };
 
 void mq_delivery_release(struct mq_delivery *d)
@@ -1510,8 +1523,8 @@ struct mq_consumer *mq_consumer_new(const char *url, const char *queue, int pref
 		snprintf(reason, sizeof(reason), "cannot declare the topology: %s", err_str(rc));
 		goto out;
 	}
-	amqp_basic_consume(conn, MQ_MAIN_CHANNEL, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0,
-	                   0, amqp_empty_table);
+	amqp_basic_consume(conn, MQ_MAIN_CHANNEL, amqp_cstring_bytes(queue),
+	                   amqp_cstring_bytes(CONSUMER_TAG), 0, 0, 0, amqp_empty_table);
 	rc = rpc_failed(conn, MQ_MAIN_CHANNEL, reason, sizeof(reason));
 	if (rc)
 		goto out;
@@ -1533,6 +1546,27 @@ out:
 	conn_close(conn, rc == ERR_MQ);
 	url_release(&u);
 	return c;
+}
+
+int mq_consumer_cancel(struct mq_consumer *c)
+{
+	amqp_basic_cancel_t m = {.consumer_tag = amqp_cstring_bytes(CONSUMER_TAG)};
+
+	if (!c)
+		return ERR_INVALID;
+	if (c->dead)
+		return ERR_UNAVAILABLE;
+	if (c->cancelling)
+		return ERR_OK;
+	/* Sent, not waited for: the cancel-ok comes behind the deliveries
+	 * already on their way, which mq_consumer_next goes on returning. */
+	if (amqp_send_method(c->conn, MQ_MAIN_CHANNEL, AMQP_BASIC_CANCEL_METHOD, &m) !=
+	    AMQP_STATUS_OK) {
+		c->dead = 1;
+		return ERR_UNAVAILABLE;
+	}
+	c->cancelling = 1;
+	return ERR_OK;
 }
 
 void mq_consumer_free(struct mq_consumer *c)
@@ -1629,6 +1663,11 @@ static int other_frame(struct mq_consumer *c)
 		amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
 		return ERR_UNAVAILABLE;
 	}
+	if (f.payload.method.id == AMQP_BASIC_CANCEL_OK_METHOD && c->cancelling) {
+		/* The broker sends it after the last delivery to this consumer. */
+		c->cancelled = 1;
+		return ERR_OK;
+	}
 	if (f.payload.method.id == AMQP_BASIC_CANCEL_METHOD) {
 		/* The queue was deleted under us: nothing more will come. */
 		log_error("rabbitmq cancelled the consumer", LF_STR("role", "consumer"));
@@ -1648,12 +1687,14 @@ int mq_consumer_next(struct mq_consumer *c, struct mq_delivery *out, int timeout
 		return ERR_INVALID;
 	if (c->dead)
 		return ERR_UNAVAILABLE;
+	if (c->cancelled && c->quiet_until_ms < deadline)
+		deadline = c->quiet_until_ms;
 	for (;;) {
 		struct timeval tv, *tvp = NULL;
 		amqp_rpc_reply_t r;
 		char reason[MQ_REASON_MAX];
 
-		if (timeout_ms >= 0) {
+		if (deadline != INT64_MAX) {
 			int64_t left = deadline - now_ms();
 
 			if (left < 0)
@@ -1668,14 +1709,21 @@ int mq_consumer_next(struct mq_consumer *c, struct mq_delivery *out, int timeout
 			break;
 		if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
 		    r.library_error == AMQP_STATUS_TIMEOUT)
-			return ERR_TIMEOUT;
+			return c->cancelled && now_ms() >= c->quiet_until_ms ? ERR_CLOSED
+			                                                     : ERR_TIMEOUT;
 		if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
 		    r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+			int was_cancelled = c->cancelled;
 			int rc = other_frame(c);
 
 			if (rc) {
 				c->dead = 1;
 				return rc;
+			}
+			if (c->cancelled && !was_cancelled) {
+				c->quiet_until_ms = now_ms() + MQ_CANCEL_QUIET_MS;
+				if (c->quiet_until_ms < deadline)
+					deadline = c->quiet_until_ms;
 			}
 			continue; /* not a delivery: wait on for one */
 		}
@@ -1686,6 +1734,8 @@ int mq_consumer_next(struct mq_consumer *c, struct mq_delivery *out, int timeout
 		return ERR_UNAVAILABLE;
 	}
 
+	if (c->cancelled)
+		c->quiet_until_ms = now_ms() + MQ_CANCEL_QUIET_MS;
 	memset(&d, 0, sizeof(d));
 	props = &env.message.properties;
 	d.tag = env.delivery_tag;

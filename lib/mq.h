@@ -165,10 +165,21 @@ void mq_consumer_free(struct mq_consumer *c);
 
 /*
  * mq_consumer_next - wait up to timeout_ms for the next delivery.
- * ERR_OK (*out filled; release it), ERR_TIMEOUT, or ERR_UNAVAILABLE (the
- * connection is gone: free the consumer and make a new one).
+ * ERR_OK (*out filled; release it), ERR_TIMEOUT, ERR_CLOSED (cancelled, and
+ * every delivery the broker sent has been returned: its cancel-ok came, and
+ * nothing for 300 ms after it), or ERR_UNAVAILABLE
+ * (the connection is gone: free the consumer and make a new one).
  */
 int mq_consumer_next(struct mq_consumer *c, struct mq_delivery *out, int timeout_ms);
+
+/*
+ * mq_consumer_cancel - ask the broker to send no more deliveries, without
+ * waiting for its answer. Those already sent still come from
+ * mq_consumer_next, then ERR_CLOSED; they can be acked as usual, so a
+ * stopping consumer finishes them instead of handing them back. ERR_OK,
+ * ERR_UNAVAILABLE when the connection is gone.
+ */
+int mq_consumer_cancel(struct mq_consumer *c);
 
 /* mq_consumer_ack / _reject - settle one delivery. requeue=0 on reject sends
  * it to the dead-letter queue. ERR_UNAVAILABLE when the connection is gone. */

@@ -24,6 +24,9 @@
 #define RETRY_BACKOFF_MAX_MS 1000
 /* How long one wait for a delivery lasts: the stop flag is checked between. */
 #define NEXT_TIMEOUT_MS 500
+/* Stopping: the deliveries set on their way before the signal have come
+ * within this long (see drain). */
+#define CONSUME_QUIET_MS 300
 /* While idle, PostgreSQL is pinged this often so that /readyz stays true. */
 #define IDLE_PING_MS 5000
 /* How often the publisher reads the queues' depths for /metrics: eight
@@ -79,6 +82,11 @@ struct consume {
 	struct mq_delivery carry;
 	double carry_t0;
 	int has_carry;
+	/* Stopping (see drain): draining, what has come is processed; acks are
+	 * deferred (up to deferred_top) until the consumer is cancelled and
+	 * drained, once the broker has said that nothing more will come. */
+	int draining, drained, defer_acks;
+	uint64_t deferred_top;
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -1006,8 +1014,9 @@ static void log_item(const struct item *it)
 		    LF_STR("published_to", res->exchange ? res->routing_key : ""),
 		    LF_STR("out_message_id", res->exchange ? res->message_id : ""),
 		    LF_STR("also_published_to", res->extra.exchange ? res->extra.routing_key : ""),
-		    LF_STR("also_out_message_id",
-		           res->extra.exchange ? res->extra.message_id : ""));
+		    LF_STR("also_out_message_id", res->extra.exchange ? res->extra.message_id : ""),
+		    LF_INT("redelivered", d->redelivered),
+		    LF_INT("delivery_count", d->delivery_count));
 		break;
 	case SETTLE_POISON:
 		log_error("cannot process message, dead-lettering it",
@@ -1066,6 +1075,16 @@ static void settle_all(struct consume *c, const struct item *items, size_t n, in
 		}
 	}
 	*multiple = 0;
+	if (!rc && acks && c->defer_acks) {
+		/* Stopping: an ack would let the queue send more (see drain). */
+		if (top > c->deferred_top)
+			c->deferred_top = top;
+		for (i = 0; i < n; i++) {
+			if (fate(&items[i]) == SETTLE_ACK)
+				settled[i] = 1;
+		}
+		return;
+	}
 	if (!rc && acks) {
 		*multiple = acks > 1;
 		rc = acks == 1 ? mq_consumer_ack(c->mc, top) : mq_consumer_ack_upto(c->mc, top);
@@ -1237,6 +1256,10 @@ static size_t take_batch(struct consume *c, struct mq_delivery *d, double *t0)
 		rc = mq_consumer_next(c->mc, &d[0], next_timeout_ms(c));
 		if (rc == ERR_TIMEOUT)
 			return 0;
+		if (rc == ERR_CLOSED) {
+			c->drained = 1;
+			return 0;
+		}
 		if (rc == ERR_NOMEM) {
 			/* The delivery went back to the queue; the connection is fine. */
 			backoff(c);
@@ -1248,13 +1271,17 @@ static size_t take_batch(struct consume *c, struct mq_delivery *d, double *t0)
 	}
 	n = 1;
 	end = ids_now_ms() + CONSUME_BATCH_WINDOW_MS;
-	while (n < (size_t)c->batch && !consume_stopping()) {
+	while (n < (size_t)c->batch && (c->draining || !consume_stopping())) {
 		int64_t left = end - ids_now_ms();
 
 		memset(&d[n], 0, sizeof(d[n]));
 		rc = mq_consumer_next(c->mc, &d[n], left > 0 ? (int)left : 0);
 		if (rc == ERR_TIMEOUT || rc == ERR_NOMEM)
 			break;
+		if (rc == ERR_CLOSED) {
+			c->drained = 1;
+			break;
+		}
 		if (rc)
 			goto lost;
 		taken(c, &d[n], &t0[n]);
@@ -1319,6 +1346,53 @@ static void run(struct consume *c)
 		if (n)
 			handle_batch(c, c->deliveries, c->t0, n);
 	}
+}
+
+/*
+ * Stopping: finish the deliveries the broker has already sent (up to the
+ * prefetch) instead of handing them back when the connection closes. On a
+ * quorum queue every message handed back counts against its delivery
+ * limit, and consumers are scaled in often.
+ *
+ * A cancel alone is not enough: a quorum queue sends a delivery for every
+ * ack, and one still on its way when the channel has answered the cancel
+ * is handed back. So from the signal on nothing is acked, and the deliveries
+ * that earlier acks set on their way come in within CONSUME_QUIET_MS; then
+ * the consumer is cancelled, the rest is processed until the broker's
+ * cancel-ok, and everything is acked at once. (A message published in the
+ * moment the cancel takes may still be handed back.) Whatever is left after
+ * ORDERS_DRAIN_TIMEOUT_MS goes back as before (the inbox makes a
+ * redelivery harmless).
+ */
+static void drain(struct consume *c)
+{
+	int64_t start = ids_now_ms(), end = start + c->cfg->drain_timeout_ms;
+	long done = 0;
+	int cancelled = 0;
+
+	if (!c->mc)
+		return;
+	c->draining = 1;
+	c->defer_acks = 1;
+	while (c->mc && (!c->drained || c->has_carry) && ids_now_ms() < end) {
+		size_t n;
+
+		if (!cancelled && ids_now_ms() - start >= CONSUME_QUIET_MS) {
+			if (mq_consumer_cancel(c->mc) != ERR_OK)
+				break;
+			cancelled = 1;
+		}
+		n = take_batch(c, c->deliveries, c->t0);
+		if (n)
+			handle_batch(c, c->deliveries, c->t0, n);
+		done += (long)n;
+	}
+	c->defer_acks = 0;
+	if (c->mc && c->deferred_top && mq_consumer_ack_upto(c->mc, c->deferred_top) != ERR_OK)
+		log_warn("cannot ack the deliveries finished while stopping; they come again",
+		         LF_INT("messages", done));
+	log_info("finished the deliveries in hand", LF_INT("messages", done),
+	         LF_INT("complete", c->drained && !c->has_carry));
 }
 
 /* Deliveries per batch: ORDERS_CONSUMER_BATCH, else the handler's, at most the prefetch. */
@@ -1525,6 +1599,7 @@ int consume_main(const struct consume_handler *h, int argc, char **argv)
 	         LF_INT("batch", c.batch));
 	run(&c);
 	log_info("stopping", LF_STR("queue", h->queue));
+	drain(&c);
 	status = 0;
 	goto out;
 nomem:

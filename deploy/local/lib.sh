@@ -168,7 +168,8 @@ stop_daemons() {
 			pids+=("$pid:$name")
 		fi
 	done
-	deadline=$((SECONDS + 10))
+	# A consumer finishes the deliveries in hand first (up to 15 s).
+	deadline=$((SECONDS + 25))
 	for entry in "${pids[@]}"; do
 		pid=${entry%%:*}
 		name=${entry#*:}
@@ -176,7 +177,7 @@ stop_daemons() {
 			sleep 0.2
 		done
 		if pid_alive "$pid"; then
-			warn "$name (pid $pid) did not stop within 10 s of SIGTERM; sending SIGKILL"
+			warn "$name (pid $pid) did not stop within 25 s of SIGTERM; sending SIGKILL"
 			kill -KILL "$pid" 2>/dev/null || true
 			wait_gone "$pid" 5 || warn "$name (pid $pid) survived SIGKILL"
 		fi
