@@ -195,7 +195,7 @@ wait_loadgen() {
 run_preamble() {
 	local sku
 	printf 'CREATE TEMP TABLE lg (burst int, key text, status int, order_id uuid, n503 int,
-		last4 text, accepted_ms bigint);\n'
+		last4 text, accepted_ms bigint, first503_ms bigint, last503_ms bigint);\n'
 	printf 'CREATE TEMP TABLE lg_in (LIKE lg); ALTER TABLE lg_in DROP COLUMN burst;\n'
 	while [ $# -ge 2 ]; do
 		if [ -s "$2" ]; then
