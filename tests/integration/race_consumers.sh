@@ -42,6 +42,8 @@ set -euo pipefail
 SCRIPT_NAME=race_consumers
 # shellcheck source-path=SCRIPTDIR source=lib/stack.bash
 . "$(dirname "${BASH_SOURCE[0]}")/lib/stack.bash"
+# shellcheck source-path=SCRIPTDIR source=lib/extra.bash
+. "$(dirname "${BASH_SOURCE[0]}")/lib/extra.bash"
 
 STOCK=${RACE_STOCK:-25}
 CHECKOUTS=${RACE_CHECKOUTS:-300}
@@ -50,106 +52,15 @@ RATE=${RACE_RATE:-40}
 DRAIN_S=${RACE_DRAIN_S:-45}
 prefix=rc-$rid
 
-# ------------------------------------------------------ the extra consumers
-
-# Extra consumers by name (e.g. inventory-race1): pid, kind, ops port, log.
-declare -A X_PID=() X_KIND=() X_PORT=() X_LOG=()
-X_NAMES=()
-
-# free_port FROM: the first port from FROM on, within this stack's block of
-# ten ops ports, that nothing listens on and no extra consumer took.
-free_port() {
-	local p=$1 last=$((9101 + PORT_OFFSET * 10 + 9)) name taken
-	while [ "$p" -le "$last" ]; do
-		taken=0
-		for name in "${X_NAMES[@]}"; do
-			[ "${X_PORT[$name]}" != "$p" ] || taken=1
-		done
-		if [ $taken -eq 0 ] && ! port_open "$p"; then
-			printf '%s\n' "$p"
-			return 0
-		fi
-		p=$((p + 1))
-	done
-	return 1
-}
-
-# start_extra NAME KIND: one more orders-KIND from the stack's build, with
-# .local/env and the environment this test got (ORDERS_RESERVATION_TTL_S,
-# ASAN_OPTIONS, ...), on a free ops port. A child of this shell, so that
-# `wait` gives its exit status.
-start_extra() {
-	local name=$1 kind=$2 port log
-	port=$(free_port $((9101 + PORT_OFFSET * 10 + 5))) || fail_now "no free ops port for $name"
-	log=$LOG_DIR/orders-$name.log
-	if [ -s "$log" ]; then
-		mv -f "$log" "$log.prev"
-	fi
-	(
-		# shellcheck source=/dev/null
-		. "$ENV_FILE"
-		cd "$ROOT"
-		ORDERS_METRICS_PORT=$port exec "$BUILD/consumers/orders-$kind"
-	) >>"$log" 2>&1 </dev/null &
-	X_PID[$name]=$!
-	X_KIND[$name]=$kind
-	X_PORT[$name]=$port
-	X_LOG[$name]=$log
-	X_NAMES+=("$name")
-	say_t "started orders-$kind as $name (pid $!, ops port $port, log ${log#"$ROOT"/})"
-}
-
-# wait_extras_ready SECONDS: every extra consumer still meant to run is
-# ready (PostgreSQL, publisher and consumer connected).
-wait_extras_ready() {
-	local deadline=$((SECONDS + $1)) name waiting
-	while :; do
-		waiting=()
-		for name in "${X_NAMES[@]}"; do
-			[ -n "${X_PID[$name]}" ] || continue
-			pid_alive "${X_PID[$name]}" ||
-				fail_now "$name exited during start-up: $(tail -n 5 "${X_LOG[$name]}")"
-			http_ok "http://127.0.0.1:${X_PORT[$name]}/readyz" || waiting+=("$name")
-		done
-		[ ${#waiting[@]} -gt 0 ] || return 0
-		[ $SECONDS -lt $deadline ] || fail_now "not ready after $1 s: ${waiting[*]}"
-		sleep 0.3
-	done
-}
-
-# stop_extra NAME SIG: signal it, wait up to 10 s, then SIGKILL; reap it
-# and leave its exit status in STOP_RC. Not in a subshell: only this shell
-# can wait for it.
-stop_extra() {
-	local name=$1 sig=$2 pid=${X_PID[$1]} rc=0
-	STOP_RC=
-	[ -n "$pid" ] || return 0
-	kill "-$sig" "$pid" 2>/dev/null || true
-	if ! wait_gone "$pid" 10; then
-		printf 'race_consumers: %s (pid %s) still runs 10 s after SIG%s; sending SIGKILL\n' \
-			"$name" "$pid" "$sig" >&2
-		kill -KILL "$pid" 2>/dev/null || true
-		wait_gone "$pid" 5 || true
-	fi
-	wait "$pid" 2>/dev/null || rc=$?
-	X_PID[$name]=
-	STOP_RC=$rc
-}
-
 # ---------------------------------------------------------------- recovery
 
 # restore: whatever happened, stop what this test started and leave the
 # stack as the next test expects it.
 restore() {
-	local rc=$? name
+	local rc=$?
 	trap - EXIT
 	stop_loadgen
-	for name in "${X_NAMES[@]}"; do
-		if [ -n "${X_PID[$name]}" ]; then
-			note "restore: stopping $name (pid ${X_PID[$name]})"
-			stop_extra "$name" TERM
-		fi
-	done
+	stop_extras
 	restore_stack redis || rc=1
 	rm -rf "$work"
 	exit $rc
