@@ -5,6 +5,7 @@
 #include "apikey.h"
 #include "err.h"
 #include "log.h"
+#include "mq.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,6 +23,7 @@ enum config_flags {
 	CONFIG_SECRET = 1 << 0, /* never printed */
 	CONFIG_URL = 1 << 1,    /* printed with the password of a URL or DSN masked */
 	CONFIG_KEY = 1 << 2,    /* 64 hex digits; production refuses the dev default */
+	CONFIG_URLS = 1 << 3,   /* with CONFIG_URL: URLs separated by commas, each masked */
 };
 
 /* A check for a string value: NULL when fine, else what the value must be. */
@@ -44,7 +46,10 @@ static const char *check_bind(const char *v);
 static const char *check_log_level(const char *v);
 static const char *check_api_keys(const char *v);
 static const char *check_key(const char *v);
+static const char *check_amqp_urls(const char *v);
 
+#define CONFIG_STR(x) #x
+#define CONFIG_XSTR(x) CONFIG_STR(x)
 #define CONFIG_FIELD_SIZE(field) sizeof(((struct config *)0)->field)
 #define ROW_INT(name, field, def, lo, hi)                                                          \
 	{                                                                                          \
@@ -83,7 +88,8 @@ static const struct config_row config_table[] = {
     ROW_INT("ORDERS_HTTP_CONNECTION_LIMIT", http_connection_limit, 10000, 1, 100000),
     ROW_INT("ORDERS_METRICS_PORT", metrics_port, 0, 0, 65535),
     ROW_STR("ORDERS_PG_DSN", pg_dsn, "postgresql://orders@127.0.0.1:5442/orders", CONFIG_URL, NULL),
-    ROW_STR("ORDERS_AMQP_URL", amqp_url, "amqp://guest:guest@127.0.0.1:5682/", CONFIG_URL, NULL),
+    ROW_STR("ORDERS_AMQP_URL", amqp_url, "amqp://guest:guest@127.0.0.1:5682/",
+            CONFIG_URL | CONFIG_URLS, check_amqp_urls),
     ROW_STR("ORDERS_REDIS_URL", redis_url, "redis://127.0.0.1:6389/0", CONFIG_URL, NULL),
     ROW_STR("ORDERS_API_KEYS", api_keys, DEV_API_KEYS, CONFIG_SECRET, check_api_keys),
     ROW_INT("ORDERS_RATE_LIMIT", rate_limit, 100000, 0, APIKEY_LIMIT_MAX),
@@ -155,6 +161,31 @@ static const char *check_key(const char *v)
 	}
 	if (v[64] != '\0')
 		return "must be 64 hex digits (32 bytes)";
+	return NULL;
+}
+
+/*
+ * One amqp:// URL, or up to MQ_URLS_MAX separated by commas (lib/mq.h).
+ * lib/mq parses each one at connect; this catches a list that cannot be
+ * one, e.g. a comma inside a password, which would also defeat the masking.
+ */
+static const char *check_amqp_urls(const char *v)
+{
+	static const char what[] = "must be an amqp:// URL, or several separated by commas "
+	                           "(write a comma inside one as %2C)";
+	size_t n = 0;
+
+	if (strpbrk(v, " \t\r\n"))
+		return what;
+	for (const char *s = v; s; s = strchr(s, ',')) {
+		if (*s == ',')
+			s++;
+		if (strncmp(s, "amqp://", 7) != 0 && strncmp(s, "amqps://", 8) != 0)
+			return what;
+		n++;
+	}
+	if (n > MQ_URLS_MAX)
+		return "names more than " CONFIG_XSTR(MQ_URLS_MAX) " URLs";
 	return NULL;
 }
 
@@ -420,6 +451,28 @@ static void mask_url(const char *s, char *out, size_t size)
 	put(out, size, &o, p, strlen(p));
 }
 
+/* mask_url() for each of a comma-separated list (CONFIG_URLS). */
+static void mask_urls(const char *s, char *out, size_t size)
+{
+	char one[CONFIG_STR_MAX], masked[CONFIG_STR_MAX + 8];
+	size_t o = 0;
+
+	out[0] = '\0';
+	for (const char *p = s; p; p = strchr(p, ',')) {
+		size_t n;
+
+		if (*p == ',')
+			put(out, size, &o, p++, 1);
+		n = strcspn(p, ",");
+		snprintf(one, sizeof(one), "%.*s", (int)n, p);
+		mask_url(one, masked, sizeof(masked));
+		put(out, size, &o, masked, strlen(masked));
+	}
+	/* They held a password. */
+	explicit_bzero(one, sizeof(one));
+	explicit_bzero(masked, sizeof(masked));
+}
+
 void config_log(const struct config *cfg)
 {
 	struct log_field fields[CONFIG_ROWS + 1];
@@ -437,7 +490,10 @@ void config_log(const struct config *cfg)
 		} else if (r->flags & CONFIG_SECRET) {
 			fields[i] = LF_STR(r->name, "***");
 		} else if (r->flags & CONFIG_URL) {
-			mask_url(field, masked[i], sizeof(masked[i]));
+			if (r->flags & CONFIG_URLS)
+				mask_urls(field, masked[i], sizeof(masked[i]));
+			else
+				mask_url(field, masked[i], sizeof(masked[i]));
 			fields[i] = LF_STR(r->name, masked[i]);
 		} else {
 			fields[i] = LF_STR(r->name, field);

@@ -161,32 +161,56 @@ static int rpc_failed(amqp_connection_state_t conn, amqp_channel_t ch, char *rea
 }
 
 /*
- * struct mq_url - a parsed ORDERS_AMQP_URL. amqp_parse_url() cuts the string
- * it is given into pieces, so the copy lives as long as the parsed form.
+ * struct mq_url - a parsed ORDERS_AMQP_URL: one amqp:// URL, or several
+ * separated by commas (the nodes of a cluster). amqp_parse_url() cuts the
+ * string it is given into pieces, so the copy lives as long as the parsed
+ * form. info is the entry connected to, or the last one tried.
  */
 struct mq_url {
 	char *buf;
 	struct amqp_connection_info info;
+	struct amqp_connection_info entries[MQ_URLS_MAX];
+	size_t n;
 };
+
+/*
+ * The entry of the URL list this process last connected to. Every connect
+ * tries that one first, so that once one connection has failed over to
+ * another node the others, and every later reconnect, go straight there
+ * instead of each waiting for the lost node first.
+ */
+static atomic_size_t mq_url_hint;
 
 static int url_parse(struct mq_url *u, const char *url)
 {
+	char *s, *comma;
+
 	if (!url)
 		return ERR_INVALID;
 	u->buf = strdup(url);
 	if (!u->buf)
 		return ERR_NOMEM;
-	if (amqp_parse_url(u->buf, &u->info) != AMQP_STATUS_OK) {
-		free(u->buf);
-		u->buf = NULL;
-		return ERR_INVALID;
+	u->n = 0;
+	for (s = u->buf; s; s = comma ? comma + 1 : NULL) {
+		struct amqp_connection_info *e = &u->entries[u->n];
+
+		comma = strchr(s, ',');
+		if (comma)
+			*comma = '\0';
+		if (u->n == MQ_URLS_MAX || amqp_parse_url(s, e) != AMQP_STATUS_OK) {
+			free(u->buf);
+			u->buf = NULL;
+			return ERR_INVALID;
+		}
+		/*
+		 * "amqp://host:port/" names the vhost "" by the URI spec, which
+		 * no broker has; everyone writing it means the default vhost "/".
+		 */
+		if (!e->vhost || !e->vhost[0])
+			e->vhost = "/";
+		u->n++;
 	}
-	/*
-	 * "amqp://host:port/" names the vhost "" by the URI spec, which no
-	 * broker has; everyone writing it means the default vhost "/".
-	 */
-	if (!u->info.vhost || !u->info.vhost[0])
-		u->info.vhost = "/";
+	u->info = u->entries[0];
 	return ERR_OK;
 }
 
@@ -197,12 +221,12 @@ static void url_release(struct mq_url *u)
 }
 
 /*
- * conn_open - connect and log in, with every wait bounded: the TCP connect,
- * the handshake and each later RPC. On failure the reason is written and
- * nothing is left open.
+ * host_open - connect to one broker and log in, with every wait bounded:
+ * the TCP connect, the handshake and each later RPC. On failure the reason
+ * is written and nothing is left open.
  */
-static int conn_open(const struct mq_url *u, amqp_connection_state_t *out, char *reason,
-                     size_t size)
+static int host_open(const struct amqp_connection_info *info, amqp_connection_state_t *out,
+                     char *reason, size_t size)
 {
 	struct timeval connect_tv = {MQ_CONNECT_TIMEOUT_S, 0};
 	struct timeval rpc_tv = {MQ_RPC_TIMEOUT_S, 0};
@@ -222,7 +246,7 @@ static int conn_open(const struct mq_url *u, amqp_connection_state_t *out, char 
 		amqp_destroy_connection(conn);
 		return ERR_NOMEM;
 	}
-	st = amqp_socket_open_noblock(sock, u->info.host, u->info.port, &connect_tv);
+	st = amqp_socket_open_noblock(sock, info->host, info->port, &connect_tv);
 	if (st != AMQP_STATUS_OK) {
 		snprintf(reason, size, "%s", amqp_error_string2(st));
 		amqp_destroy_connection(conn);
@@ -230,8 +254,8 @@ static int conn_open(const struct mq_url *u, amqp_connection_state_t *out, char 
 	}
 	amqp_set_handshake_timeout(conn, &connect_tv);
 	amqp_set_rpc_timeout(conn, &rpc_tv);
-	r = amqp_login(conn, u->info.vhost, 0, AMQP_DEFAULT_FRAME_SIZE, MQ_HEARTBEAT_S,
-	               AMQP_SASL_METHOD_PLAIN, u->info.user, u->info.password);
+	r = amqp_login(conn, info->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, MQ_HEARTBEAT_S,
+	               AMQP_SASL_METHOD_PLAIN, info->user, info->password);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
 		reply_reason(r, reason, size);
 		amqp_destroy_connection(conn);
@@ -239,6 +263,44 @@ static int conn_open(const struct mq_url *u, amqp_connection_state_t *out, char 
 	}
 	*out = conn;
 	return ERR_OK;
+}
+
+/*
+ * conn_open - connect to the first entry of u that takes the connection,
+ * trying them in turn from the one this process last reached; u->info is
+ * left on the entry connected to, or the last one tried. On failure the
+ * reason names every entry's failure (just the reason for a single URL)
+ * and nothing is left open.
+ */
+static int conn_open(struct mq_url *u, amqp_connection_state_t *out, char *reason, size_t size)
+{
+	size_t start = atomic_load(&mq_url_hint) % u->n, used = 0;
+	int rc = ERR_UNAVAILABLE;
+
+	reason[0] = '\0';
+	for (size_t k = 0; k < u->n; k++) {
+		size_t i = (start + k) % u->n;
+		char why[MQ_REASON_MAX];
+		int len;
+
+		u->info = u->entries[i];
+		rc = host_open(&u->info, out, why, sizeof(why));
+		if (rc == ERR_OK) {
+			atomic_store(&mq_url_hint, i);
+			return ERR_OK;
+		}
+		if (u->n == 1) {
+			snprintf(reason, size, "%s", why);
+		} else if (used < size) {
+			/* What does not fit is cut; every entry is still tried. */
+			len = snprintf(reason + used, size - used, "%s%s:%d: %s", used ? "; " : "",
+			               u->info.host, u->info.port, why);
+			used = len < 0 ? size : used + (size_t)len;
+		}
+		if (rc == ERR_NOMEM)
+			break;
+	}
+	return rc;
 }
 
 /* conn_close - say goodbye when the connection still works, then free it. */

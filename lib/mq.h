@@ -40,6 +40,16 @@
 #define MQ_ID_MAX 64
 #define MQ_KEY_MAX 64
 
+/*
+ * A broker URL (ORDERS_AMQP_URL) is one amqp://user:pass@host:port/vhost,
+ * or up to MQ_URLS_MAX of them separated by commas, no spaces: the nodes of
+ * a cluster (a comma inside one is written %2C). Every connect tries them
+ * in turn, starting with the one this process last connected to, and takes
+ * the first that accepts: the publisher and the consumers fail over to a
+ * surviving node when theirs goes away, and reconnect there.
+ */
+#define MQ_URLS_MAX 16
+
 /* The work queues, for iteration (metrics, declaring). */
 extern const char *const mq_work_queues[MQ_WORK_QUEUES];
 
@@ -80,7 +90,7 @@ struct mq_publisher;
 typedef void (*mq_confirm_cb)(void *arg, int result);
 
 struct mq_publisher_options {
-	const char *url;         /* amqp://user:pass@host:port/vhost */
+	const char *url;         /* amqp://user:pass@host:port/vhost[,amqp://...] (MQ_URLS_MAX) */
 	int confirm_timeout_ms;  /* per message, from hand-over to confirm */
 	int max_in_flight;       /* messages handed over but not confirmed; 0 = 10000 */
 	int declare_topology;    /* declare exchanges and queues on every connect */
@@ -89,8 +99,9 @@ struct mq_publisher_options {
 
 /*
  * mq_publisher_new - start the publisher thread. It connects in the
- * background and reconnects with back-off (100 ms doubling to 5 s). NULL on
- * failure to allocate or to start the thread.
+ * background and reconnects with back-off (100 ms doubling to 5 s), each
+ * time to the first node of the URL list that accepts. NULL on failure to
+ * allocate or to start the thread, or on a URL list that does not parse.
  */
 struct mq_publisher *mq_publisher_new(const struct mq_publisher_options *opt);
 
@@ -156,9 +167,10 @@ struct mq_delivery {
 void mq_delivery_release(struct mq_delivery *d);
 
 /*
- * mq_consumer_new - connect, declare the topology, set the prefetch and start
- * consuming queue (manual acks). NULL when the broker cannot be reached or
- * says no (the reason is logged); the caller retries with back-off.
+ * mq_consumer_new - connect (to the first node of the URL list that
+ * accepts), declare the topology, set the prefetch and start consuming
+ * queue (manual acks). NULL when no broker can be reached or one says no
+ * (the reason is logged); the caller retries with back-off.
  */
 struct mq_consumer *mq_consumer_new(const char *url, const char *queue, int prefetch);
 void mq_consumer_free(struct mq_consumer *c);

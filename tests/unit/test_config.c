@@ -580,6 +580,49 @@ static void test_dsn_masking_forms(void **state)
 	              "postgresql://u:***@db:5432/orders");
 }
 
+/* ORDERS_AMQP_URL: a list of URLs loads as it is and is masked entry by entry. */
+static void test_amqp_url_lists(void **state)
+{
+	static const char *const bad[] = {
+	    "amqp://u:p@a:1/,",           /* an empty entry */
+	    "amqp://u:p@a:1/,,amqp://b/", /* another */
+	    "amqp://u:pa,ss@a:1/",        /* a comma in a password */
+	    "amqp://a:1/ amqp://b:2/",    /* not a comma */
+	    "amqp://a:1/, amqp://b:2/",   /* a space */
+	    "http://a:1/,amqp://b:2/",    /* another scheme */
+	};
+	const char *list = "amqp://u:pw-one@a:5672/,amqp://b:5673/%2F,amqps://v:pw-two@c:5671/";
+	char many[CONFIG_STR_MAX], err[256], raw[16384];
+	struct config c;
+	json_t *j;
+	size_t i, o = 0;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect_invalid("ORDERS_AMQP_URL", bad[i], NULL);
+	/* The message never repeats the value: it may hold a password. */
+	setenv("ORDERS_AMQP_URL", "amqp://u:pa,ss@a:1/", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_null(strstr(err, "ss@a"));
+	assert_string_equal(err, "ORDERS_AMQP_URL must be an amqp:// URL, or several separated by "
+	                         "commas (write a comma inside one as %2C)");
+	for (i = 0; i < 17; i++)
+		o +=
+		    (size_t)snprintf(many + o, sizeof(many) - o, "%samqp://h%zu/", i ? "," : "", i);
+	expect_invalid("ORDERS_AMQP_URL", many, "ORDERS_AMQP_URL names more than 16 URLs");
+
+	clear_env(NULL);
+	setenv("ORDERS_AMQP_URL", list, 1);
+	assert_int_equal(config_load(&c, NULL, 0), ERR_OK);
+	assert_string_equal(c.amqp_url, list);
+	j = log_config(&c, raw, sizeof(raw));
+	assert_null(strstr(raw, "pw-one"));
+	assert_null(strstr(raw, "pw-two"));
+	assert_string_equal(str_of(j, "ORDERS_AMQP_URL"),
+	                    "amqp://u:***@a:5672/,amqp://b:5673/%2F,amqps://v:***@c:5671/");
+	json_decref(j);
+}
+
 static void test_config_log_respects_level(void **state)
 {
 	struct config c;
@@ -619,6 +662,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_error_buffer_bounds, clear_env),
 	    cmocka_unit_test_setup(test_log_masks_secrets, clear_env),
 	    cmocka_unit_test_setup(test_dsn_masking_forms, clear_env),
+	    cmocka_unit_test_setup(test_amqp_url_lists, clear_env),
 	    cmocka_unit_test_setup(test_config_log_respects_level, clear_env),
 	};
 
