@@ -118,6 +118,7 @@ struct request {
 	char order_id[40];
 	char idem_redis_key[320];
 	char idem_hash[33];  /* keyed hash of the body, hex */
+	char idem_token[37]; /* a UUID naming this request's in-flight record */
 	char *accepted_body; /* the 202 body, malloc'd */
 };
 

@@ -33,7 +33,8 @@
 
 /*
  * The Redis record of an Idempotency-Key, "idem:{client}:{key}":
- *   "P:<body hash>"          a checkout with this key is in flight
+ *   "P:<body hash>:<token>"  a checkout with this key is in flight; the
+ *                            token (a random UUID) is that request's own
  *   "D:<body hash>:<json>"   it was accepted; <json> is the 202 body
  * The body hash is BLAKE2b-128 of the raw body in hex (32 digits).
  *
@@ -45,6 +46,7 @@
  * record and the order's pending view before the 202 goes out.
  */
 #define BODY_HASH_HEX 32
+#define IDEM_PENDING_LEN (2 + BODY_HASH_HEX + 1 + IDS_UUID_LEN)
 
 struct checkout {
 	json_t *root;
@@ -405,6 +407,21 @@ static enum MHD_Result respond_accepted(struct request *r, const char *body)
  * ERR_OK with *answered set, or ERR_UNAVAILABLE (503 queued) when rep is no
  * answer from Redis.
  */
+/* This request's in-flight record, "P:<hash>:<token>", into out. */
+static void pending_value(const struct request *r, char out[IDEM_PENDING_LEN + 1])
+{
+	snprintf(out, IDEM_PENDING_LEN + 1, "P:%s:%s", r->idem_hash, r->idem_token);
+}
+
+static int is_own_pending(const struct request *r, const redisReply *rep)
+{
+	char own[IDEM_PENDING_LEN + 1];
+
+	pending_value(r, own);
+	return rep->type == REDIS_REPLY_STRING && rep->len == strlen(own) &&
+	       memcmp(rep->str, own, rep->len) == 0;
+}
+
 static int idem_answer(struct request *r, const redisReply *rep, int *answered,
                        enum MHD_Result *res)
 {
@@ -415,7 +432,9 @@ static int idem_answer(struct request *r, const redisReply *rep, int *answered,
 		*res = respond_unavailable(r, "the idempotency store");
 		return ERR_UNAVAILABLE;
 	}
-	if (rep->type == REDIS_REPLY_NIL) {
+	if (rep->type == REDIS_REPLY_NIL || is_own_pending(r, rep)) {
+		/* Taken; our own record when a batch sent again after a lost
+		 * connection finds what its first sending wrote. */
 		*answered = 0;
 	} else if (rep->str[0] != 'P' && (rep->len < 2 + BODY_HASH_HEX ||
 	                                  memcmp(rep->str + 2, r->idem_hash, BODY_HASH_HEX) != 0)) {
@@ -448,12 +467,12 @@ static void idem_release(struct request *r, struct cache *c)
 	    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
 	    "return 0";
 	struct cache *own = c ? NULL : cache_pool_get(r->api->cache);
-	char value[BODY_HASH_HEX + 3];
+	char value[IDEM_PENDING_LEN + 1];
 	redisReply *rep;
 
 	if (!c && !own)
 		return;
-	snprintf(value, sizeof(value), "P:%s", r->idem_hash);
+	pending_value(r, value);
 	rep = cache_command(c ? c : own, "EVAL %s 1 %s %s", script, r->idem_redis_key, value);
 	if (!rep || rep->type == REDIS_REPLY_ERROR)
 		log_warn("cannot release idempotency key; it expires by itself",
@@ -686,7 +705,7 @@ struct prefetch {
 static int prefetch(struct request *r, struct cache *c, json_t *root, struct prefetch *pf)
 {
 	json_t *items = json_object_get(root, "items"), *item;
-	char pending[BODY_HASH_HEX + 3], ttl[16];
+	char pending[IDEM_PENDING_LEN + 1], ttl[16];
 	const char *take[] = {"SET", r->idem_redis_key, pending, "NX", "GET", "EX", ttl};
 	struct cache_batch b;
 	size_t i, n = 0;
@@ -697,7 +716,8 @@ static int prefetch(struct request *r, struct cache *c, json_t *root, struct pre
 	/* The record if there is one; else the key is taken (Redis 7.0 lets
 	 * NX and GET go together; a script did the same at five times the
 	 * cost in Redis). */
-	snprintf(pending, sizeof(pending), "P:%s", r->idem_hash);
+	ids_uuid4(r->idem_token);
+	pending_value(r, pending);
 	snprintf(ttl, sizeof(ttl), "%d", pending_ttl_s(r->api));
 	/* Past that, another body could take the key: no 202 then. */
 	r->settle_by_ms = api_now_ns() / 1000000 + pending_ttl_s(r->api) * 1000 - 1000;
