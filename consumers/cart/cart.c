@@ -379,9 +379,10 @@ static int cart_process(void *state, struct db *db, const struct consume_input *
  */
 static int cart_prepare(void *state, struct db *db, const struct consume_input *const *in, size_t n)
 {
-	static const char sql[] =
+	static const struct db_stmt st = {
+	    "cart.lock_carts",
 	    "SELECT pg_advisory_xact_lock(hashtext('orders.carts'), k) "
-	    "FROM (SELECT DISTINCT hashtext(c) AS k FROM unnest($1::text[]) AS c ORDER BY k) AS s";
+	    "FROM (SELECT DISTINCT hashtext(c) AS k FROM unnest($1::text[]) AS c ORDER BY k) AS s"};
 	const char *ids[CONSUME_BATCH_MAX];
 	size_t i;
 
@@ -391,7 +392,7 @@ static int cart_prepare(void *state, struct db *db, const struct consume_input *
 
 		ids[i] = cm->changed ? cm->changed->cart_id : cm->checked_out->cart_id;
 	}
-	return consume_lock_all(db, sql, ids, i);
+	return consume_lock_all(db, &st, ids, i);
 }
 
 static int cart_replay(void *state, const struct consume_input *in, const char *outcome,

@@ -411,8 +411,9 @@ static int inv_process(void *state, struct db *db, const struct consume_input *i
  */
 static int inv_prepare(void *state, struct db *db, const struct consume_input *const *in, size_t n)
 {
-	static const char sql[] = "SELECT 1 FROM products WHERE sku = ANY ($1::text[]) "
-	                          "ORDER BY sku COLLATE \"C\" FOR UPDATE";
+	static const struct db_stmt st = {"inventory.lock_products",
+	                                  "SELECT 1 FROM products WHERE sku = ANY ($1::text[]) "
+	                                  "ORDER BY sku COLLATE \"C\" FOR UPDATE"};
 	const char **skus;
 	size_t i, j, k = 0, max = 0;
 	int rc;
@@ -429,7 +430,7 @@ static int inv_prepare(void *state, struct db *db, const struct consume_input *c
 		for (j = 0; j < o->n_lines; j++)
 			skus[k++] = o->lines[j]->sku;
 	}
-	rc = consume_lock_all(db, sql, skus, k);
+	rc = consume_lock_all(db, &st, skus, k);
 	free(skus);
 	return rc;
 }

@@ -504,12 +504,14 @@ static int order_process(void *state, struct db *db, const struct consume_input 
 static int order_prepare(void *state, struct db *db, const struct consume_input *const *in,
                          size_t n)
 {
-	static const char orders_sql[] = "SELECT 1 FROM orders WHERE order_id = ANY ($1::uuid[]) "
-	                                 "ORDER BY order_id FOR UPDATE";
-	static const char products_sql[] =
+	static const struct db_stmt orders_st = {
+	    "order.lock_orders", "SELECT 1 FROM orders WHERE order_id = ANY ($1::uuid[]) "
+	                         "ORDER BY order_id FOR UPDATE"};
+	static const struct db_stmt products_st = {
+	    "order.lock_products",
 	    "SELECT 1 FROM products p WHERE p.sku IN (SELECT r.sku FROM reservations r "
 	    "WHERE r.order_id = ANY ($1::uuid[]) AND r.state = 'held') "
-	    "ORDER BY p.sku COLLATE \"C\" FOR UPDATE OF p";
+	    "ORDER BY p.sku COLLATE \"C\" FOR UPDATE OF p"};
 	const char *ids[CONSUME_BATCH_MAX];
 	size_t i;
 	int rc;
@@ -517,8 +519,8 @@ static int order_prepare(void *state, struct db *db, const struct consume_input 
 	(void)state;
 	for (i = 0; i < n && i < CONSUME_BATCH_MAX; i++)
 		ids[i] = in[i]->order_id;
-	rc = consume_lock_all(db, orders_sql, ids, i);
-	return rc ? rc : consume_lock_all(db, products_sql, ids, i);
+	rc = consume_lock_all(db, &orders_st, ids, i);
+	return rc ? rc : consume_lock_all(db, &products_st, ids, i);
 }
 
 /*

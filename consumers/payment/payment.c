@@ -408,15 +408,16 @@ out:
  */
 static int pay_prepare(void *state, struct db *db, const struct consume_input *const *in, size_t n)
 {
-	static const char sql[] = "SELECT 1 FROM orders WHERE order_id = ANY ($1::uuid[]) "
-	                          "ORDER BY order_id FOR UPDATE";
+	static const struct db_stmt st = {"payment.lock_orders",
+	                                  "SELECT 1 FROM orders WHERE order_id = ANY ($1::uuid[]) "
+	                                  "ORDER BY order_id FOR UPDATE"};
 	const char *ids[CONSUME_BATCH_MAX];
 	size_t i;
 
 	(void)state;
 	for (i = 0; i < n && i < CONSUME_BATCH_MAX; i++)
 		ids[i] = in[i]->order_id;
-	return consume_lock_all(db, sql, ids, i);
+	return consume_lock_all(db, &st, ids, i);
 }
 
 static int pay_replay(void *state, const struct consume_input *in, const char *outcome,
