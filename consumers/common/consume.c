@@ -378,7 +378,6 @@ static void count_dead_lettered(struct consume *c, const char *reason)
  */
 #define BATCH_RESTARTS_MAX 3
 
-/* One delivery of a batch, from its decoding to its settlement. */
 /* What the inbox says of a delivery (inbox_claim). */
 enum claim {
 	CLAIM_MISSING,     /* neither inserted nor recorded with an outcome */
@@ -387,6 +386,7 @@ enum claim {
 	CLAIM_OTHER_ORDER, /* its message_id was recorded for another order */
 };
 
+/* One delivery of a batch, from its decoding to its settlement. */
 struct item {
 	const struct mq_delivery *d;
 	struct consume_input in;
