@@ -546,6 +546,43 @@ static void test_stmt_deallocated(void **state)
 	assert_int_not_equal(PQbackendPID(db_conn(d)), pid);
 }
 
+/*
+ * Past DB_STMTS_MAX statements on one connection the rest still run, only
+ * unprepared; those prepared before stay prepared.
+ */
+static void test_stmt_table_full(void **state)
+{
+	static char names[DB_STMTS_MAX + 1][32];
+	static struct db_stmt many[DB_STMTS_MAX + 1];
+	const char *p[] = {"41"};
+	struct db *own;
+	PGresult *r;
+	int i;
+
+	(void)state;
+	own = db_new(dsn);
+	assert_non_null(own);
+	for (i = 0; i <= DB_STMTS_MAX; i++) {
+		snprintf(names[i], sizeof(names[i]), "it_db.many_%d", i);
+		many[i].name = names[i];
+		many[i].sql = "SELECT $1::int + 1";
+		r = NULL;
+		assert_int_equal(db_exec_stmt(own, &many[i], 1, p, &r), ERR_OK);
+		assert_string_equal(PQgetvalue(r, 0, 0), "42");
+		PQclear(r);
+	}
+	assert_int_equal(stmt_runs(own, names[0]), 1);
+	assert_int_equal(stmt_runs(own, names[DB_STMTS_MAX - 1]), 1);
+	assert_int_equal(stmt_runs(own, names[DB_STMTS_MAX]), -1);
+	r = NULL;
+	assert_int_equal(db_exec_stmt(own, &many[DB_STMTS_MAX], 1, p, &r), ERR_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "42");
+	PQclear(r);
+	assert_int_equal(db_exec_stmt(own, &many[0], 1, p, NULL), ERR_OK);
+	assert_int_equal(stmt_runs(own, names[0]), 2);
+	db_free(own);
+}
+
 /* ---- a TCP proxy, to take the server away and bring it back -------------- */
 
 struct proxy {
@@ -876,6 +913,7 @@ int main(void)
 	    cmocka_unit_test(test_stmt_after_reconnect),
 	    cmocka_unit_test(test_stmt_reconnect_in_transaction),
 	    cmocka_unit_test(test_stmt_deallocated),
+	    cmocka_unit_test(test_stmt_table_full),
 	    cmocka_unit_test(test_stmt_server_gone),
 	    cmocka_unit_test(test_pool_threads),
 	    cmocka_unit_test(test_pool_put_rolls_back),
