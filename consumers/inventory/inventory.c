@@ -332,7 +332,7 @@ static int inv_process(void *state, struct db *db, const struct consume_input *i
 	struct inventory *inv = state;
 	Orders__CheckoutRequested *m = in->msg;
 	struct need needs[100];
-	struct recorded rec;
+	struct recorded rec = {0};
 	size_t n;
 	int rc;
 
