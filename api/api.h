@@ -42,6 +42,7 @@ struct api {
 	struct ratelimit *ratelimit; /* key i is the limiter's index i */
 	uint8_t order_id_key[32];
 	uint8_t body_hash_key[32]; /* keys the idempotency record's body hash */
+	struct watchdog *watchdog; /* slow connections (watchdog.c) */
 
 	/* Shutdown: new requests are refused once stopping is set, and the
 	 * daemon stops only when no checkout is suspended any more. */
@@ -62,6 +63,7 @@ struct api {
 	struct ops_queue_gauges queue_gauges;
 	struct metric_family *m_rate_limited;
 	struct metric_family *m_rate_unchecked;
+	struct metric_family *m_slow_closed;
 	/* GET /healthz answers 200 not yet added to m_requests: counted with
 	 * one atomic add each, folded in at every scrape (http_collect). */
 	atomic_long healthz_ok;
@@ -295,6 +297,34 @@ int settler_push(struct settler *s, struct request *r);
 /* settler_free - settle and resume whatever is queued, stop the thread.
  * Call it while the HTTP daemon still runs. NULL is a no-op. */
 void settler_free(struct settler *s);
+
+/* ---- slow clients (watchdog.c) ----------------------------------------------- */
+
+/*
+ * The watchdog: a thread that shuts down every connection still busy with
+ * a request budget_s seconds after it opened or after its previous answer
+ * went out (time suspended waiting for the broker not counted). MHD's own
+ * timeout closes a silent connection, but restarts with every byte: this
+ * bounds a client that sends (or reads) a byte at a time.
+ */
+struct watchdog;
+
+/* watchdog_new - start the thread; closed counts the connections it shuts
+ * down. NULL when out of memory. */
+struct watchdog *watchdog_new(int budget_s, struct metric_family *closed);
+
+/* watchdog_free - stop the thread; only after MHD has stopped. NULL is a no-op. */
+void watchdog_free(struct watchdog *w);
+
+/* watchdog_notify - MHD_OPTION_NOTIFY_CONNECTION's callback; cls is the watchdog. */
+void watchdog_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                     enum MHD_ConnectionNotificationCode code);
+
+/* watchdog_arm - conn's budget starts now (a request finished, or a suspended
+ * connection was resumed); watchdog_disarm - none while it is suspended.
+ * Called on the connection's MHD thread. */
+void watchdog_arm(struct watchdog *w, struct MHD_Connection *conn);
+void watchdog_disarm(struct MHD_Connection *conn);
 
 /* http_start / http_stop - the MHD daemon (http.c). */
 int http_start(struct api *a);

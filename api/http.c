@@ -279,6 +279,8 @@ enum MHD_Result api_publish(struct request *r, const char *routing_key, const ch
 	atomic_store(&r->state, REQ_PUBLISHING);
 	r->publish_started_ns = api_now_ns();
 	atomic_fetch_add(&r->api->suspended, 1);
+	/* Waiting for the broker is not the client's slowness. */
+	watchdog_disarm(r->conn);
 	MHD_suspend_connection(r->conn);
 	rc = mq_publisher_publish(r->api->publisher, MQ_EXCHANGE_ORDERS, routing_key, message_id,
 	                          msg, len, MQ_PUBLISH_MANDATORY, on_confirm, r);
@@ -295,6 +297,7 @@ enum MHD_Result api_publish(struct request *r, const char *routing_key, const ch
 static enum MHD_Result published(struct request *r)
 {
 	atomic_fetch_sub(&r->api->suspended, 1);
+	watchdog_arm(r->api->watchdog, r->conn);
 	metric_observe(r->api->m_confirm_latency, NULL,
 	               (double)(api_now_ns() - r->publish_started_ns) / 1e9);
 	return r->on_published(r);
@@ -724,9 +727,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-	(void)cls;
-	(void)conn;
+	struct api *a = cls;
 	(void)toe;
+
+	/* The next request's time starts now. */
+	watchdog_arm(a->watchdog, conn);
 	if (*con_cls != &healthz_mark)
 		request_free(*con_cls);
 	*con_cls = NULL;
@@ -764,18 +769,32 @@ static size_t unescape_url(void *cls, struct MHD_Connection *conn, char *s)
 	return (size_t)(out - s);
 }
 
+/* MHD complains once per refused connection or request: a flood of them
+ * must not become a flood of log lines. */
+#define MHD_LOG_PER_S 10
+
 /* libmicrohttpd's own complaints, as JSON lines like everything else. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	static _Atomic long window, in_window, dropped;
+	long now = (long)time(NULL), skipped = 0;
 	char msg[256];
 	size_t n;
 	(void)cls;
 
+	if (atomic_exchange(&window, now) != now) {
+		atomic_store(&in_window, 0);
+		skipped = atomic_exchange(&dropped, 0);
+	}
+	if (atomic_fetch_add(&in_window, 1) >= MHD_LOG_PER_S) {
+		atomic_fetch_add(&dropped, 1);
+		return;
+	}
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
-	log_warn("http server", LF_STR("reason", msg));
+	log_warn("http server", LF_STR("reason", msg), LF_INT("suppressed_before", skipped));
 }
 
 static void raise_fd_limit(void)
@@ -815,9 +834,14 @@ int http_start(struct api *a)
 	     * memset. Headers up to ~3.8 KB fit; larger bodies still arrive,
 	     * in pieces, through on_request. */
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_CONNECTION_MEMORY,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-	    (unsigned int)4096, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-	    MHD_OPTION_UNESCAPE_CALLBACK, unescape_url, NULL, MHD_OPTION_END);
+	    /* Slow clients: a silent connection is closed after the idle
+	     * timeout, one per address may hold only so many connections,
+	     * and the watchdog closes one that trickles bytes. */
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)a->cfg.http_idle_timeout_s,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)a->cfg.http_per_ip_limit,
+	    MHD_OPTION_NOTIFY_CONNECTION, watchdog_notify, a->watchdog,
+	    MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096, MHD_OPTION_NOTIFY_COMPLETED,
+	    on_completed, a, MHD_OPTION_UNESCAPE_CALLBACK, unescape_url, NULL, MHD_OPTION_END);
 	if (!a->httpd) {
 		log_error("cannot start http server", LF_INT("port", a->cfg.http_port));
 		return ERR_IO;

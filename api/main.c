@@ -80,13 +80,24 @@ static int setup_metrics(struct api *a)
 	a->m_rate_unchecked =
 	    metrics_counter(a->metrics, "orders_rate_limit_unchecked_total",
 	                    "Requests admitted unchecked because Redis could not be asked", "key");
+	a->m_slow_closed = metrics_counter(
+	    a->metrics, "orders_http_slow_connections_closed_total",
+	    "Connections closed for taking longer than their request deadline", NULL);
 	if (!a->m_requests || !a->m_latency || !a->m_checkouts || !a->m_confirm_latency ||
-	    !a->m_rate_limited || !a->m_rate_unchecked ||
+	    !a->m_rate_limited || !a->m_rate_unchecked || !a->m_slow_closed ||
 	    ops_queue_gauges_init(&a->queue_gauges, a->metrics) != ERR_OK ||
 	    metrics_process(a->metrics, ORDERS_VERSION) != ERR_OK)
 		return ERR_NOMEM;
 	metrics_on_collect(a->metrics, collect_queue_stats, a);
 	return ERR_OK;
+}
+
+/* The watchdog that closes connections too slow over a request. */
+static int setup_watchdog(struct api *a)
+{
+	a->watchdog = watchdog_new(a->cfg.http_idle_timeout_s + a->cfg.http_request_timeout_s,
+	                           a->m_slow_closed);
+	return a->watchdog ? ERR_OK : ERR_NOMEM;
 }
 
 static int setup(struct api *a)
@@ -152,6 +163,10 @@ static int setup(struct api *a)
 		log_error("cannot start", LF_STR("reason", "cannot start the settler"));
 		return ERR_NOMEM;
 	}
+	if (setup_watchdog(a) != ERR_OK) {
+		log_error("cannot start", LF_STR("reason", "cannot start the watchdog"));
+		return ERR_NOMEM;
+	}
 	return http_start(a);
 }
 
@@ -185,6 +200,8 @@ static void teardown(struct api *a)
 	a->settler = NULL;
 	drain_suspended(a, 2000);
 	http_stop(a);
+	/* MHD has stopped: no connection is left for it to look at. */
+	watchdog_free(a->watchdog);
 	mq_publisher_free(a->publisher);
 	a->publisher = NULL;
 	ratelimit_free(a->ratelimit);

@@ -36,6 +36,9 @@ struct config {
 	int finalize_grace_s;           /* ORDERS_FINALIZE_GRACE_S */
 	int consumer_batch;             /* ORDERS_CONSUMER_BATCH: 0 = each consumer's default */
 	int rate_limit;                 /* ORDERS_RATE_LIMIT: per key and second; 0 = none */
+	int http_idle_timeout_s;        /* ORDERS_HTTP_IDLE_TIMEOUT_S */
+	int http_request_timeout_s;     /* ORDERS_HTTP_REQUEST_TIMEOUT_S */
+	int http_per_ip_limit;          /* ORDERS_HTTP_PER_IP_CONNECTION_LIMIT (0 = none) */
 };
 
 /* The secrets a daemon uses: in production, config_load_for() refuses to

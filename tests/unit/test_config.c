@@ -22,6 +22,9 @@ static const char *const all_vars[] = {
     "ORDERS_HTTP_PORT",
     "ORDERS_HTTP_THREADS",
     "ORDERS_HTTP_CONNECTION_LIMIT",
+    "ORDERS_HTTP_IDLE_TIMEOUT_S",
+    "ORDERS_HTTP_REQUEST_TIMEOUT_S",
+    "ORDERS_HTTP_PER_IP_CONNECTION_LIMIT",
     "ORDERS_METRICS_PORT",
     "ORDERS_PG_DSN",
     "ORDERS_AMQP_URL",
@@ -95,6 +98,9 @@ static void test_defaults(void **state)
 	assert_int_equal(c.http_port, 8080);
 	assert_int_equal(c.http_threads, 2);
 	assert_int_equal(c.http_connection_limit, 10000);
+	assert_int_equal(c.http_idle_timeout_s, 30);
+	assert_int_equal(c.http_request_timeout_s, 30);
+	assert_int_equal(c.http_per_ip_limit, 1000);
 	assert_int_equal(c.metrics_port, 0);
 	assert_string_equal(c.pg_dsn, "postgresql://orders@127.0.0.1:5442/orders");
 	assert_string_equal(c.amqp_url, "amqp://guest:guest@127.0.0.1:5682/");
