@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "addrlimit.h"
 #include "apikey.h"
 #include "buf.h"
 #include "cache.h"
@@ -24,6 +25,7 @@
 #include "db.h"
 #include "metrics.h"
 #include "mq.h"
+#include "netaddr.h"
 #include "ops.h"
 #include "ratelimit.h"
 #include "seal.h"
@@ -42,6 +44,11 @@ struct api {
 	struct ratelimit *ratelimit; /* key i is the limiter's index i */
 	uint8_t order_id_key[32];
 	uint8_t body_hash_key[32]; /* keys the idempotency record's body hash */
+	/* Failed authentications per client address (authguard.c); NULL: no
+	 * limit. Client addresses come through the trusted proxies. */
+	struct addrlimit *auth_failures;
+	struct netaddr_net trusted[NETADDR_NETS_MAX];
+	size_t ntrusted;
 	struct watchdog *watchdog; /* slow connections (watchdog.c) */
 
 	/* Shutdown: new requests are refused once stopping is set, and the
@@ -63,6 +70,7 @@ struct api {
 	struct ops_queue_gauges queue_gauges;
 	struct metric_family *m_rate_limited;
 	struct metric_family *m_rate_unchecked;
+	struct metric_family *m_auth_failures;
 	struct metric_family *m_slow_closed;
 	/* GET /healthz answers 200 not yet added to m_requests: counted with
 	 * one atomic add each, folded in at every scrape (http_collect). */
@@ -92,6 +100,9 @@ struct request {
 	const char *route; /* the route's pattern, the metrics label */
 	const struct apikey *key;
 	int rate_counted; /* the key's rate limit has counted this request */
+	int auth_blocked; /* its address is over the failed-authentication limit */
+	int have_client;  /* client holds the client's address (authguard.c) */
+	struct netaddr client;
 	struct buf body;
 	int body_too_big;
 	int64_t started_ns;
@@ -298,7 +309,21 @@ int settler_push(struct settler *s, struct request *r);
  * Call it while the HTTP daemon still runs. NULL is a no-op. */
 void settler_free(struct settler *s);
 
-/* ---- slow clients (watchdog.c) ----------------------------------------------- */
+/* ---- hostile clients (authguard.c, watchdog.c) ----------------------------- */
+
+/*
+ * auth_blocked - 1 when the request's client address is over
+ * ORDERS_AUTH_FAILURE_LIMIT: its API key is then never looked at, and
+ * auth_failed() answers it. Cheap while no address is over the limit.
+ */
+int auth_blocked(struct request *r);
+
+/*
+ * auth_failed - answer a request without a known API key: counts the
+ * failure for its client address, then 401 unauthorized, or 429
+ * rate_limited with Retry-After once the address is over the limit.
+ */
+enum MHD_Result auth_failed(struct request *r);
 
 /*
  * The watchdog: a thread that shuts down every connection still busy with

@@ -355,9 +355,7 @@ static int check_rate(struct request *r, enum MHD_Result *result)
 int require_role(struct request *r, enum role role, enum MHD_Result *result)
 {
 	if (!r->key) {
-		*result = respond_error(
-		    r, 401, "unauthorized",
-		    "missing or unknown API key; send Authorization: Bearer <key>", NULL);
+		*result = auth_failed(r);
 		return ERR_INVALID;
 	}
 	/* Every request of a known key counts, also one its role may not make. */
@@ -578,8 +576,11 @@ static struct request *request_new(struct api *a, struct MHD_Connection *conn, c
 	r->started_ns = api_now_ns();
 	buf_init(&r->body, API_BODY_MAX);
 	request_id_of(conn, r->request_id);
-	r->key = find_key(
-	    a, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+	/* An address over the failed-authentication limit costs no key lookup. */
+	r->auth_blocked = auth_blocked(r);
+	if (!r->auth_blocked)
+		r->key = find_key(a, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+		                                                 MHD_HTTP_HEADER_AUTHORIZATION));
 	return r;
 }
 

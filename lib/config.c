@@ -5,6 +5,7 @@
 #include "apikey.h"
 #include "err.h"
 #include "log.h"
+#include "netaddr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -44,6 +45,7 @@ static const char *check_bind(const char *v);
 static const char *check_log_level(const char *v);
 static const char *check_api_keys(const char *v);
 static const char *check_key(const char *v);
+static const char *check_proxies(const char *v);
 
 #define CONFIG_FIELD_SIZE(field) sizeof(((struct config *)0)->field)
 #define ROW_INT(name, field, def, lo, hi)                                                          \
@@ -84,6 +86,8 @@ static const struct config_row config_table[] = {
     ROW_INT("ORDERS_HTTP_IDLE_TIMEOUT_S", http_idle_timeout_s, 30, 1, 3600),
     ROW_INT("ORDERS_HTTP_REQUEST_TIMEOUT_S", http_request_timeout_s, 30, 1, 3600),
     ROW_INT("ORDERS_HTTP_PER_IP_CONNECTION_LIMIT", http_per_ip_limit, 1000, 0, 100000),
+    ROW_INT("ORDERS_AUTH_FAILURE_LIMIT", auth_failure_limit, 50, 0, 1000000),
+    ROW_STR("ORDERS_TRUSTED_PROXIES", trusted_proxies, "", 0, check_proxies),
     ROW_INT("ORDERS_METRICS_PORT", metrics_port, 0, 0, 65535),
     ROW_STR("ORDERS_PG_DSN", pg_dsn, "postgresql://orders@127.0.0.1:5442/orders", CONFIG_URL, NULL),
     ROW_STR("ORDERS_AMQP_URL", amqp_url, "amqp://guest:guest@127.0.0.1:5682/", CONFIG_URL, NULL),
@@ -158,6 +162,16 @@ static const char *check_key(const char *v)
 	if (v[64] != '\0')
 		return "must be 64 hex digits (32 bytes)";
 	return NULL;
+}
+
+/* The syntax is netaddr.h's; parsing it is the only sure check. */
+static const char *check_proxies(const char *v)
+{
+	struct netaddr_net nets[NETADDR_NETS_MAX];
+	const char *what = NULL;
+	size_t n;
+
+	return netaddr_nets_parse(v, nets, NETADDR_NETS_MAX, &n, &what) == ERR_OK ? NULL : what;
 }
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)

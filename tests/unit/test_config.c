@@ -25,6 +25,8 @@ static const char *const all_vars[] = {
     "ORDERS_HTTP_IDLE_TIMEOUT_S",
     "ORDERS_HTTP_REQUEST_TIMEOUT_S",
     "ORDERS_HTTP_PER_IP_CONNECTION_LIMIT",
+    "ORDERS_AUTH_FAILURE_LIMIT",
+    "ORDERS_TRUSTED_PROXIES",
     "ORDERS_METRICS_PORT",
     "ORDERS_PG_DSN",
     "ORDERS_AMQP_URL",
@@ -101,6 +103,8 @@ static void test_defaults(void **state)
 	assert_int_equal(c.http_idle_timeout_s, 30);
 	assert_int_equal(c.http_request_timeout_s, 30);
 	assert_int_equal(c.http_per_ip_limit, 1000);
+	assert_int_equal(c.auth_failure_limit, 50);
+	assert_string_equal(c.trusted_proxies, "");
 	assert_int_equal(c.metrics_port, 0);
 	assert_string_equal(c.pg_dsn, "postgresql://orders@127.0.0.1:5442/orders");
 	assert_string_equal(c.amqp_url, "amqp://guest:guest@127.0.0.1:5682/");
@@ -269,6 +273,18 @@ static void test_invalid_strings(void **state)
 		assert_int_equal(strlen(c.pg_dsn), CONFIG_STR_MAX - 1);
 	}
 	unsetenv("ORDERS_PG_DSN");
+	expect_invalid("ORDERS_TRUSTED_PROXIES", "10.0.0.0/33",
+	               "ORDERS_TRUSTED_PROXIES has a CIDR prefix longer than its address, got "
+	               "'10.0.0.0/33'");
+	expect_invalid("ORDERS_TRUSTED_PROXIES", "10.0.0.1,nope", NULL);
+	setenv("ORDERS_TRUSTED_PROXIES", "10.0.0.0/16, 192.0.2.7", 1);
+	{
+		struct config c;
+
+		assert_int_equal(config_load(&c, NULL, 0), ERR_OK);
+		assert_string_equal(c.trusted_proxies, "10.0.0.0/16, 192.0.2.7");
+	}
+	unsetenv("ORDERS_TRUSTED_PROXIES");
 }
 
 static void test_invalid_keys(void **state)
