@@ -264,6 +264,7 @@ static void test_invalid_strings(void **state)
 	               "ORDERS_PG_DSN is too long (at most 511 characters)");
 	expect_invalid("ORDERS_AMQP_URL", longv, NULL);
 	/* Exactly at the limit fits. */
+	memcpy(longv, "dbname=", 7);
 	longv[CONFIG_STR_MAX - 1] = '\0';
 	setenv("ORDERS_PG_DSN", longv, 1);
 	{
@@ -285,6 +286,30 @@ static void test_invalid_strings(void **state)
 		assert_string_equal(c.trusted_proxies, "10.0.0.0/16, 192.0.2.7");
 	}
 	unsetenv("ORDERS_TRUSTED_PROXIES");
+}
+
+/* A DSN libpq cannot parse is refused at start, without a word of it: libpq's
+ * own complaint would quote it, password and all. */
+static void test_unparsable_dsn(void **state)
+{
+	static const char *const bad[] = {
+	    "host=db password=se cret user=x",
+	    "postgresql://u:pa%zzsecret@db/orders",
+	    "host=db password='unterminated secret",
+	};
+	struct config c;
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		setenv("ORDERS_PG_DSN", bad[i], 1);
+		assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+		assert_string_equal(err, "ORDERS_PG_DSN does not parse as a PostgreSQL connection "
+		                         "string (keyword=value pairs or a postgresql:// URI)");
+	}
+	setenv("ORDERS_PG_DSN", "host=db port=5432 dbname=orders user=x password = 'a b'", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
+	unsetenv("ORDERS_PG_DSN");
 }
 
 static void test_invalid_keys(void **state)
@@ -596,6 +621,14 @@ static void test_dsn_masking_forms(void **state)
 	expect_masked("host=db password='p w\\'3' user=x", "p w", "host=db password=*** user=x");
 	expect_masked("postgresql://db/orders?user=x&password=pw4&sslmode=require", "pw4",
 	              "postgresql://db/orders?user=x&password=***&sslmode=require");
+	/* libpq allows spaces around '=', and has an sslpassword too. */
+	expect_masked("host=db password = pw7 user=x", "pw7", "host=db password = *** user=x");
+	expect_masked("host=db password ='p w8'", "p w8", "host=db password =***");
+	expect_masked("host=db sslpassword=pw9 password=pw10", "pw",
+	              "host=db sslpassword=*** password=***");
+	/* Not a parameter: left as it is. */
+	expect_masked("host=db user=password dbname=orders", NULL,
+	              "host=db user=password dbname=orders");
 	/* Unescaped '/' and '@' in a password are masked whole. */
 	expect_masked("postgresql://u:pa/s@s5@db/orders", "pa/s", "postgresql://u:***@db/orders");
 	expect_masked("postgresql://u:p:w6@db:5432/orders", "p:w6",
@@ -634,6 +667,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_overrides, clear_env),
 	    cmocka_unit_test_setup(test_invalid_ints, clear_env),
 	    cmocka_unit_test_setup(test_invalid_strings, clear_env),
+	    cmocka_unit_test_setup(test_unparsable_dsn, clear_env),
 	    cmocka_unit_test_setup(test_invalid_keys, clear_env),
 	    cmocka_unit_test_setup(test_invalid_api_keys, clear_env),
 	    cmocka_unit_test_setup(test_production_refusal, clear_env),
