@@ -421,6 +421,39 @@ static void test_production_refusal(void **state)
 	/* So is the test stack's limited key. */
 	setenv("ORDERS_API_KEYS", "live-7f3a:client,dev-limited:client:20", 1);
 	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	/* Every dev key, plain or as its digest (upper-case hex too), with any role. */
+	{
+		static const char *const dev_keys[] = {"dev-client", "dev-finance", "dev-admin",
+		                                       "dev-limited"};
+		char entry[160], want[160], hex[65];
+		uint8_t h[32];
+
+		for (i = 0; i < sizeof(dev_keys) / sizeof(dev_keys[0]); i++) {
+			snprintf(want, sizeof(want),
+			         "ORDERS_API_KEYS must not contain the development key '%s' when "
+			         "ORDERS_ENV is production",
+			         dev_keys[i]);
+			snprintf(entry, sizeof(entry), "live-7f3a:client,%s:admin", dev_keys[i]);
+			setenv("ORDERS_API_KEYS", entry, 1);
+			assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+			assert_string_equal(err, want);
+			crypto_generichash(h, sizeof(h), (const uint8_t *)dev_keys[i],
+			                   strlen(dev_keys[i]), NULL, 0);
+			sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+			snprintf(entry, sizeof(entry), "blake2b256.%s:finance,live-7f3a:client",
+			         hex);
+			setenv("ORDERS_API_KEYS", entry, 1);
+			assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+			assert_string_equal(err, want);
+			for (size_t k = 0; k < 64; k++)
+				if (hex[k] >= 'a')
+					hex[k] = (char)(hex[k] - 32);
+			snprintf(entry, sizeof(entry), "blake2b256.%s:client:5", hex);
+			setenv("ORDERS_API_KEYS", entry, 1);
+			assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+			assert_string_equal(err, want);
+		}
+	}
 	/* Production keys written as digests are what production should use. */
 	setenv("ORDERS_API_KEYS",
 	       "blake2b256.1b2c3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbccddeeff001:client:"
