@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "addrlimit.h"
 #include "apikey.h"
 #include "buf.h"
 #include "cache.h"
@@ -24,6 +25,7 @@
 #include "db.h"
 #include "metrics.h"
 #include "mq.h"
+#include "netaddr.h"
 #include "ops.h"
 #include "ratelimit.h"
 #include "seal.h"
@@ -42,6 +44,12 @@ struct api {
 	struct ratelimit *ratelimit; /* key i is the limiter's index i */
 	uint8_t order_id_key[32];
 	uint8_t body_hash_key[32]; /* keys the idempotency record's body hash */
+	/* Failed authentications per client address (authguard.c); NULL: no
+	 * limit. Client addresses come through the trusted proxies. */
+	struct addrlimit *auth_failures;
+	struct netaddr_net trusted[NETADDR_NETS_MAX];
+	size_t ntrusted;
+	struct watchdog *watchdog; /* slow connections (watchdog.c) */
 
 	/* Shutdown: new requests are refused once stopping is set, and the
 	 * daemon stops only when no checkout is suspended any more. */
@@ -62,6 +70,8 @@ struct api {
 	struct ops_queue_gauges queue_gauges;
 	struct metric_family *m_rate_limited;
 	struct metric_family *m_rate_unchecked;
+	struct metric_family *m_auth_failures;
+	struct metric_family *m_slow_closed;
 	/* GET /healthz answers 200 not yet added to m_requests: counted with
 	 * one atomic add each, folded in at every scrape (http_collect). */
 	atomic_long healthz_ok;
@@ -90,6 +100,9 @@ struct request {
 	const char *route; /* the route's pattern, the metrics label */
 	const struct apikey *key;
 	int rate_counted; /* the key's rate limit has counted this request */
+	int auth_blocked; /* its address is over the failed-authentication limit */
+	int have_client;  /* client holds the client's address (authguard.c) */
+	struct netaddr client;
 	struct buf body;
 	int body_too_big;
 	int64_t started_ns;
@@ -306,6 +319,48 @@ void settler_stop(struct settler *s);
 
 /* settler_free - settler_stop, then free. NULL is a no-op. */
 void settler_free(struct settler *s);
+
+/* ---- hostile clients (authguard.c, watchdog.c) ----------------------------- */
+
+/*
+ * auth_blocked - 1 when the request's client address is over
+ * ORDERS_AUTH_FAILURE_LIMIT: its API key is then never looked at, and
+ * auth_failed() answers it. Cheap while no address is over the limit.
+ */
+int auth_blocked(struct request *r);
+
+/*
+ * auth_failed - answer a request without a known API key: counts the
+ * failure for its client address, then 401 unauthorized, or 429
+ * rate_limited with Retry-After once the address is over the limit.
+ */
+enum MHD_Result auth_failed(struct request *r);
+
+/*
+ * The watchdog: a thread that shuts down every connection still busy with
+ * a request budget_s seconds after it opened or after its previous answer
+ * went out (time suspended waiting for the broker not counted). MHD's own
+ * timeout closes a silent connection, but restarts with every byte: this
+ * bounds a client that sends (or reads) a byte at a time.
+ */
+struct watchdog;
+
+/* watchdog_new - start the thread; closed counts the connections it shuts
+ * down. NULL when out of memory. */
+struct watchdog *watchdog_new(int budget_s, struct metric_family *closed);
+
+/* watchdog_free - stop the thread; only after MHD has stopped. NULL is a no-op. */
+void watchdog_free(struct watchdog *w);
+
+/* watchdog_notify - MHD_OPTION_NOTIFY_CONNECTION's callback; cls is the watchdog. */
+void watchdog_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                     enum MHD_ConnectionNotificationCode code);
+
+/* watchdog_arm - conn's budget starts now (a request finished, or a suspended
+ * connection was resumed); watchdog_disarm - none while it is suspended.
+ * Called on the connection's MHD thread. */
+void watchdog_arm(struct watchdog *w, struct MHD_Connection *conn);
+void watchdog_disarm(struct MHD_Connection *conn);
 
 /* http_start / http_stop - the MHD daemon (http.c). */
 int http_start(struct api *a);

@@ -198,13 +198,21 @@ static int wants_csv(struct request *r)
 
 /* ---- the feed ---------------------------------------------------------------- */
 
-/* One CSV field (RFC 4180): quoted, with quotes doubled, when it needs to be. */
+/*
+ * One CSV field (RFC 4180): quoted, with quotes doubled, when it needs to be.
+ * Finance opens the file in spreadsheets, which take a field beginning with
+ * =, +, -, @, a tab or a carriage return as a formula: such a field gets a
+ * single quote in front (and quotes around), which spreadsheets show as text
+ * (OWASP's advice on CSV injection). No number in the feed is negative, so
+ * only text is ever changed; the JSON feed has the value as stored.
+ */
 static int csv_field(struct buf *b, const char *s, int last)
 {
 	int rc = ERR_OK;
+	int formula = s[0] && strchr("=+-@\t\r", s[0]);
 
-	if (strpbrk(s, ",\"\r\n")) {
-		rc = buf_append_str(b, "\"");
+	if (formula || strpbrk(s, ",\"\r\n")) {
+		rc = buf_append_str(b, formula ? "\"'" : "\"");
 		while (!rc && *s) {
 			size_t n = strcspn(s, "\"");
 

@@ -292,6 +292,8 @@ enum MHD_Result api_publish(struct request *r, const char *routing_key, const ch
 		return published(r);
 	}
 	atomic_store(&r->state, REQ_PUBLISHING);
+	/* Waiting for the broker is not the client's slowness. */
+	watchdog_disarm(r->conn);
 	MHD_suspend_connection(r->conn);
 	rc = mq_publisher_publish(r->api->publisher, MQ_EXCHANGE_ORDERS, routing_key, message_id,
 	                          msg, len, MQ_PUBLISH_MANDATORY, on_confirm, r);
@@ -309,6 +311,7 @@ static enum MHD_Result published(struct request *r)
 {
 	r->done_ran = 1;
 	atomic_fetch_sub(&r->api->suspended, 1);
+	watchdog_arm(r->api->watchdog, r->conn);
 	metric_observe(r->api->m_confirm_latency, NULL,
 	               (double)(api_now_ns() - r->publish_started_ns) / 1e9);
 	return r->on_published(r);
@@ -366,9 +369,7 @@ static int check_rate(struct request *r, enum MHD_Result *result)
 int require_role(struct request *r, enum role role, enum MHD_Result *result)
 {
 	if (!r->key) {
-		*result = respond_error(
-		    r, 401, "unauthorized",
-		    "missing or unknown API key; send Authorization: Bearer <key>", NULL);
+		*result = auth_failed(r);
 		return ERR_INVALID;
 	}
 	/* Every request of a known key counts, also one its role may not make. */
@@ -589,8 +590,11 @@ static struct request *request_new(struct api *a, struct MHD_Connection *conn, c
 	r->started_ns = api_now_ns();
 	buf_init(&r->body, API_BODY_MAX);
 	request_id_of(conn, r->request_id);
-	r->key = find_key(
-	    a, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+	/* An address over the failed-authentication limit costs no key lookup. */
+	r->auth_blocked = auth_blocked(r);
+	if (!r->auth_blocked)
+		r->key = find_key(a, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+		                                                 MHD_HTTP_HEADER_AUTHORIZATION));
 	return r;
 }
 
@@ -738,11 +742,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+	struct api *a = cls;
 	struct request *r = *con_cls;
 
-	(void)cls;
-	(void)conn;
 	(void)toe;
+	/* The next request's time starts now. */
+	watchdog_arm(a->watchdog, conn);
 	if (r == (void *)&healthz_mark) {
 		*con_cls = NULL;
 		return;
@@ -796,18 +801,32 @@ static size_t unescape_url(void *cls, struct MHD_Connection *conn, char *s)
 	return (size_t)(out - s);
 }
 
+/* MHD complains once per refused connection or request: a flood of them
+ * must not become a flood of log lines. */
+#define MHD_LOG_PER_S 10
+
 /* libmicrohttpd's own complaints, as JSON lines like everything else. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	static _Atomic long window, in_window, dropped;
+	long now = (long)time(NULL), skipped = 0;
 	char msg[256];
 	size_t n;
 	(void)cls;
 
+	if (atomic_exchange(&window, now) != now) {
+		atomic_store(&in_window, 0);
+		skipped = atomic_exchange(&dropped, 0);
+	}
+	if (atomic_fetch_add(&in_window, 1) >= MHD_LOG_PER_S) {
+		atomic_fetch_add(&dropped, 1);
+		return;
+	}
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
-	log_warn("http server", LF_STR("reason", msg));
+	log_warn("http server", LF_STR("reason", msg), LF_INT("suppressed_before", skipped));
 }
 
 static void raise_fd_limit(void)
@@ -847,9 +866,14 @@ int http_start(struct api *a)
 	     * memset. Headers up to ~3.8 KB fit; larger bodies still arrive,
 	     * in pieces, through on_request. */
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_CONNECTION_MEMORY,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-	    (unsigned int)4096, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-	    MHD_OPTION_UNESCAPE_CALLBACK, unescape_url, NULL, MHD_OPTION_END);
+	    /* Slow clients: a silent connection is closed after the idle
+	     * timeout, one per address may hold only so many connections,
+	     * and the watchdog closes one that trickles bytes. */
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)a->cfg.http_idle_timeout_s,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)a->cfg.http_per_ip_limit,
+	    MHD_OPTION_NOTIFY_CONNECTION, watchdog_notify, a->watchdog,
+	    MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096, MHD_OPTION_NOTIFY_COMPLETED,
+	    on_completed, a, MHD_OPTION_UNESCAPE_CALLBACK, unescape_url, NULL, MHD_OPTION_END);
 	if (!a->httpd) {
 		log_error("cannot start http server", LF_INT("port", a->cfg.http_port));
 		return ERR_IO;

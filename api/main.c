@@ -80,13 +80,46 @@ static int setup_metrics(struct api *a)
 	a->m_rate_unchecked =
 	    metrics_counter(a->metrics, "orders_rate_limit_unchecked_total",
 	                    "Requests admitted unchecked because Redis could not be asked", "key");
+	a->m_auth_failures = metrics_counter(
+	    a->metrics, "orders_auth_failures_total",
+	    "Requests without a known API key: answered 401, or 429 once their address was over "
+	    "ORDERS_AUTH_FAILURE_LIMIT",
+	    "outcome");
+	a->m_slow_closed = metrics_counter(
+	    a->metrics, "orders_http_slow_connections_closed_total",
+	    "Connections closed for taking longer than their request deadline", NULL);
 	if (!a->m_requests || !a->m_latency || !a->m_checkouts || !a->m_confirm_latency ||
-	    !a->m_rate_limited || !a->m_rate_unchecked ||
-	    ops_queue_gauges_init(&a->queue_gauges, a->metrics) != ERR_OK ||
+	    !a->m_rate_limited || !a->m_rate_unchecked || !a->m_auth_failures ||
+	    !a->m_slow_closed || ops_queue_gauges_init(&a->queue_gauges, a->metrics) != ERR_OK ||
 	    metrics_process(a->metrics, ORDERS_VERSION) != ERR_OK)
 		return ERR_NOMEM;
 	metrics_on_collect(a->metrics, collect_queue_stats, a);
 	return ERR_OK;
+}
+
+/* The watchdog that closes connections too slow over a request. */
+static int setup_watchdog(struct api *a)
+{
+	a->watchdog = watchdog_new(a->cfg.http_idle_timeout_s + a->cfg.http_request_timeout_s,
+	                           a->m_slow_closed);
+	return a->watchdog ? ERR_OK : ERR_NOMEM;
+}
+
+/* Failed authentications per client address, and the proxies whose
+ * X-Forwarded-For names the client (ORDERS_TRUSTED_PROXIES). */
+static int setup_auth_limit(struct api *a)
+{
+	const char *what = NULL;
+
+	/* The value passed its check at load, so it parses. */
+	if (netaddr_nets_parse(a->cfg.trusted_proxies, a->trusted, NETADDR_NETS_MAX, &a->ntrusted,
+	                       &what) != ERR_OK)
+		return ERR_INVALID;
+	if (a->cfg.auth_failure_limit <= 0)
+		return ERR_OK;
+	/* 64k entries (2 MB): a flood from more addresses is under-counted. */
+	a->auth_failures = addrlimit_new(a->cfg.auth_failure_limit, 65536);
+	return a->auth_failures ? ERR_OK : ERR_NOMEM;
 }
 
 static int setup(struct api *a)
@@ -152,6 +185,15 @@ static int setup(struct api *a)
 		log_error("cannot start", LF_STR("reason", "cannot start the settler"));
 		return ERR_NOMEM;
 	}
+	if (setup_watchdog(a) != ERR_OK) {
+		log_error("cannot start", LF_STR("reason", "cannot start the watchdog"));
+		return ERR_NOMEM;
+	}
+	if (setup_auth_limit(a) != ERR_OK) {
+		log_error("cannot start",
+		          LF_STR("reason", "cannot set up the failed-authentication limit"));
+		return ERR_NOMEM;
+	}
 	return http_start(a);
 }
 
@@ -189,6 +231,9 @@ static void teardown(struct api *a)
 	}
 	settler_free(a->settler);
 	a->settler = NULL;
+	/* MHD has stopped: no connection is left for these to look at. */
+	watchdog_free(a->watchdog);
+	addrlimit_free(a->auth_failures);
 	mq_publisher_free(a->publisher);
 	a->publisher = NULL;
 	ratelimit_free(a->ratelimit);

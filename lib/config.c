@@ -6,6 +6,7 @@
 #include "err.h"
 #include "log.h"
 #include "mq.h"
+#include "netaddr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <libpq-fe.h>
 #include <sodium.h>
 
 enum config_type { CONFIG_INT, CONFIG_STR };
@@ -47,6 +49,8 @@ static const char *check_log_level(const char *v);
 static const char *check_api_keys(const char *v);
 static const char *check_key(const char *v);
 static const char *check_amqp_urls(const char *v);
+static const char *check_proxies(const char *v);
+static const char *check_pg_dsn(const char *v);
 
 #define CONFIG_STR(x) #x
 #define CONFIG_XSTR(x) CONFIG_STR(x)
@@ -86,8 +90,14 @@ static const struct config_row config_table[] = {
     ROW_INT("ORDERS_HTTP_PORT", http_port, 8080, 1, 65535),
     ROW_INT("ORDERS_HTTP_THREADS", http_threads, 2, 1, 64),
     ROW_INT("ORDERS_HTTP_CONNECTION_LIMIT", http_connection_limit, 10000, 1, 100000),
+    ROW_INT("ORDERS_HTTP_IDLE_TIMEOUT_S", http_idle_timeout_s, 30, 1, 3600),
+    ROW_INT("ORDERS_HTTP_REQUEST_TIMEOUT_S", http_request_timeout_s, 30, 1, 3600),
+    ROW_INT("ORDERS_HTTP_PER_IP_CONNECTION_LIMIT", http_per_ip_limit, 1000, 0, 100000),
+    ROW_INT("ORDERS_AUTH_FAILURE_LIMIT", auth_failure_limit, 50, 0, 1000000),
+    ROW_STR("ORDERS_TRUSTED_PROXIES", trusted_proxies, "", 0, check_proxies),
     ROW_INT("ORDERS_METRICS_PORT", metrics_port, 0, 0, 65535),
-    ROW_STR("ORDERS_PG_DSN", pg_dsn, "postgresql://orders@127.0.0.1:5442/orders", CONFIG_URL, NULL),
+    ROW_STR("ORDERS_PG_DSN", pg_dsn, "postgresql://orders@127.0.0.1:5442/orders", CONFIG_URL,
+            check_pg_dsn),
     ROW_STR("ORDERS_AMQP_URL", amqp_url, "amqp://guest:guest@127.0.0.1:5682/",
             CONFIG_URL | CONFIG_URLS, check_amqp_urls),
     ROW_STR("ORDERS_REDIS_URL", redis_url, "redis://127.0.0.1:6389/0", CONFIG_URL, NULL),
@@ -187,6 +197,29 @@ static const char *check_amqp_urls(const char *v)
 	if (n > MQ_URLS_MAX)
 		return "names more than " CONFIG_XSTR(MQ_URLS_MAX) " URLs";
 	return NULL;
+}
+
+/* libpq's own parser, at start: its complaint at connect time would quote the
+ * DSN's text, a password included ("missing "=" after "cret""), into a log. */
+static const char *check_pg_dsn(const char *v)
+{
+	PQconninfoOption *opts = PQconninfoParse(v, NULL);
+
+	if (!opts)
+		return "does not parse as a PostgreSQL connection string (keyword=value pairs or "
+		       "a postgresql:// URI)";
+	PQconninfoFree(opts);
+	return NULL;
+}
+
+/* The syntax is netaddr.h's; parsing it is the only sure check. */
+static const char *check_proxies(const char *v)
+{
+	struct netaddr_net nets[NETADDR_NETS_MAX];
+	const char *what = NULL;
+	size_t n;
+
+	return netaddr_nets_parse(v, nets, NETADDR_NETS_MAX, &n, &what) == ERR_OK ? NULL : what;
 }
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -390,25 +423,36 @@ static void put(char *out, size_t size, size_t *o, const char *s, size_t n)
 	out[*o] = '\0';
 }
 
-/* Where a "password=" parameter starts in s, or NULL. */
+/*
+ * The next "password" or "sslpassword" parameter of s from `from` on (libpq
+ * allows spaces around a keyword's '='): where its value starts, or NULL.
+ */
 static const char *find_password_param(const char *s, const char *from)
 {
 	const char *p = from;
 
-	while ((p = strstr(p, "password=")) != NULL) {
-		if (p == s || p[-1] == ' ' || p[-1] == '?' || p[-1] == '&')
-			return p;
+	while ((p = strstr(p, "password")) != NULL) {
+		const char *key = p - s >= 3 && strncmp(p - 3, "ssl", 3) == 0 ? p - 3 : p;
+		const char *v = p + strlen("password");
+
 		p++;
+		if (key != s && key[-1] != ' ' && key[-1] != '?' && key[-1] != '&')
+			continue;
+		v += strspn(v, " ");
+		if (*v != '=')
+			continue;
+		return v + 1 + strspn(v + 1, " ");
 	}
 	return NULL;
 }
 
 /*
  * Copy s into out with the passwords masked: "scheme://user:pass@host/..."
- * gives "scheme://user:***@host/...", and a "password=" parameter (libpq
- * keyword DSN or URI query) gives "password=***". The last '@' ends the
- * user info, so that a password with a '/' or an '@' in it is masked whole;
- * when in doubt this masks too much rather than too little.
+ * gives "scheme://user:***@host/...", and a "password=" or "sslpassword="
+ * parameter (libpq keyword DSN, also "password = x", or URI query) gives
+ * "password=***". The last '@' ends the user info, so that a password with
+ * a '/' or an '@' in it is masked whole; when in doubt this masks too much
+ * rather than too little.
  */
 static void mask_url(const char *s, char *out, size_t size)
 {
@@ -430,7 +474,6 @@ static void mask_url(const char *s, char *out, size_t size)
 	while ((pw = find_password_param(s, p)) != NULL) {
 		const char *end;
 
-		pw += strlen("password=");
 		if (*pw == '\'') {
 			/* A quoted value runs to the next unescaped quote. */
 			end = pw + 1;

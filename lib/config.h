@@ -37,6 +37,11 @@ struct config {
 	int consumer_batch;             /* ORDERS_CONSUMER_BATCH: 0 = each consumer's default */
 	int drain_timeout_ms;           /* ORDERS_DRAIN_TIMEOUT_MS */
 	int rate_limit;                 /* ORDERS_RATE_LIMIT: per key and second; 0 = none */
+	int http_idle_timeout_s;        /* ORDERS_HTTP_IDLE_TIMEOUT_S */
+	int http_request_timeout_s;     /* ORDERS_HTTP_REQUEST_TIMEOUT_S */
+	int http_per_ip_limit;          /* ORDERS_HTTP_PER_IP_CONNECTION_LIMIT (0 = none) */
+	int auth_failure_limit;         /* ORDERS_AUTH_FAILURE_LIMIT, per address (0 = none) */
+	char trusted_proxies[512];      /* ORDERS_TRUSTED_PROXIES: addresses and networks */
 };
 
 /* The secrets a daemon uses: in production, config_load_for() refuses to

@@ -22,6 +22,11 @@ static const char *const all_vars[] = {
     "ORDERS_HTTP_PORT",
     "ORDERS_HTTP_THREADS",
     "ORDERS_HTTP_CONNECTION_LIMIT",
+    "ORDERS_HTTP_IDLE_TIMEOUT_S",
+    "ORDERS_HTTP_REQUEST_TIMEOUT_S",
+    "ORDERS_HTTP_PER_IP_CONNECTION_LIMIT",
+    "ORDERS_AUTH_FAILURE_LIMIT",
+    "ORDERS_TRUSTED_PROXIES",
     "ORDERS_METRICS_PORT",
     "ORDERS_PG_DSN",
     "ORDERS_AMQP_URL",
@@ -95,6 +100,11 @@ static void test_defaults(void **state)
 	assert_int_equal(c.http_port, 8080);
 	assert_int_equal(c.http_threads, 2);
 	assert_int_equal(c.http_connection_limit, 10000);
+	assert_int_equal(c.http_idle_timeout_s, 30);
+	assert_int_equal(c.http_request_timeout_s, 30);
+	assert_int_equal(c.http_per_ip_limit, 1000);
+	assert_int_equal(c.auth_failure_limit, 50);
+	assert_string_equal(c.trusted_proxies, "");
 	assert_int_equal(c.metrics_port, 0);
 	assert_string_equal(c.pg_dsn, "postgresql://orders@127.0.0.1:5442/orders");
 	assert_string_equal(c.amqp_url, "amqp://guest:guest@127.0.0.1:5682/");
@@ -254,6 +264,7 @@ static void test_invalid_strings(void **state)
 	               "ORDERS_PG_DSN is too long (at most 511 characters)");
 	expect_invalid("ORDERS_AMQP_URL", longv, NULL);
 	/* Exactly at the limit fits. */
+	memcpy(longv, "dbname=", 7);
 	longv[CONFIG_STR_MAX - 1] = '\0';
 	setenv("ORDERS_PG_DSN", longv, 1);
 	{
@@ -262,6 +273,42 @@ static void test_invalid_strings(void **state)
 		assert_int_equal(config_load(&c, NULL, 0), ERR_OK);
 		assert_int_equal(strlen(c.pg_dsn), CONFIG_STR_MAX - 1);
 	}
+	unsetenv("ORDERS_PG_DSN");
+	expect_invalid("ORDERS_TRUSTED_PROXIES", "10.0.0.0/33",
+	               "ORDERS_TRUSTED_PROXIES has a CIDR prefix longer than its address, got "
+	               "'10.0.0.0/33'");
+	expect_invalid("ORDERS_TRUSTED_PROXIES", "10.0.0.1,nope", NULL);
+	setenv("ORDERS_TRUSTED_PROXIES", "10.0.0.0/16, 192.0.2.7", 1);
+	{
+		struct config c;
+
+		assert_int_equal(config_load(&c, NULL, 0), ERR_OK);
+		assert_string_equal(c.trusted_proxies, "10.0.0.0/16, 192.0.2.7");
+	}
+	unsetenv("ORDERS_TRUSTED_PROXIES");
+}
+
+/* A DSN libpq cannot parse is refused at start, without a word of it: libpq's
+ * own complaint would quote it, password and all. */
+static void test_unparsable_dsn(void **state)
+{
+	static const char *const bad[] = {
+	    "host=db password=se cret user=x",
+	    "postgresql://u:pa%zzsecret@db/orders",
+	    "host=db password='unterminated secret",
+	};
+	struct config c;
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		setenv("ORDERS_PG_DSN", bad[i], 1);
+		assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+		assert_string_equal(err, "ORDERS_PG_DSN does not parse as a PostgreSQL connection "
+		                         "string (keyword=value pairs or a postgresql:// URI)");
+	}
+	setenv("ORDERS_PG_DSN", "host=db port=5432 dbname=orders user=x password = 'a b'", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
 	unsetenv("ORDERS_PG_DSN");
 }
 
@@ -374,6 +421,39 @@ static void test_production_refusal(void **state)
 	/* So is the test stack's limited key. */
 	setenv("ORDERS_API_KEYS", "live-7f3a:client,dev-limited:client:20", 1);
 	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	/* Every dev key, plain or as its digest (upper-case hex too), with any role. */
+	{
+		static const char *const dev_keys[] = {"dev-client", "dev-finance", "dev-admin",
+		                                       "dev-limited"};
+		char entry[160], want[160], hex[65];
+		uint8_t h[32];
+
+		for (i = 0; i < sizeof(dev_keys) / sizeof(dev_keys[0]); i++) {
+			snprintf(want, sizeof(want),
+			         "ORDERS_API_KEYS must not contain the development key '%s' when "
+			         "ORDERS_ENV is production",
+			         dev_keys[i]);
+			snprintf(entry, sizeof(entry), "live-7f3a:client,%s:admin", dev_keys[i]);
+			setenv("ORDERS_API_KEYS", entry, 1);
+			assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+			assert_string_equal(err, want);
+			crypto_generichash(h, sizeof(h), (const uint8_t *)dev_keys[i],
+			                   strlen(dev_keys[i]), NULL, 0);
+			sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+			snprintf(entry, sizeof(entry), "blake2b256.%s:finance,live-7f3a:client",
+			         hex);
+			setenv("ORDERS_API_KEYS", entry, 1);
+			assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+			assert_string_equal(err, want);
+			for (size_t k = 0; k < 64; k++)
+				if (hex[k] >= 'a')
+					hex[k] = (char)(hex[k] - 32);
+			snprintf(entry, sizeof(entry), "blake2b256.%s:client:5", hex);
+			setenv("ORDERS_API_KEYS", entry, 1);
+			assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+			assert_string_equal(err, want);
+		}
+	}
 	/* Production keys written as digests are what production should use. */
 	setenv("ORDERS_API_KEYS",
 	       "blake2b256.1b2c3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbccddeeff001:client:"
@@ -574,6 +654,14 @@ static void test_dsn_masking_forms(void **state)
 	expect_masked("host=db password='p w\\'3' user=x", "p w", "host=db password=*** user=x");
 	expect_masked("postgresql://db/orders?user=x&password=pw4&sslmode=require", "pw4",
 	              "postgresql://db/orders?user=x&password=***&sslmode=require");
+	/* libpq allows spaces around '=', and has an sslpassword too. */
+	expect_masked("host=db password = pw7 user=x", "pw7", "host=db password = *** user=x");
+	expect_masked("host=db password ='p w8'", "p w8", "host=db password =***");
+	expect_masked("host=db sslpassword=pw9 password=pw10", "pw",
+	              "host=db sslpassword=*** password=***");
+	/* Not a parameter: left as it is. */
+	expect_masked("host=db user=password dbname=orders", NULL,
+	              "host=db user=password dbname=orders");
 	/* Unescaped '/' and '@' in a password are masked whole. */
 	expect_masked("postgresql://u:pa/s@s5@db/orders", "pa/s", "postgresql://u:***@db/orders");
 	expect_masked("postgresql://u:p:w6@db:5432/orders", "p:w6",
@@ -655,6 +743,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_overrides, clear_env),
 	    cmocka_unit_test_setup(test_invalid_ints, clear_env),
 	    cmocka_unit_test_setup(test_invalid_strings, clear_env),
+	    cmocka_unit_test_setup(test_unparsable_dsn, clear_env),
 	    cmocka_unit_test_setup(test_invalid_keys, clear_env),
 	    cmocka_unit_test_setup(test_invalid_api_keys, clear_env),
 	    cmocka_unit_test_setup(test_production_refusal, clear_env),
