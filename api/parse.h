@@ -1,0 +1,87 @@
+/*
+ * parse.h: the API's parsers of untrusted input as functions of that input
+ * alone: request bodies, query and path parameters, headers. None of them
+ * needs a connection, Redis or PostgreSQL, so that the fuzz targets
+ * (tests/fuzz/) run exactly the code the handlers run. Each is defined
+ * beside its route's handler (the file named in its section).
+ *
+ * A parser fills its result and returns ERR_OK, or describes the contract's
+ * error in a struct api_error and returns ERR_INVALID (results are then
+ * unspecified); the handler answers it with respond_api_error(). Error
+ * texts never quote a card number or a CVC. Thread-safe: none keeps state.
+ */
+#ifndef ORDERS_API_PARSE_H
+#define ORDERS_API_PARSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "api.h"
+#include "card.h"
+
+/* The contract's error of one request: {"error":{"code","message","field"}}. */
+struct api_error {
+	unsigned int status; /* 400, 404 or 422 */
+	const char *code;    /* a static text: "validation_error", "invalid_card", ... */
+	char message[192];
+	char field[160]; /* the path of the one field at fault ("items[2].sku"), or "" */
+};
+
+/* ---- errors and JSON bodies (parse.c) ----------------------------------------------------- */
+
+/* api_error_set - fill e (field NULL or "" for none); returns ERR_INVALID. */
+int api_error_set(struct api_error *e, unsigned int status, const char *code, const char *field,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* respond_api_error - queue e as the request's answer (http.c). */
+enum MHD_Result respond_api_error(struct request *r, const struct api_error *e);
+
+/*
+ * body_parse - data[0..len) as a JSON object: valid UTF-8 without NUL
+ * characters in strings, no member twice. The caller decrefs it. NULL with
+ * 400 malformed_json in e otherwise.
+ */
+json_t *body_parse(const char *data, size_t len, struct api_error *e);
+
+/*
+ * fields_only - ERR_OK when obj has no member outside allowed (NULL-terminated);
+ * else 422 validation_error "unknown field 'x'" with field path.x (x when path
+ * is ""), the name cut to 64 bytes on a character boundary.
+ */
+int fields_only(json_t *obj, const char *path, const char *const *allowed, struct api_error *e);
+
+/*
+ * query_arg_error - the 422 for an unknown query parameter name; the name is
+ * quoted, and given as field, only when it is 1 to 64 printable ASCII
+ * characters (query strings are not checked as UTF-8).
+ */
+int query_arg_error(const char *name, struct api_error *e);
+
+/* ---- headers and paths (http.c) ----------------------------------------------------------- */
+
+/* valid_request_id - 1 when an X-Request-Id may be echoed: 1 to API_REQUEST_ID_MAX
+ * printable ASCII characters without '"' or '\'. */
+int valid_request_id(const char *s);
+
+/* is_json_type - 1 for a Content-Type of application/json, parameters allowed. */
+int is_json_type(const char *ct);
+
+/* bearer_token - the token of an Authorization header "Bearer <token>" (scheme
+ * in any case, one or more spaces), pointing into header; NULL for none. */
+const char *bearer_token(const char *header);
+
+/* path_param - the one path segment of url after prefix, or NULL when there is
+ * none or more than one. */
+const char *path_param(const char *url, const char *prefix);
+
+/*
+ * unescape_url - MHD's unescape callback (cls and conn are not used):
+ * percent-decodes s in place, except "%00" and "%2F", which stay encoded.
+ * Returns the new length.
+ */
+size_t unescape_url(void *cls, struct MHD_Connection *conn, char *s);
+
+#endif
