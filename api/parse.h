@@ -84,4 +84,40 @@ const char *path_param(const char *url, const char *prefix);
  */
 size_t unescape_url(void *cls, struct MHD_Connection *conn, char *s);
 
+/* ---- POST /v1/checkouts (checkout.c) ------------------------------------------------------ */
+
+#define CHECKOUT_MAX_LINES 100
+#define CHECKOUT_MAX_QUANTITY 999
+
+struct checkout {
+	json_t *root;
+	const char *customer_id;
+	const char *customer_email;
+	const char *currency;
+	struct {
+		const char *sku;
+		int quantity;
+		int64_t unit_price;
+	} lines[CHECKOUT_MAX_LINES];
+	size_t nlines;
+	int64_t total;
+	json_t *shipping;
+	struct card card;
+	char cart_id[40]; /* "" for an items checkout */
+	struct cart cart; /* the cart's lines and currency, when cart_id is set */
+};
+
+/* valid_idempotency_key - 1 for 1 to 255 printable ASCII characters. */
+int valid_idempotency_key(const char *k);
+
+/*
+ * checkout_parse - check root (a body_parse() object) as a checkout and fill
+ * co's customer, shipping, card (valid through the month of now, UTC) and
+ * either cart_id or currency and lines (1..CHECKOUT_MAX_LINES, quantities
+ * 1..CHECKOUT_MAX_QUANTITY; prices are not looked at). The strings point
+ * into root. 422 validation_error, empty_cart or invalid_card, or 404
+ * cart_not_found for a malformed cart_id.
+ */
+int checkout_parse(json_t *root, time_t now, struct checkout *co, struct api_error *e);
+
 #endif
