@@ -435,7 +435,7 @@ static int json_quote(struct buf *b, const char *s)
  * much as the rest of a checkout's JSON: every other field is an id, a
  * validated code or sku, a number or a time, none of which needs escaping.
  */
-static char *order_snapshot(const struct request *r, const struct checkout *co, int64_t now_ms)
+char *checkout_snapshot(const struct request *r, const struct checkout *co, int64_t now_ms)
 {
 	char created[25];
 	struct buf b;
@@ -475,8 +475,8 @@ static char *ship_field(json_t *shipping, const char *key)
 	return (char *)(v ? v : "");
 }
 
-static int build_message(struct request *r, const struct checkout *co, int64_t now_ms,
-                         char message_id[IDS_UUID_LEN + 1], uint8_t **out, size_t *outlen)
+int checkout_message(struct request *r, const struct checkout *co, const char *idem, int64_t now_ms,
+                     char message_id[IDS_UUID_LEN + 1], uint8_t **out, size_t *outlen)
 {
 	Orders__CheckoutRequested msg = ORDERS__CHECKOUT_REQUESTED__INIT;
 	Orders__Envelope env = ORDERS__ENVELOPE__INIT;
@@ -527,8 +527,7 @@ static int build_message(struct request *r, const struct checkout *co, int64_t n
 	order.total_cents = co->total;
 	order.shipping = &addr;
 	order.client_id = (char *)r->key->client_id;
-	order.idempotency_key =
-	    (char *)MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
+	order.idempotency_key = (char *)idem;
 	order.cart_id = (char *)co->cart_id;
 
 	/* The card leaves this process only sealed for payment-consumer. */
@@ -747,12 +746,12 @@ enum MHD_Result checkout_post(struct request *r)
 	if (price_lines(r, c, &co, known, &res) != 0)
 		goto out;
 
-	rc = build_message(r, &co, now_ms, message_id, &msg, &msglen);
+	rc = checkout_message(r, &co, idem, now_ms, message_id, &msg, &msglen);
 	if (rc != ERR_OK) {
 		res = respond_error(r, 500, "internal", "cannot prepare the order", NULL);
 		goto out;
 	}
-	snapshot = order_snapshot(r, &co, now_ms);
+	snapshot = checkout_snapshot(r, &co, now_ms);
 	r->accepted_body = snapshot ? accepted_body(r) : NULL;
 	r->settle = r->accepted_body ? settle_records(r, snapshot) : NULL;
 	if (!r->settle) {

@@ -120,4 +120,20 @@ int valid_idempotency_key(const char *k);
  */
 int checkout_parse(json_t *root, time_t now, struct checkout *co, struct api_error *e);
 
+/*
+ * checkout_snapshot - the order's pending view as Redis keeps it, "<client_id>
+ * <json>", malloc'd (NULL when out of memory): from r its key's client_id and
+ * order_id, from co (priced) the rest.
+ */
+char *checkout_snapshot(const struct request *r, const struct checkout *co, int64_t now_ms);
+
+/*
+ * checkout_message - the checkout.requested message for co (priced), with the
+ * card sealed by r->api->sealer, into *out (malloc'd, *outlen bytes), and its
+ * message_id. From r: the api's keys, the key's client_id, request_id,
+ * idem_hash and order_id. ERR_OK, or proto_pack's and sealer_seal's errors.
+ */
+int checkout_message(struct request *r, const struct checkout *co, const char *idem, int64_t now_ms,
+                     char message_id[37], uint8_t **out, size_t *outlen);
+
 #endif
