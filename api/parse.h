@@ -136,4 +136,32 @@ char *checkout_snapshot(const struct request *r, const struct checkout *co, int6
 int checkout_message(struct request *r, const struct checkout *co, const char *idem, int64_t now_ms,
                      char message_id[37], uint8_t **out, size_t *outlen);
 
+/* ---- /v1/carts (cart.c) ------------------------------------------------------------------- */
+
+#define CART_ITEMS_MAX 8192 /* 100 lines of at most 64-byte skus, as JSON */
+
+/*
+ * cart_parse_items - a request's items (an array of {"sku","quantity"}) into
+ * cart->lines, repeated skus merged (a merged quantity over
+ * CART_MAX_QUANTITY is refused); origin[i] is the request index of line i's
+ * first mention (for error fields). 422 validation_error.
+ */
+int cart_parse_items(json_t *items, struct cart *cart, size_t *origin, struct api_error *e);
+
+/* cart_parse_create - POST /v1/carts's body: customer_id, currency and items (optional)
+ * into cart. 422 validation_error. */
+int cart_parse_create(json_t *root, struct cart *cart, size_t *origin, struct api_error *e);
+
+/* cart_parse_replace - PUT /v1/carts/{id}'s body: its items (required) into cart's
+ * lines. 422 validation_error. */
+int cart_parse_replace(json_t *root, struct cart *cart, size_t *origin, struct api_error *e);
+
+/* cart_items_text - cart's lines as Redis stores them, compact JSON, into out
+ * (size bytes). ERR_NOMEM when out of memory or too long. */
+int cart_items_text(const struct cart *cart, char *out, size_t size);
+
+/* cart_items_parse - cart_items_text()'s text back into cart->lines and nlines.
+ * ERR_PARSE when it is not such a list. */
+int cart_items_parse(const char *text, struct cart *cart);
+
 #endif
