@@ -164,4 +164,23 @@ int cart_items_text(const struct cart *cart, char *out, size_t size);
  * ERR_PARSE when it is not such a list. */
 int cart_items_parse(const char *text, struct cart *cart);
 
+/* ---- /v1/products (catalog.c) ------------------------------------------------------------- */
+
+/* The body of PUT /v1/products/{sku}; name points into the body. */
+struct product_put {
+	json_t *name; /* a string of 1 to 200 characters */
+	const char *currency;
+	int64_t price_cents; /* 0 to 10^12 */
+	int64_t stock;       /* 0 to 10^9 */
+};
+
+/* catalog_parse_put - the body of PUT /v1/products/{sku} (the sku in the path is
+ * checked with valid_sku() first). 422 validation_error. */
+int catalog_parse_put(json_t *body, struct product_put *p, struct api_error *e);
+
+/* catalog_parse_list - GET /v1/products's limit (1..200, default 50) and after
+ * (a sku, default "") query parameters, each NULL when not given. 422. */
+int catalog_parse_list(const char *limit_s, const char *after_s, long *limit, const char **after,
+                       struct api_error *e);
+
 #endif
