@@ -183,4 +183,28 @@ int catalog_parse_put(json_t *body, struct product_put *p, struct api_error *e);
 int catalog_parse_list(const char *limit_s, const char *after_s, long *limit, const char **after,
                        struct api_error *e);
 
+/* ---- the finance routes (events.c) -------------------------------------------------------- */
+
+#define EVENTS_TYPES_MAX 128
+
+/* GET /v1/order-events's query. */
+struct events_query {
+	long long after; /* 0.. */
+	long long limit; /* 1..1000, default 100 */
+	int has_types;
+	char types[EVENTS_TYPES_MAX]; /* a text[] literal of known types, when has_types */
+};
+
+/* events_parse_query - after, limit and types, each NULL when not given. 422. */
+int events_parse_query(const char *after, const char *limit, const char *types,
+                       struct events_query *q, struct api_error *e);
+
+/* events_parse_date - GET /v1/reconciliation's date (NULL when not given): a
+ * calendar date YYYY-MM-DD, years 0001 to 9999. 422. */
+int events_parse_date(const char *date, struct api_error *e);
+
+/* events_wants_csv - 1 when an Accept header (NULL when none) prefers text/csv
+ * to application/json. */
+int events_wants_csv(const char *accept);
+
 #endif
