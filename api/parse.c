@@ -63,19 +63,36 @@ int fields_only(json_t *obj, const char *path, const char *const *allowed, struc
 
 	if (json_only_fields(obj, allowed, &bad) == ERR_OK)
 		return ERR_OK;
-	/* A member's name is valid UTF-8 (jansson checked it) but may be long. */
+	/* A member's name is valid UTF-8 (jansson checked it) but may be long,
+	 * or empty: then the path names it [""], as a field is never empty. */
 	n = (int)utf8_prefix(bad, 64);
-	snprintf(field, sizeof(field), "%s%s%.*s", path, *path ? "." : "", n, bad);
+	if (n == 0)
+		snprintf(field, sizeof(field), "%s[\"\"]", path);
+	else
+		snprintf(field, sizeof(field), "%s%s%.*s", path, *path ? "." : "", n, bad);
 	return api_error_set(e, 422, "validation_error", field, "unknown field '%.*s'", n, bad);
 }
 
 int query_arg_error(const char *name, struct api_error *e)
 {
-	/* The name is echoed only when it is short printable ASCII: the query
-	 * string is not checked as UTF-8. */
-	for (size_t i = 0; name && (i == 0 || name[i]); i++)
-		if (i >= 64 || name[i] <= ' ' || name[i] > '~')
-			name = NULL;
-	return api_error_set(e, 422, "validation_error", name, "unknown query parameter%s%s%s",
-	                     name ? " '" : "", name ? name : "", name ? "'" : "");
+	char shown[128];
+	size_t i, o = 0;
+
+	/* The query string is not checked as UTF-8: the name is shown with its
+	 * bytes other than printable ASCII (and '%') percent-encoded, cut short
+	 * after 64 bytes (or when the field is full), and as [""] when it is
+	 * empty, so that the field is always text JSON can carry and never empty. */
+	for (i = 0; name[i] && i < 64 && o + 3 < sizeof(shown); i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (c > ' ' && c <= '~' && c != '%')
+			shown[o++] = (char)c;
+		else
+			o += (size_t)snprintf(shown + o, sizeof(shown) - o, "%%%02X", c);
+	}
+	shown[o] = '\0';
+	if (!o)
+		snprintf(shown, sizeof(shown), "[\"\"]");
+	return api_error_set(e, 422, "validation_error", shown, "unknown query parameter '%s'",
+	                     shown);
 }

@@ -49,14 +49,16 @@ json_t *body_parse(const char *data, size_t len, struct api_error *e);
 /*
  * fields_only - ERR_OK when obj has no member outside allowed (NULL-terminated);
  * else 422 validation_error "unknown field 'x'" with field path.x (x when path
- * is ""), the name cut to 64 bytes on a character boundary.
+ * is ""), the name cut to 64 bytes on a character boundary; a member named ""
+ * is path[""].
  */
 int fields_only(json_t *obj, const char *path, const char *const *allowed, struct api_error *e);
 
 /*
- * query_arg_error - the 422 for an unknown query parameter name; the name is
- * quoted, and given as field, only when it is 1 to 64 printable ASCII
- * characters (query strings are not checked as UTF-8).
+ * query_arg_error - the 422 for an unknown query parameter name, quoted and
+ * given as field: its first 64 bytes, those other than printable ASCII (and
+ * '%') percent-encoded (query strings are not checked as UTF-8); [""] for
+ * the empty name.
  */
 int query_arg_error(const char *name, struct api_error *e);
 
