@@ -7,6 +7,7 @@
 #include "log.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +18,9 @@
 #include <sodium.h>
 
 enum config_type { CONFIG_INT, CONFIG_STR };
+
+/* What isspace() takes in the C locale, as libpq reads a keyword DSN. */
+#define SPACES " \t\n\v\f\r"
 
 enum config_flags {
 	CONFIG_SECRET = 1 << 0, /* never printed */
@@ -358,14 +362,22 @@ static void put(char *out, size_t size, size_t *o, const char *s, size_t n)
 	out[*o] = '\0';
 }
 
-/* Where a "password=" parameter starts in s, or NULL. */
-static const char *find_password_param(const char *s, const char *from)
+/*
+ * Where the value of a "password" parameter at or after from in s starts,
+ * or NULL: a libpq keyword (spaces may surround its '=') or a URI query
+ * parameter.
+ */
+static const char *find_password_value(const char *s, const char *from)
 {
-	const char *p = from;
+	static const char key[] = "password";
+	const char *p = from, *v;
 
-	while ((p = strstr(p, "password=")) != NULL) {
-		if (p == s || p[-1] == ' ' || p[-1] == '?' || p[-1] == '&')
-			return p;
+	while ((p = strstr(p, key)) != NULL) {
+		v = p + strlen(key);
+		v += strspn(v, SPACES);
+		if (*v == '=' &&
+		    (p == s || isspace((unsigned char)p[-1]) || p[-1] == '?' || p[-1] == '&'))
+			return v + 1 + strspn(v + 1, SPACES);
 		p++;
 	}
 	return NULL;
@@ -374,9 +386,10 @@ static const char *find_password_param(const char *s, const char *from)
 /*
  * Copy s into out with the passwords masked: "scheme://user:pass@host/..."
  * gives "scheme://user:***@host/...", and a "password=" parameter (libpq
- * keyword DSN or URI query) gives "password=***". The last '@' ends the
- * user info, so that a password with a '/' or an '@' in it is masked whole;
- * when in doubt this masks too much rather than too little.
+ * keyword DSN, also with spaces around the '=' as libpq allows, or URI
+ * query) gives "password=***". The last '@' ends the user info, so that a
+ * password with a '/' or an '@' in it is masked whole; when in doubt this
+ * masks too much rather than too little.
  */
 static void mask_url(const char *s, char *out, size_t size)
 {
@@ -395,10 +408,9 @@ static void mask_url(const char *s, char *out, size_t size)
 			p = at;
 		}
 	}
-	while ((pw = find_password_param(s, p)) != NULL) {
+	while ((pw = find_password_value(s, p)) != NULL) {
 		const char *end;
 
-		pw += strlen("password=");
 		if (*pw == '\'') {
 			/* A quoted value runs to the next unescaped quote. */
 			end = pw + 1;
@@ -410,7 +422,8 @@ static void mask_url(const char *s, char *out, size_t size)
 			if (*end)
 				end++;
 		} else {
-			end = pw + strcspn(pw, " &");
+			/* A URI's parameter ends at '&', a keyword's value at a space. */
+			end = pw + strcspn(pw, auth ? "&#" SPACES : SPACES);
 		}
 		put(out, size, &o, p, (size_t)(pw - p));
 		put(out, size, &o, "***", 3);
