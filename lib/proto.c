@@ -78,7 +78,9 @@ int proto_envelope_peek(const uint8_t *data, size_t len, Orders__Envelope **out)
 		size_t start = pos;
 		uint64_t key, v;
 
-		if (!read_varint(data, len, &pos, &key) || key >> 3 == 0)
+		/* As protobuf-c reads a key: only a first byte without field
+		 * bits is refused (0x80 0x00 is taken, as field 0). */
+		if (!read_varint(data, len, &pos, &key) || (data[start] & 0xf8) == 0)
 			goto out;
 		switch (key & 7) {
 		case WIRE_VARINT:

@@ -849,7 +849,8 @@ static void test_envelope_peek_refuses(void **state)
 
 /*
  * An envelope sent twice is the merge of both to the consumers' decoder;
- * the peek must find that very envelope, not the last one alone.
+ * the peek must find that very envelope, not the last one alone. And
+ * whatever the decoder takes, the peek takes.
  */
 static void test_envelope_peek_merges(void **state)
 {
@@ -879,6 +880,19 @@ static void test_envelope_peek_merges(void **state)
 	assert_int_equal(proto_envelope_peek(both, alen + blen, &env), ERR_OK);
 	assert_envelope_equal(env, decoded->envelope);
 	assert_string_equal(env->message_id, "msg-2");
+	orders__envelope__free_unpacked(env, NULL);
+	orders__cart_checked_out__free_unpacked(decoded, NULL);
+	free(both);
+
+	/* A key for field 0 written in two bytes: protobuf-c takes it, so must the peek. */
+	both = malloc(alen + 3);
+	assert_non_null(both);
+	memcpy(both, a, alen);
+	memcpy(both + alen, "\x80\x00\x00", 3);
+	decoded = orders__cart_checked_out__unpack(NULL, alen + 3, both);
+	assert_non_null(decoded);
+	assert_int_equal(proto_envelope_peek(both, alen + 3, &env), ERR_OK);
+	assert_envelope_equal(env, decoded->envelope);
 	orders__envelope__free_unpacked(env, NULL);
 	orders__cart_checked_out__free_unpacked(decoded, NULL);
 	free(both);
