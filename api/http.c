@@ -16,6 +16,7 @@
 #include "err.h"
 #include "ids.h"
 #include "log.h"
+#include "parse.h"
 
 int64_t api_now_ns(void)
 {
@@ -63,33 +64,14 @@ int json_only_fields(json_t *obj, const char *const *allowed, const char **bad)
 	return ERR_OK;
 }
 
-/* How many bytes of s, at most max, end on a UTF-8 character boundary. */
-static size_t utf8_prefix(const char *s, size_t max)
-{
-	size_t n = strnlen(s, max + 1);
-
-	if (n <= max)
-		return n;
-	n = max;
-	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-		n--;
-	return n;
-}
-
 int require_only_fields(struct request *r, json_t *obj, const char *path,
                         const char *const *allowed, enum MHD_Result *result)
 {
-	const char *bad;
-	char field[160], msg[192];
-	int n;
+	struct api_error e;
 
-	if (json_only_fields(obj, allowed, &bad) == ERR_OK)
+	if (fields_only(obj, path, allowed, &e) == ERR_OK)
 		return ERR_OK;
-	/* A member's name is valid UTF-8 (jansson checked it) but may be long. */
-	n = (int)utf8_prefix(bad, 64);
-	snprintf(field, sizeof(field), "%s%s%.*s", path, *path ? "." : "", n, bad);
-	snprintf(msg, sizeof(msg), "unknown field '%.*s'", n, bad);
-	*result = respond_error(r, 422, "validation_error", msg, field);
+	*result = respond_api_error(r, &e);
 	return ERR_INVALID;
 }
 
@@ -118,19 +100,13 @@ int require_query_args(struct request *r, const char *const *allowed, enum MHD_R
 {
 	static const char *const none[] = {NULL};
 	struct query_check q = {allowed ? allowed : none, NULL};
-	char msg[160];
+	struct api_error e;
 
 	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, query_arg, &q);
 	if (!q.bad)
 		return ERR_OK;
-	/* The name is echoed only when it is short printable ASCII: the query
-	 * string is not checked as UTF-8. */
-	for (size_t i = 0; q.bad && (i == 0 || q.bad[i]); i++)
-		if (i >= 64 || q.bad[i] <= ' ' || q.bad[i] > '~')
-			q.bad = NULL;
-	snprintf(msg, sizeof(msg), "unknown query parameter%s%s%s", q.bad ? " '" : "",
-	         q.bad ? q.bad : "", q.bad ? "'" : "");
-	*result = respond_error(r, 422, "validation_error", msg, q.bad);
+	query_arg_error(q.bad, &e);
+	*result = respond_api_error(r, &e);
 	return ERR_INVALID;
 }
 
@@ -214,6 +190,11 @@ enum MHD_Result respond_error(struct request *r, unsigned int status, const char
 		         LF_STR("route", r->route ? r->route : ""), LF_INT("status", status),
 		         LF_STR("code", code), LF_STR("reason", message));
 	return respond_obj(r, status, json_pack("{s:o}", "error", err), NULL);
+}
+
+enum MHD_Result respond_api_error(struct request *r, const struct api_error *e)
+{
+	return respond_error(r, e->status, e->code, e->message, e->field[0] ? e->field : NULL);
 }
 
 enum MHD_Result respond_unavailable(struct request *r, const char *what)
@@ -319,7 +300,7 @@ static enum MHD_Result published(struct request *r)
 
 /* ---- auth ----------------------------------------------------------------- */
 
-static const struct apikey *find_key(const struct api *a, const char *header)
+const char *bearer_token(const char *header)
 {
 	static const char scheme[] = "Bearer";
 
@@ -330,7 +311,14 @@ static const struct apikey *find_key(const struct api *a, const char *header)
 	header += sizeof(scheme) - 1;
 	while (*header == ' ')
 		header++;
-	return apikey_find(a->keys, a->nkeys, header, strlen(header));
+	return header;
+}
+
+static const struct apikey *find_key(const struct api *a, const char *header)
+{
+	const char *token = bearer_token(header);
+
+	return token ? apikey_find(a->keys, a->nkeys, token, strlen(token)) : NULL;
 }
 
 /* 429 rate_limited when the key is over its limit; ERR_OK otherwise. */
@@ -385,7 +373,7 @@ int require_role(struct request *r, enum role role, enum MHD_Result *result)
 }
 
 /* "application/json", optionally with parameters ("; charset=utf-8"); not "application/jsonx". */
-static int is_json_type(const char *ct)
+int is_json_type(const char *ct)
 {
 	static const char type[] = "application/json";
 	size_t n = sizeof(type) - 1;
@@ -400,7 +388,7 @@ json_t *body_json(struct request *r, enum MHD_Result *result)
 {
 	const char *ct =
 	    MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-	json_error_t jerr;
+	struct api_error e;
 	json_t *root;
 
 	if (!is_json_type(ct)) {
@@ -408,19 +396,9 @@ json_t *body_json(struct request *r, enum MHD_Result *result)
 		                        "request bodies must be application/json", NULL);
 		return NULL;
 	}
-	root = json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES,
-	                  &jerr);
-	if (!root) {
-		*result = respond_error(r, 400, "malformed_json",
-		                        "the request body is not valid JSON", NULL);
-		return NULL;
-	}
-	if (!json_is_object(root)) {
-		json_decref(root);
-		*result = respond_error(r, 400, "malformed_json",
-		                        "the request body must be a JSON object", NULL);
-		return NULL;
-	}
+	root = body_parse(r->body.data, r->body.len, &e);
+	if (!root)
+		*result = respond_api_error(r, &e);
 	return root;
 }
 
@@ -428,7 +406,7 @@ json_t *body_json(struct request *r, enum MHD_Result *result)
 
 /* The one path segment after prefix, or NULL if there is none or more. Any
  * length matches, so that the handler judges an overlong parameter. */
-static const char *path_param(const char *url, const char *prefix)
+const char *path_param(const char *url, const char *prefix)
 {
 	size_t n = strlen(prefix);
 
@@ -557,7 +535,7 @@ static enum MHD_Result dispatch(struct request *r, const char *url)
 
 /* ---- the MHD callbacks ---------------------------------------------------- */
 
-static int valid_request_id(const char *s)
+int valid_request_id(const char *s)
 {
 	size_t n = 0;
 
@@ -776,7 +754,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
  * turn a parameter's bytes into route segments. Left encoded, both fail the
  * parameter's validation like any other bad character.
  */
-static size_t unescape_url(void *cls, struct MHD_Connection *conn, char *s)
+size_t unescape_url(void *cls, struct MHD_Connection *conn, char *s)
 {
 	char *out = s;
 	const char *in = s;

@@ -9,6 +9,7 @@
 #include "netaddr.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +21,9 @@
 #include <sodium.h>
 
 enum config_type { CONFIG_INT, CONFIG_STR };
+
+/* What isspace() takes in the C locale, as libpq reads a keyword DSN. */
+#define SPACES " \t\n\v\f\r"
 
 enum config_flags {
 	CONFIG_SECRET = 1 << 0, /* never printed */
@@ -424,24 +428,24 @@ static void put(char *out, size_t size, size_t *o, const char *s, size_t n)
 }
 
 /*
- * The next "password" or "sslpassword" parameter of s from `from` on (libpq
- * allows spaces around a keyword's '='): where its value starts, or NULL.
+ * Where the value of a "password" or "sslpassword" parameter at or after
+ * from in s starts, or NULL: a libpq keyword (spaces may surround its '=')
+ * or a URI query parameter.
  */
-static const char *find_password_param(const char *s, const char *from)
+static const char *find_password_value(const char *s, const char *from)
 {
-	const char *p = from;
+	static const char key[] = "password";
+	const char *p = from, *v;
 
-	while ((p = strstr(p, "password")) != NULL) {
-		const char *key = p - s >= 3 && strncmp(p - 3, "ssl", 3) == 0 ? p - 3 : p;
-		const char *v = p + strlen("password");
+	while ((p = strstr(p, key)) != NULL) {
+		const char *k = p - s >= 3 && strncmp(p - 3, "ssl", 3) == 0 ? p - 3 : p;
 
+		v = p + strlen(key);
+		v += strspn(v, SPACES);
+		if (*v == '=' &&
+		    (k == s || isspace((unsigned char)k[-1]) || k[-1] == '?' || k[-1] == '&'))
+			return v + 1 + strspn(v + 1, SPACES);
 		p++;
-		if (key != s && key[-1] != ' ' && key[-1] != '?' && key[-1] != '&')
-			continue;
-		v += strspn(v, " ");
-		if (*v != '=')
-			continue;
-		return v + 1 + strspn(v + 1, " ");
 	}
 	return NULL;
 }
@@ -471,7 +475,7 @@ static void mask_url(const char *s, char *out, size_t size)
 			p = at;
 		}
 	}
-	while ((pw = find_password_param(s, p)) != NULL) {
+	while ((pw = find_password_value(s, p)) != NULL) {
 		const char *end;
 
 		if (*pw == '\'') {
@@ -485,7 +489,8 @@ static void mask_url(const char *s, char *out, size_t size)
 			if (*end)
 				end++;
 		} else {
-			end = pw + strcspn(pw, " &");
+			/* A URI's parameter ends at '&', a keyword's value at a space. */
+			end = pw + strcspn(pw, auth ? "&#" SPACES : SPACES);
 		}
 		put(out, size, &o, p, (size_t)(pw - p));
 		put(out, size, &o, "***", 3);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "card.h"
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
@@ -271,6 +272,22 @@ const char *consume_order_problem(const Orders__Order *o)
 		    !text_ok(a->city) || !text_ok(a->postal_code) || !text_ok(a->country))
 			return "shipping address text is not utf-8";
 	}
+	return NULL;
+}
+
+const char *consume_card_problem(const Orders__SealedCard *sc)
+{
+	if (!sc)
+		return "sealed card missing";
+	if (sc->sender_public_key.len != SEAL_KEY_BYTES)
+		return "sealed card sender_public_key is not 32 bytes";
+	if (sc->nonce.len != SEAL_NONCE_BYTES)
+		return "sealed card nonce is not 24 bytes";
+	if (sc->ciphertext.len <= SEAL_MAC_BYTES ||
+	    sc->ciphertext.len > SEAL_MAC_BYTES + CARD_RECORD_MAX)
+		return "sealed card ciphertext has an impossible length";
+	if (!sc->brand || strlen(sc->brand) > 16 || !sc->last4 || strlen(sc->last4) != 4)
+		return "sealed card brand or last4 missing";
 	return NULL;
 }
 

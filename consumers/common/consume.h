@@ -344,6 +344,15 @@ const char *consume_envelope_problem(const Orders__Envelope *env);
 const char *consume_order_problem(const Orders__Order *o);
 
 /*
+ * consume_card_problem - NULL when the sealed card is present and shaped as
+ * payment-consumer opens it (a 32-byte sender key, a 24-byte nonce, a
+ * ciphertext that can hold a card record, a brand of at most 16 characters
+ * and 4 last digits), else a short reason. Whoever passes the card on checks
+ * it too, so that a card that can never be opened is refused first.
+ */
+const char *consume_card_problem(const Orders__SealedCard *sc);
+
+/*
  * consume_pg_array_add - append s to a PostgreSQL array literal in b as one
  * double-quoted element, with a comma before it unless first. The caller
  * writes the braces. Errors from buf_append (ERR_TOO_BIG, ERR_NOMEM).

@@ -65,8 +65,8 @@ static int inv_decode(void *state, struct consume_input *in)
 	why = consume_envelope_problem(m->envelope);
 	if (!why)
 		why = consume_order_problem(m->order);
-	if (!why && !m->card)
-		why = "sealed card missing";
+	if (!why)
+		why = consume_card_problem(m->card);
 	if (why) {
 		log_error("cannot accept checkout", LF_STR("message_id", in->message_id),
 		          LF_STR("reason", why));

@@ -79,7 +79,6 @@ static void pay_msg_free(void *msg)
 static int pay_decode(void *state, struct consume_input *in)
 {
 	Orders__InventoryReserved *m;
-	const Orders__SealedCard *sc;
 	const char *why;
 
 	(void)state;
@@ -88,21 +87,11 @@ static int pay_decode(void *state, struct consume_input *in)
 		log_error("cannot unpack inventory.reserved", LF_STR("message_id", in->message_id));
 		return ERR_PARSE;
 	}
-	sc = m->card;
 	why = consume_envelope_problem(m->envelope);
 	if (!why)
 		why = consume_order_problem(m->order);
-	if (!why && !sc)
-		why = "sealed card missing";
-	if (!why && sc->sender_public_key.len != SEAL_KEY_BYTES)
-		why = "sealed card sender_public_key is not 32 bytes";
-	if (!why && sc->nonce.len != SEAL_NONCE_BYTES)
-		why = "sealed card nonce is not 24 bytes";
-	if (!why && (sc->ciphertext.len <= SEAL_MAC_BYTES ||
-	             sc->ciphertext.len > SEAL_MAC_BYTES + CARD_RECORD_MAX))
-		why = "sealed card ciphertext has an impossible length";
-	if (!why && (!sc->brand || strlen(sc->brand) > 16 || !sc->last4 || strlen(sc->last4) != 4))
-		why = "sealed card brand or last4 missing";
+	if (!why)
+		why = consume_card_problem(m->card);
 	if (why) {
 		log_error("cannot accept inventory.reserved", LF_STR("message_id", in->message_id),
 		          LF_STR("reason", why));

@@ -666,6 +666,11 @@ static void test_dsn_masking_forms(void **state)
 	expect_masked("postgresql://u:pa/s@s5@db/orders", "pa/s", "postgresql://u:***@db/orders");
 	expect_masked("postgresql://u:p:w6@db:5432/orders", "p:w6",
 	              "postgresql://u:***@db:5432/orders");
+	/* libpq takes spaces around a keyword's '=' (found by fuzz/config). */
+	expect_masked("host=db password = pw7 user=x", "pw7", "host=db password = *** user=x");
+	expect_masked("host=db\tpassword=\tpw8", "pw8", "host=db\tpassword=\t***");
+	/* A keyword's value ends at a space, not at '&'. */
+	expect_masked("password=pw9&more host=db", "pw9&more", "password=*** host=db");
 }
 
 /* ORDERS_AMQP_URL: a list of URLs loads as it is and is masked entry by entry. */
