@@ -34,6 +34,9 @@
 /* MHD's memory pool per connection: the request's headers and the
  * response's header block (bodies are kept elsewhere). */
 #define API_CONNECTION_MEMORY (4 * 1024)
+/* The most of it a request line and headers may take: the rest is for the
+ * answer's header block. */
+#define API_HEAD_MAX (API_CONNECTION_MEMORY - 1024)
 #define API_REQUEST_ID_MAX 64
 #define API_CLIENT_ID_LEN APIKEY_CLIENT_ID_LEN
 
