@@ -428,6 +428,7 @@ struct mq_publisher {
 	int poll_stats_ms;
 	int efd;
 	pthread_t thread;
+	int joined; /* the owner's: mq_publisher_stop has joined the thread */
 
 	/* Shared with the publishing threads. */
 	pthread_mutex_t mu;
@@ -1265,15 +1266,23 @@ static void wake(struct mq_publisher *p)
 	(void)n;
 }
 
-void mq_publisher_free(struct mq_publisher *p)
+void mq_publisher_stop(struct mq_publisher *p)
 {
-	if (!p)
+	if (!p || p->joined)
 		return;
 	pthread_mutex_lock(&p->mu);
 	atomic_store(&p->stop, 1);
 	pthread_mutex_unlock(&p->mu);
 	wake(p);
 	pthread_join(p->thread, NULL);
+	p->joined = 1;
+}
+
+void mq_publisher_free(struct mq_publisher *p)
+{
+	if (!p)
+		return;
+	mq_publisher_stop(p);
 	pthread_mutex_destroy(&p->mu);
 	close(p->efd);
 	url_release(&p->url);
