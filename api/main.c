@@ -168,25 +168,24 @@ static void teardown(struct api *a)
 	/*
 	 * Stop taking connections and requests, let every suspended checkout
 	 * get its confirm (bounded by the publish timeout), and only then stop
-	 * MHD: stopping it with a suspended connection is undefined. If the
-	 * broker never answers, freeing the publisher fails what is left with
-	 * ERR_CLOSED, which resumes those connections with a 503.
+	 * MHD: stopping it with a suspended connection is undefined. Stopping
+	 * the publisher fails what the broker never answered with ERR_CLOSED
+	 * (a 503), and a request that was past its first check when stopping
+	 * was set gets ERR_CLOSED at once; stopping the settler resumes what
+	 * it holds. Both are only stopped while MHD runs, never freed: its
+	 * threads read a->publisher and a->settler without a lock.
 	 */
 	http_quiesce(a);
 	atomic_store(&a->stopping, 1);
-	if (a->publisher && !drain_suspended(a, a->cfg.publish_timeout_ms + 1000)) {
-		mq_publisher_free(a->publisher);
-		a->publisher = NULL;
-		drain_suspended(a, 2000);
-	}
-	/* No confirm can come any more: what the settler holds is resumed
-	 * while MHD still runs. */
-	settler_free(a->settler);
-	a->settler = NULL;
+	drain_suspended(a, a->cfg.publish_timeout_ms + 1000);
+	mq_publisher_stop(a->publisher);
+	settler_stop(a->settler);
 	drain_suspended(a, 2000);
 	http_stop(a);
 	mq_publisher_free(a->publisher);
 	a->publisher = NULL;
+	settler_free(a->settler);
+	a->settler = NULL;
 	ratelimit_free(a->ratelimit);
 	db_pool_free(a->db);
 	cache_pool_free(a->cache);

@@ -36,6 +36,7 @@ struct settler {
 	pthread_cond_t cv;           /* on CLOCK_MONOTONIC */
 	struct request *head, *tail; /* guarded by mu; linked by settle_next */
 	int stop;                    /* guarded by mu */
+	int joined;                  /* the owner's: settler_stop has joined the thread */
 	/* The thread's own: requests whose records failed, and when to retry. */
 	struct request *retry, *retry_tail;
 	int64_t retry_at_ms;
@@ -259,9 +260,9 @@ int settler_push(struct settler *s, struct request *r)
 	return ERR_OK;
 }
 
-void settler_free(struct settler *s)
+void settler_stop(struct settler *s)
 {
-	if (!s)
+	if (!s || s->joined)
 		return;
 	pthread_mutex_lock(&s->mu);
 	s->stop = 1;
@@ -270,6 +271,14 @@ void settler_free(struct settler *s)
 	/* The thread tries once more to settle whatever it holds, resumes
 	 * all of it, and ends. */
 	pthread_join(s->thread, NULL);
+	s->joined = 1;
+}
+
+void settler_free(struct settler *s)
+{
+	if (!s)
+		return;
+	settler_stop(s);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	cache_free(s->cache);
