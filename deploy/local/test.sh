@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # test.sh: `make test`. Builds into build-test with AddressSanitizer,
-# UBSan and -Werror, brings the stack up from that build (up.sh), runs every
-# ctest test (unit and integration labels), and always takes the stack down
-# again (down.sh), even when something failed. Exits with ctest's status,
+# UBSan and -Werror, and the programs of the tsan/* tests into build-tsan with
+# ThreadSanitizer, brings the stack up from the first build (up.sh), runs every
+# ctest test (unit, integration and tsan labels), and always takes the stack
+# down again (down.sh), even when something failed. Exits with ctest's status,
 # or non-zero when the stack did not come up or down cleanly, or when any
 # process wrote a sanitizer report (leaks show up at exit): every report goes
 # to a file of its own in .local/log/sanitizer/ (log_path).
 #
 #   BUILD_DIR (default build-test), CMAKE_ARGS (default the sanitizer
-#   options above), CTEST_ARGS (extra ctest arguments, e.g. "-R e2e").
+#   options above), TSAN_BUILD_DIR (default build-tsan), TSAN_CMAKE_ARGS,
+#   CTEST_ARGS (extra ctest arguments, e.g. "-R e2e").
 #
 # The test stack's reservations last ORDERS_RESERVATION_TTL_S=10 seconds
 # (not the default 900), so that it_expiry can watch an unpaid order expire,
@@ -26,6 +28,8 @@ HERE=$(dirname "${BASH_SOURCE[0]}")
 
 export BUILD_DIR=${BUILD_DIR:-build-test}
 export CMAKE_ARGS=${CMAKE_ARGS:--DORDERS_ASAN=ON -DORDERS_WERROR=ON}
+TSAN_BUILD_DIR=${TSAN_BUILD_DIR:-build-tsan}
+TSAN_CMAKE_ARGS=${TSAN_CMAKE_ARGS:--DORDERS_TSAN=ON -DORDERS_WERROR=ON}
 # Every sanitizer report of every process (daemons, tests, tools, also one
 # whose stderr a test discards or whose exit status it expects to be 1)
 # lands in a file of its own here, which is looked through at the end.
@@ -39,6 +43,10 @@ export ORDERS_API_KEYS=dev-client:client,dev-finance:finance,dev-admin:admin,dev
 case $BUILD_DIR in
 /*) build_dir=$BUILD_DIR ;;
 *) build_dir=$ROOT/$BUILD_DIR ;;
+esac
+case $TSAN_BUILD_DIR in
+/*) export ORDERS_TSAN_BUILD_DIR=$TSAN_BUILD_DIR ;;
+*) export ORDERS_TSAN_BUILD_DIR=$ROOT/$TSAN_BUILD_DIR ;;
 esac
 rm -rf "$ORDERS_SANITIZER_DIR"
 mkdir -p "$ORDERS_SANITIZER_DIR"
@@ -54,6 +62,12 @@ trap 'take_down || true' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# The programs the tsan/* tests run, with ThreadSanitizer (tests/CMakeLists.txt).
+if ! BUILD_DIR=$ORDERS_TSAN_BUILD_DIR CMAKE_ARGS=$TSAN_CMAKE_ARGS BUILD_TARGETS=tsan_targets \
+	"$HERE/build.sh"; then
+	warn "the ThreadSanitizer build failed; no test ran"
+	exit 1
+fi
 if ! "$HERE/up.sh"; then
 	warn "the stack did not come up; no test ran"
 	exit 1
