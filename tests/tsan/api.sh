@@ -17,11 +17,15 @@
 #   3. checkouts while the API's RabbitMQ connection and its Redis
 #      connections are cut (rabbitmqctl close_connection, CLIENT KILL): the
 #      publisher fails what it had in flight and reconnects, the pools and
-#      the settler reconnect; every checkout gets its 202 in the end.
-#   4. SIGTERM to the API while checkouts are in flight and /metrics is
-#      scraped: it exits 0 within 30 s. Then SIGTERM to the consumers, each
-#      of which processed messages of the load beside the stack's: each
-#      exits 0 too.
+#      the settler reconnect; then while RabbitMQ blocks every publisher
+#      (memory watermark 0) and Redis refuses writes (maxmemory 1): the
+#      settler holds the confirmed checkouts until Redis takes them, the
+#      rate limiter fails open. Every checkout gets its 202 in the end.
+#   4. SIGTERM to the API while checkouts are in flight, /metrics is
+#      scraped and Redis refuses the confirmed ones' records (the settler
+#      holds them when it is stopped): it exits 0 within 30 s. Then SIGTERM
+#      to the consumers, each of which processed messages of the load
+#      beside the stack's: each exits 0 too.
 #
 # Passes when every step's outcome holds and no TSan-built process wrote a
 # report (tests/tsan/lib.bash: log_path, halt_on_error=0, exit status 66).
@@ -57,6 +61,37 @@ stop_pid() {
 	wait_gone "$1" "$2" || kill -KILL "$1" 2>/dev/null || true
 }
 
+# RabbitMQ's memory watermark and Redis' memory limits, as the stack had
+# them; step 3 blocks every publisher (watermark 0) and makes Redis refuse
+# writes (maxmemory 1, noeviction) for a few seconds.
+redis() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+watermark=$("$SERVICES_SH" ctl -q eval 'vm_memory_monitor:get_vm_memory_high_watermark().') ||
+	fail_now "cannot read RabbitMQ's memory high watermark"
+maxmemory=$(redis config get maxmemory | sed -n 2p)
+policy=$(redis config get maxmemory-policy | sed -n 2p)
+if [ -z "$maxmemory" ] || [ -z "$policy" ]; then
+	fail_now "cannot read Redis' maxmemory settings"
+fi
+blocked=0
+refusing=0
+block_publishers() {
+	blocked=1
+	"$SERVICES_SH" ctl -q set_vm_memory_high_watermark 0 >/dev/null
+}
+unblock_publishers() {
+	[ $blocked -eq 1 ] || return 0
+	"$SERVICES_SH" ctl -q set_vm_memory_high_watermark "$watermark" >/dev/null && blocked=0
+}
+refuse_writes() {
+	refusing=1
+	redis config set maxmemory-policy noeviction >/dev/null && redis config set maxmemory 1 >/dev/null
+}
+take_writes() {
+	[ $refusing -eq 1 ] || return 0
+	redis config set maxmemory "$maxmemory" >/dev/null &&
+		redis config set maxmemory-policy "$policy" >/dev/null && refusing=0
+}
+
 cleanup() {
 	local rc=$? pid
 	trap - EXIT
@@ -67,6 +102,8 @@ cleanup() {
 		stop_pid "$pid" 20
 	done
 	wait 2>/dev/null || true
+	take_writes || rc=1
+	unblock_publishers || rc=1
 	rm -rf "$work"
 	exit $rc
 }
@@ -259,9 +296,9 @@ else
 	fail_later "it_ratelimit exited with $rc: $(tail -n 20 "$work/ratelimit.log")"
 fi
 
-# ---------------------------------------------- 3. connections cut under load
+# ------------------------------------------ 3. connections cut, services stalled
 
-say_t "3. checkouts while the API's RabbitMQ and Redis connections are cut"
+say_t "3. checkouts while the API's connections are cut, publishers blocked, Redis full"
 connects_before=$(grep -c '"connected to rabbitmq"' "$LOG_DIR/orders-api-tsan.log" || true)
 # The broker's name for the publisher's connection, found before the load.
 amqp_ports=$(local_ports "$API_PID" "$AMQP_PORT" | tr '\n' ' ')
@@ -272,7 +309,8 @@ for p in $amqp_ports; do
 	conns+=("$(awk -v p="$p" '$2 == p { print $1 }' "$work/conns.txt")")
 done
 [ -n "${conns[*]}" ] || fail_later "no RabbitMQ connection of the TSan API to cut (its ports: '$amqp_ports')"
-background env ORDERS_HTTP_PORT="$API_PORT" "$LOADGEN" -n 600 -r 60 -c 16 -d 90 -s "$sku_list" \
+api_lines=$(wc -l <"$LOG_DIR/orders-api-tsan.log")
+background env ORDERS_HTTP_PORT="$API_PORT" "$LOADGEN" -n 900 -r 60 -c 16 -d 90 -s "$sku_list" \
 	-k "$prefix-cut" -o "$work/cut.tsv" >"$work/cut.log" 2>&1
 cut_pid=$BG_PID
 sleep 2
@@ -286,19 +324,35 @@ for p in $redis_ports; do
 	redis-cli -p "$REDIS_PORT" CLIENT KILL ADDR "127.0.0.1:$p" >/dev/null 2>&1 || true
 done
 note "cut the RabbitMQ connection from port(s) $amqp_ports and the Redis ones from $redis_ports"
+# Checkouts pile up in the publisher; once it may publish again, the
+# settler cannot record the confirmed ones and holds them, retrying, until
+# Redis takes writes again.
+block_publishers
+sleep 1
+refuse_writes
+unblock_publishers
+sleep 2
+take_writes
+note "publishers blocked for a while, then Redis refused writes for some 2 s"
 exit_of "$cut_pid"
 [ "$RC" = 0 ] || fail_later "orders-loadgen through the cuts exited with $RC: $(tail -n 3 "$work/cut.log")"
 tail -n 1 "$work/cut.log" | sed 's/^/    /'
 connects_after=$(grep -c '"connected to rabbitmq"' "$LOG_DIR/orders-api-tsan.log" || true)
 if [ "$connects_after" -gt "$connects_before" ]; then
-	note "ok: the publisher lost its connection and connected again; all 600 checkouts accepted"
+	note "ok: the publisher lost its connection and connected again; all 900 checkouts accepted"
 else
 	fail_later "the TSan API's publisher did not reconnect (connects: $connects_before, then $connects_after)"
+fi
+if tail -n +"$((api_lines + 1))" "$LOG_DIR/orders-api-tsan.log" |
+	grep -q '"cannot record confirmed checkouts in redis'; then
+	note "ok: the settler held confirmed checkouts while Redis refused writes"
+else
+	fail_later "the settler never held a confirmed checkout while Redis refused writes"
 fi
 
 # ------------------------------------------------------ 4. SIGTERM under load
 
-say_t "4. SIGTERM to the TSan API with checkouts in flight"
+say_t "4. SIGTERM to the TSan API with checkouts in flight, Redis refusing their records"
 background env ORDERS_HTTP_PORT="$API_PORT" "$LOADGEN" -n 5000 -c 32 -d 5 -t 5000 -s "$sku_list" \
 	-k "$prefix-term" -o "$work/term.tsv" >"$work/term.log" 2>&1
 term_pid=$BG_PID
@@ -311,7 +365,11 @@ while [ $(($(grep -c '"checkout accepted"' "$LOG_DIR/orders-api-tsan.log" || tru
 	sleep 0.2
 done
 served=$(requests_served)
+# Confirmed checkouts wait in the settler when the signal comes; stopping
+# answers them (without a 202) while the HTTP daemon still runs.
+refuse_writes
 stop orders-api
+take_writes
 kill "$term_pid" "$term_scrape_pid" 2>/dev/null || true
 accepted=$(($(grep -c '"checkout accepted"' "$LOG_DIR/orders-api-tsan.log" || true) - accepted_before))
 note "the TSan API accepted $accepted checkouts in step 4; it had answered $served requests before SIGTERM"
