@@ -358,34 +358,124 @@ static void put(char *out, size_t size, size_t *o, const char *s, size_t n)
 	out[*o] = '\0';
 }
 
-/* Where a "password=" parameter starts in s, or NULL. */
-static const char *find_password_param(const char *s, const char *from)
+/* libpq's keywords whose values are secrets: the password, and the client key's passphrase. */
+static int secret_keyword(const char *k, size_t n)
 {
-	const char *p = from;
+	return (n == 8 && memcmp(k, "password", 8) == 0) ||
+	       (n == 11 && memcmp(k, "sslpassword", 11) == 0);
+}
 
-	while ((p = strstr(p, "password=")) != NULL) {
-		if (p == s || p[-1] == ' ' || p[-1] == '?' || p[-1] == '&')
-			return p;
-		p++;
-	}
-	return NULL;
+static int is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
 /*
- * Copy s into out with the passwords masked: "scheme://user:pass@host/..."
- * gives "scheme://user:***@host/...", and a "password=" parameter (libpq
- * keyword DSN or URI query) gives "password=***". The last '@' ends the
- * user info, so that a password with a '/' or an '@' in it is masked whole;
- * when in doubt this masks too much rather than too little.
+ * mask_query - copy p (the rest of a URL) into out, the values of secret
+ * query parameters ("?password=...&sslpassword=...") masked.
+ */
+static void mask_query(const char *p, char *out, size_t size, size_t *o)
+{
+	const char *q = strchr(p, '?');
+
+	while (q) {
+		const char *key = q + 1, *eq = key + strcspn(key, "=&"), *end;
+
+		if (*eq != '=') {
+			q = *eq ? eq : NULL;
+			continue;
+		}
+		end = eq + 1 + strcspn(eq + 1, "&");
+		if (secret_keyword(key, (size_t)(eq - key))) {
+			put(out, size, o, p, (size_t)(eq + 1 - p));
+			put(out, size, o, "***", 3);
+			p = end;
+		}
+		q = *end ? end : NULL;
+	}
+	put(out, size, o, p, strlen(p));
+}
+
+/*
+ * mask_keywords - copy a libpq keyword/value DSN into out, the values of
+ * secret keywords masked. It is read as libpq reads it: whitespace around
+ * '=', values in single quotes or with backslash escapes. Should it not
+ * parse, the rest is masked: libpq will refuse it anyway, and a secret
+ * might be in it.
+ */
+static void mask_keywords(const char *s, char *out, size_t size, size_t *o)
+{
+	const char *p = s, *c = s;
+
+	for (;;) {
+		const char *key, *val;
+		size_t klen;
+
+		while (is_space(*c))
+			c++;
+		if (!*c)
+			break;
+		key = c;
+		while (*c && *c != '=' && !is_space(*c))
+			c++;
+		klen = (size_t)(c - key);
+		while (is_space(*c))
+			c++;
+		if (*c != '=' || klen == 0) {
+			put(out, size, o, p, (size_t)(key - p));
+			put(out, size, o, "***", 3);
+			return;
+		}
+		c++;
+		while (is_space(*c))
+			c++;
+		val = c;
+		if (*c == '\'') {
+			for (c++; *c && *c != '\''; c++) {
+				if (*c == '\\' && c[1])
+					c++;
+			}
+			if (*c)
+				c++;
+		} else {
+			for (; *c && !is_space(*c); c++) {
+				if (*c == '\\' && c[1])
+					c++;
+			}
+		}
+		if (secret_keyword(key, klen)) {
+			put(out, size, o, p, (size_t)(val - p));
+			put(out, size, o, "***", 3);
+			p = c;
+		}
+	}
+	put(out, size, o, p, strlen(p));
+}
+
+/*
+ * Copy s into out with the secrets masked: "scheme://user:pass@host/..."
+ * gives "scheme://user:***@host/...", and a password or sslpassword
+ * parameter (URI query or libpq keyword/value DSN) gives "password=***".
+ * The last '@' ends the user info, so that a password with a '/' or an
+ * '@' in it is masked whole; when in doubt this masks too much rather than
+ * too little.
  */
 static void mask_url(const char *s, char *out, size_t size)
 {
+	static const char scheme_chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                                   "0123456789+-.";
 	const char *p = s, *auth = strstr(s, "://");
-	const char *pw;
 	size_t o = 0;
 
 	out[0] = '\0';
-	if (auth) {
+	/* A URL starts with its scheme; "://" anywhere else is in a value. */
+	if (auth && (auth == s || strspn(s, scheme_chars) != (size_t)(auth - s)))
+		auth = NULL;
+	if (!auth) {
+		mask_keywords(s, out, size, &o);
+		return;
+	}
+	{
 		const char *at = strrchr(auth + 3, '@');
 		const char *colon = at ? memchr(auth + 3, ':', (size_t)(at - (auth + 3))) : NULL;
 
@@ -395,28 +485,7 @@ static void mask_url(const char *s, char *out, size_t size)
 			p = at;
 		}
 	}
-	while ((pw = find_password_param(s, p)) != NULL) {
-		const char *end;
-
-		pw += strlen("password=");
-		if (*pw == '\'') {
-			/* A quoted value runs to the next unescaped quote. */
-			end = pw + 1;
-			while (*end && *end != '\'') {
-				if (*end == '\\' && end[1])
-					end++;
-				end++;
-			}
-			if (*end)
-				end++;
-		} else {
-			end = pw + strcspn(pw, " &");
-		}
-		put(out, size, &o, p, (size_t)(pw - p));
-		put(out, size, &o, "***", 3);
-		p = end;
-	}
-	put(out, size, &o, p, strlen(p));
+	mask_query(p, out, size, &o);
 }
 
 void config_log(const struct config *cfg)

@@ -580,6 +580,40 @@ static void test_dsn_masking_forms(void **state)
 	              "postgresql://u:***@db:5432/orders");
 }
 
+/* DSNs as production writes them: TLS parameters pass through, secrets do not. */
+static void test_dsn_masking_tls(void **state)
+{
+	(void)state;
+	expect_masked("postgresql://app:pw7@db.rds.amazonaws.com:5432/orders?sslmode=verify-full"
+	              "&sslrootcert=/etc/ssl/rds-global-bundle.pem",
+	              "pw7",
+	              "postgresql://app:***@db.rds.amazonaws.com:5432/orders?sslmode=verify-full"
+	              "&sslrootcert=/etc/ssl/rds-global-bundle.pem");
+	expect_masked("host=db port=5432 user=app password=pw8 dbname=orders sslmode=verify-full "
+	              "sslrootcert=/etc/ssl/rds.pem",
+	              "pw8",
+	              "host=db port=5432 user=app password=*** dbname=orders sslmode=verify-full "
+	              "sslrootcert=/etc/ssl/rds.pem");
+	/* libpq takes whitespace around '=' and escapes in plain values. */
+	expect_masked("host=db password = pw9 sslmode=require", "pw9",
+	              "host=db password = *** sslmode=require");
+	expect_masked("host=db\tpassword=p\\ w10\tsslmode=require", "w10",
+	              "host=db\tpassword=***\tsslmode=require");
+	/* The passphrase of a client key is as secret as a password. */
+	expect_masked("host=db sslcert=/c.pem sslkey=/k.pem sslpassword=pp11 user=x", "pp11",
+	              "host=db sslcert=/c.pem sslkey=/k.pem sslpassword=*** user=x");
+	expect_masked("host=db sslpassword='p p12' password=pw12", "p12",
+	              "host=db sslpassword=*** password=***");
+	expect_masked("postgresql://db/orders?sslmode=verify-ca&sslpassword=pp13&sslkey=/k.pem",
+	              "pp13",
+	              "postgresql://db/orders?sslmode=verify-ca&sslpassword=***&sslkey=/k.pem");
+	/* A "://" inside a value does not make a keyword DSN a URL. */
+	expect_masked("options='-c x=a://b' password=pw14", "pw14",
+	              "options='-c x=a://b' password=***");
+	/* What does not parse is masked from there on. */
+	expect_masked("host=db password pw15", "pw15", "host=db ***");
+}
+
 static void test_config_log_respects_level(void **state)
 {
 	struct config c;
@@ -619,6 +653,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_error_buffer_bounds, clear_env),
 	    cmocka_unit_test_setup(test_log_masks_secrets, clear_env),
 	    cmocka_unit_test_setup(test_dsn_masking_forms, clear_env),
+	    cmocka_unit_test_setup(test_dsn_masking_tls, clear_env),
 	    cmocka_unit_test_setup(test_config_log_respects_level, clear_env),
 	};
 
