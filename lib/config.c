@@ -101,6 +101,11 @@ static const struct config_row config_table[] = {
     ROW_INT("ORDERS_RESERVATION_TTL_S", reservation_ttl_s, 900, 1, 604800),
     ROW_INT("ORDERS_FINALIZE_GRACE_S", finalize_grace_s, 60, 1, 86400),
     ROW_INT("ORDERS_CONSUMER_BATCH", consumer_batch, 0, 0, 1000),
+    ROW_STR("ORDERS_TLS_CERT_FILE", tls_cert_file, "", 0, NULL),
+    ROW_STR("ORDERS_TLS_KEY_FILE", tls_key_file, "", 0, NULL),
+    ROW_STR("ORDERS_AMQP_CA_FILE", amqp_ca_file, "", 0, NULL),
+    ROW_STR("ORDERS_AMQP_CERT_FILE", amqp_cert_file, "", 0, NULL),
+    ROW_STR("ORDERS_AMQP_KEY_FILE", amqp_key_file, "", 0, NULL),
 };
 
 #define CONFIG_ROWS (sizeof(config_table) / sizeof(config_table[0]))
@@ -298,6 +303,33 @@ static int check_production(const struct config *cfg, unsigned needs, char *err,
 	return ERR_OK;
 }
 
+/* A certificate is useless without its key and the other way round. */
+static int check_pairs(const struct config *cfg, char *err, size_t errlen)
+{
+	static const struct {
+		const char *cert, *key, *what;
+		size_t cert_off, key_off;
+	} pairs[] = {
+	    {"ORDERS_TLS_CERT_FILE", "ORDERS_TLS_KEY_FILE", "HTTPS",
+	     offsetof(struct config, tls_cert_file), offsetof(struct config, tls_key_file)},
+	    {"ORDERS_AMQP_CERT_FILE", "ORDERS_AMQP_KEY_FILE", "a RabbitMQ client certificate",
+	     offsetof(struct config, amqp_cert_file), offsetof(struct config, amqp_key_file)},
+	};
+
+	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+		int has_cert = ((const char *)cfg + pairs[i].cert_off)[0] != '\0';
+		int has_key = ((const char *)cfg + pairs[i].key_off)[0] != '\0';
+
+		if (has_cert == has_key)
+			continue;
+		set_err(err, errlen, "%s must be set together with %s (%s needs both)",
+		        has_cert ? pairs[i].key : pairs[i].cert,
+		        has_cert ? pairs[i].cert : pairs[i].key, pairs[i].what);
+		return ERR_INVALID;
+	}
+	return ERR_OK;
+}
+
 int config_load(struct config *cfg, char *err, size_t errlen)
 {
 	return config_load_for(cfg, CONFIG_NEED_ALL, err, errlen);
@@ -328,6 +360,9 @@ int config_load_for(struct config *cfg, unsigned needs, char *err, size_t errlen
 		if (rc != ERR_OK)
 			goto out;
 	}
+	rc = check_pairs(&c, err, errlen);
+	if (rc != ERR_OK)
+		goto out;
 	if (config_is_production(&c)) {
 		rc = check_production(&c, needs, err, errlen);
 		if (rc != ERR_OK)

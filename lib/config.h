@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #define CONFIG_STR_MAX 512
+#define CONFIG_PATH_MAX 256
 
 struct config {
 	char env[32];                /* ORDERS_ENV: development | production */
@@ -36,6 +37,12 @@ struct config {
 	int finalize_grace_s;           /* ORDERS_FINALIZE_GRACE_S */
 	int consumer_batch;             /* ORDERS_CONSUMER_BATCH: 0 = each consumer's default */
 	int rate_limit;                 /* ORDERS_RATE_LIMIT: per key and second; 0 = none */
+	/* TLS: file paths (PEM), "" when unset; each pair is both or neither. */
+	char tls_cert_file[CONFIG_PATH_MAX];  /* ORDERS_TLS_CERT_FILE: the API serves HTTPS */
+	char tls_key_file[CONFIG_PATH_MAX];   /* ORDERS_TLS_KEY_FILE: its private key */
+	char amqp_ca_file[CONFIG_PATH_MAX];   /* ORDERS_AMQP_CA_FILE: "" = system trust store */
+	char amqp_cert_file[CONFIG_PATH_MAX]; /* ORDERS_AMQP_CERT_FILE: amqps client cert */
+	char amqp_key_file[CONFIG_PATH_MAX];  /* ORDERS_AMQP_KEY_FILE: its private key */
 };
 
 /* The secrets a daemon uses: in production, config_load_for() refuses to
@@ -53,7 +60,9 @@ enum config_need {
 /*
  * config_load_for - fill cfg from the defaults and then from getenv().
  * On a bad value returns ERR_INVALID and writes a sentence naming the
- * variable into err (size errlen). In production, refuses the dev API keys
+ * variable into err (size errlen); so does a TLS certificate set without
+ * its key or the other way round (the files themselves are read by their
+ * users: the API and mq_tls_configure()). In production, refuses the dev API keys
  * and any dev crypto key among needs (enum config_need): each daemon names
  * only what it uses, so that the others never have to hold the card keys.
  * Not thread-safe (reads the environment).

@@ -39,6 +39,11 @@ static const char *const all_vars[] = {
     "ORDERS_RESERVATION_TTL_S",
     "ORDERS_FINALIZE_GRACE_S",
     "ORDERS_CONSUMER_BATCH",
+    "ORDERS_TLS_CERT_FILE",
+    "ORDERS_TLS_KEY_FILE",
+    "ORDERS_AMQP_CA_FILE",
+    "ORDERS_AMQP_CERT_FILE",
+    "ORDERS_AMQP_KEY_FILE",
 };
 
 #define NVARS (sizeof(all_vars) / sizeof(all_vars[0]))
@@ -107,6 +112,12 @@ static void test_defaults(void **state)
 	assert_int_equal(c.reservation_ttl_s, 900);
 	assert_int_equal(c.finalize_grace_s, 60);
 	assert_int_equal(c.consumer_batch, 0);
+	/* Plain HTTP, and the system's trust store for amqps:// URLs. */
+	assert_string_equal(c.tls_cert_file, "");
+	assert_string_equal(c.tls_key_file, "");
+	assert_string_equal(c.amqp_ca_file, "");
+	assert_string_equal(c.amqp_cert_file, "");
+	assert_string_equal(c.amqp_key_file, "");
 	assert_true(is_hex64(c.seal_public_key));
 	assert_true(is_hex64(c.seal_secret_key));
 	assert_true(is_hex64(c.vault_key));
@@ -614,6 +625,36 @@ static void test_dsn_masking_tls(void **state)
 	expect_masked("host=db password pw15", "pw15", "host=db ***");
 }
 
+static void test_tls_pairs(void **state)
+{
+	struct config c;
+	char err[256] = "";
+
+	(void)state;
+	setenv("ORDERS_TLS_CERT_FILE", "/etc/orders/tls/api.crt", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_string_equal(err, "ORDERS_TLS_KEY_FILE must be set together with "
+	                         "ORDERS_TLS_CERT_FILE (HTTPS needs both)");
+	unsetenv("ORDERS_TLS_CERT_FILE");
+	setenv("ORDERS_TLS_KEY_FILE", "/etc/orders/tls/api.key", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_string_equal(err, "ORDERS_TLS_CERT_FILE must be set together with "
+	                         "ORDERS_TLS_KEY_FILE (HTTPS needs both)");
+	setenv("ORDERS_TLS_CERT_FILE", "/etc/orders/tls/api.crt", 1);
+	setenv("ORDERS_AMQP_KEY_FILE", "/etc/orders/tls/mq.key", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_string_equal(err, "ORDERS_AMQP_CERT_FILE must be set together with "
+	                         "ORDERS_AMQP_KEY_FILE (a RabbitMQ client certificate needs both)");
+	setenv("ORDERS_AMQP_CERT_FILE", "/etc/orders/tls/mq.crt", 1);
+	setenv("ORDERS_AMQP_CA_FILE", "/etc/orders/tls/ca.pem", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
+	assert_string_equal(c.tls_cert_file, "/etc/orders/tls/api.crt");
+	assert_string_equal(c.tls_key_file, "/etc/orders/tls/api.key");
+	assert_string_equal(c.amqp_ca_file, "/etc/orders/tls/ca.pem");
+	assert_string_equal(c.amqp_cert_file, "/etc/orders/tls/mq.crt");
+	assert_string_equal(c.amqp_key_file, "/etc/orders/tls/mq.key");
+}
+
 static void test_config_log_respects_level(void **state)
 {
 	struct config c;
@@ -654,6 +695,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_log_masks_secrets, clear_env),
 	    cmocka_unit_test_setup(test_dsn_masking_forms, clear_env),
 	    cmocka_unit_test_setup(test_dsn_masking_tls, clear_env),
+	    cmocka_unit_test_setup(test_tls_pairs, clear_env),
 	    cmocka_unit_test_setup(test_config_log_respects_level, clear_env),
 	};
 
