@@ -21,7 +21,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends \
        build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev \
        librabbitmq-dev libpq-dev libhiredis-dev libmicrohttpd-dev libcmocka-dev \
-       libjansson-dev libsodium-dev \
+       libjansson-dev libsodium-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # .dockerignore lets in only the sources CMake needs (an allowlist).
@@ -44,7 +44,7 @@ FROM ${DEBIAN_IMAGE} AS base
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
        librabbitmq4 libpq5 libhiredis0.14 libmicrohttpd12 libprotobuf-c1 \
-       libjansson4 libsodium23 ca-certificates \
+       libjansson4 libsodium23 libssl3 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 orders \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \

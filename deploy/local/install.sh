@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config curl ca-certificates procps clang-format
   protobuf-c-compiler libprotobuf-c-dev
-  librabbitmq-dev libpq-dev libhiredis-dev libmicrohttpd-dev
+  librabbitmq-dev libpq-dev libhiredis-dev libmicrohttpd-dev libssl-dev
   libcmocka-dev libjansson-dev libsodium-dev
   postgresql rabbitmq-server redis-server
   jq prometheus yamllint
