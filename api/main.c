@@ -136,6 +136,12 @@ static int setup(struct api *a)
 		return ERR_NOMEM;
 	}
 
+	if (mq_tls_configure(&(struct mq_tls_options){a->cfg.amqp_ca_file, a->cfg.amqp_cert_file,
+	                                              a->cfg.amqp_key_file},
+	                     err, sizeof(err)) != ERR_OK) {
+		log_error("cannot use the rabbitmq tls settings", LF_STR("reason", err));
+		return ERR_INVALID;
+	}
 	memset(&opt, 0, sizeof(opt));
 	opt.url = a->cfg.amqp_url;
 	opt.confirm_timeout_ms = a->cfg.publish_timeout_ms;

@@ -51,6 +51,35 @@ extern const char *const mq_work_queues[MQ_WORK_QUEUES];
 #define MQ_STAT_QUEUES (2 * MQ_WORK_QUEUES)
 extern const char *const mq_stat_queues[MQ_STAT_QUEUES];
 
+/* ---- TLS ---------------------------------------------------------------- */
+
+/*
+ * An amqps:// URL (port 5671 by default) connects over TLS 1.2 or later and
+ * verifies the broker: its certificate chain against ca_file, else against
+ * the system's trust store (which holds the public CAs of Amazon MQ's
+ * certificates), and its name against the URL's host (a DNS name, wildcards
+ * as RFC 6125 allows them, or an IP address). There is no way to turn the
+ * verification off. A client certificate is sent when cert_file and
+ * key_file are set. amqp:// URLs ignore all of it.
+ */
+struct mq_tls_options {
+	const char *ca_file;   /* PEM CA bundle; NULL or "" = the system's trust store */
+	const char *cert_file; /* PEM client certificate chain, with key_file; NULL = none */
+	const char *key_file;  /* its PEM private key, not encrypted */
+};
+
+/*
+ * mq_tls_configure - the TLS settings of every amqps:// connection this
+ * process makes from now on (publishers, consumers, mq_admin). The files
+ * are checked now (the CA file holds certificates, the key belongs to the
+ * certificate) and read again at every connect, so that renewed files are
+ * picked up on the next reconnect. ERR_OK, or ERR_INVALID / ERR_NOMEM with
+ * a reason naming the file (never its content). Without a call, amqps://
+ * uses the system's trust store and no client certificate. Call it once
+ * at start, before any connection is made: not thread-safe.
+ */
+int mq_tls_configure(const struct mq_tls_options *o, char *reason, size_t size);
+
 /* ---- publisher ---------------------------------------------------------- */
 
 struct mq_publisher;
@@ -80,7 +109,7 @@ struct mq_publisher;
 typedef void (*mq_confirm_cb)(void *arg, int result);
 
 struct mq_publisher_options {
-	const char *url;         /* amqp://user:pass@host:port/vhost */
+	const char *url;         /* amqp[s]://user:pass@host:port/vhost */
 	int confirm_timeout_ms;  /* per message, from hand-over to confirm */
 	int max_in_flight;       /* messages handed over but not confirmed; 0 = 10000 */
 	int declare_topology;    /* declare exchanges and queues on every connect */
