@@ -49,6 +49,9 @@ export ORDERS_PG_DSN=$pg_dsn
 export ORDERS_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/
 export ORDERS_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 export ORDERS_HTTP_PORT=$HTTP_PORT
+# For the TLS tests: the local CA and RabbitMQ's TLS listener (the daemons use neither).
+export ORDERS_LOCAL_TLS_DIR=$TLS_DIR
+export ORDERS_LOCAL_AMQPS_URL=amqps://guest:guest@127.0.0.1:$AMQPS_PORT/
 ENV
 chmod 644 "$tmp"
 mv -f "$tmp" "$ENV_FILE"
