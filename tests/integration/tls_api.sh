@@ -13,7 +13,8 @@
 #   - service: /healthz (the fast path), a header block near the 4 KiB connection pool
 #     answered as over plain HTTP, a checkout answered 202 (suspended until the broker's
 #     confirm over amqps) and followed to its final status, a replay of it; the API's
-#     PostgreSQL sessions are TLS in pg_stat_ssl;
+#     PostgreSQL sessions are TLS in pg_stat_ssl; orderctl migrate passes the DSN's TLS
+#     parameters to psql and masks its secrets when it fails;
 #   - memory: the API's resident memory with 1,000 idle TLS connections (orders-tls-idle),
 #     reported per connection and held under 64 KiB each;
 #   - the RabbitMQ client: a broker that speaks only TLS 1.1 is refused (orderctl);
@@ -217,6 +218,22 @@ case $ssl in
 'true TLSv1.3' | 'true TLSv1.2') note "ok: the API's PostgreSQL sessions (verify-full): $ssl" ;;
 *) fail_now "the API's PostgreSQL sessions are '$ssl' in pg_stat_ssl, not TLS" ;;
 esac
+
+# The DSN's TLS parameters reach psql through orderctl migrate and tools/migrate.sh, and a
+# DSN that fails is shown with its secrets masked.
+out=$(ORDERS_PG_DSN="$ORDERS_PG_DSN?sslmode=verify-full&sslrootcert=$CA" "$ORDERCTL" migrate 2>&1) ||
+	fail_now "orderctl migrate with sslmode=verify-full failed: $out"
+dsn="host=127.0.0.1 port=$PG_PORT user=orders dbname=orders password=pw-$rid"
+dsn="$dsn sslpassword='pp $rid' sslmode=verify-full sslrootcert=$work/other.pem"
+if out=$(ORDERS_PG_DSN=$dsn "$ORDERCTL" migrate 2>&1); then
+	fail_now "orderctl migrate went on without the root certificate"
+fi
+case $out in
+*"$rid"*) fail_now "a secret of the DSN is in migrate's output: $out" ;;
+*"password=*** sslpassword=*** sslmode=verify-full"*) ;;
+*) fail_now "migrate's output does not show the masked DSN: $out" ;;
+esac
+note "ok: orderctl migrate passes sslmode=verify-full through, masks the DSN's secrets"
 
 # ------------------------------------------------------------------ memory
 
