@@ -49,6 +49,11 @@ RUN apt-get update \
     && groupadd --system --gid 10001 orders \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin orders
+# Amazon RDS's CA bundle (every region's CAs): the DSNs verify the database's certificate
+# and name against it (sslmode=verify-full&sslrootcert=/usr/local/share/orders/rds-ca.pem).
+# Amazon MQ's certificates chain to public CAs: ca-certificates above covers amqps://.
+ADD --chmod=644 https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem \
+    /usr/local/share/orders/rds-ca.pem
 # In a container the daemons must listen on every interface (the default is loopback).
 ENV ORDERS_HTTP_BIND=0.0.0.0
 LABEL org.opencontainers.image.title="orders" \
