@@ -10,7 +10,7 @@ BUILD_DIR ?= build
 TEST_BUILD_DIR := build-test
 TEST_CMAKE_ARGS := -DORDERS_ASAN=ON -DORDERS_WERROR=ON
 
-.PHONY: help build up run down test unit bench clean distclean
+.PHONY: help build up run down test unit fuzz bench clean distclean
 
 help:
 	@echo 'make build      install missing Debian packages, build into $(BUILD_DIR)/'
@@ -22,6 +22,8 @@ help:
 	@echo 'make test       build with ASan/UBSan and -Werror into $(TEST_BUILD_DIR)/, bring the'
 	@echo '                stack up, run every test (unit + integration), take it down'
 	@echo 'make unit       unit tests only (sanitizer build, no services)'
+	@echo 'make fuzz       build the libFuzzer targets with clang into build-fuzz/ and run'
+	@echo '                each for FUZZ_SECONDS (default 300); finds in fuzz-out/crashes/'
 	@echo 'make bench      Release build into build-bench/, stack up, every benchmark of'
 	@echo '                bench/run.sh, report in bench/results/; stack down (~15 min)'
 	@echo 'make clean      remove the build directories'
@@ -48,11 +50,15 @@ unit:
 	UBSAN_OPTIONS="$${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
 	ctest --test-dir $(TEST_BUILD_DIR) -L unit --output-on-failure --no-tests=error
 
+fuzz:
+	@$(LOCAL_SCRIPTS)/install.sh
+	@FUZZ_SECONDS='$(or $(FUZZ_SECONDS),300)' tests/fuzz/run.sh all
+
 bench:
 	@bench/run.sh
 
 clean:
-	rm -rf $(sort build build-bench $(TEST_BUILD_DIR) $(BUILD_DIR))
+	rm -rf $(sort build build-bench build-fuzz $(TEST_BUILD_DIR) $(BUILD_DIR))
 
 distclean: down clean
 	rm -rf .local

@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "addrlimit.h"
 #include "apikey.h"
 #include "buf.h"
 #include "cache.h"
@@ -24,6 +25,7 @@
 #include "db.h"
 #include "metrics.h"
 #include "mq.h"
+#include "netaddr.h"
 #include "ops.h"
 #include "ratelimit.h"
 #include "seal.h"
@@ -52,6 +54,12 @@ struct api {
 	struct ratelimit *ratelimit; /* key i is the limiter's index i */
 	uint8_t order_id_key[32];
 	uint8_t body_hash_key[32]; /* keys the idempotency record's body hash */
+	/* Failed authentications per client address (authguard.c); NULL: no
+	 * limit. Client addresses come through the trusted proxies. */
+	struct addrlimit *auth_failures;
+	struct netaddr_net trusted[NETADDR_NETS_MAX];
+	size_t ntrusted;
+	struct watchdog *watchdog; /* slow connections (watchdog.c) */
 
 	/* Shutdown: new requests are refused once stopping is set, and the
 	 * daemon stops only when no checkout is suspended any more. */
@@ -72,6 +80,8 @@ struct api {
 	struct ops_queue_gauges queue_gauges;
 	struct metric_family *m_rate_limited;
 	struct metric_family *m_rate_unchecked;
+	struct metric_family *m_auth_failures;
+	struct metric_family *m_slow_closed;
 	/* GET /healthz answers 200 not yet added to m_requests: counted with
 	 * one atomic add each, folded in at every scrape (http_collect). */
 	atomic_long healthz_ok;
@@ -105,6 +115,9 @@ struct request {
 	const char *route; /* the route's pattern, the metrics label */
 	const struct apikey *key;
 	int rate_counted; /* the key's rate limit has counted this request */
+	int auth_blocked; /* its address is over the failed-authentication limit */
+	int have_client;  /* client holds the client's address (authguard.c) */
+	struct netaddr client;
 	struct buf body;
 	int body_too_big;
 	int64_t started_ns;
@@ -114,6 +127,8 @@ struct request {
 	_Atomic int publish_result;
 	int64_t publish_started_ns;
 	enum MHD_Result (*on_published)(struct request *r);
+	int done_ran; /* on_published has been called */
+	int gone;     /* the client left: nothing is sent (respond() says MHD_NO) */
 	/* Commands written to Redis once the broker has confirmed the message,
 	 * before on_published runs (NULL: none); malloc'd, freed with the
 	 * request. settle_failed: they could not all be written, so the
@@ -122,6 +137,7 @@ struct request {
 	int settle_failed;
 	struct request *settle_next; /* the settler's queues */
 	int64_t settle_since_ms;     /* when the settler got it (monotonic) */
+	int64_t settle_by_ms;        /* give up after (monotonic; 0: none) */
 	/* Route state kept across the suspension, freed with the request. */
 	void *ctx;
 	void (*ctx_free)(void *ctx);
@@ -130,6 +146,7 @@ struct request {
 	char order_id[40];
 	char idem_redis_key[320];
 	char idem_hash[33];  /* keyed hash of the body, hex */
+	char idem_token[37]; /* a UUID naming this request's in-flight record */
 	char *accepted_body; /* the 202 body, malloc'd */
 };
 
@@ -289,8 +306,9 @@ void http_collect(struct api *a);
  * A thread that writes the r->settle commands of confirmed requests to
  * Redis, for all requests waiting at the time in one round trip, and then
  * resumes their connections. While Redis fails it keeps them and retries
- * (backing off up to 1 s) for up to 30 s after the confirm; then, or when
- * the settler stops, they are resumed with settle_failed set.
+ * (backing off up to 1 s) until r->settle_by_ms, at most 30 s after the
+ * confirm; then, or when the settler stops, they are resumed with
+ * settle_failed set.
  */
 struct settler;
 
@@ -307,9 +325,57 @@ struct settler *settler_new(const char *redis_url);
  */
 int settler_push(struct settler *s, struct request *r);
 
-/* settler_free - settle and resume whatever is queued, stop the thread.
- * Call it while the HTTP daemon still runs. NULL is a no-op. */
+/*
+ * settler_stop - settle once more and resume whatever is queued (those not
+ * settled with settle_failed), then end the thread; settler_push fails with
+ * ERR_CLOSED from then on. One thread calls it; a second call is a no-op.
+ */
+void settler_stop(struct settler *s);
+
+/* settler_free - settler_stop, then free. NULL is a no-op. */
 void settler_free(struct settler *s);
+
+/* ---- hostile clients (authguard.c, watchdog.c) ----------------------------- */
+
+/*
+ * auth_blocked - 1 when the request's client address is over
+ * ORDERS_AUTH_FAILURE_LIMIT: its API key is then never looked at, and
+ * auth_failed() answers it. Cheap while no address is over the limit.
+ */
+int auth_blocked(struct request *r);
+
+/*
+ * auth_failed - answer a request without a known API key: counts the
+ * failure for its client address, then 401 unauthorized, or 429
+ * rate_limited with Retry-After once the address is over the limit.
+ */
+enum MHD_Result auth_failed(struct request *r);
+
+/*
+ * The watchdog: a thread that shuts down every connection still busy with
+ * a request budget_s seconds after it opened or after its previous answer
+ * went out (time suspended waiting for the broker not counted). MHD's own
+ * timeout closes a silent connection, but restarts with every byte: this
+ * bounds a client that sends (or reads) a byte at a time.
+ */
+struct watchdog;
+
+/* watchdog_new - start the thread; closed counts the connections it shuts
+ * down. NULL when out of memory. */
+struct watchdog *watchdog_new(int budget_s, struct metric_family *closed);
+
+/* watchdog_free - stop the thread; only after MHD has stopped. NULL is a no-op. */
+void watchdog_free(struct watchdog *w);
+
+/* watchdog_notify - MHD_OPTION_NOTIFY_CONNECTION's callback; cls is the watchdog. */
+void watchdog_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                     enum MHD_ConnectionNotificationCode code);
+
+/* watchdog_arm - conn's budget starts now (a request finished, or a suspended
+ * connection was resumed); watchdog_disarm - none while it is suspended.
+ * Called on the connection's MHD thread. */
+void watchdog_arm(struct watchdog *w, struct MHD_Connection *conn);
+void watchdog_disarm(struct MHD_Connection *conn);
 
 /* http_start / http_stop - the MHD daemon (http.c). */
 int http_start(struct api *a);

@@ -9,6 +9,7 @@
 #include "err.h"
 #include "ids.h"
 #include "log.h"
+#include "parse.h"
 #include "proto.h"
 
 /*
@@ -32,7 +33,6 @@
  * its version number is skipped.
  */
 #define CART_TTL_S (7 * 24 * 3600)
-#define CART_ITEMS_MAX 8192 /* 100 lines of at most 64-byte skus, as JSON */
 
 /* What a change carries across the suspension. */
 struct cart_change {
@@ -87,8 +87,7 @@ static int script_result(redisReply *rep, long long *out)
 
 /* ---- reading and writing carts ------------------------------------------------ */
 
-/* items JSON (as stored) into cart->lines. */
-static int parse_stored_items(const char *text, struct cart *cart)
+int cart_items_parse(const char *text, struct cart *cart)
 {
 	json_t *items = json_loads(text, 0, NULL);
 	json_t *v;
@@ -159,7 +158,7 @@ int cart_load(struct request *r, struct cache *c, const char *cart_id, struct ca
 	cart->version = strtoll(rep->element[6]->str, NULL, 10);
 	cart->created_ms = strtoll(rep->element[7]->str, NULL, 10);
 	cart->updated_ms = strtoll(rep->element[8]->str, NULL, 10);
-	rc = parse_stored_items(rep->element[3]->str, cart);
+	rc = cart_items_parse(rep->element[3]->str, cart);
 	if (rc == ERR_OK)
 		memcpy(out, cart, sizeof(*cart));
 	else
@@ -171,8 +170,7 @@ out:
 	return rc == ERR_PARSE ? ERR_UNAVAILABLE : rc;
 }
 
-/* The lines as stored: compact JSON into out. */
-static int items_text(const struct cart *cart, char *out, size_t size)
+int cart_items_text(const struct cart *cart, char *out, size_t size)
 {
 	json_t *items = json_array();
 	char *text;
@@ -193,32 +191,22 @@ static int items_text(const struct cart *cart, char *out, size_t size)
 
 /* ---- validation --------------------------------------------------------------- */
 
-static enum MHD_Result invalid(struct request *r, const char *message, const char *field)
+static int invalid(struct api_error *e, const char *message, const char *field)
 {
-	return respond_error(r, 422, "validation_error", message, field);
+	return api_error_set(e, 422, "validation_error", field, "%s", message);
 }
 
-/*
- * The request's items into cart->lines, merging repeated skus; origin[i]
- * is the request index of line i's first mention (for error fields).
- * 0 on success, else *res is queued.
- */
-static int parse_items(struct request *r, json_t *items, struct cart *cart, size_t *origin,
-                       enum MHD_Result *res)
+int cart_parse_items(json_t *items, struct cart *cart, size_t *origin, struct api_error *e)
 {
 	static const char *const line_fields[] = {"sku", "quantity", NULL};
 	char field[48], prefix[32];
 	json_t *v;
 	size_t i;
 
-	if (!json_is_array(items)) {
-		*res = invalid(r, "'items' must be an array of {\"sku\", \"quantity\"}", "items");
-		return -1;
-	}
-	if (json_array_size(items) > CART_MAX_LINES) {
-		*res = invalid(r, "at most 100 items", "items");
-		return -1;
-	}
+	if (!json_is_array(items))
+		return invalid(e, "'items' must be an array of {\"sku\", \"quantity\"}", "items");
+	if (json_array_size(items) > CART_MAX_LINES)
+		return invalid(e, "at most 100 items", "items");
 	cart->nlines = 0;
 	json_array_foreach(items, i, v)
 	{
@@ -228,24 +216,20 @@ static int parse_items(struct request *r, json_t *items, struct cart *cart, size
 
 		if (!json_is_object(v)) {
 			snprintf(field, sizeof(field), "items[%zu]", i);
-			*res = invalid(r, "each item must be an object {\"sku\", \"quantity\"}",
+			return invalid(e, "each item must be an object {\"sku\", \"quantity\"}",
 			               field);
-			return -1;
 		}
 		snprintf(prefix, sizeof(prefix), "items[%zu]", i);
-		if (require_only_fields(r, v, prefix, line_fields, res) != ERR_OK)
-			return -1;
+		if (fields_only(v, prefix, line_fields, e) != ERR_OK)
+			return ERR_INVALID;
 		if (!sku || !valid_sku(sku)) {
 			snprintf(field, sizeof(field), "items[%zu].sku", i);
-			*res = invalid(r, "sku must be 1 to 64 of A-Z a-z 0-9 . _ -", field);
-			return -1;
+			return invalid(e, "sku must be 1 to 64 of A-Z a-z 0-9 . _ -", field);
 		}
 		snprintf(field, sizeof(field), "items[%zu].quantity", i);
 		if (!json_is_integer(q) || json_integer_value(q) < 1 ||
-		    json_integer_value(q) > CART_MAX_QUANTITY) {
-			*res = invalid(r, "quantity must be an integer from 1 to 999", field);
-			return -1;
-		}
+		    json_integer_value(q) > CART_MAX_QUANTITY)
+			return invalid(e, "quantity must be an integer from 1 to 999", field);
 		for (k = 0; k < cart->nlines && strcmp(cart->lines[k].sku, sku) != 0; k++)
 			;
 		if (k == cart->nlines) {
@@ -255,12 +239,45 @@ static int parse_items(struct request *r, json_t *items, struct cart *cart, size
 			cart->nlines++;
 		}
 		cart->lines[k].quantity += (int)json_integer_value(q);
-		if (cart->lines[k].quantity > CART_MAX_QUANTITY) {
-			*res = invalid(r, "the quantity of one sku may be at most 999", field);
-			return -1;
-		}
+		if (cart->lines[k].quantity > CART_MAX_QUANTITY)
+			return invalid(e, "the quantity of one sku may be at most 999", field);
 	}
-	return 0;
+	return ERR_OK;
+}
+
+int cart_parse_create(json_t *root, struct cart *cart, size_t *origin, struct api_error *e)
+{
+	static const char *const fields[] = {"customer_id", "currency", "items", NULL};
+	const char *customer, *currency;
+	json_t *items;
+
+	if (fields_only(root, "", fields, e) != ERR_OK)
+		return ERR_INVALID;
+	customer = json_text(json_object_get(root, "customer_id"), 128);
+	if (!customer)
+		return invalid(e, "'customer_id' must be a string of 1 to 128 characters",
+		               "customer_id");
+	currency = json_text(json_object_get(root, "currency"), 3);
+	if (!currency || !valid_currency(currency))
+		return invalid(e, "'currency' must be an ISO 4217 code such as \"USD\"",
+		               "currency");
+	items = json_object_get(root, "items");
+	if (items && cart_parse_items(items, cart, origin, e) != ERR_OK)
+		return ERR_INVALID;
+	snprintf(cart->customer_id, sizeof(cart->customer_id), "%s", customer);
+	snprintf(cart->currency, sizeof(cart->currency), "%s", currency);
+	return ERR_OK;
+}
+
+int cart_parse_replace(json_t *root, struct cart *cart, size_t *origin, struct api_error *e)
+{
+	static const char *const fields[] = {"items", NULL};
+
+	if (fields_only(root, "", fields, e) != ERR_OK)
+		return ERR_INVALID;
+	if (!json_object_get(root, "items"))
+		return invalid(e, "'items' is required", "items");
+	return cart_parse_items(json_object_get(root, "items"), cart, origin, e);
 }
 
 /*
@@ -449,13 +466,12 @@ static enum MHD_Result created(struct request *r)
 
 enum MHD_Result carts_post(struct request *r)
 {
-	static const char *const fields[] = {"customer_id", "currency", "items", NULL};
 	size_t origin[CART_MAX_LINES];
 	struct cart_change *ch = NULL;
+	struct api_error perr;
 	enum MHD_Result res;
 	struct cache *c = NULL;
-	const char *customer, *currency;
-	json_t *root, *items;
+	json_t *root;
 
 	if (require_role(r, ROLE_CLIENT, &res) != ERR_OK ||
 	    require_query_args(r, NULL, &res) != ERR_OK)
@@ -463,29 +479,15 @@ enum MHD_Result carts_post(struct request *r)
 	root = body_json(r, &res);
 	if (!root)
 		return res;
-	if (require_only_fields(r, root, "", fields, &res) != ERR_OK)
-		goto out;
-	customer = json_text(json_object_get(root, "customer_id"), 128);
-	if (!customer) {
-		res = invalid(r, "'customer_id' must be a string of 1 to 128 characters",
-		              "customer_id");
-		goto out;
-	}
-	currency = json_text(json_object_get(root, "currency"), 3);
-	if (!currency || !valid_currency(currency)) {
-		res = invalid(r, "'currency' must be an ISO 4217 code such as \"USD\"", "currency");
-		goto out;
-	}
 	ch = calloc(1, sizeof(*ch));
 	if (!ch) {
 		res = respond_error(r, 500, "internal", "out of memory", NULL);
 		goto out;
 	}
-	items = json_object_get(root, "items");
-	if (items && parse_items(r, items, &ch->cart, origin, &res) != 0)
+	if (cart_parse_create(root, &ch->cart, origin, &perr) != ERR_OK) {
+		res = respond_api_error(r, &perr);
 		goto out;
-	snprintf(ch->cart.customer_id, sizeof(ch->cart.customer_id), "%s", customer);
-	snprintf(ch->cart.currency, sizeof(ch->cart.currency), "%s", currency);
+	}
 	c = cache_pool_get(r->api->cache);
 	if (!c) {
 		res = respond_unavailable(r, "the cache");
@@ -493,7 +495,7 @@ enum MHD_Result carts_post(struct request *r)
 	}
 	if (price_cart(r, c, &ch->cart, origin, ch->prices, &res) != 0)
 		goto out;
-	if (items_text(&ch->cart, ch->items, sizeof(ch->items)) != ERR_OK) {
+	if (cart_items_text(&ch->cart, ch->items, sizeof(ch->items)) != ERR_OK) {
 		res = respond_error(r, 500, "internal", "out of memory", NULL);
 		goto out;
 	}
@@ -601,10 +603,10 @@ static enum MHD_Result updated(struct request *r)
 
 enum MHD_Result carts_put(struct request *r, const char *cart_id)
 {
-	static const char *const fields[] = {"items", NULL};
 	size_t origin[CART_MAX_LINES];
 	struct cart_change *ch = NULL;
 	struct cart *items_only = NULL;
+	struct api_error perr;
 	enum MHD_Result res;
 	struct cache *c = NULL;
 	json_t *root = NULL;
@@ -618,20 +620,16 @@ enum MHD_Result carts_put(struct request *r, const char *cart_id)
 	root = body_json(r, &res);
 	if (!root)
 		return res;
-	if (require_only_fields(r, root, "", fields, &res) != ERR_OK)
-		goto out;
-	if (!json_object_get(root, "items")) {
-		res = invalid(r, "'items' is required", "items");
-		goto out;
-	}
 	ch = calloc(1, sizeof(*ch));
 	items_only = calloc(1, sizeof(*items_only));
 	if (!ch || !items_only) {
 		res = respond_error(r, 500, "internal", "out of memory", NULL);
 		goto out;
 	}
-	if (parse_items(r, json_object_get(root, "items"), items_only, origin, &res) != 0)
+	if (cart_parse_replace(root, items_only, origin, &perr) != ERR_OK) {
+		res = respond_api_error(r, &perr);
 		goto out;
+	}
 	c = cache_pool_get(r->api->cache);
 	if (!c) {
 		res = respond_unavailable(r, "the cache");
@@ -652,7 +650,7 @@ enum MHD_Result carts_put(struct request *r, const char *cart_id)
 	ch->cart.nlines = items_only->nlines;
 	if (price_cart(r, c, &ch->cart, origin, ch->prices, &res) != 0)
 		goto out;
-	if (items_text(&ch->cart, ch->items, sizeof(ch->items)) != ERR_OK) {
+	if (cart_items_text(&ch->cart, ch->items, sizeof(ch->items)) != ERR_OK) {
 		res = respond_error(r, 500, "internal", "out of memory", NULL);
 		goto out;
 	}

@@ -8,6 +8,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "parse.h"
 
 /*
  * Redis keys: "product:{sku}" is a hash (name, price_cents, currency),
@@ -124,7 +125,8 @@ struct product_price {
 };
 
 /* What product_lookup finds for each of skus[0..n-1] (n at most
- * PRODUCT_PRICES_MAX), into out[i]; known as for require_prices. */
+ * PRODUCT_PRICES_MAX), into out[i], up to the first line it cannot price
+ * (the lines after that one are left unknown); known as for require_prices. */
 static void product_prices(struct api *a, struct cache *c, const char *const *skus, size_t n,
                            redisReply *const *known, struct product_price *out)
 {
@@ -151,10 +153,15 @@ static void product_prices(struct api *a, struct cache *c, const char *const *sk
 		}
 	}
 	cache_batch_release(&b);
-	for (i = 0; i < n; i++)
+	/* The answer is the first line that fails, so the lines after it are
+	 * not looked up: a body of 100 unknown skus costs one query, not 100. */
+	for (i = 0; i < n; i++) {
+		if (out[i].rc == ERR_OK)
+			continue;
+		out[i].rc = product_from_db(a, c, skus[i], &out[i].cents, out[i].currency, NULL, 0);
 		if (out[i].rc != ERR_OK)
-			out[i].rc =
-			    product_from_db(a, c, skus[i], &out[i].cents, out[i].currency, NULL, 0);
+			break;
+	}
 }
 
 int require_prices(struct request *r, struct cache *c, const char *const *skus, size_t n,
@@ -189,19 +196,16 @@ int require_prices(struct request *r, struct cache *c, const char *const *skus, 
 	return ERR_OK;
 }
 
-/* A field that must be an integer in [min, max]; queues the 422 otherwise. */
-static int int_field(struct request *r, json_t *obj, const char *key, int64_t min, int64_t max,
-                     int64_t *out, enum MHD_Result *result)
+/* A field that must be an integer in [min, max]; the 422 otherwise. */
+static int int_field(json_t *obj, const char *key, int64_t min, int64_t max, int64_t *out,
+                     struct api_error *e)
 {
 	json_t *v = json_object_get(obj, key);
-	char msg[128];
 
-	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-		snprintf(msg, sizeof(msg), "'%s' must be an integer from %" PRId64 " to %" PRId64,
-		         key, min, max);
-		*result = respond_error(r, 422, "validation_error", msg, key);
-		return ERR_INVALID;
-	}
+	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+		return api_error_set(e, 422, "validation_error", key,
+		                     "'%s' must be an integer from %" PRId64 " to %" PRId64, key,
+		                     min, max);
 	*out = json_integer_value(v);
 	return ERR_OK;
 }
@@ -216,13 +220,36 @@ static size_t utf8_chars(const char *s)
 	return n;
 }
 
-enum MHD_Result catalog_put(struct request *r, const char *sku)
+int catalog_parse_put(json_t *body, struct product_put *p, struct api_error *e)
 {
 	static const char *const fields[] = {"name", "price_cents", "currency", "stock", NULL};
+	json_t *name;
+
+	if (fields_only(body, "", fields, e) != ERR_OK)
+		return ERR_INVALID;
+	name = json_object_get(body, "name");
+	if (!json_is_string(name) || json_string_length(name) < 1 ||
+	    json_string_length(name) > NAME_MAX_BYTES ||
+	    utf8_chars(json_string_value(name)) > NAME_MAX_CHARS)
+		return api_error_set(e, 422, "validation_error", "name",
+		                     "'name' must be a string of 1 to 200 characters");
+	p->name = name;
+	p->currency = json_string_value(json_object_get(body, "currency"));
+	if (!p->currency || !valid_currency(p->currency))
+		return api_error_set(e, 422, "validation_error", "currency",
+		                     "'currency' must be an ISO 4217 code such as \"USD\"");
+	if (int_field(body, "price_cents", 0, INT64_C(1000000000000), &p->price_cents, e) ||
+	    int_field(body, "stock", 0, INT64_C(1000000000), &p->stock, e))
+		return ERR_INVALID;
+	return ERR_OK;
+}
+
+enum MHD_Result catalog_put(struct request *r, const char *sku)
+{
 	enum MHD_Result result;
-	json_t *body, *name;
-	const char *currency;
-	int64_t price, stock;
+	struct product_put p;
+	struct api_error perr;
+	json_t *body;
 	char price_s[24], stock_s[24];
 	const char *params[5];
 	PGresult *res = NULL;
@@ -240,38 +267,17 @@ enum MHD_Result catalog_put(struct request *r, const char *sku)
 	body = body_json(r, &result);
 	if (!body)
 		return result;
-	if (require_only_fields(r, body, "", fields, &result) != ERR_OK) {
+	if (catalog_parse_put(body, &p, &perr) != ERR_OK) {
 		json_decref(body);
-		return result;
+		return respond_api_error(r, &perr);
 	}
 
-	name = json_object_get(body, "name");
-	if (!json_is_string(name) || json_string_length(name) < 1 ||
-	    json_string_length(name) > NAME_MAX_BYTES ||
-	    utf8_chars(json_string_value(name)) > NAME_MAX_CHARS) {
-		json_decref(body);
-		return respond_error(r, 422, "validation_error",
-		                     "'name' must be a string of 1 to 200 characters", "name");
-	}
-	currency = json_string_value(json_object_get(body, "currency"));
-	if (!currency || !valid_currency(currency)) {
-		json_decref(body);
-		return respond_error(r, 422, "validation_error",
-		                     "'currency' must be an ISO 4217 code such as \"USD\"",
-		                     "currency");
-	}
-	if (int_field(r, body, "price_cents", 0, INT64_C(1000000000000), &price, &result) ||
-	    int_field(r, body, "stock", 0, INT64_C(1000000000), &stock, &result)) {
-		json_decref(body);
-		return result;
-	}
-
-	snprintf(price_s, sizeof(price_s), "%" PRId64, price);
-	snprintf(stock_s, sizeof(stock_s), "%" PRId64, stock);
+	snprintf(price_s, sizeof(price_s), "%" PRId64, p.price_cents);
+	snprintf(stock_s, sizeof(stock_s), "%" PRId64, p.stock);
 	params[0] = sku;
-	params[1] = json_string_value(name);
+	params[1] = json_string_value(p.name);
 	params[2] = price_s;
-	params[3] = currency;
+	params[3] = p.currency;
 	params[4] = stock_s;
 	d = db_pool_get(r->api->db);
 	if (!d) {
@@ -299,9 +305,10 @@ enum MHD_Result catalog_put(struct request *r, const char *sku)
 		return respond_unavailable(r, "the database");
 	}
 	created = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-	out = json_pack("{s:s, s:O, s:I, s:s, s:I, s:I}", "sku", sku, "name", name, "price_cents",
-	                (json_int_t)price, "currency", currency, "stock", (json_int_t)stock,
-	                "available", (json_int_t)strtoll(PQgetvalue(res, 0, 1), NULL, 10));
+	out = json_pack("{s:s, s:O, s:I, s:s, s:I, s:I}", "sku", sku, "name", p.name, "price_cents",
+	                (json_int_t)p.price_cents, "currency", p.currency, "stock",
+	                (json_int_t)p.stock, "available",
+	                (json_int_t)strtoll(PQgetvalue(res, 0, 1), NULL, 10));
 	PQclear(res);
 
 	c = cache_pool_get(r->api->cache);
@@ -314,7 +321,7 @@ enum MHD_Result catalog_put(struct request *r, const char *sku)
 		cache_pool_put(r->api->cache, c);
 	}
 	log_info("product saved", LF_STR("request_id", r->request_id), LF_STR("sku", sku),
-	         LF_INT("stock", stock), LF_INT("created", created));
+	         LF_INT("stock", p.stock), LF_INT("created", created));
 	json_decref(body);
 	return respond_obj(r, created ? 201 : 200, out, NULL);
 }
@@ -436,34 +443,44 @@ static int page_from_db(struct api *a, const char *after, long limit, char **out
 	return ERR_OK;
 }
 
+int catalog_parse_list(const char *limit_s, const char *after_s, long *limit, const char **after,
+                       struct api_error *e)
+{
+	char *end;
+
+	*limit = 50;
+	if (limit_s) {
+		*limit = strtol(limit_s, &end, 10);
+		if (!*limit_s || *end || *limit < 1 || *limit > 200)
+			return api_error_set(e, 422, "validation_error", "limit",
+			                     "'limit' must be an integer from 1 to 200");
+	}
+	if (after_s && !valid_sku(after_s))
+		return api_error_set(e, 422, "validation_error", "after", "'after' must be a sku");
+	*after = after_s ? after_s : "";
+	return ERR_OK;
+}
+
 enum MHD_Result catalog_list(struct request *r)
 {
 	static const char *const list_args[] = {"limit", "after", NULL};
 	enum MHD_Result result;
-	const char *limit_s, *after;
+	struct api_error perr;
+	const char *after;
 	char key[128];
 	struct cache *c;
 	redisReply *rep;
 	char *page = NULL;
-	long limit = 50;
-	char *end;
+	long limit;
 	int rc;
 
 	if (require_role(r, ROLE_CLIENT, &result) != ERR_OK ||
 	    require_query_args(r, list_args, &result) != ERR_OK)
 		return result;
-	limit_s = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "limit");
-	if (limit_s) {
-		limit = strtol(limit_s, &end, 10);
-		if (!*limit_s || *end || limit < 1 || limit > 200)
-			return respond_error(r, 422, "validation_error",
-			                     "'limit' must be an integer from 1 to 200", "limit");
-	}
-	after = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after");
-	if (after && !valid_sku(after))
-		return respond_error(r, 422, "validation_error", "'after' must be a sku", "after");
-	if (!after)
-		after = "";
+	if (catalog_parse_list(MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "limit"),
+	                       MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after"),
+	                       &limit, &after, &perr) != ERR_OK)
+		return respond_api_error(r, &perr);
 
 	c = cache_pool_get(r->api->cache);
 	if (!c)

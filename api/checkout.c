@@ -14,24 +14,27 @@
 #include "err.h"
 #include "ids.h"
 #include "log.h"
+#include "parse.h"
 #include "proto.h"
 
-#define MAX_LINES 100
-#define MAX_QUANTITY 999
+#define MAX_LINES CHECKOUT_MAX_LINES
 /*
- * A checkout holds its Idempotency-Key from the claim to the broker's answer:
- * a few Redis commands (1 s timeout each) and the publish (publish timeout).
- * The in-flight record expires this long after that, so a key whose owner
- * could not release it (Redis down at the time) blocks retries only briefly.
+ * A checkout holds its Idempotency-Key from the claim to its answer: a few
+ * Redis commands (1 s timeout each), the publish (publish timeout), and the
+ * settler's writes, which it retries while Redis fails until a second
+ * before the in-flight record expires. The record expires this long after
+ * the publish timeout, so a key whose owner could not release it (Redis
+ * down at the time) blocks retries only briefly.
  */
-#define IDEM_PENDING_SLACK_S 5
+#define IDEM_PENDING_SLACK_S 10
 /* How long a finished checkout's answer is replayed (the contract: >= 24 h). */
 #define IDEM_DONE_TTL_S (48 * 3600)
 #define ORDER_SNAPSHOT_TTL_S (24 * 3600)
 
 /*
  * The Redis record of an Idempotency-Key, "idem:{client}:{key}":
- *   "P:<body hash>"          a checkout with this key is in flight
+ *   "P:<body hash>:<token>"  a checkout with this key is in flight; the
+ *                            token (a random UUID) is that request's own
  *   "D:<body hash>:<json>"   it was accepted; <json> is the 202 body
  * The body hash is BLAKE2b-128 of the raw body in hex (32 digits).
  *
@@ -43,24 +46,7 @@
  * record and the order's pending view before the 202 goes out.
  */
 #define BODY_HASH_HEX 32
-
-struct checkout {
-	json_t *root;
-	const char *customer_id;
-	const char *customer_email;
-	const char *currency;
-	struct {
-		const char *sku;
-		int quantity;
-		int64_t unit_price;
-	} lines[MAX_LINES];
-	size_t nlines;
-	int64_t total;
-	json_t *shipping;
-	struct card card;
-	char cart_id[40]; /* "" for an items checkout */
-	struct cart cart; /* the cart's lines and currency, when cart_id is set */
-};
+#define IDEM_PENDING_LEN (2 + BODY_HASH_HEX + 1 + IDS_UUID_LEN)
 
 static void checkout_release(struct checkout *co)
 {
@@ -86,19 +72,17 @@ static int valid_country(const char *s)
 	return s && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z' && !s[2];
 }
 
-static enum MHD_Result invalid(struct request *r, const char *message, const char *field)
+static int invalid(struct api_error *e, const char *message, const char *field)
 {
-	return respond_error(r, 422, "validation_error", message, field);
+	return api_error_set(e, 422, "validation_error", field, "%s", message);
 }
 
-static enum MHD_Result invalid_card(struct request *r, const char *message, const char *field)
+static int invalid_card(struct api_error *e, const char *message, const char *field)
 {
-	return respond_error(r, 422, "invalid_card", message, field);
+	return api_error_set(e, 422, "invalid_card", field, "%s", message);
 }
 
-/* Parse and check everything but prices; 0 on success, else *res is queued. */
-static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
-                          enum MHD_Result *res)
+int checkout_parse(json_t *root, time_t now, struct checkout *co, struct api_error *e)
 {
 	static const char *const top_fields[] = {
 	    "cart_id", "items", "currency", "customer", "shipping_address", "payment", NULL};
@@ -111,61 +95,46 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 	json_t *customer, *items, *payment, *card, *v;
 	const char *number, *cvc;
 	char field[48];
-	time_t now = time(NULL);
 	struct tm tm;
 	size_t i;
 
-	if (require_only_fields(r, root, "", top_fields, res) != ERR_OK)
-		return -1;
+	if (fields_only(root, "", top_fields, e) != ERR_OK)
+		return ERR_INVALID;
 	v = json_object_get(root, "cart_id");
 	if (v) {
 		const char *id = json_text(v, IDS_UUID_LEN);
 
-		if (!json_is_string(v)) {
-			*res = invalid(r, "'cart_id' must be a cart id string", "cart_id");
-			return -1;
-		}
-		if (json_object_get(root, "items") || json_object_get(root, "currency")) {
-			*res =
-			    invalid(r, "give either 'cart_id' or 'items' with 'currency', not both",
-			            "cart_id");
-			return -1;
-		}
-		if (!id || !ids_uuid_valid(id)) {
-			*res = respond_error(r, 404, "cart_not_found", "no cart has that id",
-			                     "cart_id");
-			return -1;
-		}
+		if (!json_is_string(v))
+			return invalid(e, "'cart_id' must be a cart id string", "cart_id");
+		if (json_object_get(root, "items") || json_object_get(root, "currency"))
+			return invalid(e,
+			               "give either 'cart_id' or 'items' with 'currency', not both",
+			               "cart_id");
+		if (!id || !ids_uuid_valid(id))
+			return api_error_set(e, 404, "cart_not_found", "cart_id",
+			                     "no cart has that id");
 		snprintf(co->cart_id, sizeof(co->cart_id), "%s", id);
 	}
 	customer = json_object_get(root, "customer");
-	if (!json_is_object(customer)) {
-		*res = invalid(r, "'customer' with an id is required", "customer");
-		return -1;
-	}
-	if (require_only_fields(r, customer, "customer", customer_fields, res) != ERR_OK)
-		return -1;
-	if (!(co->customer_id = str_member(customer, "id", 128))) {
-		*res = invalid(r, "'customer.id' must be a string of 1 to 128 characters",
+	if (!json_is_object(customer))
+		return invalid(e, "'customer' with an id is required", "customer");
+	if (fields_only(customer, "customer", customer_fields, e) != ERR_OK)
+		return ERR_INVALID;
+	if (!(co->customer_id = str_member(customer, "id", 128)))
+		return invalid(e, "'customer.id' must be a string of 1 to 128 characters",
 		               "customer.id");
-		return -1;
-	}
 	co->customer_email = "";
 	if (json_object_get(customer, "email")) {
 		co->customer_email = str_member(customer, "email", 254);
-		if (!co->customer_email || !strchr(co->customer_email, '@')) {
-			*res = invalid(r, "'customer.email' must be an email address",
+		if (!co->customer_email || !strchr(co->customer_email, '@'))
+			return invalid(e, "'customer.email' must be an email address",
 			               "customer.email");
-			return -1;
-		}
 	}
 	co->shipping = json_object_get(root, "shipping_address");
-	if (!json_is_object(co->shipping)) {
-		*res = invalid(r, "'shipping_address' is required", "shipping_address");
-		return -1;
-	}
-	if (require_only_fields(r, co->shipping, "shipping_address", address_fields, res) != ERR_OK)
-		return -1;
+	if (!json_is_object(co->shipping))
+		return invalid(e, "'shipping_address' is required", "shipping_address");
+	if (fields_only(co->shipping, "shipping_address", address_fields, e) != ERR_OK)
+		return ERR_INVALID;
 	{
 		static const char *const required[] = {"name", "line1", "city", "postal_code",
 		                                       "country"};
@@ -173,69 +142,52 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 		for (i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
 			if (!str_member(co->shipping, required[i], 200)) {
 				snprintf(field, sizeof(field), "shipping_address.%s", required[i]);
-				*res = invalid(r, "a required shipping address field is missing",
+				return invalid(e, "a required shipping address field is missing",
 				               field);
-				return -1;
 			}
 		}
 		v = json_object_get(co->shipping, "line2");
-		if (v && !json_is_null(v) && !str_member(co->shipping, "line2", 200)) {
-			*res = invalid(r, "'shipping_address.line2' must be a string",
+		if (v && !json_is_null(v) && !str_member(co->shipping, "line2", 200))
+			return invalid(e, "'shipping_address.line2' must be a string",
 			               "shipping_address.line2");
-			return -1;
-		}
 		v = json_object_get(co->shipping, "country");
-		if (!valid_country(json_string_value(v))) {
-			*res = invalid(r, "'shipping_address.country' must be an ISO 3166 code",
+		if (!valid_country(json_string_value(v)))
+			return invalid(e, "'shipping_address.country' must be an ISO 3166 code",
 			               "shipping_address.country");
-			return -1;
-		}
 	}
 
 	if (co->cart_id[0])
 		goto payment; /* lines and currency come from the cart */
 	co->currency = str_member(root, "currency", 3);
-	if (!co->currency || !valid_currency(co->currency)) {
-		*res =
-		    invalid(r, "'currency' must be an ISO 4217 code such as \"USD\"", "currency");
-		return -1;
-	}
+	if (!co->currency || !valid_currency(co->currency))
+		return invalid(e, "'currency' must be an ISO 4217 code such as \"USD\"",
+		               "currency");
 	items = json_object_get(root, "items");
-	if (!json_is_array(items)) {
-		*res = invalid(r, "'items' or 'cart_id' is required", "items");
-		return -1;
-	}
-	if (json_array_size(items) == 0) {
-		*res = respond_error(r, 422, "empty_cart", "the checkout has no items", "items");
-		return -1;
-	}
-	if (json_array_size(items) > MAX_LINES) {
-		*res = invalid(r, "at most 100 items", "items");
-		return -1;
-	}
+	if (!json_is_array(items))
+		return invalid(e, "'items' or 'cart_id' is required", "items");
+	if (json_array_size(items) == 0)
+		return api_error_set(e, 422, "empty_cart", "items", "the checkout has no items");
+	if (json_array_size(items) > MAX_LINES)
+		return invalid(e, "at most 100 items", "items");
 	json_array_foreach(items, i, v)
 	{
 		json_t *q = json_object_get(v, "quantity");
 		const char *sku = str_member(v, "sku", 64);
 
 		snprintf(field, sizeof(field), "items[%zu]", i);
-		if (!json_is_object(v)) {
-			*res =
-			    invalid(r, "each item must be an object with sku and quantity", field);
-			return -1;
-		}
-		if (require_only_fields(r, v, field, item_fields, res) != ERR_OK)
-			return -1;
+		if (!json_is_object(v))
+			return invalid(e, "each item must be an object with sku and quantity",
+			               field);
+		if (fields_only(v, field, item_fields, e) != ERR_OK)
+			return ERR_INVALID;
 		if (!sku || !valid_sku(sku)) {
 			snprintf(field, sizeof(field), "items[%zu].sku", i);
-			*res = invalid(r, "sku must be 1 to 64 of A-Z a-z 0-9 . _ -", field);
-			return -1;
+			return invalid(e, "sku must be 1 to 64 of A-Z a-z 0-9 . _ -", field);
 		}
 		if (!json_is_integer(q) || json_integer_value(q) < 1 ||
-		    json_integer_value(q) > MAX_QUANTITY) {
+		    json_integer_value(q) > CHECKOUT_MAX_QUANTITY) {
 			snprintf(field, sizeof(field), "items[%zu].quantity", i);
-			*res = invalid(r, "quantity must be an integer from 1 to 999", field);
-			return -1;
+			return invalid(e, "quantity must be an integer from 1 to 999", field);
 		}
 		co->lines[i].sku = sku;
 		co->lines[i].quantity = (int)json_integer_value(q);
@@ -244,25 +196,19 @@ static int parse_checkout(struct request *r, json_t *root, struct checkout *co,
 
 payment:
 	payment = json_object_get(root, "payment");
-	if (!json_is_object(payment)) {
-		*res = invalid(r, "'payment' with a card is required", "payment");
-		return -1;
-	}
-	if (require_only_fields(r, payment, "payment", payment_fields, res) != ERR_OK)
-		return -1;
+	if (!json_is_object(payment))
+		return invalid(e, "'payment' with a card is required", "payment");
+	if (fields_only(payment, "payment", payment_fields, e) != ERR_OK)
+		return ERR_INVALID;
 	card = json_object_get(payment, "card");
-	if (!json_is_object(card)) {
-		*res = invalid(r, "'payment.card' is required", "payment.card");
-		return -1;
-	}
-	if (require_only_fields(r, card, "payment.card", card_fields, res) != ERR_OK)
-		return -1;
+	if (!json_is_object(card))
+		return invalid(e, "'payment.card' is required", "payment.card");
+	if (fields_only(card, "payment.card", card_fields, e) != ERR_OK)
+		return ERR_INVALID;
 	/* The messages below never quote what was sent: it may be a card number. */
 	number = str_member(card, "number", CARD_NUMBER_MAX);
-	if (!number || !card_luhn_ok(number)) {
-		*res = invalid_card(r, "the card number is not valid", "payment.card.number");
-		return -1;
-	}
+	if (!number || !card_luhn_ok(number))
+		return invalid_card(e, "the card number is not valid", "payment.card.number");
 	/* Out-of-range values become 0, which card_validate refuses. */
 	v = json_object_get(card, "exp_month");
 	co->card.exp_month =
@@ -275,10 +221,8 @@ payment:
 	        ? (int)json_integer_value(v)
 	        : 0;
 	cvc = str_member(card, "cvc", CARD_CVC_MAX);
-	if (!cvc) {
-		*res = invalid_card(r, "the card's CVC is not valid", "payment.card.cvc");
-		return -1;
-	}
+	if (!cvc)
+		return invalid_card(e, "the card's CVC is not valid", "payment.card.cvc");
 	snprintf(co->card.number, sizeof(co->card.number), "%s", number);
 	snprintf(co->card.cvc, sizeof(co->card.cvc), "%s", cvc);
 	gmtime_r(&now, &tm);
@@ -287,19 +231,16 @@ payment:
 		break;
 	case CARD_BAD_EXPIRY:
 		/* The year is at fault when the month is fine and the year is bad or past. */
-		*res = invalid_card(r, card_problem_str(CARD_BAD_EXPIRY),
+		return invalid_card(e, card_problem_str(CARD_BAD_EXPIRY),
 		                    co->card.exp_month && co->card.exp_year < tm.tm_year + 1900
 		                        ? "payment.card.exp_year"
 		                        : "payment.card.exp_month");
-		return -1;
 	case CARD_BAD_CVC:
-		*res = invalid_card(r, card_problem_str(CARD_BAD_CVC), "payment.card.cvc");
-		return -1;
+		return invalid_card(e, card_problem_str(CARD_BAD_CVC), "payment.card.cvc");
 	default:
-		*res = invalid_card(r, card_problem_str(CARD_BAD_NUMBER), "payment.card.number");
-		return -1;
+		return invalid_card(e, card_problem_str(CARD_BAD_NUMBER), "payment.card.number");
 	}
-	return 0;
+	return ERR_OK;
 }
 
 /* The lines of the checkout's cart, read now; 0 on success, else *res is queued. */
@@ -356,7 +297,7 @@ static int price_lines(struct request *r, struct cache *c, struct checkout *co,
 
 /* ---- idempotency ---------------------------------------------------------- */
 
-static int valid_idempotency_key(const char *k)
+int valid_idempotency_key(const char *k)
 {
 	size_t n = 0;
 
@@ -403,6 +344,21 @@ static enum MHD_Result respond_accepted(struct request *r, const char *body)
  * ERR_OK with *answered set, or ERR_UNAVAILABLE (503 queued) when rep is no
  * answer from Redis.
  */
+/* This request's in-flight record, "P:<hash>:<token>", into out. */
+static void pending_value(const struct request *r, char out[IDEM_PENDING_LEN + 1])
+{
+	snprintf(out, IDEM_PENDING_LEN + 1, "P:%s:%s", r->idem_hash, r->idem_token);
+}
+
+static int is_own_pending(const struct request *r, const redisReply *rep)
+{
+	char own[IDEM_PENDING_LEN + 1];
+
+	pending_value(r, own);
+	return rep->type == REDIS_REPLY_STRING && rep->len == strlen(own) &&
+	       memcmp(rep->str, own, rep->len) == 0;
+}
+
 static int idem_answer(struct request *r, const redisReply *rep, int *answered,
                        enum MHD_Result *res)
 {
@@ -413,7 +369,9 @@ static int idem_answer(struct request *r, const redisReply *rep, int *answered,
 		*res = respond_unavailable(r, "the idempotency store");
 		return ERR_UNAVAILABLE;
 	}
-	if (rep->type == REDIS_REPLY_NIL) {
+	if (rep->type == REDIS_REPLY_NIL || is_own_pending(r, rep)) {
+		/* Taken; our own record when a batch sent again after a lost
+		 * connection finds what its first sending wrote. */
 		*answered = 0;
 	} else if (rep->str[0] != 'P' && (rep->len < 2 + BODY_HASH_HEX ||
 	                                  memcmp(rep->str + 2, r->idem_hash, BODY_HASH_HEX) != 0)) {
@@ -446,12 +404,12 @@ static void idem_release(struct request *r, struct cache *c)
 	    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
 	    "return 0";
 	struct cache *own = c ? NULL : cache_pool_get(r->api->cache);
-	char value[BODY_HASH_HEX + 3];
+	char value[IDEM_PENDING_LEN + 1];
 	redisReply *rep;
 
 	if (!c && !own)
 		return;
-	snprintf(value, sizeof(value), "P:%s", r->idem_hash);
+	pending_value(r, value);
 	rep = cache_command(c ? c : own, "EVAL %s 1 %s %s", script, r->idem_redis_key, value);
 	if (!rep || rep->type == REDIS_REPLY_ERROR)
 		log_warn("cannot release idempotency key; it expires by itself",
@@ -498,7 +456,7 @@ static int json_quote(struct buf *b, const char *s)
  * much as the rest of a checkout's JSON: every other field is an id, a
  * validated code or sku, a number or a time, none of which needs escaping.
  */
-static char *order_snapshot(const struct request *r, const struct checkout *co, int64_t now_ms)
+char *checkout_snapshot(const struct request *r, const struct checkout *co, int64_t now_ms)
 {
 	char created[25];
 	struct buf b;
@@ -538,8 +496,8 @@ static char *ship_field(json_t *shipping, const char *key)
 	return (char *)(v ? v : "");
 }
 
-static int build_message(struct request *r, const struct checkout *co, int64_t now_ms,
-                         char message_id[IDS_UUID_LEN + 1], uint8_t **out, size_t *outlen)
+int checkout_message(struct request *r, const struct checkout *co, const char *idem, int64_t now_ms,
+                     char message_id[IDS_UUID_LEN + 1], uint8_t **out, size_t *outlen)
 {
 	Orders__CheckoutRequested msg = ORDERS__CHECKOUT_REQUESTED__INIT;
 	Orders__Envelope env = ORDERS__ENVELOPE__INIT;
@@ -590,8 +548,7 @@ static int build_message(struct request *r, const struct checkout *co, int64_t n
 	order.total_cents = co->total;
 	order.shipping = &addr;
 	order.client_id = (char *)r->key->client_id;
-	order.idempotency_key =
-	    (char *)MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
+	order.idempotency_key = (char *)idem;
 	order.cart_id = (char *)co->cart_id;
 
 	/* The card leaves this process only sealed for payment-consumer. */
@@ -684,7 +641,7 @@ struct prefetch {
 static int prefetch(struct request *r, struct cache *c, json_t *root, struct prefetch *pf)
 {
 	json_t *items = json_object_get(root, "items"), *item;
-	char pending[BODY_HASH_HEX + 3], ttl[16];
+	char pending[IDEM_PENDING_LEN + 1], ttl[16];
 	const char *take[] = {"SET", r->idem_redis_key, pending, "NX", "GET", "EX", ttl};
 	struct cache_batch b;
 	size_t i, n = 0;
@@ -695,8 +652,11 @@ static int prefetch(struct request *r, struct cache *c, json_t *root, struct pre
 	/* The record if there is one; else the key is taken (Redis 7.0 lets
 	 * NX and GET go together; a script did the same at five times the
 	 * cost in Redis). */
-	snprintf(pending, sizeof(pending), "P:%s", r->idem_hash);
+	ids_uuid4(r->idem_token);
+	pending_value(r, pending);
 	snprintf(ttl, sizeof(ttl), "%d", pending_ttl_s(r->api));
+	/* Past that, another body could take the key: no 202 then. */
+	r->settle_by_ms = api_now_ns() / 1000000 + pending_ttl_s(r->api) * 1000 - 1000;
 	cache_batch_add_argv(&b, 7, take, NULL);
 	if (json_is_array(items) && json_array_size(items) <= MAX_LINES &&
 	    !json_object_get(root, "cart_id")) {
@@ -740,6 +700,7 @@ static void prefetched_products(const struct prefetch *pf, const struct checkout
 enum MHD_Result checkout_post(struct request *r)
 {
 	struct checkout co;
+	struct api_error perr;
 	struct prefetch pf;
 	enum MHD_Result res;
 	const char *idem;
@@ -799,19 +760,22 @@ enum MHD_Result checkout_post(struct request *r)
 	if (idem_answer(r, pf.reply[0], &answered, &res) != ERR_OK || answered)
 		goto out;
 	taken = 1;
-	if (parse_checkout(r, root, &co, &res) != 0 ||
-	    (co.cart_id[0] && cart_lines(r, c, &co, &res) != 0))
+	if (checkout_parse(root, time(NULL), &co, &perr) != ERR_OK) {
+		res = respond_api_error(r, &perr);
+		goto out;
+	}
+	if (co.cart_id[0] && cart_lines(r, c, &co, &res) != 0)
 		goto out;
 	prefetched_products(&pf, &co, known);
 	if (price_lines(r, c, &co, known, &res) != 0)
 		goto out;
 
-	rc = build_message(r, &co, now_ms, message_id, &msg, &msglen);
+	rc = checkout_message(r, &co, idem, now_ms, message_id, &msg, &msglen);
 	if (rc != ERR_OK) {
 		res = respond_error(r, 500, "internal", "cannot prepare the order", NULL);
 		goto out;
 	}
-	snapshot = order_snapshot(r, &co, now_ms);
+	snapshot = checkout_snapshot(r, &co, now_ms);
 	r->accepted_body = snapshot ? accepted_body(r) : NULL;
 	r->settle = r->accepted_body ? settle_records(r, snapshot) : NULL;
 	if (!r->settle) {

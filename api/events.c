@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "parse.h"
 
 /*
  * Both routes read order_events from PostgreSQL, each with one statement,
@@ -24,7 +25,7 @@
 /* A CSV page: 1,000 events of at most 100 lines each stay well below. */
 #define CSV_MAX (32 * 1024 * 1024)
 /* The PostgreSQL text[] literal of every type, each once. */
-#define TYPES_ARRAY_MAX 128
+#define TYPES_ARRAY_MAX EVENTS_TYPES_MAX
 
 static const char *const event_types[] = {"order.confirmed", "order.rejected",
                                           "order.payment_failed", "order.expired"};
@@ -182,9 +183,8 @@ static void accept_match(const char *accept, const char *type, int *q_out, int *
  * the same q with a more specific range ("text/csv" beside a wildcard).
  * JSON otherwise, also without an Accept header.
  */
-static int wants_csv(struct request *r)
+int events_wants_csv(const char *accept)
 {
-	const char *accept = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Accept");
 	int qc, sc, qj, sj;
 
 	if (!accept)
@@ -198,13 +198,21 @@ static int wants_csv(struct request *r)
 
 /* ---- the feed ---------------------------------------------------------------- */
 
-/* One CSV field (RFC 4180): quoted, with quotes doubled, when it needs to be. */
+/*
+ * One CSV field (RFC 4180): quoted, with quotes doubled, when it needs to be.
+ * Finance opens the file in spreadsheets, which take a field beginning with
+ * =, +, -, @, a tab or a carriage return as a formula: such a field gets a
+ * single quote in front (and quotes around), which spreadsheets show as text
+ * (OWASP's advice on CSV injection). No number in the feed is negative, so
+ * only text is ever changed; the JSON feed has the value as stored.
+ */
 static int csv_field(struct buf *b, const char *s, int last)
 {
 	int rc = ERR_OK;
+	int formula = s[0] && strchr("=+-@\t\r", s[0]);
 
-	if (strpbrk(s, ",\"\r\n")) {
-		rc = buf_append_str(b, "\"");
+	if (formula || strpbrk(s, ",\"\r\n")) {
+		rc = buf_append_str(b, formula ? "\"'" : "\"");
 		while (!rc && *s) {
 			size_t n = strcspn(s, "\"");
 
@@ -305,39 +313,52 @@ static enum MHD_Result respond_page(struct request *r, const PGresult *res, long
 	    headers);
 }
 
+int events_parse_query(const char *after, const char *limit, const char *types,
+                       struct events_query *q, struct api_error *e)
+{
+	q->after = 0;
+	q->limit = EVENTS_LIMIT_DEFAULT;
+	q->has_types = 0;
+	if (after && parse_count(after, 0, INT64_MAX, &q->after))
+		return api_error_set(e, 422, "validation_error", "after",
+		                     "'after' must be a seq: a whole number from 0");
+	if (limit && parse_count(limit, 1, EVENTS_LIMIT_MAX, &q->limit))
+		return api_error_set(e, 422, "validation_error", "limit",
+		                     "'limit' must be an integer from 1 to 1000");
+	if (types) {
+		if (parse_types(types, q->types, sizeof(q->types)))
+			return api_error_set(e, 422, "validation_error", "types",
+			                     "'types' must be a comma-separated list of "
+			                     "order.confirmed, order.rejected, "
+			                     "order.payment_failed, order.expired");
+		q->has_types = 1;
+	}
+	return ERR_OK;
+}
+
 enum MHD_Result events_list(struct request *r)
 {
 	enum MHD_Result result;
-	const char *after_s, *limit_s, *types_s;
-	char after[24], limit[16], types[TYPES_ARRAY_MAX];
+	struct events_query q;
+	struct api_error perr;
+	char after[24], limit[16];
 	const char *params[3] = {after, limit, NULL};
-	long long after_v = 0, limit_v = EVENTS_LIMIT_DEFAULT, next_after;
+	long long next_after;
 	PGresult *res = NULL;
 	struct db *d;
 	int rc, n;
 
 	if (require_role(r, ROLE_FINANCE, &result) != ERR_OK)
 		return result;
-	after_s = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after");
-	if (after_s && parse_count(after_s, 0, INT64_MAX, &after_v))
-		return respond_error(r, 422, "validation_error",
-		                     "'after' must be a seq: a whole number from 0", "after");
-	limit_s = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "limit");
-	if (limit_s && parse_count(limit_s, 1, EVENTS_LIMIT_MAX, &limit_v))
-		return respond_error(r, 422, "validation_error",
-		                     "'limit' must be an integer from 1 to 1000", "limit");
-	types_s = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "types");
-	if (types_s) {
-		if (parse_types(types_s, types, sizeof(types)))
-			return respond_error(
-			    r, 422, "validation_error",
-			    "'types' must be a comma-separated list of order.confirmed, "
-			    "order.rejected, order.payment_failed, order.expired",
-			    "types");
-		params[2] = types;
-	}
-	snprintf(after, sizeof(after), "%lld", after_v);
-	snprintf(limit, sizeof(limit), "%lld", limit_v);
+	if (events_parse_query(MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after"),
+	                       MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "limit"),
+	                       MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "types"),
+	                       &q, &perr) != ERR_OK)
+		return respond_api_error(r, &perr);
+	if (q.has_types)
+		params[2] = q.types;
+	snprintf(after, sizeof(after), "%lld", q.after);
+	snprintf(limit, sizeof(limit), "%lld", q.limit);
 
 	d = db_pool_get(r->api->db);
 	if (!d)
@@ -348,8 +369,10 @@ enum MHD_Result events_list(struct request *r)
 		return respond_unavailable(r, "the database");
 	n = PQntuples(res);
 	/* The last seq handed out, or the cursor itself: always safe to pass back. */
-	next_after = n ? strtoll(PQgetvalue(res, n - 1, 0), NULL, 10) : after_v;
-	result = respond_page(r, res, next_after, wants_csv(r));
+	next_after = n ? strtoll(PQgetvalue(res, n - 1, 0), NULL, 10) : q.after;
+	result = respond_page(
+	    r, res, next_after,
+	    events_wants_csv(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Accept")));
 	PQclear(res);
 	return result;
 }
@@ -374,9 +397,18 @@ static int valid_date(const char *s)
 	return y >= 1 && m >= 1 && m <= 12 && d >= 1 && d <= days[m - 1] + (m == 2 && leap ? 1 : 0);
 }
 
+int events_parse_date(const char *date, struct api_error *e)
+{
+	if (!date || !valid_date(date))
+		return api_error_set(e, 422, "validation_error", "date",
+		                     "'date' must be a calendar date, YYYY-MM-DD");
+	return ERR_OK;
+}
+
 enum MHD_Result reconciliation_get(struct request *r)
 {
 	enum MHD_Result result;
+	struct api_error perr;
 	const char *date;
 	PGresult *res = NULL;
 	json_t *doc;
@@ -386,9 +418,8 @@ enum MHD_Result reconciliation_get(struct request *r)
 	if (require_role(r, ROLE_FINANCE, &result) != ERR_OK)
 		return result;
 	date = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "date");
-	if (!date || !valid_date(date))
-		return respond_error(r, 422, "validation_error",
-		                     "'date' must be a calendar date, YYYY-MM-DD", "date");
+	if (events_parse_date(date, &perr) != ERR_OK)
+		return respond_api_error(r, &perr);
 	d = db_pool_get(r->api->db);
 	if (!d)
 		return respond_unavailable(r, "the database");

@@ -16,6 +16,7 @@
 #include "err.h"
 #include "ids.h"
 #include "log.h"
+#include "parse.h"
 
 int64_t api_now_ns(void)
 {
@@ -63,33 +64,14 @@ int json_only_fields(json_t *obj, const char *const *allowed, const char **bad)
 	return ERR_OK;
 }
 
-/* How many bytes of s, at most max, end on a UTF-8 character boundary. */
-static size_t utf8_prefix(const char *s, size_t max)
-{
-	size_t n = strnlen(s, max + 1);
-
-	if (n <= max)
-		return n;
-	n = max;
-	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-		n--;
-	return n;
-}
-
 int require_only_fields(struct request *r, json_t *obj, const char *path,
                         const char *const *allowed, enum MHD_Result *result)
 {
-	const char *bad;
-	char field[160], msg[192];
-	int n;
+	struct api_error e;
 
-	if (json_only_fields(obj, allowed, &bad) == ERR_OK)
+	if (fields_only(obj, path, allowed, &e) == ERR_OK)
 		return ERR_OK;
-	/* A member's name is valid UTF-8 (jansson checked it) but may be long. */
-	n = (int)utf8_prefix(bad, 64);
-	snprintf(field, sizeof(field), "%s%s%.*s", path, *path ? "." : "", n, bad);
-	snprintf(msg, sizeof(msg), "unknown field '%.*s'", n, bad);
-	*result = respond_error(r, 422, "validation_error", msg, field);
+	*result = respond_api_error(r, &e);
 	return ERR_INVALID;
 }
 
@@ -118,19 +100,13 @@ int require_query_args(struct request *r, const char *const *allowed, enum MHD_R
 {
 	static const char *const none[] = {NULL};
 	struct query_check q = {allowed ? allowed : none, NULL};
-	char msg[160];
+	struct api_error e;
 
 	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, query_arg, &q);
 	if (!q.bad)
 		return ERR_OK;
-	/* The name is echoed only when it is short printable ASCII: the query
-	 * string is not checked as UTF-8. */
-	for (size_t i = 0; q.bad && (i == 0 || q.bad[i]); i++)
-		if (i >= 64 || q.bad[i] <= ' ' || q.bad[i] > '~')
-			q.bad = NULL;
-	snprintf(msg, sizeof(msg), "unknown query parameter%s%s%s", q.bad ? " '" : "",
-	         q.bad ? q.bad : "", q.bad ? "'" : "");
-	*result = respond_error(r, 422, "validation_error", msg, q.bad);
+	query_arg_error(q.bad, &e);
+	*result = respond_api_error(r, &e);
 	return ERR_INVALID;
 }
 
@@ -145,6 +121,9 @@ static enum MHD_Result respond(struct request *r, unsigned int status, const cha
 	const char *labels[2];
 	char code[8];
 
+	/* The client left while the request waited (see on_completed). */
+	if (r->gone)
+		return MHD_NO;
 	/* MUST_COPY: MHD owns its copy, so body may be freed right after. */
 	resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
 	if (!resp)
@@ -213,6 +192,11 @@ enum MHD_Result respond_error(struct request *r, unsigned int status, const char
 	return respond_obj(r, status, json_pack("{s:o}", "error", err), NULL);
 }
 
+enum MHD_Result respond_api_error(struct request *r, const struct api_error *e)
+{
+	return respond_error(r, e->status, e->code, e->message, e->field[0] ? e->field : NULL);
+}
+
 enum MHD_Result respond_unavailable(struct request *r, const char *what)
 {
 	static const char *const retry[] = {"Retry-After", "1", NULL};
@@ -263,6 +247,8 @@ static void on_confirm(void *arg, int result)
 	MHD_resume_connection(conn);
 }
 
+static enum MHD_Result published(struct request *r);
+
 enum MHD_Result api_publish(struct request *r, const char *routing_key, const char *message_id,
                             const uint8_t *msg, size_t len,
                             enum MHD_Result (*done)(struct request *r))
@@ -276,9 +262,19 @@ enum MHD_Result api_publish(struct request *r, const char *routing_key, const ch
 	 * until the connection is resumed.
 	 */
 	r->on_published = done;
-	atomic_store(&r->state, REQ_PUBLISHING);
 	r->publish_started_ns = api_now_ns();
+	/* Counted before stopping is read, so that teardown, which sets
+	 * stopping before it reads the count, waits for this request or
+	 * this request sees stopping (both sequentially consistent). */
 	atomic_fetch_add(&r->api->suspended, 1);
+	if (atomic_load(&r->api->stopping)) {
+		atomic_store(&r->publish_result, ERR_CLOSED);
+		atomic_store(&r->state, REQ_CONFIRMED);
+		return published(r);
+	}
+	atomic_store(&r->state, REQ_PUBLISHING);
+	/* Waiting for the broker is not the client's slowness. */
+	watchdog_disarm(r->conn);
 	MHD_suspend_connection(r->conn);
 	rc = mq_publisher_publish(r->api->publisher, MQ_EXCHANGE_ORDERS, routing_key, message_id,
 	                          msg, len, MQ_PUBLISH_MANDATORY, on_confirm, r);
@@ -294,7 +290,9 @@ enum MHD_Result api_publish(struct request *r, const char *routing_key, const ch
 /* The broker has answered: the route's done() queues the response. */
 static enum MHD_Result published(struct request *r)
 {
+	r->done_ran = 1;
 	atomic_fetch_sub(&r->api->suspended, 1);
+	watchdog_arm(r->api->watchdog, r->conn);
 	metric_observe(r->api->m_confirm_latency, NULL,
 	               (double)(api_now_ns() - r->publish_started_ns) / 1e9);
 	return r->on_published(r);
@@ -302,7 +300,7 @@ static enum MHD_Result published(struct request *r)
 
 /* ---- auth ----------------------------------------------------------------- */
 
-static const struct apikey *find_key(const struct api *a, const char *header)
+const char *bearer_token(const char *header)
 {
 	static const char scheme[] = "Bearer";
 
@@ -313,7 +311,14 @@ static const struct apikey *find_key(const struct api *a, const char *header)
 	header += sizeof(scheme) - 1;
 	while (*header == ' ')
 		header++;
-	return apikey_find(a->keys, a->nkeys, header, strlen(header));
+	return header;
+}
+
+static const struct apikey *find_key(const struct api *a, const char *header)
+{
+	const char *token = bearer_token(header);
+
+	return token ? apikey_find(a->keys, a->nkeys, token, strlen(token)) : NULL;
 }
 
 /* 429 rate_limited when the key is over its limit; ERR_OK otherwise. */
@@ -352,9 +357,7 @@ static int check_rate(struct request *r, enum MHD_Result *result)
 int require_role(struct request *r, enum role role, enum MHD_Result *result)
 {
 	if (!r->key) {
-		*result = respond_error(
-		    r, 401, "unauthorized",
-		    "missing or unknown API key; send Authorization: Bearer <key>", NULL);
+		*result = auth_failed(r);
 		return ERR_INVALID;
 	}
 	/* Every request of a known key counts, also one its role may not make. */
@@ -370,7 +373,7 @@ int require_role(struct request *r, enum role role, enum MHD_Result *result)
 }
 
 /* "application/json", optionally with parameters ("; charset=utf-8"); not "application/jsonx". */
-static int is_json_type(const char *ct)
+int is_json_type(const char *ct)
 {
 	static const char type[] = "application/json";
 	size_t n = sizeof(type) - 1;
@@ -385,7 +388,7 @@ json_t *body_json(struct request *r, enum MHD_Result *result)
 {
 	const char *ct =
 	    MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-	json_error_t jerr;
+	struct api_error e;
 	json_t *root;
 
 	if (!is_json_type(ct)) {
@@ -393,19 +396,9 @@ json_t *body_json(struct request *r, enum MHD_Result *result)
 		                        "request bodies must be application/json", NULL);
 		return NULL;
 	}
-	root = json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES,
-	                  &jerr);
-	if (!root) {
-		*result = respond_error(r, 400, "malformed_json",
-		                        "the request body is not valid JSON", NULL);
-		return NULL;
-	}
-	if (!json_is_object(root)) {
-		json_decref(root);
-		*result = respond_error(r, 400, "malformed_json",
-		                        "the request body must be a JSON object", NULL);
-		return NULL;
-	}
+	root = body_parse(r->body.data, r->body.len, &e);
+	if (!root)
+		*result = respond_api_error(r, &e);
 	return root;
 }
 
@@ -413,7 +406,7 @@ json_t *body_json(struct request *r, enum MHD_Result *result)
 
 /* The one path segment after prefix, or NULL if there is none or more. Any
  * length matches, so that the handler judges an overlong parameter. */
-static const char *path_param(const char *url, const char *prefix)
+const char *path_param(const char *url, const char *prefix)
 {
 	size_t n = strlen(prefix);
 
@@ -542,7 +535,7 @@ static enum MHD_Result dispatch(struct request *r, const char *url)
 
 /* ---- the MHD callbacks ---------------------------------------------------- */
 
-static int valid_request_id(const char *s)
+int valid_request_id(const char *s)
 {
 	size_t n = 0;
 
@@ -575,8 +568,11 @@ static struct request *request_new(struct api *a, struct MHD_Connection *conn, c
 	r->started_ns = api_now_ns();
 	buf_init(&r->body, API_BODY_MAX);
 	request_id_of(conn, r->request_id);
-	r->key = find_key(
-	    a, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+	/* An address over the failed-authentication limit costs no key lookup. */
+	r->auth_blocked = auth_blocked(r);
+	if (!r->auth_blocked)
+		r->key = find_key(a, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+		                                                 MHD_HTTP_HEADER_AUTHORIZATION));
 	return r;
 }
 
@@ -724,11 +720,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-	(void)cls;
-	(void)conn;
+	struct api *a = cls;
+	struct request *r = *con_cls;
+
 	(void)toe;
-	if (*con_cls != &healthz_mark)
-		request_free(*con_cls);
+	/* The next request's time starts now. */
+	watchdog_arm(a->watchdog, conn);
+	if (r == (void *)&healthz_mark) {
+		*con_cls = NULL;
+		return;
+	}
+	/*
+	 * A resumed connection whose client has left is closed by MHD without
+	 * another call of the handler: the route's done() still runs (it
+	 * releases a key after a failed publish, commits a cart's version, and
+	 * api->suspended counts the request until then); only its answer is
+	 * not sent.
+	 */
+	if (r && atomic_load(&r->state) == REQ_CONFIRMED && !r->done_ran) {
+		r->gone = 1;
+		log_context_set(r->request_id, NULL, r->order_id);
+		published(r);
+		log_context_clear();
+	}
+	request_free(r);
 	*con_cls = NULL;
 }
 
@@ -739,7 +754,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
  * turn a parameter's bytes into route segments. Left encoded, both fail the
  * parameter's validation like any other bad character.
  */
-static size_t unescape_url(void *cls, struct MHD_Connection *conn, char *s)
+size_t unescape_url(void *cls, struct MHD_Connection *conn, char *s)
 {
 	char *out = s;
 	const char *in = s;
@@ -764,18 +779,32 @@ static size_t unescape_url(void *cls, struct MHD_Connection *conn, char *s)
 	return (size_t)(out - s);
 }
 
+/* MHD complains once per refused connection or request: a flood of them
+ * must not become a flood of log lines. */
+#define MHD_LOG_PER_S 10
+
 /* libmicrohttpd's own complaints, as JSON lines like everything else. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	static _Atomic long window, in_window, dropped;
+	long now = (long)time(NULL), skipped = 0;
 	char msg[256];
 	size_t n;
 	(void)cls;
 
+	if (atomic_exchange(&window, now) != now) {
+		atomic_store(&in_window, 0);
+		skipped = atomic_exchange(&dropped, 0);
+	}
+	if (atomic_fetch_add(&in_window, 1) >= MHD_LOG_PER_S) {
+		atomic_fetch_add(&dropped, 1);
+		return;
+	}
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
-	log_warn("http server", LF_STR("reason", msg));
+	log_warn("http server", LF_STR("reason", msg), LF_INT("suppressed_before", skipped));
 }
 
 static void raise_fd_limit(void)
@@ -831,9 +860,15 @@ int http_start(struct api *a)
 	     * memset. Headers up to ~3.8 KB fit; larger bodies still arrive,
 	     * in pieces, through on_request. */
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_CONNECTION_MEMORY,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-	    (unsigned int)4096, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-	    MHD_OPTION_UNESCAPE_CALLBACK, unescape_url, NULL, MHD_OPTION_ARRAY,
+	    /* Slow clients: a silent connection is closed after the idle
+	     * timeout, one per address may hold only so many connections,
+	     * and the watchdog closes one that trickles bytes (over HTTPS,
+	     * the handshake counts as part of its first request). */
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)a->cfg.http_idle_timeout_s,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)a->cfg.http_per_ip_limit,
+	    MHD_OPTION_NOTIFY_CONNECTION, watchdog_notify, a->watchdog,
+	    MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096, MHD_OPTION_NOTIFY_COMPLETED,
+	    on_completed, a, MHD_OPTION_UNESCAPE_CALLBACK, unescape_url, NULL, MHD_OPTION_ARRAY,
 	    a->tls_cert ? tls : tls + 3, MHD_OPTION_END);
 	if (!a->httpd) {
 		log_error("cannot start http server", LF_INT("port", a->cfg.http_port),

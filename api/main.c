@@ -103,13 +103,46 @@ static int setup_metrics(struct api *a)
 	a->m_rate_unchecked =
 	    metrics_counter(a->metrics, "orders_rate_limit_unchecked_total",
 	                    "Requests admitted unchecked because Redis could not be asked", "key");
+	a->m_auth_failures = metrics_counter(
+	    a->metrics, "orders_auth_failures_total",
+	    "Requests without a known API key: answered 401, or 429 once their address was over "
+	    "ORDERS_AUTH_FAILURE_LIMIT",
+	    "outcome");
+	a->m_slow_closed = metrics_counter(
+	    a->metrics, "orders_http_slow_connections_closed_total",
+	    "Connections closed for taking longer than their request deadline", NULL);
 	if (!a->m_requests || !a->m_latency || !a->m_checkouts || !a->m_confirm_latency ||
-	    !a->m_rate_limited || !a->m_rate_unchecked ||
-	    ops_queue_gauges_init(&a->queue_gauges, a->metrics) != ERR_OK ||
+	    !a->m_rate_limited || !a->m_rate_unchecked || !a->m_auth_failures ||
+	    !a->m_slow_closed || ops_queue_gauges_init(&a->queue_gauges, a->metrics) != ERR_OK ||
 	    metrics_process(a->metrics, ORDERS_VERSION) != ERR_OK)
 		return ERR_NOMEM;
 	metrics_on_collect(a->metrics, collect_queue_stats, a);
 	return ERR_OK;
+}
+
+/* The watchdog that closes connections too slow over a request. */
+static int setup_watchdog(struct api *a)
+{
+	a->watchdog = watchdog_new(a->cfg.http_idle_timeout_s + a->cfg.http_request_timeout_s,
+	                           a->m_slow_closed);
+	return a->watchdog ? ERR_OK : ERR_NOMEM;
+}
+
+/* Failed authentications per client address, and the proxies whose
+ * X-Forwarded-For names the client (ORDERS_TRUSTED_PROXIES). */
+static int setup_auth_limit(struct api *a)
+{
+	const char *what = NULL;
+
+	/* The value passed its check at load, so it parses. */
+	if (netaddr_nets_parse(a->cfg.trusted_proxies, a->trusted, NETADDR_NETS_MAX, &a->ntrusted,
+	                       &what) != ERR_OK)
+		return ERR_INVALID;
+	if (a->cfg.auth_failure_limit <= 0)
+		return ERR_OK;
+	/* 64k entries (2 MB): a flood from more addresses is under-counted. */
+	a->auth_failures = addrlimit_new(a->cfg.auth_failure_limit, 65536);
+	return a->auth_failures ? ERR_OK : ERR_NOMEM;
 }
 
 static int setup(struct api *a)
@@ -185,6 +218,15 @@ static int setup(struct api *a)
 		log_error("cannot start", LF_STR("reason", "cannot start the settler"));
 		return ERR_NOMEM;
 	}
+	if (setup_watchdog(a) != ERR_OK) {
+		log_error("cannot start", LF_STR("reason", "cannot start the watchdog"));
+		return ERR_NOMEM;
+	}
+	if (setup_auth_limit(a) != ERR_OK) {
+		log_error("cannot start",
+		          LF_STR("reason", "cannot set up the failed-authentication limit"));
+		return ERR_NOMEM;
+	}
 	return http_start(a);
 }
 
@@ -199,25 +241,32 @@ static int drain_suspended(struct api *a, int ms)
 static void teardown(struct api *a)
 {
 	/*
-	 * Stop taking connections and requests, let every suspended checkout
-	 * get its confirm (bounded by the publish timeout), and only then stop
-	 * MHD: stopping it with a suspended connection is undefined. If the
-	 * broker never answers, freeing the publisher fails what is left with
-	 * ERR_CLOSED, which resumes those connections with a 503.
+	 * Stop taking connections and requests (api_publish refuses once
+	 * stopping is set), and let every suspended checkout get its confirm
+	 * or its timeout and its Redis records. Then stop the publisher, which
+	 * fails what is left with ERR_CLOSED (503), and the settler, which
+	 * closes what it still holds without an answer; both stay allocated
+	 * while MHD's threads may look at them. MHD is stopped only once no
+	 * connection is suspended: stopping it with one aborts the process.
 	 */
 	http_quiesce(a);
 	atomic_store(&a->stopping, 1);
-	if (a->publisher && !drain_suspended(a, a->cfg.publish_timeout_ms + 1000)) {
-		mq_publisher_free(a->publisher);
-		a->publisher = NULL;
-		drain_suspended(a, 2000);
+	drain_suspended(a, a->cfg.publish_timeout_ms + 1000);
+	mq_publisher_stop(a->publisher);
+	settler_stop(a->settler);
+	if (drain_suspended(a, 2000)) {
+		http_stop(a);
+	} else {
+		/* Not seen; rather exit without stopping MHD than abort. */
+		log_error("connections still wait for the broker; exiting without closing them",
+		          LF_INT("connections", atomic_load(&a->suspended)));
+		return;
 	}
-	/* No confirm can come any more: what the settler holds is resumed
-	 * while MHD still runs. */
 	settler_free(a->settler);
 	a->settler = NULL;
-	drain_suspended(a, 2000);
-	http_stop(a);
+	/* MHD has stopped: no connection is left for these to look at. */
+	watchdog_free(a->watchdog);
+	addrlimit_free(a->auth_failures);
 	free(a->tls_cert);
 	if (a->tls_key)
 		sodium_memzero(a->tls_key, a->tls_key_len);

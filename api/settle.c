@@ -20,10 +20,12 @@
  * A 202 promises that GET /v1/orders shows the order at once, so a request
  * is answered only once its records are in Redis. When Redis fails, the
  * settler keeps the requests and tries again, backing off from
- * RETRY_FIRST_MS to RETRY_MAX_MS, for up to GIVE_UP_MS after the confirm;
- * a request it gives up on (or holds when the API stops) is resumed with
- * settle_failed set, and its connection is closed without an answer: the
- * client retries with its Idempotency-Key and gets the same order.
+ * RETRY_FIRST_MS to RETRY_MAX_MS, until the request's settle_by (its key's
+ * in-flight record expires just after: past it, a retry with another body
+ * could take the key), at most GIVE_UP_MS after the confirm. A request it
+ * gives up on (or holds when the API stops) is resumed with settle_failed
+ * set, and its connection is closed without an answer: the client retries
+ * with its Idempotency-Key and gets the same order.
  */
 #define RETRY_FIRST_MS 50
 #define RETRY_MAX_MS 1000
@@ -36,6 +38,7 @@ struct settler {
 	pthread_cond_t cv;           /* on CLOCK_MONOTONIC */
 	struct request *head, *tail; /* guarded by mu; linked by settle_next */
 	int stop;                    /* guarded by mu */
+	int joined;                  /* the thread has ended (settler_stop) */
 	/* The thread's own: requests whose records failed, and when to retry. */
 	struct request *retry, *retry_tail;
 	int64_t retry_at_ms;
@@ -44,10 +47,7 @@ struct settler {
 
 static int64_t now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return api_now_ns() / 1000000;
 }
 
 /* Wake r's connection: from here on the request is its MHD thread's. */
@@ -63,7 +63,10 @@ static void resume(struct request *r, int failed)
 /* r's records were not written: keep it for another try, or give up. */
 static void failed(struct settler *s, struct request *r, int stopping)
 {
-	if (stopping || now_ms() - r->settle_since_ms >= GIVE_UP_MS) {
+	int64_t now = now_ms();
+
+	if (stopping || now - r->settle_since_ms >= GIVE_UP_MS ||
+	    (r->settle_by_ms && now >= r->settle_by_ms)) {
 		resume(r, 1);
 		return;
 	}
@@ -75,19 +78,23 @@ static void failed(struct settler *s, struct request *r, int stopping)
 	s->retry_tail = r;
 }
 
+enum settled { SETTLED_ALL, SETTLED_SOME, SETTLED_NONE };
+
 /*
  * Write the commands of the requests from *list that fit in one batch, in
  * one round trip; then resume those written and keep the others for a
- * retry. *list advances past them. 1 when all were written.
+ * retry. *list advances past them. SETTLED_NONE when Redis could not be
+ * reached (nothing was written).
  */
-static int settle_some(struct settler *s, struct request **list, int stopping)
+static enum settled settle_some(struct settler *s, struct request **list, int stopping)
 {
 	struct request *group[CACHE_BATCH_MAX];
 	size_t counts[CACHE_BATCH_MAX];
 	redisReply *rep[CACHE_BATCH_MAX];
 	struct cache_batch b;
 	size_t n = 0, at = 0;
-	int rc, all = 1;
+	enum settled out = SETTLED_ALL;
+	int rc;
 
 	cache_batch_init(&b);
 	while (*list && n < CACHE_BATCH_MAX) {
@@ -100,14 +107,16 @@ static int settle_some(struct settler *s, struct request **list, int stopping)
 			/* Out of memory even alone. */
 			*list = r->settle_next;
 			failed(s, r, stopping);
-			all = 0;
+			out = SETTLED_SOME;
 			continue;
 		}
 		group[n] = r;
 		counts[n++] = count;
 		*list = r->settle_next;
 	}
-	rc = cache_batch_run(s->cache, &b, rep);
+	rc = n ? cache_batch_run(s->cache, &b, rep) : ERR_OK;
+	if (rc != ERR_OK)
+		out = SETTLED_NONE;
 	for (size_t i = 0; i < n; i++) {
 		struct request *r = group[i];
 		int ok = rc == ERR_OK;
@@ -123,24 +132,42 @@ static int settle_some(struct settler *s, struct request **list, int stopping)
 			resume(r, 0);
 		} else {
 			failed(s, r, stopping);
-			all = 0;
+			if (out == SETTLED_ALL)
+				out = SETTLED_SOME;
 		}
 	}
 	cache_batch_release(&b);
-	return all;
+	return out;
 }
 
-/* Settle list; schedule the next retry from the outcome. */
+/*
+ * Settle list; schedule the next retry from the outcome. Once Redis cannot
+ * be reached, the rest of the list is not tried in this round: each try
+ * would wait for the command timeout, holding back new confirms (and, when
+ * stopping, the API's exit).
+ */
 static void settle_list(struct settler *s, struct request *list, int stopping)
 {
-	int all = 1;
+	enum settled worst = SETTLED_ALL;
 
-	while (list)
-		all &= settle_some(s, &list, stopping);
-	if (all && s->backoff_ms) {
+	while (list) {
+		enum settled got = settle_some(s, &list, stopping);
+
+		if (got > worst)
+			worst = got;
+		if (got == SETTLED_NONE) {
+			while (list) {
+				struct request *r = list;
+
+				list = r->settle_next;
+				failed(s, r, stopping);
+			}
+		}
+	}
+	if (worst == SETTLED_ALL && s->backoff_ms) {
 		log_info("redis takes confirmed checkouts' records again");
 		s->backoff_ms = 0;
-	} else if (!all) {
+	} else if (worst != SETTLED_ALL) {
 		if (!s->backoff_ms)
 			log_warn("cannot record confirmed checkouts in redis; their answers wait",
 			         LF_INT("retry_ms", RETRY_FIRST_MS));
@@ -259,9 +286,9 @@ int settler_push(struct settler *s, struct request *r)
 	return ERR_OK;
 }
 
-void settler_free(struct settler *s)
+void settler_stop(struct settler *s)
 {
-	if (!s)
+	if (!s || s->joined)
 		return;
 	pthread_mutex_lock(&s->mu);
 	s->stop = 1;
@@ -270,6 +297,14 @@ void settler_free(struct settler *s)
 	/* The thread tries once more to settle whatever it holds, resumes
 	 * all of it, and ends. */
 	pthread_join(s->thread, NULL);
+	s->joined = 1;
+}
+
+void settler_free(struct settler *s)
+{
+	if (!s)
+		return;
+	settler_stop(s);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	cache_free(s->cache);

@@ -39,7 +39,8 @@
 # (10), BENCH_PUB_COUNT (100000), BENCH_T3_SECONDS (20), BENCH_T3_CONNS (10000),
 # BENCH_T5_BACKLOG (600), BENCH_BURST (100000), BENCH_FOLLOW_MAX_S (120),
 # BENCH_DRAIN_MAX_S (360), BENCH_OUT (bench/results), BENCH_KEEP_UP (0).
-# Every other ORDERS_* variable is cleared: the stack runs with its defaults.
+# Every other ORDERS_* variable is cleared: the stack runs with its defaults, but for
+# ORDERS_HTTP_PER_IP_CONNECTION_LIMIT=0 (every client is on this machine's one address).
 set -euo pipefail
 
 for v in $(compgen -e); do
@@ -48,11 +49,15 @@ for v in $(compgen -e); do
 	ORDERS_*) unset "$v" ;;
 	esac
 done
+# T3 opens 10,000 connections from one address, as a load balancer's node would.
+export ORDERS_HTTP_PER_IP_CONNECTION_LIMIT=0
 # shellcheck disable=SC2034 # lib.sh's say/warn/die prefix
 SCRIPT_NAME=bench
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 # shellcheck source-path=SCRIPTDIR source=../deploy/local/lib.sh
 . "$HERE/../deploy/local/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$HERE/lib.sh"
 
 BUILD=${BENCH_BUILD_DIR:-build-bench}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
@@ -139,7 +144,7 @@ finish() {
 	# Stopped half-way: the backlog the run made is not left to the next user.
 	if [ $rc -ne 0 ] && [ -n "${ORDERS_AMQP_URL:-}" ]; then
 		purge_work_queues "after a failed run" 2>/dev/null || true
-		forget_redis_keys 2>/dev/null || true
+		forget_redis_keys "$work" 2>/dev/null || true
 	fi
 	if [ "${BENCH_KEEP_UP:-0}" = 1 ]; then
 		say "BENCH_KEEP_UP=1: the stack stays up ('make down' stops it)"
@@ -154,8 +159,6 @@ trap 'exit 143' TERM
 
 # ------------------------------------------------------------------- helpers
 
-psql_q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$ORDERS_PG_DSN" "$@"; }
-
 # ids_array FILE: the order ids of an --ids-out file as a PostgreSQL array literal.
 ids_array() { printf "'{%s}'::uuid[]" "$(cut -f2 "$1" | paste -sd,)"; }
 
@@ -163,9 +166,6 @@ ids_array() { printf "'{%s}'::uuid[]" "$(cut -f2 "$1" | paste -sd,)"; }
 # by order_id) that meet CONDITION, e.g. "status = 'reserved'".
 count_orders() { psql_q -f - <<<"SELECT count(*) FROM orders WHERE order_id = ANY($(ids_array "$1")) AND $2"; }
 count_payments() { psql_q -f - <<<"SELECT count(*) FROM payments WHERE order_id = ANY($(ids_array "$1"))"; }
-
-# queue_ready QUEUE: ready messages of a work queue (orderctl, an AMQP passive declare).
-queue_ready() { "$ORDERCTL" queues | awk -v q="$1" '$1 == q { print $2 }'; }
 
 # wait_queues_empty SECONDS: the work queues hold nothing ready.
 wait_queues_empty() {
@@ -190,44 +190,6 @@ purge_work_queues() {
 	done
 	warn "purged $total message(s) from the work queues: $1"
 	NOTES+=("$total message(s) were purged from the work queues $1.")
-}
-
-# forget_redis_keys: drop the run's idempotency keys and pending-order
-# snapshots from Redis (kept for days otherwise: a few hundred thousand keys
-# make the next test's FLUSHALL slow). The client id is "key_" and the first
-# 12 hex digits of the API key's BLAKE2b-256 digest (README, API keys).
-forget_redis_keys() {
-	local client f
-	client=key_$(printf %s dev-client | b2sum -l 256 | cut -c1-12)
-	for f in "$work"/*.ids; do
-		[ -s "$f" ] || continue
-		awk -v c="$client" '{ print "idem:" c ":" $1; print "order:" $2 }' "$f"
-	done | xargs -r -n 500 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" UNLINK >/dev/null
-}
-
-# ticks PID: utime+stime of a process in clock ticks (and of its reaped
-# children with ALL=1: a postgres backend that ended counts in the postmaster).
-ticks() {
-	local stat rest
-	stat=$(cat "/proc/$1/stat" 2>/dev/null) || {
-		echo 0
-		return
-	}
-	rest=${stat##*) }
-	# shellcheck disable=SC2086 # split the fields on purpose
-	set -- $rest
-	if [ "${ALL:-0}" = 1 ]; then echo $((${12} + ${13} + ${14} + ${15})); else echo $((${12} + ${13})); fi
-}
-
-# postgres_ticks: the postmaster with its reaped children, and every live child.
-postgres_ticks() {
-	local pm sum pid
-	pm=$(pidfile_pid "$LOCAL/pg/postmaster.pid")
-	sum=$(ALL=1 ticks "$pm")
-	for pid in $(pgrep -P "$pm" || true); do
-		sum=$((sum + $(ticks "$pid")))
-	done
-	echo "$sum"
 }
 
 # cpu_snapshot: "name ticks" for each process of the stack.
@@ -361,13 +323,7 @@ set -a
 . "$ENV_FILE"
 set +a
 API_URL=http://127.0.0.1:$HTTP_PORT
-for sku in ${SKUS//,/ }; do
-	code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Authorization: Bearer dev-admin' \
-		-H 'Content-Type: application/json' \
-		-d "{\"name\":\"Bench $sku\",\"price_cents\":1500,\"currency\":\"USD\",\"stock\":1000000000}" \
-		"$API_URL/v1/products/$sku")
-	case $code in 200 | 201) ;; *) die "PUT /v1/products/$sku answered $code" ;; esac
-done
+stock_products "$SKUS" Bench
 wait_queues_empty 60 || purge_work_queues "at the start (left by an earlier run?)"
 
 step "T2: wrk -c $HTTP_CONNS against nginx (fixed 204) on port $NGINX_PORT"
@@ -442,7 +398,7 @@ step "the report"
 # What 4 left unfinished is the bench's own: the stack must not hand it to the
 # next `make test` or `make up` (their orders would wait behind it).
 wait_queues_empty 5 || purge_work_queues "at the end, so that the stack is left without a backlog"
-forget_redis_keys
+forget_redis_keys "$work"
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 host=$(hostname -s)
 day=$(date +%Y-%m-%d)

@@ -5,8 +5,11 @@
 #include "apikey.h"
 #include "err.h"
 #include "log.h"
+#include "mq.h"
+#include "netaddr.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,14 +17,19 @@
 #include <string.h>
 #include <strings.h>
 
+#include <libpq-fe.h>
 #include <sodium.h>
 
 enum config_type { CONFIG_INT, CONFIG_STR };
+
+/* What isspace() takes in the C locale, as libpq reads a keyword DSN. */
+#define SPACES " \t\n\v\f\r"
 
 enum config_flags {
 	CONFIG_SECRET = 1 << 0, /* never printed */
 	CONFIG_URL = 1 << 1,    /* printed with the password of a URL or DSN masked */
 	CONFIG_KEY = 1 << 2,    /* 64 hex digits; production refuses the dev default */
+	CONFIG_URLS = 1 << 3,   /* with CONFIG_URL: URLs separated by commas, each masked */
 };
 
 /* A check for a string value: NULL when fine, else what the value must be. */
@@ -44,7 +52,12 @@ static const char *check_bind(const char *v);
 static const char *check_log_level(const char *v);
 static const char *check_api_keys(const char *v);
 static const char *check_key(const char *v);
+static const char *check_amqp_urls(const char *v);
+static const char *check_proxies(const char *v);
+static const char *check_pg_dsn(const char *v);
 
+#define CONFIG_STR(x) #x
+#define CONFIG_XSTR(x) CONFIG_STR(x)
 #define CONFIG_FIELD_SIZE(field) sizeof(((struct config *)0)->field)
 #define ROW_INT(name, field, def, lo, hi)                                                          \
 	{                                                                                          \
@@ -81,9 +94,16 @@ static const struct config_row config_table[] = {
     ROW_INT("ORDERS_HTTP_PORT", http_port, 8080, 1, 65535),
     ROW_INT("ORDERS_HTTP_THREADS", http_threads, 2, 1, 64),
     ROW_INT("ORDERS_HTTP_CONNECTION_LIMIT", http_connection_limit, 10000, 1, 100000),
+    ROW_INT("ORDERS_HTTP_IDLE_TIMEOUT_S", http_idle_timeout_s, 30, 1, 3600),
+    ROW_INT("ORDERS_HTTP_REQUEST_TIMEOUT_S", http_request_timeout_s, 30, 1, 3600),
+    ROW_INT("ORDERS_HTTP_PER_IP_CONNECTION_LIMIT", http_per_ip_limit, 1000, 0, 100000),
+    ROW_INT("ORDERS_AUTH_FAILURE_LIMIT", auth_failure_limit, 50, 0, 1000000),
+    ROW_STR("ORDERS_TRUSTED_PROXIES", trusted_proxies, "", 0, check_proxies),
     ROW_INT("ORDERS_METRICS_PORT", metrics_port, 0, 0, 65535),
-    ROW_STR("ORDERS_PG_DSN", pg_dsn, "postgresql://orders@127.0.0.1:5442/orders", CONFIG_URL, NULL),
-    ROW_STR("ORDERS_AMQP_URL", amqp_url, "amqp://guest:guest@127.0.0.1:5682/", CONFIG_URL, NULL),
+    ROW_STR("ORDERS_PG_DSN", pg_dsn, "postgresql://orders@127.0.0.1:5442/orders", CONFIG_URL,
+            check_pg_dsn),
+    ROW_STR("ORDERS_AMQP_URL", amqp_url, "amqp://guest:guest@127.0.0.1:5682/",
+            CONFIG_URL | CONFIG_URLS, check_amqp_urls),
     ROW_STR("ORDERS_REDIS_URL", redis_url, "redis://127.0.0.1:6389/0", CONFIG_URL, NULL),
     ROW_STR("ORDERS_API_KEYS", api_keys, DEV_API_KEYS, CONFIG_SECRET, check_api_keys),
     ROW_INT("ORDERS_RATE_LIMIT", rate_limit, 100000, 0, APIKEY_LIMIT_MAX),
@@ -101,6 +121,7 @@ static const struct config_row config_table[] = {
     ROW_INT("ORDERS_RESERVATION_TTL_S", reservation_ttl_s, 900, 1, 604800),
     ROW_INT("ORDERS_FINALIZE_GRACE_S", finalize_grace_s, 60, 1, 86400),
     ROW_INT("ORDERS_CONSUMER_BATCH", consumer_batch, 0, 0, 1000),
+    ROW_INT("ORDERS_DRAIN_TIMEOUT_MS", drain_timeout_ms, 15000, 0, 600000),
     ROW_STR("ORDERS_TLS_CERT_FILE", tls_cert_file, "", 0, NULL),
     ROW_STR("ORDERS_TLS_KEY_FILE", tls_key_file, "", 0, NULL),
     ROW_STR("ORDERS_AMQP_CA_FILE", amqp_ca_file, "", 0, NULL),
@@ -160,6 +181,54 @@ static const char *check_key(const char *v)
 	if (v[64] != '\0')
 		return "must be 64 hex digits (32 bytes)";
 	return NULL;
+}
+
+/*
+ * One amqp:// URL, or up to MQ_URLS_MAX separated by commas (lib/mq.h).
+ * lib/mq parses each one at connect; this catches a list that cannot be
+ * one, e.g. a comma inside a password, which would also defeat the masking.
+ */
+static const char *check_amqp_urls(const char *v)
+{
+	static const char what[] = "must be an amqp:// URL, or several separated by commas "
+	                           "(write a comma inside one as %2C)";
+	size_t n = 0;
+
+	if (strpbrk(v, " \t\r\n"))
+		return what;
+	for (const char *s = v; s; s = strchr(s, ',')) {
+		if (*s == ',')
+			s++;
+		if (strncmp(s, "amqp://", 7) != 0 && strncmp(s, "amqps://", 8) != 0)
+			return what;
+		n++;
+	}
+	if (n > MQ_URLS_MAX)
+		return "names more than " CONFIG_XSTR(MQ_URLS_MAX) " URLs";
+	return NULL;
+}
+
+/* libpq's own parser, at start: its complaint at connect time would quote the
+ * DSN's text, a password included ("missing "=" after "cret""), into a log. */
+static const char *check_pg_dsn(const char *v)
+{
+	PQconninfoOption *opts = PQconninfoParse(v, NULL);
+
+	if (!opts)
+		return "does not parse as a PostgreSQL connection string (keyword=value pairs or "
+		       "a postgresql:// URI)";
+	PQconninfoFree(opts);
+	return NULL;
+}
+
+/* The syntax is netaddr.h's; parsing it is the only sure check. */
+static const char *check_proxies(const char *v)
+{
+	struct netaddr_net nets[NETADDR_NETS_MAX];
+	const char *what = NULL;
+	size_t n;
+
+	return netaddr_nets_parse(v, nets, NETADDR_NETS_MAX, &n, &what) == ERR_OK ? NULL : what;
 }
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -393,124 +462,84 @@ static void put(char *out, size_t size, size_t *o, const char *s, size_t n)
 	out[*o] = '\0';
 }
 
-/* libpq's keywords whose values are secrets: the password, and the client key's passphrase. */
-static int secret_keyword(const char *k, size_t n)
-{
-	return (n == 8 && memcmp(k, "password", 8) == 0) ||
-	       (n == 11 && memcmp(k, "sslpassword", 11) == 0);
-}
-
-static int is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
 /*
- * mask_query - copy p (the rest of a URL) into out, the values of secret
- * query parameters ("?password=...&sslpassword=...") masked.
+ * Where the value of a "password" or "sslpassword" parameter at or after
+ * from in s starts, or NULL: a libpq keyword (spaces may surround its '=')
+ * or a URI query parameter.
  */
-static void mask_query(const char *p, char *out, size_t size, size_t *o)
+static const char *find_password_value(const char *s, const char *from)
 {
-	const char *q = strchr(p, '?');
+	static const char key[] = "password";
+	const char *p = from, *v;
 
-	while (q) {
-		const char *key = q + 1, *eq = key + strcspn(key, "=&"), *end;
+	while ((p = strstr(p, key)) != NULL) {
+		const char *k = p - s >= 3 && strncmp(p - 3, "ssl", 3) == 0 ? p - 3 : p;
 
-		if (*eq != '=') {
-			q = *eq ? eq : NULL;
-			continue;
-		}
-		end = eq + 1 + strcspn(eq + 1, "&");
-		if (secret_keyword(key, (size_t)(eq - key))) {
-			put(out, size, o, p, (size_t)(eq + 1 - p));
-			put(out, size, o, "***", 3);
-			p = end;
-		}
-		q = *end ? end : NULL;
+		v = p + strlen(key);
+		v += strspn(v, SPACES);
+		if (*v == '=' &&
+		    (k == s || isspace((unsigned char)k[-1]) || k[-1] == '?' || k[-1] == '&'))
+			return v + 1 + strspn(v + 1, SPACES);
+		p++;
 	}
-	put(out, size, o, p, strlen(p));
+	return NULL;
 }
 
 /*
- * mask_keywords - copy a libpq keyword/value DSN into out, the values of
- * secret keywords masked. It is read as libpq reads it: whitespace around
- * '=', values in single quotes or with backslash escapes. Should it not
- * parse, the rest is masked: libpq will refuse it anyway, and a secret
- * might be in it.
+ * Where the parameter value at v ends, as libpq reads it: in a URI's query
+ * at the next '&' (spaces, quotes and '#' are part of it); in a keyword DSN
+ * at the closing quote of a quoted value, else at the first whitespace that
+ * no backslash escapes.
  */
-static void mask_keywords(const char *s, char *out, size_t size, size_t *o)
+static const char *value_end(const char *v, int uri)
 {
-	const char *p = s, *c = s;
-
-	for (;;) {
-		const char *key, *val;
-		size_t klen;
-
-		while (is_space(*c))
-			c++;
-		if (!*c)
-			break;
-		key = c;
-		while (*c && *c != '=' && !is_space(*c))
-			c++;
-		klen = (size_t)(c - key);
-		while (is_space(*c))
-			c++;
-		if (*c != '=' || klen == 0) {
-			put(out, size, o, p, (size_t)(key - p));
-			put(out, size, o, "***", 3);
-			return;
+	if (uri)
+		return v + strcspn(v, "&");
+	if (*v == '\'') {
+		for (v++; *v && *v != '\''; v++) {
+			if (*v == '\\' && v[1])
+				v++;
 		}
-		c++;
-		while (is_space(*c))
-			c++;
-		val = c;
-		if (*c == '\'') {
-			for (c++; *c && *c != '\''; c++) {
-				if (*c == '\\' && c[1])
-					c++;
-			}
-			if (*c)
-				c++;
-		} else {
-			for (; *c && !is_space(*c); c++) {
-				if (*c == '\\' && c[1])
-					c++;
-			}
-		}
-		if (secret_keyword(key, klen)) {
-			put(out, size, o, p, (size_t)(val - p));
-			put(out, size, o, "***", 3);
-			p = c;
-		}
+		return *v ? v + 1 : v;
 	}
-	put(out, size, o, p, strlen(p));
+	for (; *v && !isspace((unsigned char)*v); v++) {
+		if (*v == '\\' && v[1])
+			v++;
+	}
+	return v;
 }
 
 /*
- * Copy s into out with the secrets masked: "scheme://user:pass@host/..."
- * gives "scheme://user:***@host/...", and a password or sslpassword
- * parameter (URI query or libpq keyword/value DSN) gives "password=***".
- * The last '@' ends the user info, so that a password with a '/' or an
- * '@' in it is masked whole; when in doubt this masks too much rather than
- * too little.
+ * Where the "://" after the scheme a URL starts with is in s, or NULL: a
+ * keyword DSN is no URL, even with a "://" inside one of its values.
+ */
+static const char *url_scheme_end(const char *s)
+{
+	static const char scheme[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                             "0123456789+-.";
+	const char *sep = strstr(s, "://");
+
+	if (!sep || !isalpha((unsigned char)s[0]) || strspn(s, scheme) != (size_t)(sep - s))
+		return NULL;
+	return sep;
+}
+
+/*
+ * Copy s into out with the passwords masked: "scheme://user:pass@host/..."
+ * gives "scheme://user:***@host/...", and a "password=" or "sslpassword="
+ * parameter (libpq keyword DSN, also "password = x", or URI query) gives
+ * "password=***". The last '@' ends the user info, so that a password with
+ * a '/' or an '@' in it is masked whole; when in doubt this masks too much
+ * rather than too little.
  */
 static void mask_url(const char *s, char *out, size_t size)
 {
-	static const char scheme_chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	                                   "0123456789+-.";
-	const char *p = s, *auth = strstr(s, "://");
+	const char *p = s, *auth = url_scheme_end(s);
+	const char *pw;
 	size_t o = 0;
 
 	out[0] = '\0';
-	/* A URL starts with its scheme; "://" anywhere else is in a value. */
-	if (auth && (auth == s || strspn(s, scheme_chars) != (size_t)(auth - s)))
-		auth = NULL;
-	if (!auth) {
-		mask_keywords(s, out, size, &o);
-		return;
-	}
-	{
+	if (auth) {
 		const char *at = strrchr(auth + 3, '@');
 		const char *colon = at ? memchr(auth + 3, ':', (size_t)(at - (auth + 3))) : NULL;
 
@@ -520,7 +549,36 @@ static void mask_url(const char *s, char *out, size_t size)
 			p = at;
 		}
 	}
-	mask_query(p, out, size, &o);
+	while ((pw = find_password_value(s, p)) != NULL) {
+		const char *end = value_end(pw, auth != NULL);
+
+		put(out, size, &o, p, (size_t)(pw - p));
+		put(out, size, &o, "***", 3);
+		p = end;
+	}
+	put(out, size, &o, p, strlen(p));
+}
+
+/* mask_url() for each of a comma-separated list (CONFIG_URLS). */
+static void mask_urls(const char *s, char *out, size_t size)
+{
+	char one[CONFIG_STR_MAX], masked[CONFIG_STR_MAX + 8];
+	size_t o = 0;
+
+	out[0] = '\0';
+	for (const char *p = s; p; p = strchr(p, ',')) {
+		size_t n;
+
+		if (*p == ',')
+			put(out, size, &o, p++, 1);
+		n = strcspn(p, ",");
+		snprintf(one, sizeof(one), "%.*s", (int)n, p);
+		mask_url(one, masked, sizeof(masked));
+		put(out, size, &o, masked, strlen(masked));
+	}
+	/* They held a password. */
+	explicit_bzero(one, sizeof(one));
+	explicit_bzero(masked, sizeof(masked));
 }
 
 void config_log(const struct config *cfg)
@@ -540,7 +598,10 @@ void config_log(const struct config *cfg)
 		} else if (r->flags & CONFIG_SECRET) {
 			fields[i] = LF_STR(r->name, "***");
 		} else if (r->flags & CONFIG_URL) {
-			mask_url(field, masked[i], sizeof(masked[i]));
+			if (r->flags & CONFIG_URLS)
+				mask_urls(field, masked[i], sizeof(masked[i]));
+			else
+				mask_url(field, masked[i], sizeof(masked[i]));
 			fields[i] = LF_STR(r->name, masked[i]);
 		} else {
 			fields[i] = LF_STR(r->name, field);

@@ -36,7 +36,13 @@ struct config {
 	int reservation_ttl_s;          /* ORDERS_RESERVATION_TTL_S */
 	int finalize_grace_s;           /* ORDERS_FINALIZE_GRACE_S */
 	int consumer_batch;             /* ORDERS_CONSUMER_BATCH: 0 = each consumer's default */
+	int drain_timeout_ms;           /* ORDERS_DRAIN_TIMEOUT_MS */
 	int rate_limit;                 /* ORDERS_RATE_LIMIT: per key and second; 0 = none */
+	int http_idle_timeout_s;        /* ORDERS_HTTP_IDLE_TIMEOUT_S */
+	int http_request_timeout_s;     /* ORDERS_HTTP_REQUEST_TIMEOUT_S */
+	int http_per_ip_limit;          /* ORDERS_HTTP_PER_IP_CONNECTION_LIMIT (0 = none) */
+	int auth_failure_limit;         /* ORDERS_AUTH_FAILURE_LIMIT, per address (0 = none) */
+	char trusted_proxies[512];      /* ORDERS_TRUSTED_PROXIES: addresses and networks */
 	/* TLS: file paths (PEM), "" when unset; each pair is both or neither. */
 	char tls_cert_file[CONFIG_PATH_MAX];  /* ORDERS_TLS_CERT_FILE: the API serves HTTPS */
 	char tls_key_file[CONFIG_PATH_MAX];   /* ORDERS_TLS_KEY_FILE: its private key */
@@ -62,9 +68,10 @@ enum config_need {
  * On a bad value returns ERR_INVALID and writes a sentence naming the
  * variable into err (size errlen); so does a TLS certificate set without
  * its key or the other way round (the files themselves are read by their
- * users: the API and mq_tls_configure()). In production, refuses the dev API keys
- * and any dev crypto key among needs (enum config_need): each daemon names
- * only what it uses, so that the others never have to hold the card keys.
+ * users: the API and mq_tls_configure()). In production, refuses the dev
+ * API keys and any dev crypto key among needs (enum config_need): each
+ * daemon names only what it uses, so that the others never have to hold
+ * the card keys.
  * Not thread-safe (reads the environment).
  */
 int config_load_for(struct config *cfg, unsigned needs, char *err, size_t errlen);

@@ -1,4 +1,4 @@
-/* db.c: PostgreSQL connections that reconnect, error classification by SQLSTATE, and a pool. */
+/* db.c: PostgreSQL connections that reconnect, prepared statements, errors by SQLSTATE, a pool. */
 #include <stddef.h>
 
 #include "db.h"
@@ -26,6 +26,11 @@ struct db {
 	int closing;
 	time_t last_warn; /* CLOCK_MONOTONIC seconds of the last reconnect warning */
 	long suppressed;  /* reconnect warnings not written since */
+	/* The statements this session has prepared, by the address of their
+	 * struct db_stmt; a new session starts without any. */
+	const struct db_stmt *stmts[DB_STMTS_MAX];
+	int nstmts;
+	int warned_full; /* said once that stmts is full */
 };
 
 /* The pool mechanism is pool.c's; this only adds what a PostgreSQL
@@ -164,8 +169,11 @@ PGconn *db_conn(struct db *d)
 	if (PQstatus(d->conn) == CONNECTION_OK && !d->closing)
 		return d->conn;
 	/* PQreset keeps the PGconn (and its notice receiver) and opens a new
-	 * session: whatever transaction was open is gone. */
+	 * session: whatever transaction was open is gone, and so is every
+	 * statement the old one had prepared, whether the reset works or not. */
 	d->closing = 0;
+	d->nstmts = 0;
+	d->warned_full = 0;
 	PQreset(d->conn);
 	if (PQstatus(d->conn) == CONNECTION_OK) {
 		log_info("reconnected to postgresql", LF_INT("warnings_suppressed", d->suppressed));
@@ -215,7 +223,7 @@ static int db_classify(PGconn *conn, const char *state)
  * PostgreSQL's DETAIL repeats the row's values ("Failing row contains"),
  * and values are never ours to log.
  */
-static void db_log_failure(PGconn *conn, const PGresult *r, int rc)
+static void db_log_failure(PGconn *conn, const PGresult *r, int rc, const char *stmt)
 {
 	char buf[DB_REASON_MAX];
 	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
@@ -236,19 +244,70 @@ static void db_log_failure(PGconn *conn, const PGresult *r, int rc)
 		log_debug("postgresql statement failed", LF_STR("reason", msg),
 		          LF_STR("sqlstate", state ? state : ""),
 		          LF_STR("constraint", constraint ? constraint : ""),
-		          LF_STR("table", table ? table : ""));
+		          LF_STR("table", table ? table : ""), LF_STR("statement", stmt));
 	else
 		log_warn("postgresql statement failed", LF_STR("reason", msg),
 		         LF_STR("sqlstate", state ? state : ""),
 		         LF_STR("constraint", constraint ? constraint : ""),
-		         LF_STR("table", table ? table : ""), LF_STR("error", err_str(rc)));
+		         LF_STR("table", table ? table : ""), LF_STR("statement", stmt),
+		         LF_STR("error", err_str(rc)));
+}
+
+/*
+ * Take r, what libpq answered to a statement sent on d's conn: ERR_OK with
+ * r handed to *res (or cleared when res is NULL), else the error, logged,
+ * with r cleared. stmt names the prepared statement, "" for none.
+ */
+static int db_result(struct db *d, PGconn *conn, PGresult *r, const char *stmt, PGresult **res)
+{
+	const char *state;
+	int rc;
+
+	if (!r) {
+		/* libpq gives no result when it could not send the statement
+		 * or ran out of memory: nothing ran either way. */
+		rc = ERR_UNAVAILABLE;
+		db_log_failure(conn, NULL, rc, stmt);
+		return rc;
+	}
+	switch (PQresultStatus(r)) {
+	case PGRES_COMMAND_OK:
+	case PGRES_TUPLES_OK:
+		if (res)
+			*res = r;
+		else
+			PQclear(r);
+		return ERR_OK;
+	case PGRES_FATAL_ERROR:
+		state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+		rc = db_classify(conn, state);
+		/*
+		 * The session's prepared statements are not what d thinks: it
+		 * lacks one d prepared (26000, someone ran DEALLOCATE), has one
+		 * d did not prepare (42P05, someone ran PREPARE), or a schema
+		 * change made a plan's result type wrong (0A000, "cached plan
+		 * must not change result type"). A new session mends all three:
+		 * start one before the next statement, which prepares afresh.
+		 */
+		if (stmt[0] && state &&
+		    (strcmp(state, "26000") == 0 || strcmp(state, "42P05") == 0 ||
+		     strcmp(state, "0A000") == 0))
+			d->closing = 1;
+		break;
+	default:
+		/* An empty query or COPY: not what this API runs. */
+		rc = PQstatus(conn) != CONNECTION_OK ? ERR_UNAVAILABLE : ERR_DB;
+		break;
+	}
+	db_log_failure(conn, r, rc, stmt);
+	PQclear(r);
+	return rc;
 }
 
 int db_exec(struct db *d, const char *sql, int nparams, const char *const *params, PGresult **res)
 {
 	PGconn *conn;
 	PGresult *r;
-	int rc;
 
 	if (!d || !sql || nparams < 0 || (nparams > 0 && !params))
 		return ERR_INVALID;
@@ -262,32 +321,76 @@ int db_exec(struct db *d, const char *sql, int nparams, const char *const *param
 	 * next call reconnects; the caller retries whole transactions.
 	 */
 	r = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
-	if (!r) {
-		/* libpq gives no result when it could not send the statement
-		 * or ran out of memory: nothing ran either way. */
-		rc = ERR_UNAVAILABLE;
-		db_log_failure(conn, NULL, rc);
-		return rc;
+	return db_result(d, conn, r, "", res);
+}
+
+/*
+ * Whether d's session has prepared st: *known = 1 when it has (st itself,
+ * or a twin with the same name and text). ERR_INVALID when it has prepared
+ * other sql under st's name.
+ */
+static int db_stmt_known(const struct db *d, const struct db_stmt *st, int *known)
+{
+	int i;
+
+	for (i = 0; i < d->nstmts; i++) {
+		if (d->stmts[i] == st) {
+			*known = 1;
+			return ERR_OK;
+		}
 	}
-	switch (PQresultStatus(r)) {
-	case PGRES_COMMAND_OK:
-	case PGRES_TUPLES_OK:
-		if (res)
-			*res = r;
-		else
-			PQclear(r);
+	for (i = 0; i < d->nstmts; i++) {
+		if (strcmp(d->stmts[i]->name, st->name) != 0)
+			continue;
+		if (strcmp(d->stmts[i]->sql, st->sql) != 0) {
+			log_error("cannot prepare statement: its name is taken by another",
+			          LF_STR("statement", st->name));
+			return ERR_INVALID;
+		}
+		*known = 1;
 		return ERR_OK;
-	case PGRES_FATAL_ERROR:
-		rc = db_classify(conn, PQresultErrorField(r, PG_DIAG_SQLSTATE));
-		break;
-	default:
-		/* An empty query or COPY: not what this API runs. */
-		rc = PQstatus(conn) != CONNECTION_OK ? ERR_UNAVAILABLE : ERR_DB;
-		break;
 	}
-	db_log_failure(conn, r, rc);
-	PQclear(r);
-	return rc;
+	*known = 0;
+	return ERR_OK;
+}
+
+int db_exec_stmt(struct db *d, const struct db_stmt *st, int nparams, const char *const *params,
+                 PGresult **res)
+{
+	PGconn *conn;
+	PGresult *r;
+	int rc, known = 0;
+
+	if (!d || !st || !st->name || !st->sql || !st->name[0] ||
+	    strlen(st->name) > DB_STMT_NAME_MAX || nparams < 0 || (nparams > 0 && !params))
+		return ERR_INVALID;
+	conn = db_conn(d);
+	if (!conn)
+		return ERR_UNAVAILABLE;
+	rc = db_stmt_known(d, st, &known);
+	if (rc)
+		return rc;
+	if (!known && d->nstmts == DB_STMTS_MAX) {
+		/* Slower, not wrong: PostgreSQL parses it every time. */
+		if (!d->warned_full) {
+			d->warned_full = 1;
+			log_warn("cannot prepare more statements on this connection, running "
+			         "them unprepared",
+			         LF_INT("prepared", d->nstmts), LF_STR("statement", st->name));
+		}
+		r = PQexecParams(conn, st->sql, nparams, NULL, params, NULL, NULL, 0);
+		return db_result(d, conn, r, st->name, res);
+	}
+	if (!known) {
+		/* The server infers the parameters' types, as for db_exec. */
+		rc =
+		    db_result(d, conn, PQprepare(conn, st->name, st->sql, 0, NULL), st->name, NULL);
+		if (rc)
+			return rc;
+		d->stmts[d->nstmts++] = st;
+	}
+	r = PQexecPrepared(conn, st->name, nparams, params, NULL, NULL, 0);
+	return db_result(d, conn, r, st->name, res);
 }
 
 int db_begin(struct db *d)

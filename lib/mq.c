@@ -160,32 +160,56 @@ static int rpc_failed(amqp_connection_state_t conn, amqp_channel_t ch, char *rea
 }
 
 /*
- * struct mq_url - a parsed ORDERS_AMQP_URL. amqp_parse_url() cuts the string
- * it is given into pieces, so the copy lives as long as the parsed form.
+ * struct mq_url - a parsed ORDERS_AMQP_URL: one amqp:// URL, or several
+ * separated by commas (the nodes of a cluster). amqp_parse_url() cuts the
+ * string it is given into pieces, so the copy lives as long as the parsed
+ * form. info is the entry connected to, or the last one tried.
  */
 struct mq_url {
 	char *buf;
 	struct amqp_connection_info info;
+	struct amqp_connection_info entries[MQ_URLS_MAX];
+	size_t n;
 };
+
+/*
+ * The entry of the URL list this process last connected to. Every connect
+ * tries that one first, so that once one connection has failed over to
+ * another node the others, and every later reconnect, go straight there
+ * instead of each waiting for the lost node first.
+ */
+static atomic_size_t mq_url_hint;
 
 static int url_parse(struct mq_url *u, const char *url)
 {
+	char *s, *comma;
+
 	if (!url)
 		return ERR_INVALID;
 	u->buf = strdup(url);
 	if (!u->buf)
 		return ERR_NOMEM;
-	if (amqp_parse_url(u->buf, &u->info) != AMQP_STATUS_OK) {
-		free(u->buf);
-		u->buf = NULL;
-		return ERR_INVALID;
+	u->n = 0;
+	for (s = u->buf; s; s = comma ? comma + 1 : NULL) {
+		struct amqp_connection_info *e = &u->entries[u->n];
+
+		comma = strchr(s, ',');
+		if (comma)
+			*comma = '\0';
+		if (u->n == MQ_URLS_MAX || amqp_parse_url(s, e) != AMQP_STATUS_OK) {
+			free(u->buf);
+			u->buf = NULL;
+			return ERR_INVALID;
+		}
+		/*
+		 * "amqp://host:port/" names the vhost "" by the URI spec, which
+		 * no broker has; everyone writing it means the default vhost "/".
+		 */
+		if (!e->vhost || !e->vhost[0])
+			e->vhost = "/";
+		u->n++;
 	}
-	/*
-	 * "amqp://host:port/" names the vhost "" by the URI spec, which no
-	 * broker has; everyone writing it means the default vhost "/".
-	 */
-	if (!u->info.vhost || !u->info.vhost[0])
-		u->info.vhost = "/";
+	u->info = u->entries[0];
 	return ERR_OK;
 }
 
@@ -196,13 +220,13 @@ static void url_release(struct mq_url *u)
 }
 
 /*
- * conn_open - connect (over TLS for amqps://) and log in, with every wait
- * bounded: the TCP connect, the TLS and AMQP handshakes and each later RPC.
- * *tls (when not NULL) gets the TLS session, NULL for plain TCP. On failure
- * the reason is written and nothing is left open.
+ * host_open - connect to one broker (over TLS for amqps://) and log in,
+ * with every wait bounded: the TCP connect, the TLS and AMQP handshakes and
+ * each later RPC. *tls (when not NULL) gets the TLS session, NULL for plain
+ * TCP. On failure the reason is written and nothing is left open.
  */
-static int conn_open(const struct mq_url *u, amqp_connection_state_t *out, void **tls, char *reason,
-                     size_t size)
+static int host_open(const struct amqp_connection_info *info, amqp_connection_state_t *out,
+                     void **tls, char *reason, size_t size)
 {
 	struct timeval connect_tv = {MQ_CONNECT_TIMEOUT_S, 0};
 	struct timeval rpc_tv = {MQ_RPC_TIMEOUT_S, 0};
@@ -216,16 +240,16 @@ static int conn_open(const struct mq_url *u, amqp_connection_state_t *out, void 
 		snprintf(reason, size, "out of memory");
 		return ERR_NOMEM;
 	}
-	rc = mq__socket_open(conn, u->info.host, u->info.port, u->info.ssl, &connect_tv, &session,
-	                     reason, size);
+	rc = mq__socket_open(conn, info->host, info->port, info->ssl, &connect_tv, &session, reason,
+	                     size);
 	if (rc) {
 		amqp_destroy_connection(conn);
 		return rc;
 	}
 	amqp_set_handshake_timeout(conn, &connect_tv);
 	amqp_set_rpc_timeout(conn, &rpc_tv);
-	r = amqp_login(conn, u->info.vhost, 0, AMQP_DEFAULT_FRAME_SIZE, MQ_HEARTBEAT_S,
-	               AMQP_SASL_METHOD_PLAIN, u->info.user, u->info.password);
+	r = amqp_login(conn, info->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, MQ_HEARTBEAT_S,
+	               AMQP_SASL_METHOD_PLAIN, info->user, info->password);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
 		reply_reason(r, reason, size);
 		amqp_destroy_connection(conn);
@@ -235,6 +259,45 @@ static int conn_open(const struct mq_url *u, amqp_connection_state_t *out, void 
 		*tls = session;
 	*out = conn;
 	return ERR_OK;
+}
+
+/*
+ * conn_open - connect to the first entry of u that takes the connection,
+ * trying them in turn from the one this process last reached; u->info is
+ * left on the entry connected to, or the last one tried. On failure the
+ * reason names every entry's failure (just the reason for a single URL)
+ * and nothing is left open. *tls as for host_open.
+ */
+static int conn_open(struct mq_url *u, amqp_connection_state_t *out, void **tls, char *reason,
+                     size_t size)
+{
+	size_t start = atomic_load(&mq_url_hint) % u->n, used = 0;
+	int rc = ERR_UNAVAILABLE;
+
+	reason[0] = '\0';
+	for (size_t k = 0; k < u->n; k++) {
+		size_t i = (start + k) % u->n;
+		char why[MQ_REASON_MAX];
+		int len;
+
+		u->info = u->entries[i];
+		rc = host_open(&u->info, out, tls, why, sizeof(why));
+		if (rc == ERR_OK) {
+			atomic_store(&mq_url_hint, i);
+			return ERR_OK;
+		}
+		if (u->n == 1) {
+			snprintf(reason, size, "%s", why);
+		} else if (used < size) {
+			/* What does not fit is cut; every entry is still tried. */
+			len = snprintf(reason + used, size - used, "%s%s:%d: %s", used ? "; " : "",
+			               u->info.host, u->info.port, why);
+			used = len < 0 ? size : used + (size_t)len;
+		}
+		if (rc == ERR_NOMEM)
+			break;
+	}
+	return rc;
 }
 
 /* conn_close - say goodbye when the connection still works, then free it. */
@@ -429,6 +492,7 @@ struct mq_publisher {
 	pthread_mutex_t mu;
 	struct mq_fifo submit; /* guarded by mu */
 	atomic_int stop;       /* written under mu */
+	int joined;            /* the thread has ended (mq_publisher_stop) */
 	atomic_int connected;  /* written under mu by the publisher thread */
 	atomic_size_t pending; /* queued + in flight; raised under mu */
 	atomic_long stat_messages[MQ_STAT_QUEUES];
@@ -1103,6 +1167,14 @@ static void publisher_disconnect(struct mq_publisher *p, int result, int gracefu
 		atomic_store(&p->stat_valid[i], 0);
 }
 
+/* Whether fd has input waiting, without waiting for it. */
+static int readable(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+	return poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
+}
+
 /*
  * publisher_run - the connected loop. Returns 0 on a stop request, -1 when
  * the connection is lost.
@@ -1155,8 +1227,14 @@ static int publisher_run(struct mq_publisher *p)
 			wait = next_stats - now;
 		if (wait < 0)
 			wait = 0;
+		/*
+		 * While a batch is half sent no frame may be read, so waiting
+		 * for input would only spin: an unread ack or heartbeat keeps
+		 * the socket readable. Wait to write then; input still counts
+		 * as a live peer, looked at once per wait below.
+		 */
 		pfd[0].fd = p->fd;
-		pfd[0].events = POLLIN | (p->outbox.head || out_pending(p) ? POLLOUT : 0);
+		pfd[0].events = out_pending(p) ? POLLOUT : POLLIN | (p->outbox.head ? POLLOUT : 0);
 		pfd[0].revents = 0;
 		pfd[1].fd = p->efd;
 		pfd[1].events = POLLIN;
@@ -1169,6 +1247,8 @@ static int publisher_run(struct mq_publisher *p)
 			return -1;
 		}
 		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))
+			last_rx = now_ms();
+		else if (out_pending(p) && !(pfd[0].revents & POLLOUT) && readable(p->fd))
 			last_rx = now_ms();
 		if (pfd[1].revents & POLLIN)
 			drain_eventfd(p);
@@ -1286,15 +1366,23 @@ static void wake(struct mq_publisher *p)
 	(void)n;
 }
 
-void mq_publisher_free(struct mq_publisher *p)
+void mq_publisher_stop(struct mq_publisher *p)
 {
-	if (!p)
+	if (!p || p->joined)
 		return;
 	pthread_mutex_lock(&p->mu);
 	atomic_store(&p->stop, 1);
 	pthread_mutex_unlock(&p->mu);
 	wake(p);
 	pthread_join(p->thread, NULL);
+	p->joined = 1;
+}
+
+void mq_publisher_free(struct mq_publisher *p)
+{
+	if (!p)
+		return;
+	mq_publisher_stop(p);
 	pthread_mutex_destroy(&p->mu);
 	close(p->efd);
 	url_release(&p->url);
@@ -1459,9 +1547,22 @@ int mq_publish_sync(struct mq_publisher *p, const char *exchange, const char *ro
 
 /* ---- consumer ------------------------------------------------------------ */
 
+/* Our consumer tag on MQ_MAIN_CHANNEL (one consumer per connection). */
+#define CONSUMER_TAG "orders"
+/*
+ * A quorum queue may still hand the channel a delivery it sent before it
+ * saw the cancel, after the channel's cancel-ok (seen with 3.10): a
+ * cancelled consumer is done once nothing has come for this long after the
+ * cancel-ok or the last delivery.
+ */
+#define MQ_CANCEL_QUIET_MS 300
+
 struct mq_consumer {
 	amqp_connection_state_t conn;
 	int dead;
+	int cancelling;         /* basic.cancel sent */
+	int cancelled;          /* cancel-ok read */
+	int64_t quiet_until_ms; /* then done, unless a delivery comes first */
 };
 
 void mq_delivery_release(struct mq_delivery *d)
@@ -1507,8 +1608,8 @@ struct mq_consumer *mq_consumer_new(const char *url, const char *queue, int pref
 		snprintf(reason, sizeof(reason), "cannot declare the topology: %s", err_str(rc));
 		goto out;
 	}
-	amqp_basic_consume(conn, MQ_MAIN_CHANNEL, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0,
-	                   0, amqp_empty_table);
+	amqp_basic_consume(conn, MQ_MAIN_CHANNEL, amqp_cstring_bytes(queue),
+	                   amqp_cstring_bytes(CONSUMER_TAG), 0, 0, 0, amqp_empty_table);
 	rc = rpc_failed(conn, MQ_MAIN_CHANNEL, reason, sizeof(reason));
 	if (rc)
 		goto out;
@@ -1531,6 +1632,27 @@ out:
 	conn_close(conn, rc == ERR_MQ);
 	url_release(&u);
 	return c;
+}
+
+int mq_consumer_cancel(struct mq_consumer *c)
+{
+	amqp_basic_cancel_t m = {.consumer_tag = amqp_cstring_bytes(CONSUMER_TAG)};
+
+	if (!c)
+		return ERR_INVALID;
+	if (c->dead)
+		return ERR_UNAVAILABLE;
+	if (c->cancelling)
+		return ERR_OK;
+	/* Sent, not waited for: the cancel-ok comes behind the deliveries
+	 * already on their way, which mq_consumer_next goes on returning. */
+	if (amqp_send_method(c->conn, MQ_MAIN_CHANNEL, AMQP_BASIC_CANCEL_METHOD, &m) !=
+	    AMQP_STATUS_OK) {
+		c->dead = 1;
+		return ERR_UNAVAILABLE;
+	}
+	c->cancelling = 1;
+	return ERR_OK;
 }
 
 void mq_consumer_free(struct mq_consumer *c)
@@ -1627,6 +1749,11 @@ static int other_frame(struct mq_consumer *c)
 		amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
 		return ERR_UNAVAILABLE;
 	}
+	if (f.payload.method.id == AMQP_BASIC_CANCEL_OK_METHOD && c->cancelling) {
+		/* The broker sends it after the last delivery to this consumer. */
+		c->cancelled = 1;
+		return ERR_OK;
+	}
 	if (f.payload.method.id == AMQP_BASIC_CANCEL_METHOD) {
 		/* The queue was deleted under us: nothing more will come. */
 		log_error("rabbitmq cancelled the consumer", LF_STR("role", "consumer"));
@@ -1646,12 +1773,14 @@ int mq_consumer_next(struct mq_consumer *c, struct mq_delivery *out, int timeout
 		return ERR_INVALID;
 	if (c->dead)
 		return ERR_UNAVAILABLE;
+	if (c->cancelled && c->quiet_until_ms < deadline)
+		deadline = c->quiet_until_ms;
 	for (;;) {
 		struct timeval tv, *tvp = NULL;
 		amqp_rpc_reply_t r;
 		char reason[MQ_REASON_MAX];
 
-		if (timeout_ms >= 0) {
+		if (deadline != INT64_MAX) {
 			int64_t left = deadline - now_ms();
 
 			if (left < 0)
@@ -1666,14 +1795,21 @@ int mq_consumer_next(struct mq_consumer *c, struct mq_delivery *out, int timeout
 			break;
 		if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
 		    r.library_error == AMQP_STATUS_TIMEOUT)
-			return ERR_TIMEOUT;
+			return c->cancelled && now_ms() >= c->quiet_until_ms ? ERR_CLOSED
+			                                                     : ERR_TIMEOUT;
 		if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
 		    r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+			int was_cancelled = c->cancelled;
 			int rc = other_frame(c);
 
 			if (rc) {
 				c->dead = 1;
 				return rc;
+			}
+			if (c->cancelled && !was_cancelled) {
+				c->quiet_until_ms = now_ms() + MQ_CANCEL_QUIET_MS;
+				if (c->quiet_until_ms < deadline)
+					deadline = c->quiet_until_ms;
 			}
 			continue; /* not a delivery: wait on for one */
 		}
@@ -1684,6 +1820,8 @@ int mq_consumer_next(struct mq_consumer *c, struct mq_delivery *out, int timeout
 		return ERR_UNAVAILABLE;
 	}
 
+	if (c->cancelled)
+		c->quiet_until_ms = now_ms() + MQ_CANCEL_QUIET_MS;
 	memset(&d, 0, sizeof(d));
 	props = &env.message.properties;
 	d.tag = env.delivery_tag;

@@ -40,6 +40,17 @@
 #define MQ_ID_MAX 64
 #define MQ_KEY_MAX 64
 
+/*
+ * A broker URL (ORDERS_AMQP_URL) is one amqp[s]://user:pass@host:port/vhost,
+ * or up to MQ_URLS_MAX of them separated by commas, no spaces: the nodes of
+ * a cluster (a comma inside one is written %2C), each amqp:// or amqps://
+ * (see "TLS" below) of its own. Every connect tries them in turn, starting
+ * with the one this process last connected to, and takes the first that
+ * accepts: the publisher and the consumers fail over to a surviving node
+ * when theirs goes away, and reconnect there.
+ */
+#define MQ_URLS_MAX 16
+
 /* The work queues, for iteration (metrics, declaring). */
 extern const char *const mq_work_queues[MQ_WORK_QUEUES];
 
@@ -109,7 +120,7 @@ struct mq_publisher;
 typedef void (*mq_confirm_cb)(void *arg, int result);
 
 struct mq_publisher_options {
-	const char *url;         /* amqp[s]://user:pass@host:port/vhost */
+	const char *url;         /* amqp[s]://user:pass@host:port/vhost[,...] (MQ_URLS_MAX) */
 	int confirm_timeout_ms;  /* per message, from hand-over to confirm */
 	int max_in_flight;       /* messages handed over but not confirmed; 0 = 10000 */
 	int declare_topology;    /* declare exchanges and queues on every connect */
@@ -118,15 +129,22 @@ struct mq_publisher_options {
 
 /*
  * mq_publisher_new - start the publisher thread. It connects in the
- * background and reconnects with back-off (100 ms doubling to 5 s). NULL on
- * failure to allocate or to start the thread.
+ * background and reconnects with back-off (100 ms doubling to 5 s), each
+ * time to the first node of the URL list that accepts. NULL on failure to
+ * allocate or to start the thread, or on a URL list that does not parse.
  */
 struct mq_publisher *mq_publisher_new(const struct mq_publisher_options *opt);
 
 /*
- * mq_publisher_free - stop the thread; every message not yet confirmed gets
- * its callback with ERR_CLOSED before this returns. NULL is a no-op.
+ * mq_publisher_stop - stop the thread; every message not yet confirmed gets
+ * its callback with ERR_CLOSED before this returns, and publishing fails
+ * with ERR_CLOSED from then on. The other functions stay safe to call from
+ * any thread until mq_publisher_free. Call it from one thread only; NULL
+ * and a second call are no-ops.
  */
+void mq_publisher_stop(struct mq_publisher *p);
+
+/* mq_publisher_free - mq_publisher_stop, then free. NULL is a no-op. */
 void mq_publisher_free(struct mq_publisher *p);
 
 /*
@@ -179,19 +197,31 @@ struct mq_delivery {
 void mq_delivery_release(struct mq_delivery *d);
 
 /*
- * mq_consumer_new - connect, declare the topology, set the prefetch and start
- * consuming queue (manual acks). NULL when the broker cannot be reached or
- * says no (the reason is logged); the caller retries with back-off.
+ * mq_consumer_new - connect (to the first node of the URL list that
+ * accepts), declare the topology, set the prefetch and start consuming
+ * queue (manual acks). NULL when no broker can be reached or one says no
+ * (the reason is logged); the caller retries with back-off.
  */
 struct mq_consumer *mq_consumer_new(const char *url, const char *queue, int prefetch);
 void mq_consumer_free(struct mq_consumer *c);
 
 /*
  * mq_consumer_next - wait up to timeout_ms for the next delivery.
- * ERR_OK (*out filled; release it), ERR_TIMEOUT, or ERR_UNAVAILABLE (the
- * connection is gone: free the consumer and make a new one).
+ * ERR_OK (*out filled; release it), ERR_TIMEOUT, ERR_CLOSED (cancelled, and
+ * every delivery the broker sent has been returned: its cancel-ok came, and
+ * nothing for 300 ms after it), or ERR_UNAVAILABLE
+ * (the connection is gone: free the consumer and make a new one).
  */
 int mq_consumer_next(struct mq_consumer *c, struct mq_delivery *out, int timeout_ms);
+
+/*
+ * mq_consumer_cancel - ask the broker to send no more deliveries, without
+ * waiting for its answer. Those already sent still come from
+ * mq_consumer_next, then ERR_CLOSED; they can be acked as usual, so a
+ * stopping consumer finishes them instead of handing them back. ERR_OK,
+ * ERR_UNAVAILABLE when the connection is gone.
+ */
+int mq_consumer_cancel(struct mq_consumer *c);
 
 /* mq_consumer_ack / _reject - settle one delivery. requeue=0 on reject sends
  * it to the dead-letter queue. ERR_UNAVAILABLE when the connection is gone. */

@@ -13,10 +13,11 @@
 #include <sys/types.h>
 
 /*
- * mq__connect - parse url (amqp[s]://user:pass@host:port/vhost), connect and
- * log in with every wait bounded (connect, handshake, each RPC). ERR_OK sets
- * *out; otherwise writes the reason (never the password) and leaves nothing
- * open: ERR_INVALID (bad url), ERR_NOMEM, ERR_UNAVAILABLE.
+ * mq__connect - parse url (amqp[s]://user:pass@host:port/vhost, or several
+ * separated by commas: see MQ_URLS_MAX), connect to the first that accepts
+ * and log in, with every wait bounded (connect, handshake, each RPC).
+ * ERR_OK sets *out; otherwise writes the reason (never the password) and
+ * leaves nothing open: ERR_INVALID (bad url), ERR_NOMEM, ERR_UNAVAILABLE.
  */
 int mq__connect(const char *url, amqp_connection_state_t *out, char *reason, size_t size);
 

@@ -2,6 +2,7 @@
 #include "proto.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "err.h"
 
@@ -64,55 +65,80 @@ static int read_varint(const uint8_t *data, size_t len, size_t *pos, uint64_t *o
 
 int proto_envelope_peek(const uint8_t *data, size_t len, Orders__Envelope **out)
 {
-	const uint8_t *env = NULL;
+	uint8_t *env = NULL;
 	size_t env_len = 0, pos = 0;
-	int found = 0;
-	Orders__Envelope *e;
+	int found = 0, rc = ERR_PARSE;
+	Orders__CartCheckedOut *m;
 
 	if ((!data && len) || !out)
 		return ERR_INVALID;
 	if (len > PROTO_MAX_MESSAGE)
 		return ERR_TOO_BIG;
 	while (pos < len) {
+		size_t start = pos;
 		uint64_t key, v;
 
-		if (!read_varint(data, len, &pos, &key) || key >> 3 == 0)
-			return ERR_PARSE;
+		/* As protobuf-c reads a key: only a first byte without field
+		 * bits is refused (0x80 0x00 is taken, as field 0). */
+		if (!read_varint(data, len, &pos, &key) || (data[start] & 0xf8) == 0)
+			goto out;
 		switch (key & 7) {
 		case WIRE_VARINT:
 			if (!read_varint(data, len, &pos, &v))
-				return ERR_PARSE;
+				goto out;
 			break;
 		case WIRE_FIXED64:
 			if (len - pos < 8)
-				return ERR_PARSE;
+				goto out;
 			pos += 8;
 			break;
 		case WIRE_FIXED32:
 			if (len - pos < 4)
-				return ERR_PARSE;
+				goto out;
 			pos += 4;
 			break;
 		case WIRE_LEN:
 			if (!read_varint(data, len, &pos, &v) || v > len - pos)
-				return ERR_PARSE;
-			/* The last occurrence wins, as protobuf parsers do for scalars. */
+				goto out;
+			/* Every occurrence is kept, tag and all: see below. */
 			if (key >> 3 == 1) {
-				env = data + pos;
-				env_len = (size_t)v;
+				if (!env && !(env = malloc(len))) {
+					rc = ERR_NOMEM;
+					goto out;
+				}
+				memcpy(env + env_len, data + start, pos - start + (size_t)v);
+				env_len += pos - start + (size_t)v;
 				found = 1;
 			}
 			pos += (size_t)v;
 			break;
 		default:
-			return ERR_PARSE;
+			goto out;
 		}
 	}
+	rc = ERR_NOT_FOUND;
 	if (!found)
-		return ERR_NOT_FOUND;
-	e = orders__envelope__unpack(NULL, env_len, env);
-	if (!e)
-		return ERR_PARSE;
-	*out = e;
-	return ERR_OK;
+		goto out;
+	/*
+	 * An envelope that occurs more than once is merged, and protobuf-c's
+	 * merge is its own (a later zero number wins, a later empty string
+	 * does not): to find the very envelope the consumers decode, the
+	 * occurrences alone are decoded as the smallest message whose field 1
+	 * is the envelope, which is then taken out of it (default allocator:
+	 * each part is a malloc of its own).
+	 */
+	rc = ERR_PARSE;
+	m = orders__cart_checked_out__unpack(NULL, env_len, env);
+	if (!m)
+		goto out;
+	rc = ERR_NOT_FOUND;
+	if (m->envelope) {
+		*out = m->envelope;
+		m->envelope = NULL;
+		rc = ERR_OK;
+	}
+	orders__cart_checked_out__free_unpacked(m, NULL);
+out:
+	free(env);
+	return rc;
 }

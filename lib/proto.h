@@ -34,9 +34,11 @@ void proto_envelope_set(Orders__Envelope *e, char *message_id, char *order_id,
  * proto_envelope_peek - the Envelope (field 1) of any message on the queues,
  * without knowing which message it is: every one of them carries its
  * envelope as field 1. Walks the top-level wire format only, bounded by len;
- * untrusted bytes never crash it. ERR_OK sets *out to a message to free with
- * orders__envelope__free_unpacked(*out, NULL); ERR_PARSE when data is no
- * protobuf message, ERR_NOT_FOUND when it has no envelope, ERR_NOMEM.
+ * untrusted bytes never crash it. An envelope that occurs more than once is
+ * merged, as the generated unpack functions do. ERR_OK sets *out to a
+ * message to free with orders__envelope__free_unpacked(*out, NULL);
+ * ERR_PARSE when data is no protobuf message, ERR_NOT_FOUND when it has no
+ * envelope, ERR_NOMEM.
  * Thread-safe.
  */
 int proto_envelope_peek(const uint8_t *data, size_t len, Orders__Envelope **out);

@@ -234,7 +234,8 @@ static int cart_decode(void *state, struct consume_input *in)
  */
 static int apply_change(struct db *db, const struct cart_msg *cm, struct consume_result *res)
 {
-	static const char sql[] =
+	static const struct db_stmt st = {
+	    "cart.apply_change",
 	    "INSERT INTO carts (cart_id, client_id, customer_id, currency, items, status, "
 	    "version, created_at, updated_at) "
 	    "VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6, $7::bigint, "
@@ -246,7 +247,7 @@ static int apply_change(struct db *db, const struct cart_msg *cm, struct consume
 	    "THEN carts.status ELSE EXCLUDED.status END, version = EXCLUDED.version, "
 	    "created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at "
 	    "WHERE carts.version < EXCLUDED.version OR carts.client_id = '' "
-	    "RETURNING status";
+	    "RETURNING status"};
 	const Orders__CartChanged *m = cm->changed;
 	char version[24], created[24], occurred[24];
 	const char *p[9];
@@ -265,7 +266,7 @@ static int apply_change(struct db *db, const struct cart_msg *cm, struct consume
 	p[6] = version;
 	p[7] = created;
 	p[8] = occurred;
-	rc = consume_db_rc(db_exec(db, sql, 9, p, &r));
+	rc = consume_db_rc(db_exec_stmt(db, &st, 9, p, &r));
 	if (rc)
 		return rc;
 	/* No row: the cart holds this version or a newer one already. */
@@ -283,19 +284,20 @@ static int apply_change(struct db *db, const struct cart_msg *cm, struct consume
 static int mark_row(struct db *db, const char *cart_id, const char *order_id,
                     char kept[IDS_UUID_LEN + 1])
 {
-	static const char sql[] =
+	static const struct db_stmt st = {
+	    "cart.mark_checked_out",
 	    "INSERT INTO carts (cart_id, client_id, customer_id, currency, status, version, "
 	    "order_id, created_at, updated_at, checked_out_at) "
 	    "VALUES ($1::uuid, '', '', 'XXX', 'checked_out', 0, $2::uuid, now(), now(), now()) "
 	    "ON CONFLICT (cart_id) DO UPDATE SET status = 'checked_out', "
 	    "order_id = coalesce(carts.order_id, EXCLUDED.order_id), "
 	    "checked_out_at = coalesce(carts.checked_out_at, EXCLUDED.checked_out_at) "
-	    "RETURNING order_id::text";
+	    "RETURNING order_id::text"};
 	const char *p[2] = {cart_id, order_id};
 	PGresult *r = NULL;
 	int rc;
 
-	rc = consume_db_rc(db_exec(db, sql, 2, p, &r));
+	rc = consume_db_rc(db_exec_stmt(db, &st, 2, p, &r));
 	if (rc)
 		return rc;
 	if (PQntuples(r) != 1) {
@@ -379,9 +381,10 @@ static int cart_process(void *state, struct db *db, const struct consume_input *
  */
 static int cart_prepare(void *state, struct db *db, const struct consume_input *const *in, size_t n)
 {
-	static const char sql[] =
+	static const struct db_stmt st = {
+	    "cart.lock_carts",
 	    "SELECT pg_advisory_xact_lock(hashtext('orders.carts'), k) "
-	    "FROM (SELECT DISTINCT hashtext(c) AS k FROM unnest($1::text[]) AS c ORDER BY k) AS s";
+	    "FROM (SELECT DISTINCT hashtext(c) AS k FROM unnest($1::text[]) AS c ORDER BY k) AS s"};
 	const char *ids[CONSUME_BATCH_MAX];
 	size_t i;
 
@@ -391,7 +394,7 @@ static int cart_prepare(void *state, struct db *db, const struct consume_input *
 
 		ids[i] = cm->changed ? cm->changed->cart_id : cm->checked_out->cart_id;
 	}
-	return consume_lock_all(db, sql, ids, i);
+	return consume_lock_all(db, &st, ids, i);
 }
 
 static int cart_replay(void *state, const struct consume_input *in, const char *outcome,

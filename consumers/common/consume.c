@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "card.h"
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
@@ -24,6 +25,9 @@
 #define RETRY_BACKOFF_MAX_MS 1000
 /* How long one wait for a delivery lasts: the stop flag is checked between. */
 #define NEXT_TIMEOUT_MS 500
+/* Stopping: the deliveries set on their way before the signal have come
+ * within this long (see drain). */
+#define CONSUME_QUIET_MS 300
 /* While idle, PostgreSQL is pinged this often so that /readyz stays true. */
 #define IDLE_PING_MS 5000
 /* How often the publisher reads the queues' depths for /metrics: eight
@@ -79,6 +83,11 @@ struct consume {
 	struct mq_delivery carry;
 	double carry_t0;
 	int has_carry;
+	/* Stopping (see drain): draining, what has come is processed; acks are
+	 * deferred (up to deferred_top) until the consumer is cancelled and
+	 * drained, once the broker has said that nothing more will come. */
+	int draining, drained, defer_acks;
+	uint64_t deferred_top;
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -266,6 +275,22 @@ const char *consume_order_problem(const Orders__Order *o)
 	return NULL;
 }
 
+const char *consume_card_problem(const Orders__SealedCard *sc)
+{
+	if (!sc)
+		return "sealed card missing";
+	if (sc->sender_public_key.len != SEAL_KEY_BYTES)
+		return "sealed card sender_public_key is not 32 bytes";
+	if (sc->nonce.len != SEAL_NONCE_BYTES)
+		return "sealed card nonce is not 24 bytes";
+	if (sc->ciphertext.len <= SEAL_MAC_BYTES ||
+	    sc->ciphertext.len > SEAL_MAC_BYTES + CARD_RECORD_MAX)
+		return "sealed card ciphertext has an impossible length";
+	if (!sc->brand || strlen(sc->brand) > 16 || !sc->last4 || strlen(sc->last4) != 4)
+		return "sealed card brand or last4 missing";
+	return NULL;
+}
+
 void consume_derived_id(const char *what, const char *id, char out[IDS_UUID_LEN + 1])
 {
 	ids_uuid_derived(consume_id_key, what, id, out);
@@ -290,24 +315,31 @@ int consume_pg_array_add(struct buf *b, const char *s, int first)
 	return rc;
 }
 
-int consume_lock_all(struct db *db, const char *sql, const char *const *keys, size_t n)
+int consume_pg_array(struct buf *b, const char *const *v, size_t n)
+{
+	size_t i, max = 3;
+	int rc;
+
+	/* Room for every string escaped in full, quoted, with a comma. */
+	for (i = 0; i < n; i++)
+		max += 2 * strlen(v[i]) + 3;
+	buf_init(b, max);
+	rc = buf_append_str(b, "{");
+	for (i = 0; !rc && i < n; i++)
+		rc = consume_pg_array_add(b, v[i], i == 0);
+	return rc ? rc : buf_append_str(b, "}");
+}
+
+int consume_lock_all(struct db *db, const struct db_stmt *st, const char *const *keys, size_t n)
 {
 	struct buf b;
-	size_t i, max = 3;
 	const char *p[1];
 	int rc;
 
-	/* Room for every key escaped in full, quoted, with a comma. */
-	for (i = 0; i < n; i++)
-		max += 2 * strlen(keys[i]) + 3;
-	buf_init(&b, max);
-	rc = buf_append_str(&b, "{");
-	for (i = 0; !rc && i < n; i++)
-		rc = consume_pg_array_add(&b, keys[i], i == 0);
-	rc = rc ? rc : buf_append_str(&b, "}");
+	rc = consume_pg_array(&b, keys, n);
 	if (!rc) {
 		p[0] = b.data;
-		rc = consume_db_rc(db_exec(db, sql, 1, p, NULL));
+		rc = consume_db_rc(db_exec_stmt(db, st, 1, p, NULL));
 	}
 	buf_release(&b);
 	return rc;
@@ -371,19 +403,40 @@ static void count_dead_lettered(struct consume *c, const char *reason)
  */
 #define BATCH_RESTARTS_MAX 3
 
+/* What the inbox says of a delivery (inbox_claim). */
+enum claim {
+	CLAIM_MISSING,     /* neither inserted nor recorded with an outcome */
+	CLAIM_NEW,         /* its row inserted now: process it */
+	CLAIM_DONE,        /* processed before: replay the recorded outcome */
+	CLAIM_OTHER_ORDER, /* its message_id was recorded for another order */
+};
+
 /* One delivery of a batch, from its decoding to its settlement. */
 struct item {
 	const struct mq_delivery *d;
 	struct consume_input in;
 	struct consume_result res;
-	int rc;        /* what became of it so far: ERR_OK, poison or transient */
-	int live;      /* decoded: it takes part in the transaction */
-	int processed; /* process() handled it in the current transaction */
+	int rc;           /* what became of it so far: ERR_OK, poison or transient */
+	int live;         /* decoded: it takes part in the transaction */
+	enum claim claim; /* set by inbox_claim() in each attempt */
+	int processed;    /* process() handled it in the current transaction */
 };
 
 static int64_t parse_i64(const char *s)
 {
 	return s ? strtoll(s, NULL, 10) : 0;
+}
+
+/* The live item of items[0..n) with this message id, or NULL. */
+static struct item *item_by_id(struct item *items, size_t n, const char *message_id)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (items[i].live && strcmp(items[i].in.message_id, message_id) == 0)
+			return &items[i];
+	}
+	return NULL;
 }
 
 /* Set the log context to it: its message id, and its order once decoded. */
@@ -407,6 +460,7 @@ static void item_reset(struct item *it)
 	consume_result_release(&it->res);
 	memcpy(it->res.order_id, order_id, sizeof(order_id));
 	memcpy(it->res.message_id, message_id, sizeof(message_id));
+	it->claim = CLAIM_MISSING;
 	it->processed = 0;
 }
 
@@ -467,68 +521,138 @@ out:
 }
 
 /*
- * Steps 2-3 for one delivery, inside the batch's transaction: record it in
- * the inbox and process it, or read the outcome recorded before and replay it.
+ * Step 2 for the live items of a batch, in one statement: insert their
+ * inbox rows, in delivery order. A row inserted marks its item CLAIM_NEW,
+ * with the row's time; the others are read back in a second statement (only
+ * when there are any) and marked by what they recorded. A concurrent
+ * duplicate blocks on the unique key until the first transaction commits,
+ * then conflicts, as one row at a time would.
  */
-static int item_run(const struct consume_handler *h, void *state, struct db *db, struct item *it)
+static int inbox_claim(const struct consume_handler *h, struct db *db, struct item *items, size_t n)
 {
-	static const char insert_sql[] =
+	static const struct db_stmt claim_st = {
+	    "consume.inbox_claim",
 	    "INSERT INTO inbox (consumer, message_id, order_id, outcome) "
-	    "VALUES ($1, $2, $3::uuid, '') ON CONFLICT DO NOTHING "
-	    "RETURNING floor(extract(epoch FROM processed_at) * 1000)::bigint";
-	static const char select_sql[] =
-	    "SELECT outcome, floor(extract(epoch FROM processed_at) * 1000)::bigint, "
-	    "coalesce(order_id::text, '') FROM inbox WHERE consumer = $1 AND message_id = $2";
-	struct consume_input *in = &it->in;
-	struct consume_result *res = &it->res;
-	const char *params[3] = {h->name, in->message_id, in->order_id};
-	char outcome[CONSUME_OUTCOME_MAX];
+	    "SELECT $1, m.id, m.order_id::uuid, '' "
+	    "FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS m(id, order_id, n) "
+	    "ORDER BY m.n ON CONFLICT DO NOTHING "
+	    "RETURNING message_id, floor(extract(epoch FROM processed_at) * 1000)::bigint"};
+	static const struct db_stmt recall_st = {
+	    "consume.inbox_recall",
+	    "SELECT message_id, outcome, floor(extract(epoch FROM processed_at) * 1000)::bigint, "
+	    "coalesce(order_id::text, '') FROM inbox "
+	    "WHERE consumer = $1 AND message_id = ANY ($2::text[])"};
+	const char *ids[CONSUME_BATCH_MAX], *order_ids[CONSUME_BATCH_MAX];
+	const char *p[3];
+	struct buf b_ids, b_orders;
 	PGresult *r = NULL;
-	int rc;
+	size_t i, k = 0;
+	int rc, row;
 
-	rc = consume_db_rc(db_exec(db, insert_sql, 3, params, &r));
+	/* Both are released at the end, whatever fails first. */
+	buf_init(&b_ids, 0);
+	buf_init(&b_orders, 0);
+	for (i = 0; i < n && k < CONSUME_BATCH_MAX; i++) {
+		if (!items[i].live)
+			continue;
+		items[i].claim = CLAIM_MISSING;
+		ids[k] = items[i].in.message_id;
+		order_ids[k++] = items[i].in.order_id;
+	}
+	rc = consume_pg_array(&b_ids, ids, k);
+	rc = rc ? rc : consume_pg_array(&b_orders, order_ids, k);
 	if (rc)
 		goto out;
-	if (PQntuples(r) == 1) {
-		in->processed_ms = parse_i64(PQgetvalue(r, 0, 0));
-		it->processed = 1;
-		rc = h->process(state, db, in, res);
-		if (rc)
-			goto out;
-		if (!res->outcome[0] && !h->finish) {
-			log_error("handler gave no outcome", LF_STR("message_id", in->message_id));
-			rc = ERR_INVALID;
-		}
+	p[0] = h->name;
+	p[1] = b_ids.data;
+	p[2] = b_orders.data;
+	rc = consume_db_rc(db_exec_stmt(db, &claim_st, 3, p, &r));
+	if (rc)
 		goto out;
+	for (row = 0; row < PQntuples(r); row++) {
+		struct item *it = item_by_id(items, n, PQgetvalue(r, row, 0));
+
+		if (it) {
+			it->claim = CLAIM_NEW;
+			it->in.processed_ms = parse_i64(PQgetvalue(r, row, 1));
+		}
 	}
 	PQclear(r);
 	r = NULL;
-	rc = consume_db_rc(db_exec(db, select_sql, 2, params, &r));
+	/* The ones seen before, to be replayed. */
+	for (i = 0, k = 0; i < n; i++) {
+		if (items[i].live && items[i].claim == CLAIM_MISSING)
+			ids[k++] = items[i].in.message_id;
+	}
+	if (k == 0)
+		goto out;
+	buf_release(&b_ids);
+	rc = consume_pg_array(&b_ids, ids, k);
 	if (rc)
 		goto out;
-	if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0) || !PQgetvalue(r, 0, 0)[0]) {
-		/* The row commits together with its outcome; this cannot last. */
-		log_warn("inbox row has no outcome yet", LF_STR("message_id", in->message_id));
-		rc = ERR_DB;
+	p[1] = b_ids.data;
+	rc = consume_db_rc(db_exec_stmt(db, &recall_st, 2, p, &r));
+	if (rc)
 		goto out;
+	for (row = 0; row < PQntuples(r); row++) {
+		struct item *it = item_by_id(items, n, PQgetvalue(r, row, 0));
+
+		if (!it || it->claim != CLAIM_MISSING || PQgetisnull(r, row, 1) ||
+		    !PQgetvalue(r, row, 1)[0])
+			continue; /* no outcome yet: CLAIM_MISSING it stays */
+		if (strcmp(PQgetvalue(r, row, 3), it->in.order_id) != 0) {
+			it->claim = CLAIM_OTHER_ORDER;
+			continue;
+		}
+		it->claim = CLAIM_DONE;
+		snprintf(it->res.outcome, sizeof(it->res.outcome), "%s", PQgetvalue(r, row, 1));
+		it->in.processed_ms = parse_i64(PQgetvalue(r, row, 2));
 	}
-	if (strcmp(PQgetvalue(r, 0, 2), in->order_id) != 0) {
+out:
+	PQclear(r);
+	buf_release(&b_ids);
+	buf_release(&b_orders);
+	return rc;
+}
+
+/*
+ * Step 3 for one claimed delivery, inside the batch's transaction: process
+ * it, or replay the outcome recorded before.
+ */
+static int item_run(const struct consume_handler *h, void *state, struct db *db, struct item *it)
+{
+	struct consume_input *in = &it->in;
+	struct consume_result *res = &it->res;
+	char outcome[CONSUME_OUTCOME_MAX];
+	int rc;
+
+	switch (it->claim) {
+	case CLAIM_NEW:
+		it->processed = 1;
+		rc = h->process(state, db, in, res);
+		if (!rc && !res->outcome[0] && !h->finish) {
+			log_error("handler gave no outcome", LF_STR("message_id", in->message_id));
+			rc = ERR_INVALID;
+		}
+		return rc;
+	case CLAIM_DONE:
+		break;
+	case CLAIM_OTHER_ORDER:
 		/* Replaying another order's outcome for this one would be wrong. */
 		log_error("cannot replay: message_id was recorded for another order",
 		          LF_STR("message_id", in->message_id), LF_STR("order_id", in->order_id));
-		rc = ERR_INVALID;
-		goto out;
+		return ERR_INVALID;
+	default:
+		/* The row commits together with its outcome; this cannot last. */
+		log_warn("inbox row has no outcome yet", LF_STR("message_id", in->message_id));
+		return ERR_DB;
 	}
-	snprintf(outcome, sizeof(outcome), "%s", PQgetvalue(r, 0, 0));
-	in->processed_ms = parse_i64(PQgetvalue(r, 0, 1));
+	snprintf(outcome, sizeof(outcome), "%s", res->outcome);
 	res->replayed = 1;
-	snprintf(res->outcome, sizeof(res->outcome), "%s", outcome);
 	rc = h->replay(state, in, outcome, res);
 	if (rc && is_poison(rc))
 		log_error("cannot replay recorded outcome", LF_STR("message_id", in->message_id),
 		          LF_STR("order_id", in->order_id), LF_STR("outcome", outcome));
-out:
-	PQclear(r);
 	return rc;
 }
 
@@ -536,37 +660,35 @@ out:
 static int write_outcomes(const struct consume_handler *h, struct db *db, struct item *items,
                           size_t n)
 {
-	static const char sql[] = "UPDATE inbox i SET outcome = u.outcome "
-	                          "FROM unnest($2::text[], $3::text[]) AS u(message_id, outcome) "
-	                          "WHERE i.consumer = $1 AND i.message_id = u.message_id";
-	struct buf ids, outcomes;
+	static const struct db_stmt st = {
+	    "consume.inbox_outcomes",
+	    "UPDATE inbox i SET outcome = u.outcome "
+	    "FROM unnest($2::text[], $3::text[]) AS u(message_id, outcome) "
+	    "WHERE i.consumer = $1 AND i.message_id = u.message_id"};
+	const char *ids[CONSUME_BATCH_MAX], *outcomes[CONSUME_BATCH_MAX];
+	struct buf b_ids, b_outcomes;
 	const char *p[3];
-	size_t i;
-	int rc, first = 1;
+	size_t i, k = 0;
+	int rc;
 
-	/* Every character may need a backslash; quotes, commas and braces around. */
-	buf_init(&ids, n * (2 * MQ_ID_MAX + 4) + 3);
-	buf_init(&outcomes, n * (2 * CONSUME_OUTCOME_MAX + 4) + 3);
-	rc = buf_append_str(&ids, "{");
-	rc = rc ? rc : buf_append_str(&outcomes, "{");
-	for (i = 0; !rc && i < n; i++) {
+	buf_init(&b_ids, 0);
+	buf_init(&b_outcomes, 0);
+	for (i = 0; i < n && k < CONSUME_BATCH_MAX; i++) {
 		if (!items[i].processed)
 			continue;
-		rc = consume_pg_array_add(&ids, items[i].in.message_id, first);
-		rc = rc ? rc : consume_pg_array_add(&outcomes, items[i].res.outcome, first);
-		first = 0;
+		ids[k] = items[i].in.message_id;
+		outcomes[k++] = items[i].res.outcome;
 	}
-	rc = rc ? rc : buf_append_str(&ids, "}");
-	rc = rc ? rc : buf_append_str(&outcomes, "}");
-	if (rc)
-		goto out;
-	p[0] = h->name;
-	p[1] = ids.data;
-	p[2] = outcomes.data;
-	rc = consume_db_rc(db_exec(db, sql, 3, p, NULL));
-out:
-	buf_release(&ids);
-	buf_release(&outcomes);
+	rc = consume_pg_array(&b_ids, ids, k);
+	rc = rc ? rc : consume_pg_array(&b_outcomes, outcomes, k);
+	if (!rc) {
+		p[0] = h->name;
+		p[1] = b_ids.data;
+		p[2] = b_outcomes.data;
+		rc = consume_db_rc(db_exec_stmt(db, &st, 3, p, NULL));
+	}
+	buf_release(&b_ids);
+	buf_release(&b_outcomes);
 	return rc;
 }
 
@@ -631,6 +753,9 @@ static int batch_attempt(const struct consume_handler *h, void *state, struct db
 		if (rc)
 			goto out;
 	}
+	rc = inbox_claim(h, db, items, n);
+	if (rc)
+		goto out;
 	for (i = 0; i < n; i++) {
 		if (!items[i].live)
 			continue;
@@ -1006,8 +1131,9 @@ static void log_item(const struct item *it)
 		    LF_STR("published_to", res->exchange ? res->routing_key : ""),
 		    LF_STR("out_message_id", res->exchange ? res->message_id : ""),
 		    LF_STR("also_published_to", res->extra.exchange ? res->extra.routing_key : ""),
-		    LF_STR("also_out_message_id",
-		           res->extra.exchange ? res->extra.message_id : ""));
+		    LF_STR("also_out_message_id", res->extra.exchange ? res->extra.message_id : ""),
+		    LF_INT("redelivered", d->redelivered),
+		    LF_INT("delivery_count", d->delivery_count));
 		break;
 	case SETTLE_POISON:
 		log_error("cannot process message, dead-lettering it",
@@ -1066,6 +1192,16 @@ static void settle_all(struct consume *c, const struct item *items, size_t n, in
 		}
 	}
 	*multiple = 0;
+	if (!rc && acks && c->defer_acks) {
+		/* Stopping: an ack would let the queue send more (see drain). */
+		if (top > c->deferred_top)
+			c->deferred_top = top;
+		for (i = 0; i < n; i++) {
+			if (fate(&items[i]) == SETTLE_ACK)
+				settled[i] = 1;
+		}
+		return;
+	}
 	if (!rc && acks) {
 		*multiple = acks > 1;
 		rc = acks == 1 ? mq_consumer_ack(c->mc, top) : mq_consumer_ack_upto(c->mc, top);
@@ -1237,6 +1373,10 @@ static size_t take_batch(struct consume *c, struct mq_delivery *d, double *t0)
 		rc = mq_consumer_next(c->mc, &d[0], next_timeout_ms(c));
 		if (rc == ERR_TIMEOUT)
 			return 0;
+		if (rc == ERR_CLOSED) {
+			c->drained = 1;
+			return 0;
+		}
 		if (rc == ERR_NOMEM) {
 			/* The delivery went back to the queue; the connection is fine. */
 			backoff(c);
@@ -1248,13 +1388,17 @@ static size_t take_batch(struct consume *c, struct mq_delivery *d, double *t0)
 	}
 	n = 1;
 	end = ids_now_ms() + CONSUME_BATCH_WINDOW_MS;
-	while (n < (size_t)c->batch && !consume_stopping()) {
+	while (n < (size_t)c->batch && (c->draining || !consume_stopping())) {
 		int64_t left = end - ids_now_ms();
 
 		memset(&d[n], 0, sizeof(d[n]));
 		rc = mq_consumer_next(c->mc, &d[n], left > 0 ? (int)left : 0);
 		if (rc == ERR_TIMEOUT || rc == ERR_NOMEM)
 			break;
+		if (rc == ERR_CLOSED) {
+			c->drained = 1;
+			break;
+		}
 		if (rc)
 			goto lost;
 		taken(c, &d[n], &t0[n]);
@@ -1319,6 +1463,53 @@ static void run(struct consume *c)
 		if (n)
 			handle_batch(c, c->deliveries, c->t0, n);
 	}
+}
+
+/*
+ * Stopping: finish the deliveries the broker has already sent (up to the
+ * prefetch) instead of handing them back when the connection closes. On a
+ * quorum queue every message handed back counts against its delivery
+ * limit, and consumers are scaled in often.
+ *
+ * A cancel alone is not enough: a quorum queue sends a delivery for every
+ * ack, and one still on its way when the channel has answered the cancel
+ * is handed back. So from the signal on nothing is acked, and the deliveries
+ * that earlier acks set on their way come in within CONSUME_QUIET_MS; then
+ * the consumer is cancelled, the rest is processed until the broker's
+ * cancel-ok, and everything is acked at once. (A message published in the
+ * moment the cancel takes may still be handed back.) Whatever is left after
+ * ORDERS_DRAIN_TIMEOUT_MS goes back as before (the inbox makes a
+ * redelivery harmless).
+ */
+static void drain(struct consume *c)
+{
+	int64_t start = ids_now_ms(), end = start + c->cfg->drain_timeout_ms;
+	long done = 0;
+	int cancelled = 0;
+
+	if (!c->mc)
+		return;
+	c->draining = 1;
+	c->defer_acks = 1;
+	while (c->mc && (!c->drained || c->has_carry) && ids_now_ms() < end) {
+		size_t n;
+
+		if (!cancelled && ids_now_ms() - start >= CONSUME_QUIET_MS) {
+			if (mq_consumer_cancel(c->mc) != ERR_OK)
+				break;
+			cancelled = 1;
+		}
+		n = take_batch(c, c->deliveries, c->t0);
+		if (n)
+			handle_batch(c, c->deliveries, c->t0, n);
+		done += (long)n;
+	}
+	c->defer_acks = 0;
+	if (c->mc && c->deferred_top && mq_consumer_ack_upto(c->mc, c->deferred_top) != ERR_OK)
+		log_warn("cannot ack the deliveries finished while stopping; they come again",
+		         LF_INT("messages", done));
+	log_info("finished the deliveries in hand", LF_INT("messages", done),
+	         LF_INT("complete", c->drained && !c->has_carry));
 }
 
 /* Deliveries per batch: ORDERS_CONSUMER_BATCH, else the handler's, at most the prefetch. */
@@ -1531,6 +1722,7 @@ int consume_main(const struct consume_handler *h, int argc, char **argv)
 	         LF_INT("batch", c.batch));
 	run(&c);
 	log_info("stopping", LF_STR("queue", h->queue));
+	drain(&c);
 	status = 0;
 	goto out;
 nomem:

@@ -15,11 +15,12 @@
  *      whose message_id is already in the batch ends the batch and starts
  *      the next one (it is then a replay of the first, published after it).
  *   2. BEGIN; handler->prepare() (optional) with every decoded delivery, to
- *      take the locks the batch needs in one global order. Then per
- *      delivery: INSERT INTO inbox (consumer, message_id, order_id,
- *      outcome) ... ON CONFLICT DO NOTHING RETURNING. A concurrent
- *      duplicate blocks on the unique key until the first transaction
- *      commits, then conflicts.
+ *      take the locks the batch needs in one global order. Then one
+ *      INSERT INTO inbox (consumer, message_id, order_id, outcome) ... ON
+ *      CONFLICT DO NOTHING RETURNING for every delivery, in delivery order,
+ *      and one SELECT of the recorded outcomes of those that conflicted.
+ *      A concurrent duplicate blocks on the unique key until the first
+ *      transaction commits, then conflicts.
  *   3. Row inserted: handler->process() does the work on the same
  *      connection inside the transaction and fills a struct consume_result
  *      (an outcome text and at most two outgoing messages).
@@ -207,7 +208,9 @@ struct consume_handler {
 	 * ERR_PARSE/ERR_INVALID (poison) or a transient error (ERR_UNAVAILABLE, ERR_TIMEOUT,
 	 * ERR_DB, ...). Map db_exec()'s ERR_INVALID/ERR_CONFLICT through consume_db_rc() so that a
 	 * database refusal is not mistaken for poison. A handler with a finish hook may leave
-	 * res->outcome empty for finish() to fill.
+	 * res->outcome empty for finish() to fill. Statements that run for every message are
+	 * best run with db_exec_stmt() (named "<handler name>.<what>"; the loop's own are
+	 * "consume.*"): the connection prepares each once.
 	 */
 	int (*process)(void *state, struct db *db, const struct consume_input *in,
 	               struct consume_result *res);
@@ -297,8 +300,9 @@ void consume_result_release(struct consume_result *res);
 
 /* ---- helpers for handlers ----------------------------------------------- */
 
-/* consume_db_rc - a db_exec() error as a transient one: ERR_INVALID (a
- * check violation) and ERR_CONFLICT become ERR_DB; the rest pass through. */
+/* consume_db_rc - a db_exec() or db_exec_stmt() error as a transient one:
+ * ERR_INVALID (a check violation) and ERR_CONFLICT become ERR_DB; the rest
+ * pass through. */
 int consume_db_rc(int rc);
 
 /* consume_utf8_ok - 1 when s is valid UTF-8 (PostgreSQL refuses anything
@@ -340,6 +344,15 @@ const char *consume_envelope_problem(const Orders__Envelope *env);
 const char *consume_order_problem(const Orders__Order *o);
 
 /*
+ * consume_card_problem - NULL when the sealed card is present and shaped as
+ * payment-consumer opens it (a 32-byte sender key, a 24-byte nonce, a
+ * ciphertext that can hold a card record, a brand of at most 16 characters
+ * and 4 last digits), else a short reason. Whoever passes the card on checks
+ * it too, so that a card that can never be opened is refused first.
+ */
+const char *consume_card_problem(const Orders__SealedCard *sc);
+
+/*
  * consume_pg_array_add - append s to a PostgreSQL array literal in b as one
  * double-quoted element, with a comma before it unless first. The caller
  * writes the braces. Errors from buf_append (ERR_TOO_BIG, ERR_NOMEM).
@@ -347,13 +360,20 @@ const char *consume_order_problem(const Orders__Order *o);
 int consume_pg_array_add(struct buf *b, const char *s, int first);
 
 /*
- * consume_lock_all - run sql, a statement that locks rows (or takes
+ * consume_pg_array - the PostgreSQL array literal of the n strings v (a
+ * text[], each element quoted) into b, which it initialises with room for
+ * them: release it with buf_release() whatever the result. ERR_NOMEM.
+ */
+int consume_pg_array(struct buf *b, const char *const *v, size_t n);
+
+/*
+ * consume_lock_all - run st, a statement that locks rows (or takes
  * advisory locks) by $1, a text[] made of the n keys, in a global order;
  * for prepare() hooks, e.g. "SELECT 1 FROM orders WHERE order_id = ANY
  * ($1::uuid[]) ORDER BY order_id FOR UPDATE". Keys may repeat. ERR_NOMEM,
- * or db_exec()'s errors through consume_db_rc().
+ * or db_exec_stmt()'s errors through consume_db_rc().
  */
-int consume_lock_all(struct db *db, const char *sql, const char *const *keys, size_t n);
+int consume_lock_all(struct db *db, const struct db_stmt *st, const char *const *keys, size_t n);
 
 /* consume_field_count - how many ':'-separated fields outcome has. */
 int consume_field_count(const char *outcome);

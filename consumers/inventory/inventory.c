@@ -65,8 +65,8 @@ static int inv_decode(void *state, struct consume_input *in)
 	why = consume_envelope_problem(m->envelope);
 	if (!why)
 		why = consume_order_problem(m->order);
-	if (!why && !m->card)
-		why = "sealed card missing";
+	if (!why)
+		why = consume_card_problem(m->card);
 	if (why) {
 		log_error("cannot accept checkout", LF_STR("message_id", in->message_id),
 		          LF_STR("reason", why));
@@ -156,94 +156,73 @@ static size_t merge_lines(const Orders__Order *o, struct need *needs)
 	return n;
 }
 
-/* Insert the order as 'pending'; *inserted = 0 when it exists already. */
-static int insert_order(struct db *db, const Orders__CheckoutRequested *m, int *inserted)
+/*
+ * The whole of an order's work, in one statement: check its needs (merged
+ * per SKU, in SKU order) against the stock; insert the order with its
+ * lines, 'reserved' when every need is covered, else 'pending' (the order
+ * consumer rejects it); and only when both the order is new and every need
+ * is covered, reserve them all on the products and record the
+ * reservations. The products are locked (inv_prepare), so what the check
+ * reads holds for the update; the update's own guard and the table's
+ * constraints back that up. Every part sees the same snapshot, the one
+ * after the batch's earlier orders. An order id that exists already
+ * (ON CONFLICT DO NOTHING) changes nothing at all.
+ *
+ * Row: 1 or 0 orders inserted; the 1-based number of the first need not
+ * covered (NULL when all are); whether its product is unknown; the
+ * products reserved.
+ */
+static const struct db_stmt record_st = {
+    "inventory.record_order",
+    "WITH need AS (SELECT t.sku, t.q, t.n "
+    "FROM unnest($21::text[], $22::bigint[]) WITH ORDINALITY AS t(sku, q, n)), "
+    "short AS (SELECT need.n, p.sku IS NULL AS unknown FROM need "
+    "LEFT JOIN products p ON p.sku = need.sku "
+    "WHERE NOT coalesce(p.stock - p.reserved >= need.q, false) ORDER BY need.n LIMIT 1), "
+    "o AS (INSERT INTO orders (order_id, client_id, idempotency_key, status, customer_id, "
+    "customer_email, currency, total_cents, shipping, correlation_id, created_at, cart_id) "
+    "VALUES ($1::uuid, $2, $3, "
+    "CASE WHEN EXISTS (SELECT 1 FROM short) THEN 'pending' ELSE 'reserved' END, "
+    "$4, $5, $6, $7::bigint, "
+    "CASE WHEN $8::boolean THEN jsonb_build_object('name', $9::text, "
+    "'line1', $10::text, 'line2', $11::text, 'city', $12::text, "
+    "'postal_code', $13::text, 'country', $14::text) ELSE '{}'::jsonb END, "
+    "$15, CASE WHEN $16::bigint > 0 THEN to_timestamp($16::bigint / 1000.0) "
+    "ELSE now() END, NULLIF($17, '')::uuid) "
+    "ON CONFLICT DO NOTHING RETURNING order_id), "
+    "lines AS (INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents) "
+    "SELECT o.order_id, t.n, t.sku, t.q, t.p FROM o, "
+    "unnest($18::text[], $19::int[], $20::bigint[]) WITH ORDINALITY AS t(sku, q, p, n)), "
+    "reserved AS (UPDATE products p SET reserved = p.reserved + need.q, updated_at = now() "
+    "FROM need WHERE p.sku = need.sku AND p.stock - p.reserved >= need.q "
+    "AND EXISTS (SELECT 1 FROM o) AND NOT EXISTS (SELECT 1 FROM short) RETURNING 1), "
+    "held AS (INSERT INTO reservations (order_id, sku, quantity, expires_at) "
+    "SELECT o.order_id, need.sku, need.q, now() + $23::int * interval '1 second' "
+    "FROM o, need WHERE NOT EXISTS (SELECT 1 FROM short) ON CONFLICT DO NOTHING) "
+    "SELECT (SELECT count(*) FROM o), (SELECT n FROM short), "
+    "(SELECT unknown FROM short), (SELECT count(*) FROM reserved)"};
+
+/* The order's lines as three PostgreSQL array literals: SKUs, quantities, prices. */
+static int line_arrays(const Orders__Order *o, struct buf *skus, struct buf *qtys,
+                       struct buf *prices)
 {
-	static const char sql[] =
-	    "INSERT INTO orders (order_id, client_id, idempotency_key, status, customer_id, "
-	    "customer_email, currency, total_cents, shipping, correlation_id, created_at, "
-	    "cart_id) "
-	    "VALUES ($1::uuid, $2, $3, 'pending', $4, $5, $6, $7::bigint, "
-	    "CASE WHEN $8::boolean THEN jsonb_build_object('name', $9::text, "
-	    "'line1', $10::text, 'line2', $11::text, 'city', $12::text, "
-	    "'postal_code', $13::text, 'country', $14::text) ELSE '{}'::jsonb END, "
-	    "$15, CASE WHEN $16::bigint > 0 THEN to_timestamp($16::bigint / 1000.0) "
-	    "ELSE now() END, NULLIF($17, '')::uuid) "
-	    "ON CONFLICT DO NOTHING RETURNING 1";
-	const Orders__Order *o = m->order;
-	const Orders__Address *a = o->shipping;
-	char total[24], occurred[24];
-	const char *p[17];
-	PGresult *r = NULL;
+	size_t i;
 	int rc;
 
-	snprintf(total, sizeof(total), "%" PRId64, (int64_t)o->total_cents);
-	snprintf(occurred, sizeof(occurred), "%" PRId64, (int64_t)m->envelope->occurred_at_ms);
-	p[0] = m->envelope->order_id;
-	p[1] = str(o->client_id);
-	p[2] = str(o->idempotency_key);
-	p[3] = str(o->customer_id);
-	p[4] = str(o->customer_email);
-	p[5] = o->currency;
-	p[6] = total;
-	p[7] = a ? "true" : "false";
-	p[8] = a ? str(a->name) : NULL;
-	p[9] = a ? str(a->line1) : NULL;
-	p[10] = a ? str(a->line2) : NULL;
-	p[11] = a ? str(a->city) : NULL;
-	p[12] = a ? str(a->postal_code) : NULL;
-	p[13] = a ? str(a->country) : NULL;
-	p[14] = str(m->envelope->correlation_id);
-	p[15] = occurred;
-	p[16] = str(o->cart_id);
-	rc = consume_db_rc(db_exec(db, sql, 17, p, &r));
-	if (rc)
-		return rc;
-	*inserted = PQntuples(r) == 1;
-	PQclear(r);
-	return ERR_OK;
-}
-
-static int insert_lines(struct db *db, const Orders__Order *o, const char *order_id)
-{
-	static const char sql[] =
-	    "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents) "
-	    "SELECT $1::uuid, t.n, t.sku, t.q, t.p "
-	    "FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS t(sku, q, p, n)";
-	struct buf skus, qtys, prices;
-	const char *p[4];
-	size_t i;
-	int rc = ERR_OK;
-
-	buf_init(&skus, ARRAY_MAX);
-	buf_init(&qtys, ARRAY_MAX);
-	buf_init(&prices, ARRAY_MAX);
-	rc = buf_append_str(&skus, "{");
-	rc = rc ? rc : buf_append_str(&qtys, "{");
-	rc = rc ? rc : buf_append_str(&prices, "{");
+	rc = buf_append_str(skus, "{");
+	rc = rc ? rc : buf_append_str(qtys, "{");
+	rc = rc ? rc : buf_append_str(prices, "{");
 	for (i = 0; !rc && i < o->n_lines; i++) {
 		const Orders__Line *l = o->lines[i];
 		const char *sep = i ? "," : "";
 
-		rc = consume_pg_array_add(&skus, l->sku, i == 0);
-		rc = rc ? rc : buf_printf(&qtys, "%s%u", sep, (unsigned)l->quantity);
-		rc = rc ? rc : buf_printf(&prices, "%s%" PRId64, sep, (int64_t)l->unit_price_cents);
+		rc = consume_pg_array_add(skus, l->sku, i == 0);
+		rc = rc ? rc : buf_printf(qtys, "%s%u", sep, (unsigned)l->quantity);
+		rc = rc ? rc : buf_printf(prices, "%s%" PRId64, sep, (int64_t)l->unit_price_cents);
 	}
-	rc = rc ? rc : buf_append_str(&skus, "}");
-	rc = rc ? rc : buf_append_str(&qtys, "}");
-	rc = rc ? rc : buf_append_str(&prices, "}");
-	if (rc)
-		goto out;
-	p[0] = order_id;
-	p[1] = skus.data;
-	p[2] = qtys.data;
-	p[3] = prices.data;
-	rc = consume_db_rc(db_exec(db, sql, 4, p, NULL));
-out:
-	buf_release(&skus);
-	buf_release(&qtys);
-	buf_release(&prices);
-	return rc;
+	rc = rc ? rc : buf_append_str(skus, "}");
+	rc = rc ? rc : buf_append_str(qtys, "}");
+	return rc ? rc : buf_append_str(prices, "}");
 }
 
 /* The needs as two PostgreSQL array literals: SKUs into skus, quantities into qtys. */
@@ -262,144 +241,120 @@ static int need_arrays(const struct need *needs, size_t n, struct buf *skus, str
 	return rc ? rc : buf_append_str(qtys, "}");
 }
 
-/*
- * Reserve every need, or none: *short_at = n when all were reserved, else
- * the index of the first need (in SKU order) that the stock cannot cover,
- * with *unknown = 1 when its product does not exist at all. The products
- * are locked (inv_prepare), so what the check reads holds for the update;
- * the update's own guard and the table's constraints back that up.
- */
-static int reserve_all(struct db *db, const struct need *needs, size_t n, size_t *short_at,
-                       int *unknown)
+/* What record_order() did. */
+struct recorded {
+	int inserted;    /* 0: the order existed already, nothing was done */
+	size_t short_at; /* the first need not covered (nothing reserved), or n */
+	int unknown;     /* its product does not exist */
+};
+
+/* Run record_st for the order of m with its n merged needs (see there). */
+static int record_order(struct db *db, const Orders__CheckoutRequested *m, const struct need *needs,
+                        size_t n, int ttl_s, struct recorded *out)
 {
-	static const char check_sql[] =
-	    "SELECT t.n, p.sku IS NULL, coalesce(p.stock - p.reserved >= t.q, false) "
-	    "FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS t(sku, q, n) "
-	    "LEFT JOIN products p ON p.sku = t.sku ORDER BY t.n";
-	static const char reserve_sql[] =
-	    "UPDATE products p SET reserved = p.reserved + t.q, updated_at = now() "
-	    "FROM unnest($1::text[], $2::bigint[]) AS t(sku, q) "
-	    "WHERE p.sku = t.sku AND p.stock - p.reserved >= t.q";
-	struct buf skus, qtys;
-	const char *p[2];
+	enum { B_LSKU, B_LQTY, B_LPRICE, B_NSKU, B_NQTY, B_N };
+	const Orders__Order *o = m->order;
+	const Orders__Address *a = o->shipping;
+	char total[24], occurred[24], ttl[16];
+	struct buf b[B_N];
+	const char *p[23];
 	PGresult *r = NULL;
 	size_t i;
 	int rc;
 
-	buf_init(&skus, ARRAY_MAX);
-	buf_init(&qtys, ARRAY_MAX);
-	rc = need_arrays(needs, n, &skus, &qtys);
+	for (i = 0; i < B_N; i++)
+		buf_init(&b[i], ARRAY_MAX);
+	rc = line_arrays(o, &b[B_LSKU], &b[B_LQTY], &b[B_LPRICE]);
+	rc = rc ? rc : need_arrays(needs, n, &b[B_NSKU], &b[B_NQTY]);
 	if (rc)
 		goto out;
-	p[0] = skus.data;
-	p[1] = qtys.data;
-	rc = consume_db_rc(db_exec(db, check_sql, 2, p, &r));
+	snprintf(total, sizeof(total), "%" PRId64, (int64_t)o->total_cents);
+	snprintf(occurred, sizeof(occurred), "%" PRId64, (int64_t)m->envelope->occurred_at_ms);
+	snprintf(ttl, sizeof(ttl), "%d", ttl_s);
+	p[0] = m->envelope->order_id;
+	p[1] = str(o->client_id);
+	p[2] = str(o->idempotency_key);
+	p[3] = str(o->customer_id);
+	p[4] = str(o->customer_email);
+	p[5] = o->currency;
+	p[6] = total;
+	p[7] = a ? "true" : "false";
+	p[8] = a ? str(a->name) : NULL;
+	p[9] = a ? str(a->line1) : NULL;
+	p[10] = a ? str(a->line2) : NULL;
+	p[11] = a ? str(a->city) : NULL;
+	p[12] = a ? str(a->postal_code) : NULL;
+	p[13] = a ? str(a->country) : NULL;
+	p[14] = str(m->envelope->correlation_id);
+	p[15] = occurred;
+	p[16] = str(o->cart_id);
+	p[17] = b[B_LSKU].data;
+	p[18] = b[B_LQTY].data;
+	p[19] = b[B_LPRICE].data;
+	p[20] = b[B_NSKU].data;
+	p[21] = b[B_NQTY].data;
+	p[22] = ttl;
+	rc = consume_db_rc(db_exec_stmt(db, &record_st, 23, p, &r));
 	if (rc)
 		goto out;
-	if ((size_t)PQntuples(r) != n) {
+	if (PQntuples(r) != 1) {
 		rc = ERR_DB;
 		goto out;
 	}
-	*short_at = n;
-	*unknown = 0;
-	for (i = 0; i < n; i++) {
-		if (strcmp(PQgetvalue(r, (int)i, 2), "t") != 0) {
-			*short_at = i;
-			*unknown = strcmp(PQgetvalue(r, (int)i, 1), "t") == 0;
+	out->inserted = strcmp(PQgetvalue(r, 0, 0), "1") == 0;
+	out->short_at = n;
+	out->unknown = 0;
+	if (!PQgetisnull(r, 0, 1)) {
+		unsigned long k = strtoul(PQgetvalue(r, 0, 1), NULL, 10);
+
+		if (k < 1 || k > n) {
+			rc = ERR_DB;
 			goto out;
 		}
+		out->short_at = k - 1;
+		out->unknown = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
 	}
-	PQclear(r);
-	r = NULL;
-	rc = consume_db_rc(db_exec(db, reserve_sql, 2, p, &r));
-	if (rc)
-		goto out;
-	if (strtoul(PQcmdTuples(r), NULL, 10) != n) {
+	if (out->inserted && out->short_at == n && strtoul(PQgetvalue(r, 0, 3), NULL, 10) != n) {
 		/* Only a product changed without its lock could do this. */
 		log_error("cannot reserve stock: it changed since it was checked");
 		rc = ERR_DB;
 	}
 out:
 	PQclear(r);
-	buf_release(&skus);
-	buf_release(&qtys);
-	return rc;
-}
-
-static int insert_reservations(struct db *db, const char *order_id, const struct need *needs,
-                               size_t n, int ttl_s)
-{
-	static const char sql[] =
-	    "INSERT INTO reservations (order_id, sku, quantity, expires_at) "
-	    "SELECT $1::uuid, t.sku, t.q, now() + $4::int * interval '1 second' "
-	    "FROM unnest($2::text[], $3::int[]) AS t(sku, q) ON CONFLICT DO NOTHING";
-	struct buf skus, qtys;
-	char ttl[16];
-	const char *p[4];
-	int rc;
-
-	buf_init(&skus, ARRAY_MAX);
-	buf_init(&qtys, ARRAY_MAX);
-	rc = need_arrays(needs, n, &skus, &qtys);
-	if (rc)
-		goto out;
-	snprintf(ttl, sizeof(ttl), "%d", ttl_s);
-	p[0] = order_id;
-	p[1] = skus.data;
-	p[2] = qtys.data;
-	p[3] = ttl;
-	rc = consume_db_rc(db_exec(db, sql, 4, p, NULL));
-out:
-	buf_release(&skus);
-	buf_release(&qtys);
+	for (i = 0; i < B_N; i++)
+		buf_release(&b[i]);
 	return rc;
 }
 
 static int inv_process(void *state, struct db *db, const struct consume_input *in,
                        struct consume_result *res)
 {
-	static const char status_sql[] =
-	    "UPDATE orders SET status = 'reserved', updated_at = now() "
-	    "WHERE order_id = $1::uuid AND status = 'pending'";
 	struct inventory *inv = state;
 	Orders__CheckoutRequested *m = in->msg;
-	const char *order_id = in->order_id;
 	struct need needs[100];
-	size_t n, short_at = 0;
-	int rc, inserted = 0, unknown = 0;
+	struct recorded rec = {0};
+	size_t n;
+	int rc;
 
-	rc = insert_order(db, m, &inserted);
+	n = merge_lines(m->order, needs);
+	rc = record_order(db, m, needs, n, inv->reservation_ttl_s, &rec);
 	if (rc)
 		return rc;
-	if (!inserted) {
+	if (!rec.inserted) {
 		/* The same order id again: a replayed checkout, already under way. */
 		log_info("order exists already, ignoring the repeated checkout",
-		         LF_STR("message_id", in->message_id), LF_STR("order_id", order_id));
+		         LF_STR("message_id", in->message_id), LF_STR("order_id", in->order_id));
 		snprintf(res->outcome, sizeof(res->outcome), "duplicate");
 		return ERR_OK;
 	}
-	rc = insert_lines(db, m->order, order_id);
-	if (rc)
-		return rc;
-
-	n = merge_lines(m->order, needs);
-	rc = reserve_all(db, needs, n, &short_at, &unknown);
-	if (rc)
-		return rc;
-	if (short_at < n) {
-		const char *reason = unknown ? "unknown_sku" : "out_of_stock";
-		const char *sku = needs[short_at].sku;
+	if (rec.short_at < n) {
+		const char *reason = rec.unknown ? "unknown_sku" : "out_of_stock";
+		const char *sku = needs[rec.short_at].sku;
 
 		/* Nothing was reserved; the order stays pending. */
 		snprintf(res->outcome, sizeof(res->outcome), "rejected:%s:%s", reason, sku);
 		return build_rejected(m, in, reason, sku, res);
 	}
-	rc = insert_reservations(db, order_id, needs, n, inv->reservation_ttl_s);
-	if (rc)
-		return rc;
-	rc = consume_db_rc(db_exec(db, status_sql, 1, &order_id, NULL));
-	if (rc)
-		return rc;
 	snprintf(res->outcome, sizeof(res->outcome), "reserved");
 	return build_reserved(m, in, res);
 }
@@ -411,8 +366,9 @@ static int inv_process(void *state, struct db *db, const struct consume_input *i
  */
 static int inv_prepare(void *state, struct db *db, const struct consume_input *const *in, size_t n)
 {
-	static const char sql[] = "SELECT 1 FROM products WHERE sku = ANY ($1::text[]) "
-	                          "ORDER BY sku COLLATE \"C\" FOR UPDATE";
+	static const struct db_stmt st = {"inventory.lock_products",
+	                                  "SELECT 1 FROM products WHERE sku = ANY ($1::text[]) "
+	                                  "ORDER BY sku COLLATE \"C\" FOR UPDATE"};
 	const char **skus;
 	size_t i, j, k = 0, max = 0;
 	int rc;
@@ -429,7 +385,7 @@ static int inv_prepare(void *state, struct db *db, const struct consume_input *c
 		for (j = 0; j < o->n_lines; j++)
 			skus[k++] = o->lines[j]->sku;
 	}
-	rc = consume_lock_all(db, sql, skus, k);
+	rc = consume_lock_all(db, &st, skus, k);
 	free(skus);
 	return rc;
 }

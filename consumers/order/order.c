@@ -265,77 +265,92 @@ static int build_outgoing(const struct order_msg *om, const struct consume_input
 /* ---- processing ---------------------------------------------------------- */
 
 /*
- * Move the order to kind's final status; *moved = 0 when it is not in the
- * state kind moves it from (it is final already). The guard in the WHERE is
- * what makes every later attempt a no-op: PostgreSQL re-checks it on the
- * newest version of the row once a concurrent change has committed. code is
- * the failure_reason of KIND_DECLINED.
+ * SQL: the tail of a settle statement whose CTE s has moved the order (its
+ * order_id): its held reservations (CTE held) settled, every product by
+ * products_set, every reservation to state; the row says how many orders
+ * moved (0 or 1).
  */
-static int set_status(struct db *db, enum order_kind kind, const char *order_id, const char *code,
-                      int *moved)
+#define SETTLE_HELD(products_set, state)                                                           \
+	"held AS (SELECT r.sku, r.quantity FROM reservations r JOIN s ON r.order_id = s.order_id " \
+	"WHERE r.state = 'held'), "                                                                \
+	"debited AS (UPDATE products p SET " products_set ", updated_at = now() FROM held "        \
+	"WHERE p.sku = held.sku), "                                                                \
+	"settled AS (UPDATE reservations r SET state = '" state "', updated_at = now() FROM s "    \
+	"WHERE r.order_id = s.order_id AND r.state = 'held') "                                     \
+	"SELECT count(*) FROM s"
+
+/* Committed: stock and reserved both go down. Released: reserved goes down. */
+#define SETTLE_COMMIT                                                                              \
+	SETTLE_HELD("stock = p.stock - held.quantity, "                                            \
+	            "reserved = p.reserved - held.quantity",                                       \
+	            "committed")
+#define SETTLE_RELEASE SETTLE_HELD("reserved = p.reserved - held.quantity", "released")
+
+/* One statement per kind: see settle_order. $1 the order, $2 the decline code. */
+static const struct db_stmt settle_st[] = {
+    [KIND_REJECTED] = {"order.settle_rejected",
+                       "WITH s AS (UPDATE orders SET status = 'rejected', "
+                       "failure_reason = 'out_of_stock', updated_at = now() "
+                       "WHERE order_id = $1::uuid AND status = 'pending' RETURNING order_id) "
+                       "SELECT count(*) FROM s"},
+    [KIND_AUTHORIZED] = {"order.settle_confirmed",
+                         "WITH s AS (UPDATE orders SET status = 'confirmed', updated_at = now() "
+                         "WHERE order_id = $1::uuid AND status = 'reserved' "
+                         "RETURNING order_id), " SETTLE_COMMIT},
+    [KIND_DECLINED] = {"order.settle_payment_failed",
+                       "WITH s AS (UPDATE orders SET status = 'payment_failed', "
+                       "failure_reason = $2, updated_at = now() "
+                       "WHERE order_id = $1::uuid AND status = 'reserved' "
+                       "RETURNING order_id), " SETTLE_RELEASE},
+    [KIND_EXPIRED] = {"order.settle_expired",
+                      "WITH s AS (UPDATE orders SET status = 'expired', "
+                      "failure_reason = 'reservation_expired', updated_at = now() "
+                      "WHERE order_id = $1::uuid AND status = 'reserved' "
+                      "RETURNING order_id), " SETTLE_RELEASE},
+};
+
+/*
+ * Move the order to kind's final status, in the caller's transaction and
+ * in one statement: the guarded status change, and with it the order's
+ * held reservations settled (committed for a confirmation, released for a
+ * decline or an expiry; a rejected order holds none). Every final status
+ * is set here, by the message handler and by both sweeps alike, so they
+ * cannot differ; each then appends the event. code is the decline's
+ * failure_reason. *moved = 0, with nothing done, when the order was not in
+ * the state kind moves it from (it is final already).
+ *
+ * The guard in the WHERE is what makes every later attempt a no-op:
+ * PostgreSQL re-checks it on the newest version of the row once a
+ * concurrent change has committed. The caller has locked the order and
+ * then the products it holds, in SKU byte order (order_prepare,
+ * lock_batch_products), as everyone does against deadlocks: the products'
+ * update waits for no lock, and no reservation of a locked order changes
+ * meanwhile.
+ */
+static int settle_order(struct db *db, enum order_kind kind, const char *order_id, const char *code,
+                        int *moved)
 {
-	static const char *const sqls[] = {
-	    [KIND_REJECTED] = "UPDATE orders SET status = 'rejected', "
-	                      "failure_reason = 'out_of_stock', updated_at = now() "
-	                      "WHERE order_id = $1::uuid AND status = 'pending' RETURNING 1",
-	    [KIND_AUTHORIZED] = "UPDATE orders SET status = 'confirmed', updated_at = now() "
-	                        "WHERE order_id = $1::uuid AND status = 'reserved' RETURNING 1",
-	    [KIND_DECLINED] = "UPDATE orders SET status = 'payment_failed', failure_reason = $2, "
-	                      "updated_at = now() "
-	                      "WHERE order_id = $1::uuid AND status = 'reserved' RETURNING 1",
-	    [KIND_EXPIRED] = "UPDATE orders SET status = 'expired', "
-	                     "failure_reason = 'reservation_expired', updated_at = now() "
-	                     "WHERE order_id = $1::uuid AND status = 'reserved' RETURNING 1",
-	};
 	const char *p[2] = {order_id, code};
 	PGresult *r = NULL;
 	int rc;
 
-	rc = consume_db_rc(db_exec(db, sqls[kind], kind == KIND_DECLINED ? 2 : 1, p, &r));
+	rc =
+	    consume_db_rc(db_exec_stmt(db, &settle_st[kind], kind == KIND_DECLINED ? 2 : 1, p, &r));
 	if (rc)
 		return rc;
-	*moved = PQntuples(r) == 1;
+	if (PQntuples(r) != 1) {
+		PQclear(r);
+		return ERR_DB;
+	}
+	*moved = strcmp(PQgetvalue(r, 0, 0), "1") == 0;
 	PQclear(r);
 	return ERR_OK;
 }
 
-/*
- * Settle the held reservations: committed (stock and reserved both go
- * down) or released (reserved goes down). The product rows are locked
- * first, in SKU byte order like inventory-consumer, against deadlocks.
- */
-static int settle_reservations(struct db *db, const char *order_id, int commit)
-{
-	static const char lock_sql[] =
-	    "SELECT p.sku FROM products p JOIN reservations r ON r.sku = p.sku "
-	    "WHERE r.order_id = $1::uuid AND r.state = 'held' "
-	    "ORDER BY p.sku COLLATE \"C\" FOR UPDATE OF p";
-	static const char commit_sql[] =
-	    "UPDATE products p SET stock = p.stock - r.quantity, "
-	    "reserved = p.reserved - r.quantity, updated_at = now() FROM reservations r "
-	    "WHERE r.order_id = $1::uuid AND r.state = 'held' AND p.sku = r.sku";
-	static const char release_sql[] =
-	    "UPDATE products p SET reserved = p.reserved - r.quantity, updated_at = now() "
-	    "FROM reservations r "
-	    "WHERE r.order_id = $1::uuid AND r.state = 'held' AND p.sku = r.sku";
-	static const char state_sql[] = "UPDATE reservations SET state = $2, updated_at = now() "
-	                                "WHERE order_id = $1::uuid AND state = 'held'";
-	const char *p[2] = {order_id, commit ? "committed" : "released"};
-	int rc;
-
-	rc = consume_db_rc(db_exec(db, lock_sql, 1, p, NULL));
-	if (!rc)
-		rc = consume_db_rc(db_exec(db, commit ? commit_sql : release_sql, 1, p, NULL));
-	if (!rc)
-		rc = consume_db_rc(db_exec(db, state_sql, 2, p, NULL));
-	return rc;
-}
-
 /* The order's lines as the event's items: [{"sku","quantity","unit_price_cents"}]. */
-static char *items_json(const Orders__Order *o)
+static json_t *items_json(const Orders__Order *o)
 {
 	json_t *arr = json_array();
-	char *s = NULL;
 	size_t i;
 
 	if (!arr)
@@ -346,89 +361,97 @@ static char *items_json(const Orders__Order *o)
 		    json_pack("{s:s, s:I, s:I}", "sku", l->sku, "quantity", (json_int_t)l->quantity,
 		              "unit_price_cents", (json_int_t)l->unit_price_cents);
 
-		if (!item || json_array_append_new(arr, item))
-			goto out;
+		if (!item || json_array_append_new(arr, item)) {
+			json_decref(arr);
+			return NULL;
+		}
 	}
-	s = json_dumps(arr, JSON_COMPACT);
-out:
-	json_decref(arr);
-	return s;
+	return arr;
 }
 
 /*
- * Append the order's finance event. pending: nothing will publish it but
- * publish_pending() (the sweeper's events; see migrations/0003).
+ * Append the finance events of the n orders the message path finished, in
+ * one statement: ev[i] (what build_event() packs, items from the order's
+ * lines) with ids[i], in order. *seqs gets each one's seq.
  *
  * The table's trigger takes the feed's transaction-level advisory lock and
  * then draws seq, so that events become visible in seq order (see
  * migrations/0007): from here to the commit every other event writer
  * waits. So this is a transaction's last real work: the message path
- * appends its event last (only the inbox outcome follows), the sweeps
- * append all of a batch's events after the rest of the batch.
+ * appends the batch's events last (only the inbox outcomes follow), the
+ * sweeps append all of a batch's events after the rest of the batch.
  */
-static int insert_event(struct db *db, const struct order_msg *om, const char *order_id,
-                        const char *event_id, const char *type, int pending, int64_t *seq)
+static int insert_events(struct db *db, const struct order_msg *const *ev,
+                         const char *const *order_ids, char (*ids)[IDS_UUID_LEN + 1], size_t n,
+                         int64_t *seqs)
 {
-	static const char sql[] =
+	static const struct db_stmt st = {
+	    "order.insert_events",
 	    "INSERT INTO order_events (event_id, type, order_id, customer_id, currency, "
 	    "total_cents, items, publish_pending) "
-	    "VALUES ($1::uuid, $2, $3::uuid, $4, $5, $6::bigint, $7::jsonb, $8::boolean) "
-	    "ON CONFLICT (order_id) DO NOTHING RETURNING seq";
-	const Orders__Order *o = om->order;
-	char total[24], *items;
-	const char *p[8];
+	    "SELECT e.event_id, e.type, e.order_id, e.customer_id, e.currency, e.total_cents, "
+	    "e.items, false FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (event_id uuid, "
+	    "type text, order_id uuid, customer_id text, currency text, total_cents bigint, "
+	    "items jsonb)) WITH ORDINALITY AS e(event_id, type, order_id, customer_id, currency, "
+	    "total_cents, items, n) "
+	    "ORDER BY e.n ON CONFLICT (order_id) DO NOTHING RETURNING order_id::text, seq"};
+	json_t *arr = json_array();
+	char *doc = NULL;
+	const char *p[1];
 	PGresult *r = NULL;
-	int rc;
+	size_t i, found = 0;
+	int rc = ERR_NOMEM, row;
 
-	items = items_json(o);
-	if (!items)
-		return ERR_NOMEM;
-	snprintf(total, sizeof(total), "%" PRId64, (int64_t)o->total_cents);
-	p[0] = event_id;
-	p[1] = type;
-	p[2] = order_id;
-	p[3] = o->customer_id ? o->customer_id : "";
-	p[4] = o->currency;
-	p[5] = total;
-	p[6] = items;
-	p[7] = pending ? "true" : "false";
-	rc = consume_db_rc(db_exec(db, sql, 8, p, &r));
-	free(items);
+	for (i = 0; arr && i < n; i++) {
+		const Orders__Order *o = ev[i]->order;
+		json_t *items = items_json(o);
+		json_t *e =
+		    items ? json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:o}", "event_id", ids[i],
+		                      "type", event_types[ev[i]->kind], "order_id", order_ids[i],
+		                      "customer_id", o->customer_id ? o->customer_id : "",
+		                      "currency", o->currency, "total_cents",
+		                      (json_int_t)o->total_cents, "items", items)
+		          : NULL;
+
+		if (!e || json_array_append_new(arr, e))
+			goto out;
+	}
+	doc = arr ? json_dumps(arr, JSON_COMPACT) : NULL;
+	if (!doc)
+		goto out;
+	p[0] = doc;
+	rc = consume_db_rc(db_exec_stmt(db, &st, 1, p, &r));
 	if (rc)
-		return rc;
-	if (PQntuples(r) != 1) {
+		goto out;
+	for (i = 0; i < n; i++)
+		seqs[i] = 0;
+	for (row = 0; row < PQntuples(r); row++) {
+		for (i = 0; i < n; i++) {
+			if (seqs[i] == 0 && strcmp(PQgetvalue(r, row, 0), order_ids[i]) == 0) {
+				seqs[i] = strtoll(PQgetvalue(r, row, 1), NULL, 10);
+				found++;
+				break;
+			}
+		}
+	}
+	for (i = 0; found < n && i < n; i++) {
 		/*
 		 * The status was not final, yet an event exists: someone broke
 		 * the rule that both change together. Leave it for ops.
 		 */
-		PQclear(r);
-		log_error("cannot append order event: one exists for a non-final order",
-		          LF_STR("order_id", order_id), LF_STR("type", type));
-		return ERR_DB;
+		if (seqs[i] <= 0) {
+			log_error("cannot append order event: one exists for a non-final order",
+			          LF_STR("order_id", order_ids[i]),
+			          LF_STR("type", event_types[ev[i]->kind]));
+			rc = ERR_DB;
+			break;
+		}
 	}
-	*seq = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+out:
 	PQclear(r);
-	return ERR_OK;
-}
-
-/*
- * Move the order to kind's final status, in the caller's transaction: the
- * guarded status change, then its held reservations settled (committed for
- * a confirmation, released for a decline or an expiry; a rejected order
- * holds none). Every final status is set here, by the message handler and
- * by both sweeps alike, so they cannot differ; each then appends the
- * event. code is the decline's failure_reason. *moved = 0, with nothing
- * done, when the order was not in the state kind moves it from.
- */
-static int settle_order(struct db *db, enum order_kind kind, const char *order_id, const char *code,
-                        int *moved)
-{
-	int rc;
-
-	rc = set_status(db, kind, order_id, code, moved);
-	if (rc || !*moved || kind == KIND_REJECTED)
-		return rc;
-	return settle_reservations(db, order_id, kind == KIND_AUTHORIZED);
+	free(doc);
+	json_decref(arr);
+	return rc;
 }
 
 /*
@@ -439,13 +462,14 @@ static int settle_order(struct db *db, enum order_kind kind, const char *order_i
  */
 static int void_unconfirmed(struct order_state *st, struct db *db, const struct consume_input *in)
 {
-	static const char sql[] = "SELECT status FROM orders WHERE order_id = $1::uuid "
-	                          "AND status IN ('expired', 'payment_failed', 'rejected')";
+	static const struct db_stmt final_st = {
+	    "order.final_unconfirmed", "SELECT status FROM orders WHERE order_id = $1::uuid "
+	                               "AND status IN ('expired', 'payment_failed', 'rejected')"};
 	char status[32];
 	PGresult *r = NULL;
 	int rc, voided = 0;
 
-	rc = consume_db_rc(db_exec(db, sql, 1, &in->order_id, &r));
+	rc = consume_db_rc(db_exec_stmt(db, &final_st, 1, &in->order_id, &r));
 	if (rc)
 		return rc;
 	if (PQntuples(r) != 1) {
@@ -504,12 +528,14 @@ static int order_process(void *state, struct db *db, const struct consume_input 
 static int order_prepare(void *state, struct db *db, const struct consume_input *const *in,
                          size_t n)
 {
-	static const char orders_sql[] = "SELECT 1 FROM orders WHERE order_id = ANY ($1::uuid[]) "
-	                                 "ORDER BY order_id FOR UPDATE";
-	static const char products_sql[] =
+	static const struct db_stmt orders_st = {
+	    "order.lock_orders", "SELECT 1 FROM orders WHERE order_id = ANY ($1::uuid[]) "
+	                         "ORDER BY order_id FOR UPDATE"};
+	static const struct db_stmt products_st = {
+	    "order.lock_products",
 	    "SELECT 1 FROM products p WHERE p.sku IN (SELECT r.sku FROM reservations r "
 	    "WHERE r.order_id = ANY ($1::uuid[]) AND r.state = 'held') "
-	    "ORDER BY p.sku COLLATE \"C\" FOR UPDATE OF p";
+	    "ORDER BY p.sku COLLATE \"C\" FOR UPDATE OF p"};
 	const char *ids[CONSUME_BATCH_MAX];
 	size_t i;
 	int rc;
@@ -517,8 +543,8 @@ static int order_prepare(void *state, struct db *db, const struct consume_input 
 	(void)state;
 	for (i = 0; i < n && i < CONSUME_BATCH_MAX; i++)
 		ids[i] = in[i]->order_id;
-	rc = consume_lock_all(db, orders_sql, ids, i);
-	return rc ? rc : consume_lock_all(db, products_sql, ids, i);
+	rc = consume_lock_all(db, &orders_st, ids, i);
+	return rc ? rc : consume_lock_all(db, &products_st, ids, i);
 }
 
 /*
@@ -528,29 +554,44 @@ static int order_prepare(void *state, struct db *db, const struct consume_input 
 static int order_finish(void *state, struct db *db, const struct consume_input *const *in,
                         struct consume_result *const *res, size_t n)
 {
-	char event_id[IDS_UUID_LEN + 1];
-	size_t i;
-	int rc;
+	const struct order_msg *ev[CONSUME_BATCH_MAX];
+	const char *order_ids[CONSUME_BATCH_MAX];
+	char(*ids)[IDS_UUID_LEN + 1] = NULL;
+	int64_t *seqs = NULL;
+	size_t i, k = 0, *at = NULL;
+	int rc = ERR_NOMEM;
 
 	(void)state;
-	for (i = 0; i < n; i++) {
-		const struct order_msg *om = in[i]->msg;
-		const char *type = event_types[om->kind];
-		int64_t seq = 0;
-
+	ids = malloc(n * sizeof(*ids));
+	seqs = malloc(n * sizeof(*seqs));
+	at = malloc(n * sizeof(*at));
+	if (!ids || !seqs || !at)
+		goto out;
+	for (i = 0; i < n && k < CONSUME_BATCH_MAX; i++) {
 		if (res[i]->outcome[0])
 			continue; /* a noop */
-		ids_uuid4(event_id);
-		rc = insert_event(db, om, in[i]->order_id, event_id, type, 0, &seq);
-		if (rc)
-			return rc;
-		snprintf(res[i]->outcome, sizeof(res[i]->outcome), "event:%" PRId64 ":%s:%s", seq,
-		         event_id, type);
-		rc = build_outgoing(om, in[i], seq, event_id, type, res[i]);
-		if (rc)
-			return rc;
+		ev[k] = in[i]->msg;
+		order_ids[k] = in[i]->order_id;
+		ids_uuid4(ids[k]);
+		at[k++] = i;
 	}
-	return ERR_OK;
+	rc = ERR_OK;
+	if (k == 0)
+		goto out;
+	rc = insert_events(db, ev, order_ids, ids, k, seqs);
+	for (i = 0; !rc && i < k; i++) {
+		const char *type = event_types[ev[i]->kind];
+		struct consume_result *r = res[at[i]];
+
+		snprintf(r->outcome, sizeof(r->outcome), "event:%" PRId64 ":%s:%s", seqs[i], ids[i],
+		         type);
+		rc = build_outgoing(ev[i], in[at[i]], seqs[i], ids[i], type, r);
+	}
+out:
+	free(ids);
+	free(seqs);
+	free(at);
+	return rc;
 }
 
 static int order_replay(void *state, const struct consume_input *in, const char *outcome,
@@ -601,15 +642,16 @@ static void stored_order_release(struct stored_order *so)
 
 static int load_order(struct db *db, const char *order_id, struct stored_order *so)
 {
-	static const char sql[] =
+	static const struct db_stmt st = {
+	    "order.load_order",
 	    "SELECT o.customer_id, o.currency, o.total_cents, o.correlation_id, l.sku, "
 	    "l.quantity, l.unit_price_cents, coalesce(o.cart_id::text, '') "
 	    "FROM orders o JOIN order_lines l ON l.order_id = o.order_id "
-	    "WHERE o.order_id = $1::uuid ORDER BY l.line_no";
+	    "WHERE o.order_id = $1::uuid ORDER BY l.line_no"};
 	PGresult *r = NULL;
 	int rc, i, n;
 
-	rc = consume_db_rc(db_exec(db, sql, 1, &order_id, &r));
+	rc = consume_db_rc(db_exec_stmt(db, &st, 1, &order_id, &r));
 	if (rc)
 		return rc;
 	n = PQntuples(r);
@@ -657,15 +699,15 @@ static int id_array(const PGresult *r, struct buf *b)
 }
 
 /*
- * pick_then_read - lock up to EXPIRE_BATCH orders with pick_sql ($1 is the
- * batch size, $2 the optional param2), then run read_sql over their ids
+ * pick_then_read - lock up to EXPIRE_BATCH orders with pick_st ($1 is the
+ * batch size, $2 the optional param2), then run read_st over their ids
  * ($1, a uuid[]) in a new statement, so that it sees what was committed
  * while the locks were being taken. ERR_OK with *out NULL when nothing is
- * left; otherwise *out is read_sql's result (PQclear it), at most one row
+ * left; otherwise *out is read_st's result (PQclear it), at most one row
  * per picked order.
  */
-static int pick_then_read(struct db *db, const char *pick_sql, const char *param2,
-                          const char *read_sql, PGresult **out)
+static int pick_then_read(struct db *db, const struct db_stmt *pick_st, const char *param2,
+                          const struct db_stmt *read_st, PGresult **out)
 {
 	char limit[16];
 	const char *p[2] = {limit, param2};
@@ -675,7 +717,7 @@ static int pick_then_read(struct db *db, const char *pick_sql, const char *param
 
 	*out = NULL;
 	snprintf(limit, sizeof(limit), "%d", EXPIRE_BATCH);
-	rc = consume_db_rc(db_exec(db, pick_sql, param2 ? 2 : 1, p, &r));
+	rc = consume_db_rc(db_exec_stmt(db, pick_st, param2 ? 2 : 1, p, &r));
 	if (rc || PQntuples(r) == 0) {
 		PQclear(r);
 		return rc;
@@ -686,7 +728,7 @@ static int pick_then_read(struct db *db, const char *pick_sql, const char *param
 	r = NULL;
 	if (!rc) {
 		p[0] = ids.data;
-		rc = consume_db_rc(db_exec(db, read_sql, 1, p, &r));
+		rc = consume_db_rc(db_exec_stmt(db, read_st, 1, p, &r));
 	}
 	buf_release(&ids);
 	if (rc)
@@ -718,16 +760,17 @@ static int pick_then_read(struct db *db, const char *pick_sql, const char *param
  */
 static int pick_expired(struct db *db, PGresult **out)
 {
-	static const char pick_sql[] =
+	static const struct db_stmt pick_st = {
+	    "order.pick_expired",
 	    "SELECT o.order_id::text FROM orders o "
 	    "WHERE o.status = 'reserved' AND o.order_id IN (SELECT r.order_id "
 	    "FROM reservations r WHERE r.state = 'held' AND r.expires_at <= now()) "
-	    "AND NOT " PAYMENT_DECIDED " LIMIT $1::int FOR UPDATE OF o SKIP LOCKED";
-	static const char check_sql[] =
-	    "SELECT o.order_id::text, o.correlation_id FROM orders o "
-	    "WHERE o.order_id = ANY ($1::uuid[]) AND o.status = 'reserved' "
-	    "AND NOT " PAYMENT_DECIDED " ORDER BY o.order_id";
-	return pick_then_read(db, pick_sql, NULL, check_sql, out);
+	    "AND NOT " PAYMENT_DECIDED " LIMIT $1::int FOR UPDATE OF o SKIP LOCKED"};
+	static const struct db_stmt check_st = {
+	    "order.check_expired", "SELECT o.order_id::text, o.correlation_id FROM orders o "
+	                           "WHERE o.order_id = ANY ($1::uuid[]) AND o.status = 'reserved' "
+	                           "AND NOT " PAYMENT_DECIDED " ORDER BY o.order_id"};
+	return pick_then_read(db, &pick_st, NULL, &check_st, out);
 }
 
 /*
@@ -737,10 +780,11 @@ static int pick_expired(struct db *db, PGresult **out)
  */
 static int lock_batch_products(struct db *db, const PGresult *orders)
 {
-	static const char sql[] =
+	static const struct db_stmt st = {
+	    "order.lock_batch_products",
 	    "SELECT p.sku FROM products p WHERE p.sku IN (SELECT r.sku FROM reservations r "
 	    "WHERE r.order_id = ANY ($1::uuid[]) AND r.state = 'held') "
-	    "ORDER BY p.sku COLLATE \"C\" FOR UPDATE OF p";
+	    "ORDER BY p.sku COLLATE \"C\" FOR UPDATE OF p"};
 	struct buf ids;
 	const char *p[1];
 	int rc;
@@ -749,53 +793,98 @@ static int lock_batch_products(struct db *db, const PGresult *orders)
 	rc = id_array(orders, &ids);
 	if (!rc) {
 		p[0] = ids.data;
-		rc = consume_db_rc(db_exec(db, sql, 1, p, NULL));
+		rc = consume_db_rc(db_exec_stmt(db, &st, 1, p, NULL));
 	}
 	buf_release(&ids);
 	return rc;
 }
 
 /*
- * The events of the orders a sweep has just finished: row i of r (column 0
- * the order id, column cid its correlation id) as kinds[i] when moved[i].
- * Each is built from the order as the database holds it and marked
- * publish_pending. They are the batch's last work (see insert_event), so
- * the feed's lock is held for these inserts and the commit only.
+ * The events of the orders a sweep has just finished, in one statement: row
+ * i of r (column 0 the order id, column cid its correlation id) as
+ * kinds[i] when moved[i]. Each is built from the order as the database
+ * holds it (its lines, in line order, as the items; a new random event id)
+ * and marked publish_pending. They are the batch's last work (see
+ * insert_events), so the feed's lock is held for this insert and the
+ * commit only.
  */
 static int append_sweep_events(struct db *db, const PGresult *r, int cid,
                                const enum order_kind *kinds, const unsigned char *moved)
 {
-	struct stored_order so;
-	char event_id[IDS_UUID_LEN + 1];
-	int64_t seq = 0;
-	int rc = ERR_OK, i;
+	static const struct db_stmt st = {
+	    "order.insert_sweep_events",
+	    "INSERT INTO order_events (event_id, type, order_id, customer_id, currency, "
+	    "total_cents, items, publish_pending) "
+	    "SELECT gen_random_uuid(), e.type, o.order_id, o.customer_id, o.currency, "
+	    "o.total_cents, (SELECT jsonb_agg(jsonb_build_object('sku', l.sku, 'quantity', "
+	    "l.quantity, 'unit_price_cents', l.unit_price_cents) ORDER BY l.line_no) "
+	    "FROM order_lines l WHERE l.order_id = o.order_id), true "
+	    "FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS e(order_id, type, n) "
+	    "JOIN orders o ON o.order_id = e.order_id ORDER BY e.n "
+	    "ON CONFLICT (order_id) DO NOTHING RETURNING order_id::text, seq, event_id::text"};
+	const char *ids[EXPIRE_BATCH], *types[EXPIRE_BATCH], *p[2];
+	unsigned char done[EXPIRE_BATCH];
+	struct buf b_ids, b_types;
+	PGresult *ev = NULL;
+	int rc, i, k = 0, row;
 
-	for (i = 0; !rc && i < PQntuples(r); i++) {
-		const char *order_id = PQgetvalue(r, i, 0);
-
+	buf_init(&b_ids, 0);
+	buf_init(&b_types, 0);
+	memset(done, 0, sizeof(done));
+	for (i = 0; i < PQntuples(r) && k < EXPIRE_BATCH; i++) {
 		if (!moved[i])
 			continue;
+		ids[k] = PQgetvalue(r, i, 0);
+		types[k++] = event_types[kinds[i]];
+	}
+	if (k == 0)
+		return ERR_OK;
+	rc = consume_pg_array(&b_ids, ids, (size_t)k);
+	rc = rc ? rc : consume_pg_array(&b_types, types, (size_t)k);
+	if (rc)
+		goto out;
+	p[0] = b_ids.data;
+	p[1] = b_types.data;
+	rc = consume_db_rc(db_exec_stmt(db, &st, 2, p, &ev));
+	if (rc)
+		goto out;
+	for (row = 0; row < PQntuples(ev); row++) {
+		const char *order_id = PQgetvalue(ev, row, 0);
+
+		for (i = 0; i < PQntuples(r) && strcmp(PQgetvalue(r, i, 0), order_id) != 0; i++)
+			;
+		if (i == PQntuples(r))
+			continue;
+		done[i] = 1;
 		log_context_set(PQgetvalue(r, i, cid), NULL, order_id);
-		rc = load_order(db, order_id, &so);
-		if (rc)
-			break;
-		so.om.kind = kinds[i];
-		ids_uuid4(event_id);
-		rc = insert_event(db, &so.om, order_id, event_id, event_types[kinds[i]], 1, &seq);
-		stored_order_release(&so);
-		if (rc)
-			break;
 		if (kinds[i] == KIND_EXPIRED)
 			log_info("order expired, reservation released",
-			         LF_STR("order_id", order_id), LF_INT("seq", seq),
-			         LF_STR("event_id", event_id));
+			         LF_STR("order_id", order_id),
+			         LF_INT("seq", strtoll(PQgetvalue(ev, row, 1), NULL, 10)),
+			         LF_STR("event_id", PQgetvalue(ev, row, 2)));
 		else
 			log_warn("finished an order from the database: the message that finishes "
 			         "it is overdue",
 			         LF_STR("order_id", order_id),
-			         LF_STR("type", event_types[kinds[i]]), LF_INT("seq", seq),
-			         LF_STR("event_id", event_id));
+			         LF_STR("type", event_types[kinds[i]]),
+			         LF_INT("seq", strtoll(PQgetvalue(ev, row, 1), NULL, 10)),
+			         LF_STR("event_id", PQgetvalue(ev, row, 2)));
 	}
+	for (i = 0; i < PQntuples(r); i++) {
+		if (!moved[i] || done[i])
+			continue;
+		/* As in insert_events: an event exists for an order that was not final. */
+		log_context_set(PQgetvalue(r, i, cid), NULL, PQgetvalue(r, i, 0));
+		log_error("cannot append order event: one exists for a non-final order",
+		          LF_STR("order_id", PQgetvalue(r, i, 0)),
+		          LF_STR("type", event_types[kinds[i]]));
+		rc = ERR_DB;
+		break;
+	}
+out:
+	PQclear(ev);
+	buf_release(&b_ids);
+	buf_release(&b_types);
 	return rc;
 }
 
@@ -909,16 +998,17 @@ out:
  */
 static int pick_stranded(struct db *db, const char *grace_s, PGresult **out)
 {
-	static const char pick_sql[] =
-	    "SELECT o.order_id::text FROM orders o "
-	    "WHERE o.status IN ('pending', 'reserved') "
-	    "AND o.updated_at <= now() - $2::int * interval '1 second' "
-	    "AND ((o.status = 'pending' AND EXISTS (SELECT 1 FROM inbox i "
-	    "WHERE i.order_id = o.order_id AND i.consumer = 'inventory' "
-	    "AND i.outcome LIKE 'rejected:%')) "
-	    "OR (o.status = 'reserved' AND " PAYMENT_DECIDED ")) "
-	    "LIMIT $1::int FOR UPDATE OF o SKIP LOCKED";
-	static const char facts_sql[] =
+	static const struct db_stmt pick_st = {
+	    "order.pick_stranded", "SELECT o.order_id::text FROM orders o "
+	                           "WHERE o.status IN ('pending', 'reserved') "
+	                           "AND o.updated_at <= now() - $2::int * interval '1 second' "
+	                           "AND ((o.status = 'pending' AND EXISTS (SELECT 1 FROM inbox i "
+	                           "WHERE i.order_id = o.order_id AND i.consumer = 'inventory' "
+	                           "AND i.outcome LIKE 'rejected:%')) "
+	                           "OR (o.status = 'reserved' AND " PAYMENT_DECIDED ")) "
+	                           "LIMIT $1::int FOR UPDATE OF o SKIP LOCKED"};
+	static const struct db_stmt facts_st = {
+	    "order.stranded_facts",
 	    "SELECT o.order_id::text, CASE WHEN o.status = 'pending' THEN 'rejected' "
 	    "WHEN p.authorized THEN 'authorized' ELSE 'declined' END, "
 	    "coalesce(p.decline_code, d.code, ''), o.correlation_id "
@@ -931,8 +1021,8 @@ static int pick_stranded(struct db *db, const char *grace_s, PGresult **out)
 	    "WHERE i.order_id = o.order_id AND i.consumer = 'inventory' "
 	    "AND i.outcome LIKE 'rejected:%')) "
 	    "OR (o.status = 'reserved' AND (p.order_id IS NOT NULL OR d.code IS NOT NULL))) "
-	    "ORDER BY o.order_id";
-	return pick_then_read(db, pick_sql, grace_s, facts_sql, out);
+	    "ORDER BY o.order_id"};
+	return pick_then_read(db, &pick_st, grace_s, &facts_st, out);
 }
 
 /*
@@ -1013,19 +1103,20 @@ out:
  */
 static int void_leftovers(struct order_state *st, struct db *db)
 {
-	static const char sql[] =
+	static const struct db_stmt pick = {
+	    "order.pick_leftovers",
 	    "SELECT g.idempotency_key, o.correlation_id FROM gateway_charges g "
 	    "JOIN orders o ON o.order_id::text = g.idempotency_key "
 	    "WHERE g.approved AND g.voided_at IS NULL "
 	    "AND g.created_at > now() - make_interval(secs => $2::bigint) "
-	    "AND o.status IN ('expired', 'payment_failed', 'rejected') LIMIT $1::int";
+	    "AND o.status IN ('expired', 'payment_failed', 'rejected') LIMIT $1::int"};
 	char limit[16];
 	const char *p[2] = {limit, st->void_window_s};
 	PGresult *r = NULL;
 	int rc, i;
 
 	snprintf(limit, sizeof(limit), "%d", EXPIRE_BATCH);
-	rc = consume_db_rc(db_exec(db, sql, 2, p, &r));
+	rc = consume_db_rc(db_exec_stmt(db, &pick, 2, p, &r));
 	for (i = 0; !rc && i < PQntuples(r); i++) {
 		const char *order_id = PQgetvalue(r, i, 0);
 		int voided = 0;
@@ -1100,14 +1191,16 @@ static int publish_event(struct db *db, struct mq_publisher *pub, const PGresult
  */
 static int publish_pending(struct db *db, struct mq_publisher *pub)
 {
-	static const char pick_sql[] =
+	static const struct db_stmt pick_st = {
+	    "order.pick_pending",
 	    "SELECT seq, event_id::text, order_id::text, type, "
 	    "floor(extract(epoch FROM occurred_at) * 1000)::bigint, "
 	    "(SELECT o.correlation_id FROM orders o WHERE o.order_id = e.order_id) "
 	    "FROM order_events e WHERE publish_pending ORDER BY seq "
-	    "LIMIT $1::int FOR UPDATE SKIP LOCKED";
-	static const char done_sql[] =
-	    "UPDATE order_events SET publish_pending = false WHERE seq = $1::bigint";
+	    "LIMIT $1::int FOR UPDATE SKIP LOCKED"};
+	static const struct db_stmt done_st = {
+	    "order.pending_done",
+	    "UPDATE order_events SET publish_pending = false WHERE seq = $1::bigint"};
 	char limit[16];
 	const char *p[1] = {limit};
 	PGresult *r = NULL;
@@ -1118,7 +1211,7 @@ static int publish_pending(struct db *db, struct mq_publisher *pub)
 		goto out;
 	in_tx = 1;
 	snprintf(limit, sizeof(limit), "%d", EXPIRE_BATCH);
-	rc = consume_db_rc(db_exec(db, pick_sql, 1, p, &r));
+	rc = consume_db_rc(db_exec_stmt(db, &pick_st, 1, p, &r));
 	for (i = 0; !rc && i < PQntuples(r); i++) {
 		p[0] = PQgetvalue(r, i, 0);
 		log_context_set(PQgetvalue(r, i, 5), NULL, PQgetvalue(r, i, 2));
@@ -1133,7 +1226,7 @@ static int publish_pending(struct db *db, struct mq_publisher *pub)
 		log_info("order event published", LF_STR("order_id", PQgetvalue(r, i, 2)),
 		         LF_STR("type", PQgetvalue(r, i, 3)), LF_STR("seq", p[0]),
 		         LF_STR("out_message_id", PQgetvalue(r, i, 1)));
-		rc = consume_db_rc(db_exec(db, done_sql, 1, p, NULL));
+		rc = consume_db_rc(db_exec_stmt(db, &done_st, 1, p, NULL));
 	}
 	log_context_clear();
 	/* What was confirmed is recorded even when a later publish failed. */

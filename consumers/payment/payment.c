@@ -79,7 +79,6 @@ static void pay_msg_free(void *msg)
 static int pay_decode(void *state, struct consume_input *in)
 {
 	Orders__InventoryReserved *m;
-	const Orders__SealedCard *sc;
 	const char *why;
 
 	(void)state;
@@ -88,21 +87,11 @@ static int pay_decode(void *state, struct consume_input *in)
 		log_error("cannot unpack inventory.reserved", LF_STR("message_id", in->message_id));
 		return ERR_PARSE;
 	}
-	sc = m->card;
 	why = consume_envelope_problem(m->envelope);
 	if (!why)
 		why = consume_order_problem(m->order);
-	if (!why && !sc)
-		why = "sealed card missing";
-	if (!why && sc->sender_public_key.len != SEAL_KEY_BYTES)
-		why = "sealed card sender_public_key is not 32 bytes";
-	if (!why && sc->nonce.len != SEAL_NONCE_BYTES)
-		why = "sealed card nonce is not 24 bytes";
-	if (!why && (sc->ciphertext.len <= SEAL_MAC_BYTES ||
-	             sc->ciphertext.len > SEAL_MAC_BYTES + CARD_RECORD_MAX))
-		why = "sealed card ciphertext has an impossible length";
-	if (!why && (!sc->brand || strlen(sc->brand) > 16 || !sc->last4 || strlen(sc->last4) != 4))
-		why = "sealed card brand or last4 missing";
+	if (!why)
+		why = consume_card_problem(m->card);
 	if (why) {
 		log_error("cannot accept inventory.reserved", LF_STR("message_id", in->message_id),
 		          LF_STR("reason", why));
@@ -146,14 +135,26 @@ static int build_result(Orders__InventoryReserved *m, const struct consume_input
 
 /* ---- processing ---------------------------------------------------------- */
 
-/* Lock the order row for the whole transaction and read its status. */
-static int lock_order(struct db *db, const char *order_id, char *status, size_t len)
+/*
+ * Lock the order row for the whole transaction and read its status, and
+ * whether its reservation has run out (*expired = 1). The expiry is checked
+ * against the clock (not the transaction's start, which may be long past
+ * after waiting for the lock) and after the lock: pay_prepare has taken it
+ * already, right after BEGIN, so this statement waits for nothing and reads
+ * the clock with the row ours. The expiry sweeper takes the same lock, so
+ * an order is either charged in time or expired, never both.
+ */
+static int lock_order(struct db *db, const char *order_id, char *status, size_t len, int *expired)
 {
-	static const char sql[] = "SELECT status FROM orders WHERE order_id = $1::uuid FOR UPDATE";
+	static const struct db_stmt st = {
+	    "payment.lock_order", "SELECT o.status, EXISTS (SELECT 1 FROM reservations r "
+	                          "WHERE r.order_id = o.order_id AND r.state = 'held' "
+	                          "AND r.expires_at <= clock_timestamp()) "
+	                          "FROM orders o WHERE o.order_id = $1::uuid FOR UPDATE OF o"};
 	PGresult *r = NULL;
 	int rc;
 
-	rc = consume_db_rc(db_exec(db, sql, 1, &order_id, &r));
+	rc = consume_db_rc(db_exec_stmt(db, &st, 1, &order_id, &r));
 	if (rc)
 		return rc;
 	if (PQntuples(r) != 1) {
@@ -163,28 +164,7 @@ static int lock_order(struct db *db, const char *order_id, char *status, size_t 
 		return ERR_DB;
 	}
 	snprintf(status, len, "%s", PQgetvalue(r, 0, 0));
-	PQclear(r);
-	return ERR_OK;
-}
-
-/*
- * *expired = 1 when the order's reservation has run out. Checked with the
- * order row locked and against the clock (not the transaction's start,
- * which may be long past after waiting for the lock): the expiry sweeper
- * takes the same lock, so an order is either charged in time or expired,
- * never both.
- */
-static int reservation_expired(struct db *db, const char *order_id, int *expired)
-{
-	static const char sql[] = "SELECT 1 FROM reservations WHERE order_id = $1::uuid "
-	                          "AND state = 'held' AND expires_at <= clock_timestamp() LIMIT 1";
-	PGresult *r = NULL;
-	int rc;
-
-	rc = consume_db_rc(db_exec(db, sql, 1, &order_id, &r));
-	if (rc)
-		return rc;
-	*expired = PQntuples(r) == 1;
+	*expired = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
 	PQclear(r);
 	return ERR_OK;
 }
@@ -270,17 +250,16 @@ static int record_payment(struct db *db, const char *order_id, const Orders__Ord
                           const Orders__SealedCard *sc, const char *token,
                           const struct gateway_result *gr, int attempts)
 {
-	static const char pay_sql[] =
-	    "INSERT INTO payments (order_id, token, amount_cents, currency, authorized, "
-	    "decline_code, authorization_id, attempts) "
+	static const struct db_stmt st = {
+	    "payment.record_payment",
+	    "WITH pay AS (INSERT INTO payments (order_id, token, amount_cents, currency, "
+	    "authorized, decline_code, authorization_id, attempts) "
 	    "VALUES ($1::uuid, $2, $3::bigint, $4, $5::boolean, NULLIF($6, ''), NULLIF($7, ''), "
-	    "$8::int) ON CONFLICT DO NOTHING";
-	static const char order_sql[] =
-	    "UPDATE orders SET payment_token = $2, card_brand = $3, card_last4 = $4, "
-	    "updated_at = now() WHERE order_id = $1::uuid";
+	    "$8::int) ON CONFLICT DO NOTHING) "
+	    "UPDATE orders SET payment_token = $2, card_brand = $9, card_last4 = $10, "
+	    "updated_at = now() WHERE order_id = $1::uuid"};
 	char amount[24], tries[16];
-	const char *p[8];
-	int rc;
+	const char *p[10];
 
 	snprintf(amount, sizeof(amount), "%" PRId64, (int64_t)o->total_cents);
 	snprintf(tries, sizeof(tries), "%d", attempts);
@@ -292,12 +271,9 @@ static int record_payment(struct db *db, const char *order_id, const Orders__Ord
 	p[5] = gr->decline_code;
 	p[6] = gr->authorization_id;
 	p[7] = tries;
-	rc = consume_db_rc(db_exec(db, pay_sql, 8, p, NULL));
-	if (rc)
-		return rc;
-	p[2] = sc->brand;
-	p[3] = sc->last4;
-	return consume_db_rc(db_exec(db, order_sql, 4, p, NULL));
+	p[8] = sc->brand;
+	p[9] = sc->last4;
+	return consume_db_rc(db_exec_stmt(db, &st, 10, p, NULL));
 }
 
 static void utc_year_month(int *year, int *month)
@@ -323,7 +299,7 @@ static int pay_process(void *state, struct db *db, const struct consume_input *i
 
 	memset(&card, 0, sizeof(card));
 	memset(&gr, 0, sizeof(gr));
-	rc = lock_order(db, in->order_id, status, sizeof(status));
+	rc = lock_order(db, in->order_id, status, sizeof(status), &expired);
 	if (rc)
 		goto out;
 	if (strcmp(status, "reserved") != 0) {
@@ -349,9 +325,6 @@ static int pay_process(void *state, struct db *db, const struct consume_input *i
 		}
 		goto out;
 	}
-	rc = reservation_expired(db, in->order_id, &expired);
-	if (rc)
-		goto out;
 	if (expired) {
 		/*
 		 * Too late to pay, even if the sweeper has not come by yet: it
@@ -403,20 +376,23 @@ out:
 }
 
 /*
- * A batch (ORDERS_CONSUMER_BATCH > 1) locks its orders up front in order id
- * order, the order everyone locks several orders in, against deadlocks.
+ * Lock the orders up front, right after BEGIN: in order id order, the order
+ * everyone locks several orders in, against deadlocks when batched
+ * (ORDERS_CONSUMER_BATCH > 1); and, batched or not, before lock_order reads
+ * the clock for the reservation's expiry.
  */
 static int pay_prepare(void *state, struct db *db, const struct consume_input *const *in, size_t n)
 {
-	static const char sql[] = "SELECT 1 FROM orders WHERE order_id = ANY ($1::uuid[]) "
-	                          "ORDER BY order_id FOR UPDATE";
+	static const struct db_stmt st = {"payment.lock_orders",
+	                                  "SELECT 1 FROM orders WHERE order_id = ANY ($1::uuid[]) "
+	                                  "ORDER BY order_id FOR UPDATE"};
 	const char *ids[CONSUME_BATCH_MAX];
 	size_t i;
 
 	(void)state;
 	for (i = 0; i < n && i < CONSUME_BATCH_MAX; i++)
 		ids[i] = in[i]->order_id;
-	return consume_lock_all(db, sql, ids, i);
+	return consume_lock_all(db, &st, ids, i);
 }
 
 static int pay_replay(void *state, const struct consume_input *in, const char *outcome,

@@ -60,12 +60,13 @@ static void bytea_hex(char *out, size_t outlen, const uint8_t *bin, size_t n)
 int vault_store(const struct vault *v, struct db *db, const struct card *c,
                 char token[VAULT_TOKEN_LEN + 1])
 {
-	static const char sql[] =
+	static const struct db_stmt st = {
+	    "vault.store",
 	    "INSERT INTO vault_cards (token, fingerprint, ciphertext, nonce, brand, last4, "
 	    "exp_month, exp_year) "
 	    "VALUES ($1, $2::bytea, $3::bytea, $4::bytea, $5, $6, $7::int, $8::int) "
 	    "ON CONFLICT (fingerprint) DO UPDATE SET exp_month = EXCLUDED.exp_month, "
-	    "exp_year = EXCLUDED.exp_year RETURNING token";
+	    "exp_year = EXCLUDED.exp_year RETURNING token"};
 	uint8_t fp[VAULT_FINGERPRINT_BYTES], nonce[NONCE_BYTES], ct[CT_MAX];
 	char fp_hex[2 * sizeof(fp) + 3], nonce_hex[2 * sizeof(nonce) + 3], ct_hex[2 * CT_MAX + 3];
 	char new_token[VAULT_TOKEN_LEN + 1], last4[5], month[8], year[8];
@@ -97,7 +98,7 @@ int vault_store(const struct vault *v, struct db *db, const struct card *c,
 	p[5] = last4;
 	p[6] = month;
 	p[7] = year;
-	rc = consume_db_rc(db_exec(db, sql, 8, p, &r));
+	rc = consume_db_rc(db_exec_stmt(db, &st, 8, p, &r));
 	if (rc)
 		return rc;
 	if (PQntuples(r) != 1 || strlen(PQgetvalue(r, 0, 0)) != VAULT_TOKEN_LEN) {

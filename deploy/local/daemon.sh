@@ -6,7 +6,7 @@
 #   deploy/local/daemon.sh kill orders-payment     # SIGKILL, no clean-up
 #   deploy/local/daemon.sh start orders-payment    # waits until it is ready
 #   deploy/local/daemon.sh restart orders-api      # SIGTERM, then start
-#   deploy/local/daemon.sh stop orders-order       # SIGTERM, waits up to 10 s
+#   deploy/local/daemon.sh stop orders-order       # SIGTERM, waits up to 25 s
 set -euo pipefail
 
 HERE=$(dirname "${BASH_SOURCE[0]}")
@@ -28,8 +28,9 @@ do_stop() {
 	pid=$(daemon_pid "$name")
 	[ -n "$pid" ] || return 0
 	kill "-$sig" "$pid" 2>/dev/null || true
-	if ! wait_gone "$pid" 10; then
-		warn "$name (pid $pid) did not stop within 10 s of SIG$sig; sending SIGKILL"
+	# A consumer finishes the deliveries in hand first (up to 15 s).
+	if ! wait_gone "$pid" 25; then
+		warn "$name (pid $pid) did not stop within 25 s of SIG$sig; sending SIGKILL"
 		kill -KILL "$pid" 2>/dev/null || true
 		wait_gone "$pid" 5 || die "$name (pid $pid) survived SIGKILL"
 	fi

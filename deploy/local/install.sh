@@ -10,11 +10,14 @@ packages=(
   libcmocka-dev libjansson-dev libsodium-dev
   postgresql rabbitmq-server redis-server
   jq prometheus yamllint
+  clang libclang-rt-14-dev
 )
 # prometheus is there for promtool (deploy/monitoring/check.sh checks the
 # alert rules and the scrape config with it); install.sh does not start its
 # server, like the other services' (see policy-rc.d below). yamllint checks
-# the deployment files (tests/deploy/check.sh).
+# the deployment files (tests/deploy/check.sh). clang builds the libFuzzer
+# targets (tests/fuzz/run.sh); its -fsanitize=fuzzer runtime is in
+# libclang-rt-14-dev, which clang only recommends, so it is named too.
 
 missing=()
 for p in "${packages[@]}"; do

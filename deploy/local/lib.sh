@@ -31,6 +31,21 @@ HTTP_PORT=$((8080 + PORT_OFFSET))
 EPMD_PORT=$((24682 + PORT_OFFSET))
 if [ "$PORT_OFFSET" -eq 0 ]; then RMQ_NODE=orders@localhost; else RMQ_NODE=orders$PORT_OFFSET@localhost; fi
 
+# A three-node RabbitMQ cluster beside that node, for the broker failover
+# test (tests/integration/broker_failover.sh; `services.sh start cluster`):
+# node K (1-3) is ${RMQ_NODE%@*}-cK@localhost, AMQP port
+# CLUSTER_AMQP_BASE+K-1, distribution port CLUSTER_DIST_BASE+K-1, state in
+# .local/rabbitmq-cluster/K, all three on an epmd of their own on
+# CLUSTER_EPMD_PORT. Three ports a stack, below the kernel's ephemeral
+# ports, where no other family of ports of any offset from 0 to 999 lies.
+CLUSTER_SIZE=3
+CLUSTER_AMQP_BASE=$((20682 + 3 * PORT_OFFSET))
+CLUSTER_DIST_BASE=$((26682 + 3 * PORT_OFFSET))
+CLUSTER_EPMD_PORT=$((29682 + PORT_OFFSET))
+CLUSTER_DIR=$LOCAL/rabbitmq-cluster
+# cluster_node K: the name of the cluster's node K.
+cluster_node() { printf '%s-c%s@localhost\n' "${RMQ_NODE%@*}" "$1"; }
+
 # The five daemons, where the build puts them, and the ops port each one
 # serves /healthz on (the API serves it on the HTTP port).
 DAEMONS=(orders-api orders-inventory orders-payment orders-order orders-cart)
@@ -172,7 +187,8 @@ stop_daemons() {
 			pids+=("$pid:$name")
 		fi
 	done
-	deadline=$((SECONDS + 10))
+	# A consumer finishes the deliveries in hand first (up to 15 s).
+	deadline=$((SECONDS + 25))
 	for entry in "${pids[@]}"; do
 		pid=${entry%%:*}
 		name=${entry#*:}
@@ -180,7 +196,7 @@ stop_daemons() {
 			sleep 0.2
 		done
 		if pid_alive "$pid"; then
-			warn "$name (pid $pid) did not stop within 10 s of SIGTERM; sending SIGKILL"
+			warn "$name (pid $pid) did not stop within 25 s of SIGTERM; sending SIGKILL"
 			kill -KILL "$pid" 2>/dev/null || true
 			wait_gone "$pid" 5 || warn "$name (pid $pid) survived SIGKILL"
 		fi
@@ -214,7 +230,8 @@ our_processes() {
 		pid=${parent[$pid]:-}
 	done
 	for f in "$LOCAL/pg/postmaster.pid" "$LOCAL/rabbitmq/rabbit.pid" \
-		"$LOCAL/rabbitmq/epmd.pid" "$LOCAL/rabbitmq/launcher.pid" "$LOCAL/redis/redis.pid" "$RUN_DIR"/*.pid; do
+		"$LOCAL/rabbitmq/epmd.pid" "$LOCAL/rabbitmq/launcher.pid" "$LOCAL/redis/redis.pid" "$RUN_DIR"/*.pid \
+		"$CLUSTER_DIR"/epmd.pid "$CLUSTER_DIR"/*/rabbit.pid "$CLUSTER_DIR"/*/launcher.pid; do
 		pid=$(pidfile_pid "$f")
 		[ -n "$pid" ] && pid_alive "$pid" && seeds+=("$pid")
 	done

@@ -24,6 +24,13 @@
 # until every process is gone, including the epmd that start launched.
 # `services.sh ctl ARGS` runs rabbitmqctl against the node (it needs the
 # node's user and private epmd port), e.g. `services.sh ctl list_queues`.
+#
+# `services.sh start cluster` starts a three-node RabbitMQ cluster beside
+# all that, for the broker failover test (ports and names in lib.sh; state
+# in .local/rabbitmq-cluster, thrown away at every cluster start), and
+# `stop cluster` stops it; `start|stop|status rabbitmq-K` acts on its node K
+# alone and `services.sh ctl rabbitmq-K ARGS` runs rabbitmqctl against it.
+# `stop` without a service named stops the cluster's nodes too.
 set -euo pipefail
 
 SCRIPT_NAME=services
@@ -36,14 +43,39 @@ PG_RUN=$LOCAL/pg-run
 PG_LOG=$LOG_DIR/postgres.log
 PG_READY=$LOCAL/pg.initialized
 
-RMQ_DIR=$LOCAL/rabbitmq
 RMQ_LIB=/usr/lib/rabbitmq/bin
-# Inside mnesia/, so that removing that directory removes the marker too.
-RMQ_BOOTED=$RMQ_DIR/mnesia/.orders-booted
-RMQ_PID_FILE=$RMQ_DIR/rabbit.pid
-RMQ_LAUNCHER_PID_FILE=$RMQ_DIR/launcher.pid
-EPMD_PID_FILE=$RMQ_DIR/epmd.pid
 RMQ_START_TIMEOUT=${RMQ_START_TIMEOUT:-120}
+# The node the RabbitMQ functions below act on: the stack's, unless
+# rmq_select named one of the cluster's.
+RMQ_LABEL=rabbitmq
+RMQ_DIR=$LOCAL/rabbitmq
+EPMD_PID_FILE=$RMQ_DIR/epmd.pid
+
+# rmq_paths: the files of the node in RMQ_DIR.
+rmq_paths() {
+	# Inside mnesia/, so that removing that directory removes the marker too.
+	RMQ_BOOTED=$RMQ_DIR/mnesia/.orders-booted
+	RMQ_PID_FILE=$RMQ_DIR/rabbit.pid
+	RMQ_LAUNCHER_PID_FILE=$RMQ_DIR/launcher.pid
+}
+rmq_paths
+
+# rmq_select K: act on node K of the cluster (lib.sh) instead: its name,
+# ports and state, no Prometheus plugin, no TLS listener (the stack node's
+# holds its port), the cluster's epmd. Run it in a subshell, so that the
+# stack node's settings are there again afterwards.
+rmq_select() {
+	RMQ_LABEL=rabbitmq-$1
+	RMQ_NODE=$(cluster_node "$1")
+	AMQP_PORT=$((CLUSTER_AMQP_BASE + $1 - 1))
+	AMQPS_PORT=
+	RABBIT_DIST_PORT=$((CLUSTER_DIST_BASE + $1 - 1))
+	RABBIT_PROM_PORT=
+	EPMD_PORT=$CLUSTER_EPMD_PORT
+	EPMD_PID_FILE=$CLUSTER_DIR/epmd.pid
+	RMQ_DIR=$CLUSTER_DIR/$1
+	rmq_paths
+}
 
 REDIS_DIR=$LOCAL/redis
 REDIS_PID_FILE=$REDIS_DIR/redis.pid
@@ -352,6 +384,12 @@ rmq_write_conf() {
 	cat >"$RMQ_DIR/rabbitmq.conf" <<EOF
 # Written by deploy/local/services.sh at every start; edits are lost.
 listeners.tcp.1 = 127.0.0.1:$AMQP_PORT
+loopback_users.guest = true
+log.console = false
+log.file.level = info
+EOF
+	if [ -n "$AMQPS_PORT" ]; then
+		cat >>"$RMQ_DIR/rabbitmq.conf" <<EOF
 listeners.ssl.1 = 127.0.0.1:$AMQPS_PORT
 ssl_options.cacertfile = $RMQ_DIR/tls/ca.pem
 ssl_options.certfile = $RMQ_DIR/tls/server.pem
@@ -360,13 +398,15 @@ ssl_options.verify = verify_peer
 ssl_options.fail_if_no_peer_cert = false
 ssl_options.versions.1 = tlsv1.3
 ssl_options.versions.2 = tlsv1.2
-loopback_users.guest = true
-log.console = false
-log.file.level = info
-prometheus.tcp.ip = 127.0.0.1
-prometheus.tcp.port = $RABBIT_PROM_PORT
 EOF
-	printf '[rabbitmq_prometheus].\n' >"$RMQ_DIR/enabled_plugins"
+	fi
+	if [ -n "$RABBIT_PROM_PORT" ]; then
+		printf 'prometheus.tcp.ip = 127.0.0.1\nprometheus.tcp.port = %s\n' "$RABBIT_PROM_PORT" \
+			>>"$RMQ_DIR/rabbitmq.conf"
+		printf '[rabbitmq_prometheus].\n' >"$RMQ_DIR/enabled_plugins"
+	else
+		printf '[].\n' >"$RMQ_DIR/enabled_plugins"
+	fi
 	: >"$RMQ_DIR/rabbitmq-env.conf"
 	tls_install "$RMQ_USER" "$RMQ_DIR/tls"
 	# Everything the node reads or writes belongs to its user; a file left
@@ -411,6 +451,8 @@ epmd_stop() {
 	# would make that node unreachable for its tools.
 	names=$(epmd -port "$EPMD_PORT" -names 2>/dev/null | grep '^name ' | grep -v '^name orders at' || true)
 	if [ -n "$names" ]; then
+		# The cluster's other nodes: the last one to stop ends it.
+		[ "$RMQ_LABEL" = rabbitmq ] || return 0
 		warn "epmd: pid $pid still serves other nodes ($(printf '%s' "$names" | tr '\n' ' ')); left running"
 		return 0
 	fi
@@ -422,7 +464,7 @@ epmd_stop() {
 }
 
 rmq_fail() {
-	warn "rabbitmq: $1"
+	warn "$RMQ_LABEL: $1"
 	local f
 	for f in "$RMQ_DIR/log/startup.log" "$RMQ_DIR/log/$RMQ_NODE.log"; do
 		if [ -s "$f" ]; then
@@ -433,16 +475,18 @@ rmq_fail() {
 	exit 1
 }
 
-rmq_start() {
+# rmq_launch: start the node in the background; 1 when it already runs.
+# rmq_await then waits for its boot, so that nodes can boot side by side.
+rmq_launch() {
 	local pid
 	rmq_env
 	pid=$(rmq_pid)
 	if [ -n "$pid" ]; then
 		if rmqctl -q await_startup --timeout 30 >/dev/null 2>&1; then
-			say "rabbitmq: already running (pid $pid)"
-			return 0
+			say "$RMQ_LABEL: already running (pid $pid)"
+			return 1
 		fi
-		rmq_fail "pid $pid runs but node $RMQ_NODE does not answer; run '$0 stop' and retry"
+		rmq_fail "pid $pid runs but node $RMQ_NODE does not answer; run '$0 stop $RMQ_LABEL' and retry"
 	fi
 	rm -f "$RMQ_PID_FILE"
 	require_port_free rabbitmq "$AMQP_PORT"
@@ -452,23 +496,28 @@ rmq_start() {
 		# The node never finished a boot with this directory (first boot
 		# died, e.g. on a permission error): its half-written schema
 		# would make this boot fail too, and it holds no messages.
-		say "rabbitmq: discarding $RMQ_DIR/mnesia left by a boot that never completed"
+		say "$RMQ_LABEL: discarding $RMQ_DIR/mnesia left by a boot that never completed"
 		rm -rf "$RMQ_DIR/mnesia"
 	fi
-	require_port_free "rabbitmq tls" "$AMQPS_PORT"
+	[ -z "$AMQPS_PORT" ] || require_port_free "rabbitmq tls" "$AMQPS_PORT"
 	rmq_write_conf
 	epmd_start
 
-	say "rabbitmq: starting node $RMQ_NODE on 127.0.0.1:$AMQP_PORT"
+	say "$RMQ_LABEL: starting node $RMQ_NODE on 127.0.0.1:$AMQP_PORT"
 	as_exec "$RMQ_USER" setsid "$RMQ_LIB/rabbitmq-server" \
 		>"$RMQ_DIR/log/startup.log" 2>&1 </dev/null &
 	pid=$!
 	# Debian's rabbitmq-server is a shell that stays the VM's parent; it
 	# exits once the VM has.
 	printf '%s\n' "$pid" >"$RMQ_LAUNCHER_PID_FILE"
+}
+
+rmq_await() {
+	local pid deadline=$((SECONDS + RMQ_START_TIMEOUT))
+	rmq_env
+	pid=$(pidfile_pid "$RMQ_LAUNCHER_PID_FILE")
 	# The node writes its pid file early in boot; await_startup then waits
 	# for the boot to finish. Both can take a while on a slow CI machine.
-	local deadline=$((SECONDS + RMQ_START_TIMEOUT))
 	until [ -s "$RMQ_PID_FILE" ]; do
 		pid_alive "$pid" || rmq_fail "the node exited during boot"
 		[ $SECONDS -lt $deadline ] || rmq_fail "no pid file after ${RMQ_START_TIMEOUT} s"
@@ -480,7 +529,12 @@ rmq_start() {
 		sleep 1
 	done
 	touch "$RMQ_BOOTED"
-	say "rabbitmq: running (pid $(rmq_pid))"
+	say "$RMQ_LABEL: running (pid $(rmq_pid))"
+}
+
+rmq_start() {
+	rmq_launch || return 0
+	rmq_await
 }
 
 rmq_stop() {
@@ -492,16 +546,16 @@ rmq_stop() {
 		pid=$(pgrep -P "$launcher" -x beam.smp | head -n 1 || true)
 	fi
 	if [ -z "$pid" ]; then
-		say "rabbitmq: not running"
+		say "$RMQ_LABEL: not running"
 	else
 		# SIGTERM makes the Erlang VM run init:stop(), RabbitMQ's orderly
 		# shutdown; no CLI needed (the CLI can itself start an epmd).
-		say "rabbitmq: stopping (pid $pid)"
+		say "$RMQ_LABEL: stopping (pid $pid)"
 		kill -TERM "$pid" 2>/dev/null || true
 		if ! wait_gone "$pid" 60; then
-			warn "rabbitmq: pid $pid still running 60 s after SIGTERM; sending SIGKILL"
+			warn "$RMQ_LABEL: pid $pid still running 60 s after SIGTERM; sending SIGKILL"
 			kill -KILL "$pid" 2>/dev/null || true
-			wait_gone "$pid" 10 || warn "rabbitmq: pid $pid survived SIGKILL"
+			wait_gone "$pid" 10 || warn "$RMQ_LABEL: pid $pid survived SIGKILL"
 		fi
 	fi
 	if [ -n "$launcher" ] && pid_alive "$launcher"; then
@@ -515,21 +569,91 @@ rmq_status() {
 	local pid
 	pid=$(rmq_pid)
 	if [ -n "$pid" ] && port_open "$AMQP_PORT"; then
-		printf 'rabbitmq:   running  pid %-7s 127.0.0.1:%s  node %s\n' "$pid" "$AMQP_PORT" "$RMQ_NODE"
+		printf '%-11s running  pid %-7s 127.0.0.1:%s  node %s\n' "$RMQ_LABEL:" "$pid" "$AMQP_PORT" "$RMQ_NODE"
 	elif [ -n "$pid" ]; then
-		printf 'rabbitmq:   booting  pid %-7s (port %s not open yet)\n' "$pid" "$AMQP_PORT"
+		printf '%-11s booting  pid %-7s (port %s not open yet)\n' "$RMQ_LABEL:" "$pid" "$AMQP_PORT"
 		return 1
 	elif pid=$(pidfile_pid "$RMQ_LAUNCHER_PID_FILE") && [ -n "$pid" ] && pid_alive "$pid"; then
-		printf 'rabbitmq:   booting  launcher pid %s (no node pid yet)\n' "$pid"
+		printf '%-11s booting  launcher pid %s (no node pid yet)\n' "$RMQ_LABEL:" "$pid"
 		return 1
 	else
-		printf 'rabbitmq:   stopped\n'
+		printf '%-11s stopped\n' "$RMQ_LABEL:"
 		return 1
 	fi
 	pid=$(pidfile_pid "$EPMD_PID_FILE")
 	if [ -n "$pid" ] && pid_alive "$pid" epmd; then
 		printf 'epmd:       running  pid %-7s (started by us)\n' "$pid"
 	fi
+}
+
+# ------------------------------------------------- the failover test's cluster
+
+# in_node K CMD...: CMD with the RabbitMQ functions on the cluster's node K.
+in_node() {
+	local k=$1
+	shift
+	(
+		rmq_select "$k"
+		"$@"
+	)
+}
+
+# cluster_start: a fresh three-node cluster. An earlier one's state is
+# thrown away: it held test traffic only, and nodes of a cluster started
+# again in another order than they stopped wait for each other at boot.
+# The nodes boot side by side; then nodes 2 and 3 join node 1.
+cluster_start() {
+	local k running=0 first
+	first=$(cluster_node 1)
+	for k in $(seq "$CLUSTER_SIZE"); do
+		[ -z "$(in_node "$k" rmq_pid)" ] || running=$((running + 1))
+	done
+	if [ $running -eq "$CLUSTER_SIZE" ]; then
+		say "cluster: already running"
+		return 0
+	fi
+	[ $running -eq 0 ] ||
+		die "cluster: $running of its $CLUSTER_SIZE nodes run; run '$0 stop cluster' first"
+	rm -rf "$CLUSTER_DIR"
+	mkdir -p "$CLUSTER_DIR"
+	for k in $(seq "$CLUSTER_SIZE"); do
+		in_node "$k" rmq_launch
+	done
+	for k in $(seq "$CLUSTER_SIZE"); do
+		in_node "$k" rmq_await
+	done
+	for k in $(seq 2 "$CLUSTER_SIZE"); do
+		say "cluster: $(cluster_node "$k") joins $first"
+		in_node "$k" cluster_join "$first"
+	done
+	say "cluster: running, AMQP ports $CLUSTER_AMQP_BASE-$((CLUSTER_AMQP_BASE + CLUSTER_SIZE - 1))"
+}
+
+# cluster_join NODE: the selected node leaves its own cluster for NODE's.
+cluster_join() {
+	local out
+	rmq_env
+	# The CLI logs noise on stderr while the node changes clusters.
+	if ! out=$({ rmqctl -q stop_app && rmqctl -q join_cluster "$1" && rmqctl -q start_app; } 2>&1); then
+		printf '%s\n' "$out" >&2
+		rmq_fail "cannot join $1"
+	fi
+}
+
+cluster_stop() {
+	local k rc=0
+	for ((k = CLUSTER_SIZE; k >= 1; k--)); do
+		in_node "$k" rmq_stop || rc=1
+	done
+	return $rc
+}
+
+cluster_status() {
+	local k rc=0
+	for k in $(seq "$CLUSTER_SIZE"); do
+		in_node "$k" rmq_status || rc=1
+	done
+	return $rc
 }
 
 # --------------------------------------------------------------------- Redis
@@ -619,9 +743,18 @@ redis_status() {
 # ---------------------------------------------------------------------- main
 
 usage() {
-	echo "usage: $0 {start|stop|status|restart} [postgresql|rabbitmq|redis]..." >&2
-	echo "   or: $0 ctl RABBITMQCTL-ARGS..." >&2
+	echo "usage: $0 {start|stop|status|restart} [postgresql|rabbitmq|redis|cluster|rabbitmq-{1..$CLUSTER_SIZE}]..." >&2
+	echo "   or: $0 ctl [rabbitmq-{1..$CLUSTER_SIZE}] RABBITMQCTL-ARGS..." >&2
 	exit 2
+}
+
+# member SERVICE: K when SERVICE is rabbitmq-K, a node of the cluster.
+member() {
+	case $1 in
+	rabbitmq-*) [[ ${1#rabbitmq-} =~ ^[1-9]$ ]] && [ "${1#rabbitmq-}" -le "$CLUSTER_SIZE" ] &&
+		printf '%s\n' "${1#rabbitmq-}" ;;
+	*) return 1 ;;
+	esac
 }
 
 [ $# -ge 1 ] || usage
@@ -629,26 +762,43 @@ if [ "$1" = ctl ]; then
 	# rabbitmqctl for our node, e.g. `services.sh ctl list_queues`: it
 	# needs the node's user, cookie and private epmd port.
 	shift
+	if [ $# -gt 0 ] && k=$(member "$1"); then
+		shift
+		rmq_select "$k"
+	fi
 	rmq_env
 	rmqctl "$@"
 	exit
 fi
 action=$1
 shift
-# No service named: all three, started in dependency order, stopped in reverse.
+# No service named: all three, started in dependency order, stopped in
+# reverse; stop also stops the cluster when a pid file says it may run.
 services=("$@")
-[ ${#services[@]} -gt 0 ] || services=(postgresql redis rabbitmq)
+if [ ${#services[@]} -eq 0 ]; then
+	services=(postgresql redis rabbitmq)
+	if [ "$action" = stop ] && { compgen -G "$CLUSTER_DIR/*.pid" || compgen -G "$CLUSTER_DIR/*/*.pid"; } >/dev/null; then
+		services+=(cluster)
+	fi
+fi
 for svc in "${services[@]}"; do
 	case $svc in
-	postgresql | rabbitmq | redis) ;;
-	*) usage ;;
+	postgresql | rabbitmq | redis | cluster) ;;
+	*) member "$svc" >/dev/null || usage ;;
 	esac
 done
-prefix() {
-	case $1 in
-	postgresql) echo pg ;;
-	rabbitmq) echo rmq ;;
-	redis) echo redis ;;
+# act ACTION SERVICE: e.g. rmq_start, or in_node 2 rmq_start for rabbitmq-2.
+act() {
+	local k
+	case $2 in
+	postgresql) "pg_$1" ;;
+	rabbitmq) "rmq_$1" ;;
+	redis) "redis_$1" ;;
+	cluster) "cluster_$1" ;;
+	*)
+		k=$(member "$2")
+		in_node "$k" "rmq_$1"
+		;;
 	esac
 }
 
@@ -664,13 +814,13 @@ start_all() {
 	local svc
 	tls_make
 	for svc in "${services[@]}"; do
-		"$(prefix "$svc")_start"
+		act start "$svc"
 	done
 }
 stop_all() {
 	local i rc=0
 	for ((i = ${#services[@]} - 1; i >= 0; i--)); do
-		"$(prefix "${services[i]}")_stop" || rc=1
+		act stop "${services[i]}" || rc=1
 	done
 	return $rc
 }
@@ -689,7 +839,7 @@ restart)
 status)
 	rc=0
 	for svc in "${services[@]}"; do
-		"$(prefix "$svc")_status" || rc=3
+		act status "$svc" || rc=3
 	done
 	exit $rc
 	;;

@@ -6,12 +6,19 @@
 #ifndef ORDERS_TEST_E2E_H
 #define ORDERS_TEST_E2E_H
 
+#include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
@@ -43,6 +50,24 @@ static inline double e2e_now_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* Milliseconds since the epoch (the clock the server's per-second windows use). */
+static inline int64_t e2e_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleep until ms into the next epoch second; returns that second. */
+static inline int64_t e2e_next_window(int ms)
+{
+	int64_t now = e2e_wall_ms(), start = (now / 1000 + 1) * 1000 + ms;
+
+	usleep((useconds_t)((start - now) * 1000));
+	return start / 1000;
+}
+
 /*
  * The repository root into out (the stack's .local/ is there):
  * ORDERS_SOURCE_DIR, else where this file was compiled from, else ".".
@@ -62,6 +87,139 @@ static inline void e2e_find_root(char *out, size_t n)
 		*cut = '\0';
 	else
 		snprintf(out, n, ".");
+}
+
+/* The value of one series ("name{labels}") of the /metrics of the API on port
+ * (0: the stack's); 0 when it is absent. */
+static inline double e2e_metric(int port, const char *series)
+{
+	struct http_response r;
+	char needle[256];
+	const char *p;
+	double v = 0;
+
+	assert_int_equal(http_request_to(port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
+	assert_int_equal(r.status, 200);
+	snprintf(needle, sizeof(needle), "\n%s ", series);
+	p = strstr(r.body, needle);
+	if (p)
+		v = strtod(p + strlen(needle), NULL);
+	http_response_release(&r);
+	return v;
+}
+
+/* A TCP port on loopback that nothing listens on right now. */
+static inline int e2e_free_port(void)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	assert_true(fd >= 0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+/* The orders-api binary the stack runs (up.sh records its build directory). */
+static inline void e2e_api_binary(const char *root, char *out, size_t n)
+{
+	char path[PATH_MAX + 32], dir[PATH_MAX];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/.local/run/build-dir", root);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	assert_non_null(fgets(dir, sizeof(dir), f));
+	fclose(f);
+	dir[strcspn(dir, "\n")] = '\0';
+	snprintf(out, n, "%s/api/orders-api", dir);
+	assert_int_equal(access(out, X_OK), 0);
+}
+
+static inline int e2e_ready_status(int port)
+{
+	struct http_response r;
+	int status;
+
+	if (http_request_to(port, "GET", "/readyz", NULL, NULL, 0, &r) != 0)
+		return 0;
+	status = r.status;
+	http_response_release(&r);
+	return status;
+}
+
+/*
+ * One more orders-api beside the stack's: its binary, this process's
+ * environment plus env (a NULL-terminated list of "NAME=value", may be
+ * NULL), on a free port (*port), logging to .local/log/<log_name> beside
+ * the others (make test looks there for sanitizer reports). Returns its pid
+ * once /readyz answers 200; fails the test if it exits or is not ready
+ * within 60 s. Stop it with e2e_api_stop().
+ */
+static inline pid_t e2e_api_start(const char *root, const char *log_name, const char *const *env,
+                                  int *port)
+{
+	char bin[PATH_MAX + 16], log[PATH_MAX + 64], port_s[16];
+	double start;
+	pid_t pid;
+	int fd;
+
+	e2e_api_binary(root, bin, sizeof(bin));
+	*port = e2e_free_port();
+	snprintf(port_s, sizeof(port_s), "%d", *port);
+	snprintf(log, sizeof(log), "%s/.local/log/%s", root, log_name);
+	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		for (; env && *env; env++)
+			putenv((char *)*env);
+		setenv("ORDERS_HTTP_PORT", port_s, 1);
+		execl(bin, bin, (char *)NULL);
+		_exit(127);
+	}
+	close(fd);
+	start = e2e_now_ms();
+	while (e2e_ready_status(*port) != 200) {
+		int st;
+
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			fail_msg("the extra orders-api exited; see %s", log);
+		if (e2e_now_ms() - start > 60000) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			fail_msg("the extra orders-api is not ready after 60 s; see %s", log);
+		}
+		usleep(100000);
+	}
+	return pid;
+}
+
+/* Stop an e2e_api_start() instance: SIGTERM, SIGKILL after 15 s. <= 0 is a no-op. */
+static inline void e2e_api_stop(pid_t pid)
+{
+	int st, i;
+
+	if (pid <= 0)
+		return;
+	kill(pid, SIGTERM);
+	for (i = 0; i < 150; i++) {
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return;
+		usleep(100000);
+	}
+	fprintf(stderr, "the extra orders-api (pid %d) ignored SIGTERM; killing it\n", (int)pid);
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
 }
 
 static inline void e2e_put_product(const char *sku, int stock, int price)

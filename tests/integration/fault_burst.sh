@@ -61,22 +61,14 @@ wait_ready 30 || fail_now "the stack is not ready before the test"
 
 # Two SKUs that sell out (so 'rejected' happens: S2 at once, S1 about half
 # way through the burst, under the faults), two that never do.
-names=("$prefix-S1" "$prefix-S2" "$prefix-L1" "$prefix-L2")
-stocks=(300 15 1000000 1000000)
-weights=(1 1 4 4)
-sku_arg=
-for i in "${!names[@]}"; do
-	put_sku "${names[i]}" "${stocks[i]}" $((500 + 250 * i)) "Fault burst"
-	sku_arg+=${sku_arg:+,}${names[i]}:${weights[i]}
-done
-note "SKUs ${skus[*]} with stock ${stocks[*]}"
+put_skus "Fault burst" S1:300:1 S2:15:1 L1:1000000:4 L2:1000000:4
 
 dlq_before=$(dlq_counts)
 [ -n "$dlq_before" ] || fail_now "RabbitMQ lists no dead-letter queue (.dlq)"
 
 # --------------------------------------------------------------- the burst
 
-run_loadgen lg -n "$CHECKOUTS" -c "$CONCURRENCY" -r "$RATE" -s "$sku_arg"
+run_loadgen lg -n "$CHECKOUTS" -c "$CONCURRENCY" -r "$RATE" -s "$LOADGEN_SKUS"
 burst_start=$SECONDS
 say_t "orders-loadgen started (pid $lg_pid): $CHECKOUTS checkouts, $CONCURRENCY threads, $RATE/s"
 
@@ -161,16 +153,7 @@ say_t "orders-loadgen finished (exit $lg_rc) after $((burst_end - burst_start)) 
 # ------------------------------------------------------------------ checks
 
 # The loadgen's results and the initial stock, as temporary tables.
-preamble() {
-	local sku
-	printf 'CREATE TEMP TABLE lg (key text, status int, order_id uuid, n503 int, last4 text, accepted_ms bigint);\n'
-	printf "\\\\copy lg FROM '%s' WITH (FORMAT text, NULL '-')\n" "$work/lg.tsv"
-	printf 'CREATE TEMP TABLE init (sku text PRIMARY KEY, initial bigint);\n'
-	for sku in "${skus[@]}"; do
-		printf "INSERT INTO init VALUES ('%s', %s);\n" "$sku" "${initial[$sku]}"
-	done
-	printf "CREATE TEMP VIEW run AS SELECT o.* FROM orders o WHERE starts_with(o.idempotency_key, '%s-');\n" "$prefix"
-}
+preamble() { run_preamble 1 "$work/lg.tsv"; }
 read -r n_rows n_202 n_ids n_503 < <(q "SELECT count(*), count(*) FILTER (WHERE status = 202),
 	count(DISTINCT order_id) FILTER (WHERE status = 202), coalesce(sum(n503), 0) FROM lg" | tr '|' ' ')
 note "loadgen: $n_rows checkouts, $n_202 answered 202, $n_ids distinct order ids, $n_503 503s retried"
@@ -178,44 +161,19 @@ note "loadgen: $n_rows checkouts, $n_202 answered 202, $n_ids distinct order ids
 
 # Everything the 202s promised reaches a final status.
 say_t "waiting up to ${DRAIN_S} s for every order to be final"
-drain_start=$SECONDS
-pending_sql="SELECT count(*) FROM lg l LEFT JOIN orders o USING (order_id)
-	WHERE l.status = 202 AND (o.order_id IS NULL OR o.status NOT IN ($FINAL));"
-while :; do
-	left=$(q "$pending_sql") || left='?'
-	[ "$left" != 0 ] || break
-	if [ $((SECONDS - drain_start)) -ge "$DRAIN_S" ]; then
-		printf 'fault_burst: FAIL: %s order(s) not final %d s after the burst; the first ones:\n' \
-			"$left" "$DRAIN_S" >&2
-		q "SELECT l.key, l.order_id, coalesce(o.status, 'MISSING'), o.updated_at
-			FROM lg l LEFT JOIN orders o USING (order_id)
-			WHERE l.status = 202 AND (o.order_id IS NULL OR o.status NOT IN ($FINAL))
-			ORDER BY l.key LIMIT 20" | sed 's/^/    /' >&2
-		"$SERVICES_SH" ctl -q list_queues name messages_ready messages_unacknowledged consumers >&2 || true
-		fail_now "orders stuck"
-	fi
-	if [ $(((SECONDS - drain_start) % 10)) -eq 0 ]; then
-		say_t "$left order(s) not final yet"
-	fi
-	sleep 1
-done
-drain_s=$((SECONDS - drain_start))
+wait_final "$DRAIN_S"
+drain_s=$FINAL_AFTER_S
 say_t "all orders final $drain_s s after the burst"
 q "SELECT status, count(*) FROM run GROUP BY 1 ORDER BY 1" | sed 's/^/fault_burst:   /'
 
 # (a) One final order per 202, nothing else.
 check "every checkout got a 202 in the end" \
 	"SELECT key, status, n503 FROM lg WHERE status <> 202 ORDER BY key"
-check "every 202 names an order id" \
-	"SELECT key FROM lg WHERE status = 202 AND order_id IS NULL ORDER BY key"
-check "no two checkouts got the same order id" \
-	"SELECT order_id, string_agg(key, ',') FROM lg WHERE status = 202 GROUP BY 1 HAVING count(*) > 1"
 check "every 202'd order exists with a final status" \
 	"SELECT l.key, l.order_id, coalesce(o.status, 'MISSING') FROM lg l LEFT JOIN orders o USING (order_id)
 	 WHERE l.status = 202 AND (o.order_id IS NULL OR o.status NOT IN ($FINAL)) ORDER BY l.key"
-check "each order carries the Idempotency-Key it was made for" \
-	"SELECT l.key, o.order_id, o.idempotency_key FROM lg l JOIN orders o USING (order_id)
-	 WHERE o.idempotency_key <> l.key"
+# (b) The finance feed, too.
+check_orders
 check "no order for a key that never got a 202 (probes included)" \
 	"SELECT r.idempotency_key, r.order_id, r.status FROM run r
 	 WHERE r.order_id NOT IN (SELECT order_id FROM lg WHERE status = 202 AND order_id IS NOT NULL)"
@@ -226,12 +184,6 @@ check "no other order touched the test SKUs" \
 	failures=$((failures + 1))
 	printf 'fault_burst: FAIL: %s 202s but %s distinct order ids\n' "$n_202" "$n_ids" >&2
 }
-
-# (b) The finance feed.
-check "exactly one event per order, of its status's type" \
-	"SELECT r.order_id, r.status, count(e.seq), string_agg(e.type, ',') FROM run r
-	 LEFT JOIN order_events e USING (order_id) GROUP BY 1, 2
-	 HAVING count(e.seq) <> 1 OR bool_or(e.type IS DISTINCT FROM 'order.' || r.status)"
 
 # (c) Payments and the gateway's ledger.
 check "each confirmed order has exactly one live approved authorization" \
@@ -262,14 +214,7 @@ check "outcomes match the cards (declines never confirm, approvals never fail pa
 	    OR (l.last4 IN ('4242', '4444', '0119') AND r.status NOT IN ('confirmed', 'rejected', 'expired'))"
 
 # (d) Stock.
-check "stock equation per SKU: initial = stock + committed, reserved = held = 0, stock >= 0" \
-	"SELECT i.sku, 'initial ' || i.initial, 'stock ' || p.stock, 'committed ' || coalesce(c.q, 0),
-	        'reserved ' || p.reserved, 'held ' || coalesce(h.q, 0)
-	 FROM init i JOIN products p USING (sku)
-	 LEFT JOIN (SELECT sku, sum(quantity) q FROM reservations WHERE state = 'committed' GROUP BY 1) c USING (sku)
-	 LEFT JOIN (SELECT sku, sum(quantity) q FROM reservations WHERE state = 'held' GROUP BY 1) h USING (sku)
-	 WHERE i.initial <> p.stock + coalesce(c.q, 0) OR p.reserved <> coalesce(h.q, 0)
-	    OR p.reserved <> 0 OR p.stock < 0"
+check_stock
 check "reservations agree with the status (committed iff confirmed, none when rejected)" \
 	"SELECT r.order_id, r.status, string_agg(v.sku || ':' || v.state, ',') FROM run r
 	 LEFT JOIN reservations v USING (order_id) GROUP BY 1, 2

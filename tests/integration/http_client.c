@@ -158,9 +158,7 @@ static int send_all(int fd, const char *data, size_t n)
 	return 0;
 }
 
-/* A connected socket to 127.0.0.1:to_port (0: the API's), with the timeouts
- * set; -1 on failure. */
-static int connect_api(int to_port)
+int http_connect_from(const char *src, int to_port)
 {
 	struct sockaddr_in addr;
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -177,6 +175,11 @@ static int connect_api(int to_port)
 	}
 	memset(&addr, 0, sizeof(addr));
 	addr.sin_family = AF_INET;
+	if (src) {
+		if (inet_pton(AF_INET, src, &addr.sin_addr) != 1 ||
+		    bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0)
+			goto fail;
+	}
 	addr.sin_port = htons((unsigned short)(to_port > 0 ? to_port : port()));
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0)
@@ -251,7 +254,7 @@ int http_request_to(int to_port, const char *method, const char *path, const cha
 	int fd, n;
 
 	memset(out, 0, sizeof(*out));
-	fd = connect_api(to_port);
+	fd = http_connect_from(NULL, to_port);
 	if (fd < 0)
 		return -1;
 	n = snprintf(head, sizeof(head),
@@ -273,10 +276,16 @@ int http_request_to(int to_port, const char *method, const char *path, const cha
 
 int http_raw(const char *data, size_t len, int half_close, struct http_response *out)
 {
+	return http_raw_from(NULL, 0, data, len, half_close, out);
+}
+
+int http_raw_from(const char *src, int to_port, const char *data, size_t len, int half_close,
+                  struct http_response *out)
+{
 	int fd;
 
 	memset(out, 0, sizeof(*out));
-	fd = connect_api(0);
+	fd = http_connect_from(src, to_port);
 	if (fd < 0)
 		return -1;
 	if (send_all(fd, data, len) != 0) {

@@ -42,6 +42,19 @@ int http_request_to(int port, const char *method, const char *path, const char *
 int http_raw(const char *data, size_t len, int half_close, struct http_response *out);
 
 /*
+ * http_raw_from - http_raw from the local address src (e.g. "127.0.0.2", so
+ * that the server sees another client; NULL: any) to 127.0.0.1:to_port (0:
+ * the API's). Thread-safe.
+ */
+int http_raw_from(const char *src, int to_port, const char *data, size_t len, int half_close,
+                  struct http_response *out);
+
+/* http_connect_from - a TCP socket from src (NULL: any) connected to
+ * 127.0.0.1:to_port (0: the API's), with http_set_timeout_ms's timeouts
+ * set; -1 on failure. */
+int http_connect_from(const char *src, int to_port);
+
+/*
  * http_set_timeout_ms - from now on every request fails (-1) when connecting,
  * sending or one wait for response bytes takes longer than ms; 0 (the
  * default) waits for ever. Set it before starting threads.

@@ -852,6 +852,51 @@ static void never_cb(void *arg, int result)
 	atomic_fetch_add(&never_calls, 1);
 }
 
+/*
+ * A list of URLs (the nodes of a cluster): the publisher and a consumer
+ * connect to the first entry that accepts, here the second one, and work
+ * there; a list in which no entry accepts gives no consumer, and one with
+ * an entry that does not parse no publisher.
+ */
+static void test_url_list(void **state)
+{
+	char list[512], id[MQ_ID_MAX];
+	struct mq_publisher *p;
+	struct mq_consumer *c;
+	struct mq_delivery d;
+	int64_t deadline;
+	int found = 0;
+
+	(void)state;
+	snprintf(list, sizeof(list), "%s,%s", BAD_URL, url);
+	snprintf(id, sizeof(id), "it-mq-%ld-list", (long)getpid());
+	p = new_publisher(list, 0, 0);
+	assert_non_null(p);
+	assert_true(wait_connected(p, 10000));
+	assert_int_equal(mq_publish_sync(p, MQ_EXCHANGE_ORDERS, key, id, "list", 4, 0), ERR_OK);
+	mq_publisher_free(p);
+
+	c = mq_consumer_new(list, queue, 10);
+	assert_non_null(c);
+	deadline = now_ms() + 10000;
+	while (!found && now_ms() < deadline) {
+		int rc = mq_consumer_next(c, &d, 500);
+
+		if (rc == ERR_TIMEOUT)
+			continue;
+		assert_int_equal(rc, ERR_OK);
+		found = strcmp(d.message_id, id) == 0;
+		assert_int_equal(mq_consumer_ack(c, d.tag), ERR_OK);
+		mq_delivery_release(&d);
+	}
+	assert_true(found);
+	mq_consumer_free(c);
+
+	assert_null(mq_consumer_new(BAD_URL "," BAD_URL, queue, 10));
+	snprintf(list, sizeof(list), "%s,not a url", url);
+	assert_null(mq_publisher_new(&(struct mq_publisher_options){.url = list}));
+}
+
 static void test_unavailable(void **state)
 {
 	struct mq_publisher *p;
@@ -902,6 +947,7 @@ int main(void)
 	    cmocka_unit_test(test_max_in_flight),
 	    cmocka_unit_test(test_free_with_pending),
 	    cmocka_unit_test(test_mandatory),
+	    cmocka_unit_test(test_url_list),
 	    cmocka_unit_test(test_unavailable),
 	};
 

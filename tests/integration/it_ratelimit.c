@@ -6,22 +6,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
 
 #include "apikey.h"
 #include "e2e.h"
@@ -45,23 +37,6 @@ static pid_t second_pid = -1;
 static int second_port;
 
 /* ---- helpers -------------------------------------------------------------- */
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Sleep until ms into the next epoch second; returns that second. */
-static int64_t next_window(int ms)
-{
-	int64_t now = wall_ms(), start = (now / 1000 + 1) * 1000 + ms;
-
-	usleep((useconds_t)((start - now) * 1000));
-	return start / 1000;
-}
 
 /* The limit ORDERS_API_KEYS gives dev-limited, or 0 when it has none. */
 static long limited_key_limit(void)
@@ -99,19 +74,10 @@ static int get_status(int port, const char *auth, const char *path)
 /* orders_rate_limited_total for the limited key, from one instance's /metrics. */
 static double limited_total(int port)
 {
-	struct http_response r;
-	char needle[96];
-	const char *p;
-	double v = 0;
+	char series[96];
 
-	assert_int_equal(http_request_to(port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
-	assert_int_equal(r.status, 200);
-	snprintf(needle, sizeof(needle), "orders_rate_limited_total{key=\"%s\"} ", client_id);
-	p = strstr(r.body, needle);
-	if (p)
-		v = strtod(p + strlen(needle), NULL);
-	http_response_release(&r);
-	return v;
+	snprintf(series, sizeof(series), "orders_rate_limited_total{key=\"%s\"}", client_id);
+	return e2e_metric(port, series);
 }
 
 /* ---- bursts --------------------------------------------------------------- */
@@ -145,7 +111,7 @@ static void *burst_run(void *arg)
 	struct burst *b = t->b;
 	const char *h[] = {LIMITED_AUTH, NULL};
 
-	while (wall_ms() < b->until) {
+	while (e2e_wall_ms() < b->until) {
 		int i = atomic_fetch_add(&b->n, 1);
 		struct http_response r;
 		struct shot *s;
@@ -154,10 +120,10 @@ static void *burst_run(void *arg)
 			break;
 		s = &b->shots[i];
 		s->instance = t->instance;
-		s->sent = wall_ms();
+		s->sent = e2e_wall_ms();
 		if (http_request_to(b->ports[t->instance], "GET", sku_path, h, NULL, 0, &r) != 0)
 			r.status = 0;
-		s->got = wall_ms();
+		s->got = e2e_wall_ms();
 		s->status = r.status;
 		if (r.status == 429) {
 			/* Refused: the window's quota is gone; spare the shared machine. */
@@ -189,7 +155,7 @@ static int64_t burst(struct burst *b, int windows)
 	assert_non_null(b->shots);
 	atomic_store(&b->n, 0);
 	pthread_mutex_init(&b->lock, NULL);
-	first = next_window(30);
+	first = e2e_next_window(30);
 	b->until = (first + windows) * 1000 - 30;
 	for (i = 0; i < nthreads; i++) {
 		args[i] = (struct burster){.b = b, .instance = i % b->ninstances};
@@ -297,95 +263,15 @@ static void check_429(const struct http_response *r)
 
 /* ---- the second API instance ----------------------------------------------- */
 
-static int free_port(void)
-{
-	struct sockaddr_in a;
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	assert_true(fd >= 0);
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
-
-/* The orders-api binary the stack runs (up.sh records its build directory). */
-static void api_binary(char *out, size_t n)
-{
-	char path[PATH_MAX + 32], dir[PATH_MAX];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/.local/run/build-dir", root);
-	f = fopen(path, "r");
-	assert_non_null(f);
-	assert_non_null(fgets(dir, sizeof(dir), f));
-	fclose(f);
-	dir[strcspn(dir, "\n")] = '\0';
-	snprintf(out, n, "%s/api/orders-api", dir);
-	assert_int_equal(access(out, X_OK), 0);
-}
-
 /* A second orders-api with the same environment on a free port, ready. */
 static void start_second(void)
 {
-	char bin[PATH_MAX + 16], log[PATH_MAX + 64], port[16];
-	double start;
-	int fd;
-
-	api_binary(bin, sizeof(bin));
-	second_port = free_port();
-	snprintf(port, sizeof(port), "%d", second_port);
-	/* Its log sits beside the others, where make test looks for sanitizer reports. */
-	snprintf(log, sizeof(log), "%s/.local/log/orders-api-ratelimit.log", root);
-	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	assert_true(fd >= 0);
-	second_pid = fork();
-	assert_true(second_pid >= 0);
-	if (second_pid == 0) {
-		dup2(fd, STDOUT_FILENO);
-		dup2(fd, STDERR_FILENO);
-		setenv("ORDERS_HTTP_PORT", port, 1);
-		execl(bin, bin, (char *)NULL);
-		_exit(127);
-	}
-	close(fd);
-	start = e2e_now_ms();
-	while (get_status(second_port, NULL, "/readyz") != 200) {
-		int st;
-
-		if (waitpid(second_pid, &st, WNOHANG) == second_pid) {
-			second_pid = -1;
-			fail_msg("the second orders-api exited; see %s", log);
-		}
-		if (e2e_now_ms() - start > 60000)
-			fail_msg("the second orders-api is not ready after 60 s; see %s", log);
-		usleep(100000);
-	}
+	second_pid = e2e_api_start(root, "orders-api-ratelimit.log", NULL, &second_port);
 }
 
 static void stop_second(void)
 {
-	int st, i;
-
-	if (second_pid <= 0)
-		return;
-	kill(second_pid, SIGTERM);
-	for (i = 0; i < 150; i++) {
-		if (waitpid(second_pid, &st, WNOHANG) == second_pid)
-			break;
-		usleep(100000);
-	}
-	if (i == 150) {
-		fprintf(stderr,
-		        "it_ratelimit: the second orders-api ignored SIGTERM; killing it\n");
-		kill(second_pid, SIGKILL);
-		waitpid(second_pid, &st, 0);
-	}
+	e2e_api_stop(second_pid);
 	second_pid = -1;
 }
 
@@ -431,7 +317,7 @@ static void test_burst_over_limit(void **state)
 	burst_release(&b);
 
 	/* The next window admits the key again. */
-	next_window(50);
+	e2e_next_window(50);
 	assert_int_equal(get_status(0, LIMITED_AUTH, sku_path), 200);
 }
 

@@ -60,6 +60,8 @@ struct result {
 	int nconn; /* connection errors and timeouts */
 	int attempts;
 	long long accepted_ms; /* wall clock (Unix ms) when the 202 arrived */
+	long long first503_ms; /* wall clock (Unix ms) of the first and the last 503, or 0 */
+	long long last503_ms;
 	char last4[5];
 	char order_id[40];
 };
@@ -217,6 +219,9 @@ static void run_checkout(struct loadgen *lg, long i, uint64_t *rs)
 		} else if (res->status == 0) {
 			res->nconn++;
 		} else if (res->status == 503) {
+			res->last503_ms = (long long)(util_wall() * 1000.0);
+			if (!res->n503)
+				res->first503_ms = res->last503_ms;
 			res->n503++;
 			atomic_fetch_add(&lg->seen503, 1);
 		} else if (res->status == 409) {
@@ -277,7 +282,8 @@ static void usage(FILE *f)
 	        "  -S, --seed N          choice of SKUs, quantities and cards (default 1)\n"
 	        "  -o, --out FILE        one line per checkout (required):\n"
 	        "                        key, last HTTP status, order_id or -, 503s seen,\n"
-	        "                        the card's last4, Unix ms of the 202 or 0 (tabs)\n"
+	        "                        the card's last4, Unix ms of the 202 or 0, Unix ms of\n"
+	        "                        the first and the last 503 or 0 (tabs)\n"
 	        "\n"
 	        "Exit status: 0 when every checkout got a 202, 3 when some did not, 2 on a\n"
 	        "usage error, 1 on another error.\n",
@@ -430,8 +436,9 @@ static int write_results(const struct loadgen *lg)
 	for (i = 0; i < lg->o.count; i++) {
 		const struct result *r = &lg->results[i];
 
-		fprintf(f, "%s-%06ld\t%d\t%s\t%d\t%s\t%lld\n", lg->o.prefix, i, r->status,
-		        r->order_id[0] ? r->order_id : "-", r->n503, r->last4, r->accepted_ms);
+		fprintf(f, "%s-%06ld\t%d\t%s\t%d\t%s\t%lld\t%lld\t%lld\n", lg->o.prefix, i,
+		        r->status, r->order_id[0] ? r->order_id : "-", r->n503, r->last4,
+		        r->accepted_ms, r->first503_ms, r->last503_ms);
 	}
 	if (fclose(f) != 0) {
 		fprintf(stderr, "orders-loadgen: cannot write '%s': %s\n", lg->o.out_path,

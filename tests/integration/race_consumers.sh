@@ -42,6 +42,8 @@ set -euo pipefail
 SCRIPT_NAME=race_consumers
 # shellcheck source-path=SCRIPTDIR source=lib/stack.bash
 . "$(dirname "${BASH_SOURCE[0]}")/lib/stack.bash"
+# shellcheck source-path=SCRIPTDIR source=lib/extra.bash
+. "$(dirname "${BASH_SOURCE[0]}")/lib/extra.bash"
 
 STOCK=${RACE_STOCK:-25}
 CHECKOUTS=${RACE_CHECKOUTS:-300}
@@ -50,106 +52,15 @@ RATE=${RACE_RATE:-40}
 DRAIN_S=${RACE_DRAIN_S:-45}
 prefix=rc-$rid
 
-# ------------------------------------------------------ the extra consumers
-
-# Extra consumers by name (e.g. inventory-race1): pid, kind, ops port, log.
-declare -A X_PID=() X_KIND=() X_PORT=() X_LOG=()
-X_NAMES=()
-
-# free_port FROM: the first port from FROM on, within this stack's block of
-# ten ops ports, that nothing listens on and no extra consumer took.
-free_port() {
-	local p=$1 last=$((9101 + PORT_OFFSET * 10 + 9)) name taken
-	while [ "$p" -le "$last" ]; do
-		taken=0
-		for name in "${X_NAMES[@]}"; do
-			[ "${X_PORT[$name]}" != "$p" ] || taken=1
-		done
-		if [ $taken -eq 0 ] && ! port_open "$p"; then
-			printf '%s\n' "$p"
-			return 0
-		fi
-		p=$((p + 1))
-	done
-	return 1
-}
-
-# start_extra NAME KIND: one more orders-KIND from the stack's build, with
-# .local/env and the environment this test got (ORDERS_RESERVATION_TTL_S,
-# ASAN_OPTIONS, ...), on a free ops port. A child of this shell, so that
-# `wait` gives its exit status.
-start_extra() {
-	local name=$1 kind=$2 port log
-	port=$(free_port $((9101 + PORT_OFFSET * 10 + 5))) || fail_now "no free ops port for $name"
-	log=$LOG_DIR/orders-$name.log
-	if [ -s "$log" ]; then
-		mv -f "$log" "$log.prev"
-	fi
-	(
-		# shellcheck source=/dev/null
-		. "$ENV_FILE"
-		cd "$ROOT"
-		ORDERS_METRICS_PORT=$port exec "$BUILD/consumers/orders-$kind"
-	) >>"$log" 2>&1 </dev/null &
-	X_PID[$name]=$!
-	X_KIND[$name]=$kind
-	X_PORT[$name]=$port
-	X_LOG[$name]=$log
-	X_NAMES+=("$name")
-	say_t "started orders-$kind as $name (pid $!, ops port $port, log ${log#"$ROOT"/})"
-}
-
-# wait_extras_ready SECONDS: every extra consumer still meant to run is
-# ready (PostgreSQL, publisher and consumer connected).
-wait_extras_ready() {
-	local deadline=$((SECONDS + $1)) name waiting
-	while :; do
-		waiting=()
-		for name in "${X_NAMES[@]}"; do
-			[ -n "${X_PID[$name]}" ] || continue
-			pid_alive "${X_PID[$name]}" ||
-				fail_now "$name exited during start-up: $(tail -n 5 "${X_LOG[$name]}")"
-			http_ok "http://127.0.0.1:${X_PORT[$name]}/readyz" || waiting+=("$name")
-		done
-		[ ${#waiting[@]} -gt 0 ] || return 0
-		[ $SECONDS -lt $deadline ] || fail_now "not ready after $1 s: ${waiting[*]}"
-		sleep 0.3
-	done
-}
-
-# stop_extra NAME SIG: signal it, wait up to 10 s, then SIGKILL; reap it
-# and leave its exit status in STOP_RC. Not in a subshell: only this shell
-# can wait for it.
-stop_extra() {
-	local name=$1 sig=$2 pid=${X_PID[$1]} rc=0
-	STOP_RC=
-	[ -n "$pid" ] || return 0
-	kill "-$sig" "$pid" 2>/dev/null || true
-	if ! wait_gone "$pid" 10; then
-		printf 'race_consumers: %s (pid %s) still runs 10 s after SIG%s; sending SIGKILL\n' \
-			"$name" "$pid" "$sig" >&2
-		kill -KILL "$pid" 2>/dev/null || true
-		wait_gone "$pid" 5 || true
-	fi
-	wait "$pid" 2>/dev/null || rc=$?
-	X_PID[$name]=
-	STOP_RC=$rc
-}
-
 # ---------------------------------------------------------------- recovery
 
 # restore: whatever happened, stop what this test started and leave the
 # stack as the next test expects it.
 restore() {
-	local rc=$? name
+	local rc=$?
 	trap - EXIT
 	stop_loadgen
-	for name in "${X_NAMES[@]}"; do
-		if [ -n "${X_PID[$name]}" ]; then
-			note "restore: stopping $name (pid ${X_PID[$name]})"
-			stop_extra "$name" TERM
-		fi
-	done
+	stop_extras
 	restore_stack redis || rc=1
 	rm -rf "$work"
 	exit $rc
@@ -180,20 +91,7 @@ say_t "the extra consumers are ready"
 # The loadgen's results (both bursts), the initial stock, and which consumer
 # processed which message (seen), as temporary tables.
 preamble() {
-	local sku b
-	printf 'CREATE TEMP TABLE lg (burst int, key text, status int, order_id uuid, n503 int, last4 text, accepted_ms bigint);\n'
-	printf 'CREATE TEMP TABLE lg_in (key text, status int, order_id uuid, n503 int, last4 text, accepted_ms bigint);\n'
-	for b in 1 2; do
-		if [ -s "$work/b$b.tsv" ]; then
-			printf "\\\\copy lg_in FROM '%s' WITH (FORMAT text, NULL '-')\n" "$work/b$b.tsv"
-			printf 'INSERT INTO lg SELECT %d, * FROM lg_in; TRUNCATE lg_in;\n' "$b"
-		fi
-	done
-	printf 'CREATE TEMP TABLE init (sku text PRIMARY KEY, initial bigint);\n'
-	for sku in "${skus[@]}"; do
-		printf "INSERT INTO init VALUES ('%s', %s);\n" "$sku" "${initial[$sku]}"
-	done
-	printf "CREATE TEMP VIEW run AS SELECT o.* FROM orders o WHERE starts_with(o.idempotency_key, '%s-');\n" "$prefix"
+	run_preamble 1 "$work/b1.tsv" 2 "$work/b2.tsv"
 	printf 'CREATE TEMP TABLE seen (consumer text, kind text, line int, order_id text, routing_key text, outcome text);\n'
 	if [ -s "$work/seen.tsv" ]; then
 		printf "\\\\copy seen FROM '%s' WITH (FORMAT text)\n" "$work/seen.tsv"
@@ -238,25 +136,9 @@ finish_loadgen() {
 
 # drain BURST: wait until every 202'd order of the burst is final.
 drain() {
-	local b=$1 start=$SECONDS left sql
-	sql="SELECT count(*) FROM lg l LEFT JOIN orders o USING (order_id)
-		WHERE l.burst = $b AND (o.order_id IS NULL OR o.status NOT IN ($FINAL));"
-	while :; do
-		left=$(q "$sql") || left='?'
-		[ "$left" != 0 ] || break
-		if [ $((SECONDS - start)) -ge "$DRAIN_S" ]; then
-			printf 'race_consumers: FAIL: burst %s: %s order(s) not final %d s after it; the first ones:\n' \
-				"$b" "$left" "$DRAIN_S" >&2
-			q "SELECT l.key, l.order_id, coalesce(o.status, 'MISSING'), o.updated_at
-				FROM lg l LEFT JOIN orders o USING (order_id)
-				WHERE l.burst = $b AND (o.order_id IS NULL OR o.status NOT IN ($FINAL))
-				ORDER BY l.key LIMIT 20" | sed 's/^/    /' >&2
-			"$SERVICES_SH" ctl -q list_queues name messages_ready messages_unacknowledged consumers >&2 || true
-			fail_now "orders stuck"
-		fi
-		sleep 0.5
-	done
-	say_t "burst $b: all orders final $((SECONDS - start)) s after the last 202"
+	local b=$1
+	wait_final "$DRAIN_S" "l.burst = $b"
+	say_t "burst $b: all orders final $FINAL_AFTER_S s after the last 202"
 	q "SELECT o.status, count(*) FROM lg JOIN orders o USING (order_id) WHERE burst = $b GROUP BY 1 ORDER BY 1" |
 		sed 's/^/race_consumers:   /'
 }
@@ -267,16 +149,7 @@ common_checks() {
 	expired=$(q "SELECT count(*) FROM lg JOIN orders o USING (order_id) WHERE burst = $b AND o.status = 'expired'")
 	[ "$expired" = 0 ] ||
 		fail_later "burst $b: $expired order(s) expired: their payment came more than ORDERS_RESERVATION_TTL_S (${ORDERS_RESERVATION_TTL_S:-unset} s) after the reservation; at this size that means the machine was far too slow, or a stopped consumer held messages back"
-	check "burst $b: no two checkouts got the same order id" \
-		"SELECT order_id, string_agg(key, ',') FROM lg WHERE burst = $b GROUP BY 1 HAVING count(*) > 1"
-	check "burst $b: each order carries the Idempotency-Key it was made for" \
-		"SELECT l.key, o.order_id, o.idempotency_key FROM lg l JOIN orders o USING (order_id)
-		 WHERE l.burst = $b AND o.idempotency_key <> l.key"
-	check "burst $b: exactly one event per order, of its status's type" \
-		"SELECT o.order_id, o.status, count(e.seq), string_agg(e.type, ',') FROM lg l
-		 JOIN orders o USING (order_id) LEFT JOIN order_events e USING (order_id)
-		 WHERE l.burst = $b GROUP BY 1, 2
-		 HAVING count(e.seq) <> 1 OR bool_or(e.type IS DISTINCT FROM 'order.' || o.status)"
+	check_orders "l.burst = $b" "burst $b"
 	check "burst $b: each checkout processed exactly once by the inventory consumers together (replays aside)" \
 		"SELECT l.key, l.order_id, count(s.*), string_agg(s.consumer || ':' || s.outcome, ',')
 		 FROM lg l LEFT JOIN seen s ON s.order_id = l.order_id::text
@@ -287,14 +160,7 @@ common_checks() {
 		 FROM lg l JOIN orders o USING (order_id) LEFT JOIN seen s ON s.order_id = l.order_id::text
 		   AND s.kind = 'order'
 		 WHERE l.burst = $b AND o.status <> 'expired' GROUP BY 1, 2, 3 HAVING count(s.*) <> 1"
-	check "burst $b: stock equation per SKU: initial = stock + committed, reserved = held = 0, stock >= 0" \
-		"SELECT i.sku, 'initial ' || i.initial, 'stock ' || p.stock, 'committed ' || coalesce(c.q, 0),
-		        'reserved ' || p.reserved, 'held ' || coalesce(h.q, 0)
-		 FROM init i JOIN products p USING (sku)
-		 LEFT JOIN (SELECT sku, sum(quantity) q FROM reservations WHERE state = 'committed' GROUP BY 1) c USING (sku)
-		 LEFT JOIN (SELECT sku, sum(quantity) q FROM reservations WHERE state = 'held' GROUP BY 1) h USING (sku)
-		 WHERE i.initial <> p.stock + coalesce(c.q, 0) OR p.reserved <> coalesce(h.q, 0)
-		    OR p.reserved <> 0 OR p.stock < 0"
+	check_stock "burst $b"
 	check "burst $b: reservations agree with the status (committed iff confirmed, none when rejected)" \
 		"SELECT o.order_id, o.status, string_agg(v.sku || ':' || v.state, ',') FROM lg l
 		 JOIN orders o USING (order_id) LEFT JOIN reservations v USING (order_id)

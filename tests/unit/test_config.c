@@ -22,6 +22,11 @@ static const char *const all_vars[] = {
     "ORDERS_HTTP_PORT",
     "ORDERS_HTTP_THREADS",
     "ORDERS_HTTP_CONNECTION_LIMIT",
+    "ORDERS_HTTP_IDLE_TIMEOUT_S",
+    "ORDERS_HTTP_REQUEST_TIMEOUT_S",
+    "ORDERS_HTTP_PER_IP_CONNECTION_LIMIT",
+    "ORDERS_AUTH_FAILURE_LIMIT",
+    "ORDERS_TRUSTED_PROXIES",
     "ORDERS_METRICS_PORT",
     "ORDERS_PG_DSN",
     "ORDERS_AMQP_URL",
@@ -100,6 +105,11 @@ static void test_defaults(void **state)
 	assert_int_equal(c.http_port, 8080);
 	assert_int_equal(c.http_threads, 2);
 	assert_int_equal(c.http_connection_limit, 10000);
+	assert_int_equal(c.http_idle_timeout_s, 30);
+	assert_int_equal(c.http_request_timeout_s, 30);
+	assert_int_equal(c.http_per_ip_limit, 1000);
+	assert_int_equal(c.auth_failure_limit, 50);
+	assert_string_equal(c.trusted_proxies, "");
 	assert_int_equal(c.metrics_port, 0);
 	assert_string_equal(c.pg_dsn, "postgresql://orders@127.0.0.1:5442/orders");
 	assert_string_equal(c.amqp_url, "amqp://guest:guest@127.0.0.1:5682/");
@@ -265,6 +275,7 @@ static void test_invalid_strings(void **state)
 	               "ORDERS_PG_DSN is too long (at most 511 characters)");
 	expect_invalid("ORDERS_AMQP_URL", longv, NULL);
 	/* Exactly at the limit fits. */
+	memcpy(longv, "dbname=", 7);
 	longv[CONFIG_STR_MAX - 1] = '\0';
 	setenv("ORDERS_PG_DSN", longv, 1);
 	{
@@ -273,6 +284,42 @@ static void test_invalid_strings(void **state)
 		assert_int_equal(config_load(&c, NULL, 0), ERR_OK);
 		assert_int_equal(strlen(c.pg_dsn), CONFIG_STR_MAX - 1);
 	}
+	unsetenv("ORDERS_PG_DSN");
+	expect_invalid("ORDERS_TRUSTED_PROXIES", "10.0.0.0/33",
+	               "ORDERS_TRUSTED_PROXIES has a CIDR prefix longer than its address, got "
+	               "'10.0.0.0/33'");
+	expect_invalid("ORDERS_TRUSTED_PROXIES", "10.0.0.1,nope", NULL);
+	setenv("ORDERS_TRUSTED_PROXIES", "10.0.0.0/16, 192.0.2.7", 1);
+	{
+		struct config c;
+
+		assert_int_equal(config_load(&c, NULL, 0), ERR_OK);
+		assert_string_equal(c.trusted_proxies, "10.0.0.0/16, 192.0.2.7");
+	}
+	unsetenv("ORDERS_TRUSTED_PROXIES");
+}
+
+/* A DSN libpq cannot parse is refused at start, without a word of it: libpq's
+ * own complaint would quote it, password and all. */
+static void test_unparsable_dsn(void **state)
+{
+	static const char *const bad[] = {
+	    "host=db password=se cret user=x",
+	    "postgresql://u:pa%zzsecret@db/orders",
+	    "host=db password='unterminated secret",
+	};
+	struct config c;
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		setenv("ORDERS_PG_DSN", bad[i], 1);
+		assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+		assert_string_equal(err, "ORDERS_PG_DSN does not parse as a PostgreSQL connection "
+		                         "string (keyword=value pairs or a postgresql:// URI)");
+	}
+	setenv("ORDERS_PG_DSN", "host=db port=5432 dbname=orders user=x password = 'a b'", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
 	unsetenv("ORDERS_PG_DSN");
 }
 
@@ -385,6 +432,39 @@ static void test_production_refusal(void **state)
 	/* So is the test stack's limited key. */
 	setenv("ORDERS_API_KEYS", "live-7f3a:client,dev-limited:client:20", 1);
 	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	/* Every dev key, plain or as its digest (upper-case hex too), with any role. */
+	{
+		static const char *const dev_keys[] = {"dev-client", "dev-finance", "dev-admin",
+		                                       "dev-limited"};
+		char entry[160], want[160], hex[65];
+		uint8_t h[32];
+
+		for (i = 0; i < sizeof(dev_keys) / sizeof(dev_keys[0]); i++) {
+			snprintf(want, sizeof(want),
+			         "ORDERS_API_KEYS must not contain the development key '%s' when "
+			         "ORDERS_ENV is production",
+			         dev_keys[i]);
+			snprintf(entry, sizeof(entry), "live-7f3a:client,%s:admin", dev_keys[i]);
+			setenv("ORDERS_API_KEYS", entry, 1);
+			assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+			assert_string_equal(err, want);
+			crypto_generichash(h, sizeof(h), (const uint8_t *)dev_keys[i],
+			                   strlen(dev_keys[i]), NULL, 0);
+			sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+			snprintf(entry, sizeof(entry), "blake2b256.%s:finance,live-7f3a:client",
+			         hex);
+			setenv("ORDERS_API_KEYS", entry, 1);
+			assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+			assert_string_equal(err, want);
+			for (size_t k = 0; k < 64; k++)
+				if (hex[k] >= 'a')
+					hex[k] = (char)(hex[k] - 32);
+			snprintf(entry, sizeof(entry), "blake2b256.%s:client:5", hex);
+			setenv("ORDERS_API_KEYS", entry, 1);
+			assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+			assert_string_equal(err, want);
+		}
+	}
 	/* Production keys written as digests are what production should use. */
 	setenv("ORDERS_API_KEYS",
 	       "blake2b256.1b2c3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbccddeeff001:client:"
@@ -585,10 +665,66 @@ static void test_dsn_masking_forms(void **state)
 	expect_masked("host=db password='p w\\'3' user=x", "p w", "host=db password=*** user=x");
 	expect_masked("postgresql://db/orders?user=x&password=pw4&sslmode=require", "pw4",
 	              "postgresql://db/orders?user=x&password=***&sslmode=require");
+	/* libpq allows spaces around '=', and has an sslpassword too. */
+	expect_masked("host=db password = pw7 user=x", "pw7", "host=db password = *** user=x");
+	expect_masked("host=db password ='p w8'", "p w8", "host=db password =***");
+	expect_masked("host=db sslpassword=pw9 password=pw10", "pw",
+	              "host=db sslpassword=*** password=***");
+	/* Not a parameter: left as it is. */
+	expect_masked("host=db user=password dbname=orders", NULL,
+	              "host=db user=password dbname=orders");
 	/* Unescaped '/' and '@' in a password are masked whole. */
 	expect_masked("postgresql://u:pa/s@s5@db/orders", "pa/s", "postgresql://u:***@db/orders");
 	expect_masked("postgresql://u:p:w6@db:5432/orders", "p:w6",
 	              "postgresql://u:***@db:5432/orders");
+	/* libpq takes spaces around a keyword's '=' (found by fuzz/config). */
+	expect_masked("host=db password = pw7 user=x", "pw7", "host=db password = *** user=x");
+	expect_masked("host=db\tpassword=\tpw8", "pw8", "host=db\tpassword=\t***");
+	/* A keyword's value ends at a space, not at '&'. */
+	expect_masked("password=pw9&more host=db", "pw9&more", "password=*** host=db");
+}
+
+/* ORDERS_AMQP_URL: a list of URLs loads as it is and is masked entry by entry. */
+static void test_amqp_url_lists(void **state)
+{
+	static const char *const bad[] = {
+	    "amqp://u:p@a:1/,",           /* an empty entry */
+	    "amqp://u:p@a:1/,,amqp://b/", /* another */
+	    "amqp://u:pa,ss@a:1/",        /* a comma in a password */
+	    "amqp://a:1/ amqp://b:2/",    /* not a comma */
+	    "amqp://a:1/, amqp://b:2/",   /* a space */
+	    "http://a:1/,amqp://b:2/",    /* another scheme */
+	};
+	const char *list = "amqp://u:pw-one@a:5672/,amqp://b:5673/%2F,amqps://v:pw-two@c:5671/";
+	char many[CONFIG_STR_MAX], err[256], raw[16384];
+	struct config c;
+	json_t *j;
+	size_t i, o = 0;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect_invalid("ORDERS_AMQP_URL", bad[i], NULL);
+	/* The message never repeats the value: it may hold a password. */
+	setenv("ORDERS_AMQP_URL", "amqp://u:pa,ss@a:1/", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_null(strstr(err, "ss@a"));
+	assert_string_equal(err, "ORDERS_AMQP_URL must be an amqp:// URL, or several separated by "
+	                         "commas (write a comma inside one as %2C)");
+	for (i = 0; i < 17; i++)
+		o +=
+		    (size_t)snprintf(many + o, sizeof(many) - o, "%samqp://h%zu/", i ? "," : "", i);
+	expect_invalid("ORDERS_AMQP_URL", many, "ORDERS_AMQP_URL names more than 16 URLs");
+
+	clear_env(NULL);
+	setenv("ORDERS_AMQP_URL", list, 1);
+	assert_int_equal(config_load(&c, NULL, 0), ERR_OK);
+	assert_string_equal(c.amqp_url, list);
+	j = log_config(&c, raw, sizeof(raw));
+	assert_null(strstr(raw, "pw-one"));
+	assert_null(strstr(raw, "pw-two"));
+	assert_string_equal(str_of(j, "ORDERS_AMQP_URL"),
+	                    "amqp://u:***@a:5672/,amqp://b:5673/%2F,amqps://v:***@c:5671/");
+	json_decref(j);
 }
 
 /* DSNs as production writes them: TLS parameters pass through, secrets do not. */
@@ -605,24 +741,23 @@ static void test_dsn_masking_tls(void **state)
 	              "pw8",
 	              "host=db port=5432 user=app password=*** dbname=orders sslmode=verify-full "
 	              "sslrootcert=/etc/ssl/rds.pem");
-	/* libpq takes whitespace around '=' and escapes in plain values. */
-	expect_masked("host=db password = pw9 sslmode=require", "pw9",
-	              "host=db password = *** sslmode=require");
+	/* libpq reads a backslash in a plain value as an escape: "p w10" is one value. */
 	expect_masked("host=db\tpassword=p\\ w10\tsslmode=require", "w10",
 	              "host=db\tpassword=***\tsslmode=require");
 	/* The passphrase of a client key is as secret as a password. */
-	expect_masked("host=db sslcert=/c.pem sslkey=/k.pem sslpassword=pp11 user=x", "pp11",
+	expect_masked("host=db sslcert=/c.pem sslkey=/k.pem sslpassword='p p12' user=x", "p12",
 	              "host=db sslcert=/c.pem sslkey=/k.pem sslpassword=*** user=x");
-	expect_masked("host=db sslpassword='p p12' password=pw12", "p12",
-	              "host=db sslpassword=*** password=***");
 	expect_masked("postgresql://db/orders?sslmode=verify-ca&sslpassword=pp13&sslkey=/k.pem",
 	              "pp13",
 	              "postgresql://db/orders?sslmode=verify-ca&sslpassword=***&sslkey=/k.pem");
-	/* A "://" inside a value does not make a keyword DSN a URL. */
-	expect_masked("options='-c x=a://b' password=pw14", "pw14",
+	/* A "://" inside a value does not make a keyword DSN a URL, whose values end at '&'. */
+	expect_masked("options='-c x=a://b' password=pw14&x14", "x14",
 	              "options='-c x=a://b' password=***");
-	/* What does not parse is masked from there on. */
-	expect_masked("host=db password pw15", "pw15", "host=db ***");
+	/* In a URI's query libpq ends a value at '&' only: spaces, '#' and quotes are in it. */
+	expect_masked("postgresql://db/orders?password=pw 15#x15&sslmode=require", "x15",
+	              "postgresql://db/orders?password=***&sslmode=require");
+	expect_masked("postgresql://db/orders?sslpassword='p'pp16&sslmode=require", "pp16",
+	              "postgresql://db/orders?sslpassword=***&sslmode=require");
 }
 
 static void test_tls_pairs(void **state)
@@ -687,6 +822,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_overrides, clear_env),
 	    cmocka_unit_test_setup(test_invalid_ints, clear_env),
 	    cmocka_unit_test_setup(test_invalid_strings, clear_env),
+	    cmocka_unit_test_setup(test_unparsable_dsn, clear_env),
 	    cmocka_unit_test_setup(test_invalid_keys, clear_env),
 	    cmocka_unit_test_setup(test_invalid_api_keys, clear_env),
 	    cmocka_unit_test_setup(test_production_refusal, clear_env),
@@ -694,6 +830,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_error_buffer_bounds, clear_env),
 	    cmocka_unit_test_setup(test_log_masks_secrets, clear_env),
 	    cmocka_unit_test_setup(test_dsn_masking_forms, clear_env),
+	    cmocka_unit_test_setup(test_amqp_url_lists, clear_env),
 	    cmocka_unit_test_setup(test_dsn_masking_tls, clear_env),
 	    cmocka_unit_test_setup(test_tls_pairs, clear_env),
 	    cmocka_unit_test_setup(test_config_log_respects_level, clear_env),

@@ -847,6 +847,59 @@ static void test_envelope_peek_refuses(void **state)
 	assert_ptr_equal(env, SENTINEL_PTR);
 }
 
+/*
+ * An envelope sent twice is the merge of both to the consumers' decoder;
+ * the peek must find that very envelope, not the last one alone. And
+ * whatever the decoder takes, the peek takes.
+ */
+static void test_envelope_peek_merges(void **state)
+{
+	Orders__CartCheckedOut first = ORDERS__CART_CHECKED_OUT__INIT;
+	Orders__CartCheckedOut second = ORDERS__CART_CHECKED_OUT__INIT;
+	Orders__Envelope e1 = ORDERS__ENVELOPE__INIT, e2 = ORDERS__ENVELOPE__INIT;
+	Orders__Envelope *env = NULL;
+	Orders__CartCheckedOut *decoded;
+	uint8_t *a, *b, *both;
+	size_t alen, blen;
+
+	(void)state;
+	proto_envelope_set(&e1, "msg-1", "7b1f3c52-9f0e-4b8e-a7c1-1d2e3f405162", 1735689600123LL,
+	                   "req-1");
+	e2.message_id = "msg-2";
+	first.envelope = &e1;
+	first.cart_id = "cart-1";
+	second.envelope = &e2;
+	a = pack(&first.base, &alen);
+	b = pack(&second.base, &blen);
+	both = malloc(alen + blen);
+	assert_non_null(both);
+	memcpy(both, a, alen);
+	memcpy(both + alen, b, blen);
+	decoded = orders__cart_checked_out__unpack(NULL, alen + blen, both);
+	assert_non_null(decoded);
+	assert_int_equal(proto_envelope_peek(both, alen + blen, &env), ERR_OK);
+	assert_envelope_equal(env, decoded->envelope);
+	assert_string_equal(env->message_id, "msg-2");
+	orders__envelope__free_unpacked(env, NULL);
+	orders__cart_checked_out__free_unpacked(decoded, NULL);
+	free(both);
+
+	/* A key for field 0 written in two bytes: protobuf-c takes it, so must the peek. */
+	both = malloc(alen + 3);
+	assert_non_null(both);
+	memcpy(both, a, alen);
+	memcpy(both + alen, "\x80\x00\x00", 3);
+	decoded = orders__cart_checked_out__unpack(NULL, alen + 3, both);
+	assert_non_null(decoded);
+	assert_int_equal(proto_envelope_peek(both, alen + 3, &env), ERR_OK);
+	assert_envelope_equal(env, decoded->envelope);
+	orders__envelope__free_unpacked(env, NULL);
+	orders__cart_checked_out__free_unpacked(decoded, NULL);
+	free(both);
+	free(b);
+	free(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -867,6 +920,7 @@ int main(void)
 	    cmocka_unit_test(test_unpack_mutated),
 	    cmocka_unit_test(test_envelope_peek_every_type),
 	    cmocka_unit_test(test_envelope_peek_refuses),
+	    cmocka_unit_test(test_envelope_peek_merges),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
