@@ -1167,11 +1167,16 @@ static void publisher_disconnect(struct mq_publisher *p, int result, int gracefu
 		atomic_store(&p->stat_valid[i], 0);
 }
 
-/* Whether fd has input waiting, without waiting for it. */
-static int readable(int fd)
+/*
+ * Whether input waits, without waiting for it: on the socket, or already
+ * decrypted in OpenSSL's buffer, which poll() cannot see.
+ */
+static int readable(const struct mq_publisher *p)
 {
-	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	struct pollfd pfd = {.fd = p->fd, .events = POLLIN};
 
+	if (p->tls && mq__tls_pending(p->tls))
+		return 1;
 	return poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
 }
 
@@ -1248,7 +1253,7 @@ static int publisher_run(struct mq_publisher *p)
 		}
 		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))
 			last_rx = now_ms();
-		else if (out_pending(p) && !(pfd[0].revents & POLLOUT) && readable(p->fd))
+		else if (out_pending(p) && !(pfd[0].revents & POLLOUT) && readable(p))
 			last_rx = now_ms();
 		if (pfd[1].revents & POLLIN)
 			drain_eventfd(p);

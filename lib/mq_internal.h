@@ -37,12 +37,14 @@ int mq__socket_open(amqp_connection_state_t conn, const char *host, int port, in
 /*
  * mq__tls_write - SSL_write len bytes of buf without blocking: > 0 bytes
  * written, 0 when the socket takes nothing now (call again, with the same
- * buf and len, once it is writable or readable: OpenSSL's rule for a write
- * it could not finish), -1 when the connection failed (reason says why).
+ * buf and len, once it is writable: OpenSSL's rule for a write it could not
+ * finish), -1 when the connection failed (reason says why). A write that
+ * would have to read first (a renegotiation, which the TLS settings refuse)
+ * fails too, as waiting to write would never end.
  */
 ssize_t mq__tls_write(void *session, const void *buf, size_t len, char *reason, size_t size);
 
-/* mq__tls_pending - OpenSSL holds received bytes not read yet (poll() would not wake for them). */
+/* mq__tls_pending - OpenSSL holds decrypted bytes not read yet (poll() would not wake for them). */
 int mq__tls_pending(void *session);
 
 /* mq__tls_version - "TLSv1.3" and the like, "none" for NULL (plain TCP). */

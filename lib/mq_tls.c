@@ -112,6 +112,11 @@ static int tls_socket(amqp_connection_state_t conn, const char *host, struct han
 	amqp_ssl_socket_set_verify_hostname(sock, 0);
 	vp = SSL_CTX_get0_param(ctx);
 	X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	/*
+	 * A TLS 1.2 renegotiation could make the publisher's SSL_write want to
+	 * read (see mq__tls_write); brokers do not need one.
+	 */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
 	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
 	    SSL_CTX_set_ex_data(ctx, slot, h) != 1 ||
 	    (X509_VERIFY_PARAM_set1_ip_asc(vp, host) != 1 &&
@@ -221,9 +226,16 @@ ssize_t mq__tls_write(void *session, const void *buf, size_t len, char *reason, 
 	if (n > 0)
 		return n;
 	e = SSL_get_error(ssl, n);
-	if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+	if (e == SSL_ERROR_WANT_WRITE)
 		return 0;
-	if (e == SSL_ERROR_ZERO_RETURN) {
+	if (e == SSL_ERROR_WANT_READ) {
+		/*
+		 * Only a renegotiation makes a write read, and tls_socket
+		 * refuses those; the caller waits only to write while its
+		 * frames are half sent, so it would spin.
+		 */
+		snprintf(reason, size, "tls: a write would have to read first");
+	} else if (e == SSL_ERROR_ZERO_RETURN) {
 		snprintf(reason, size, "tls: the broker closed the connection");
 	} else if (e == SSL_ERROR_SYSCALL && errno) {
 		char ebuf[128];
@@ -241,7 +253,12 @@ ssize_t mq__tls_write(void *session, const void *buf, size_t len, char *reason, 
 
 int mq__tls_pending(void *session)
 {
-	return SSL_has_pending(session);
+	/*
+	 * Decrypted bytes only: SSL_has_pending() also counts the start of a
+	 * record whose rest has not arrived, which SSL_read cannot return yet
+	 * (waiting on the socket for it is right, looping would spin).
+	 */
+	return SSL_pending(session) > 0;
 }
 
 const char *mq__tls_version(void *session)
