@@ -69,7 +69,7 @@ api_env() {
 	export ORDERS_HTTP_PORT=$HTTPS_PORT
 	export ORDERS_TLS_CERT_FILE=$TLS_DIR/server.pem ORDERS_TLS_KEY_FILE=$TLS_DIR/server.key
 	export ORDERS_AMQP_URL=$ORDERS_LOCAL_AMQPS_URL ORDERS_AMQP_CA_FILE=$CA
-	export ORDERS_PG_DSN="$ORDERS_PG_DSN?sslmode=verify-full&sslrootcert=$CA&application_name=orders-api-tls"
+	export ORDERS_PG_DSN="${ORDERS_PG_DSN%%\?*}?sslmode=verify-full&sslrootcert=$CA&application_name=orders-api-tls"
 	export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=1"
 }
 
@@ -221,7 +221,7 @@ esac
 
 # The DSN's TLS parameters reach psql through orderctl migrate and tools/migrate.sh, and a
 # DSN that fails is shown with its secrets masked.
-out=$(ORDERS_PG_DSN="$ORDERS_PG_DSN?sslmode=verify-full&sslrootcert=$CA" "$ORDERCTL" migrate 2>&1) ||
+out=$(ORDERS_PG_DSN="${ORDERS_PG_DSN%%\?*}?sslmode=verify-full&sslrootcert=$CA" "$ORDERCTL" migrate 2>&1) ||
 	fail_now "orderctl migrate with sslmode=verify-full failed: $out"
 dsn="host=127.0.0.1 port=$PG_PORT user=orders dbname=orders password=pw-$rid"
 dsn="$dsn sslpassword='pp $rid' sslmode=verify-full sslrootcert=$work/other.pem"
