@@ -1,7 +1,7 @@
 /*
- * it_tls.c: lib/mq over amqps:// and lib/db with sslmode=verify-full against the local
- * stack's TLS listeners (deploy/local/services.sh: its own CA in ORDERS_LOCAL_TLS_DIR,
- * RabbitMQ's TLS port in ORDERS_LOCAL_AMQPS_URL, PostgreSQL with ssl = on).
+ * it_tls.c: lib/mq over amqps:// (alone and in URL lists) and lib/db with sslmode=verify-full
+ * against the local stack's TLS listeners (deploy/local/services.sh: its own CA in
+ * ORDERS_LOCAL_TLS_DIR, RabbitMQ's TLS port in ORDERS_LOCAL_AMQPS_URL, PostgreSQL with ssl = on).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -416,6 +416,44 @@ static void expect_tls_session(const char *dsn)
 }
 
 /*
+ * A broker URL list (failover between a cluster's nodes) may mix amqp:// and
+ * amqps:// entries: each connects as its own scheme says. A node that is down
+ * and one whose certificate does not name it are both passed over, and named
+ * in the reason when no entry is left; the amqps:// one after them carries a
+ * publisher's message and a consumer's delivery.
+ */
+static void test_url_list(void **state)
+{
+	char bad_name[256], list[1024], reason[512] = "", id[MQ_ID_MAX];
+	uint8_t body[64];
+	struct mq_publisher *p;
+	struct mq_admin *a;
+
+	(void)state;
+	assert_int_equal(configure(ca, NULL), ERR_OK);
+	with_host(bad_name, sizeof(bad_name), "127.1");
+	snprintf(list, sizeof(list), "amqp://guest:guest@127.0.0.1:1/,%s", bad_name);
+	assert_null(mq_admin_new(list, reason, sizeof(reason)));
+	if (!strstr(reason, "127.0.0.1:1: ") || !strstr(reason, "127.1:") ||
+	    !strstr(reason, "certificate verification failed"))
+		fail_msg("the reason does not name each entry's failure: %s", reason);
+	snprintf(list + strlen(list), sizeof(list) - strlen(list), ",%s", amqps_url);
+	a = mq_admin_new(list, reason, sizeof(reason));
+	if (!a)
+		fail_msg("the list's amqps:// entry was not taken: %s", reason);
+	mq_admin_free(a);
+	p = e2e_publisher_connect(list, "it_tls");
+	assert_non_null(p);
+	snprintf(id, sizeof(id), "tls-%d-%zu", 20000, sizeof(body));
+	body_of(body, sizeof(body), 20000);
+	assert_int_equal(mq_publish_sync(p, MQ_EXCHANGE_ORDERS, queue, id, body, sizeof(body),
+	                                 MQ_PUBLISH_MANDATORY),
+	                 ERR_OK);
+	mq_publisher_free(p);
+	consume_all(list, 1);
+}
+
+/*
  * sslmode=verify-full checks the server's chain against sslrootcert and its
  * name; pg_stat_ssl shows the session as TLS. Both DSN forms, both names of
  * the server; another CA is refused.
@@ -461,6 +499,7 @@ int main(void)
 	    cmocka_unit_test(test_host_names),
 	    cmocka_unit_test(test_wrong_ca),
 	    cmocka_unit_test(test_client_certificate),
+	    cmocka_unit_test(test_url_list),
 	    cmocka_unit_test(test_postgresql_verify_full),
 	};
 
