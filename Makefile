@@ -9,6 +9,8 @@ LOCAL_SCRIPTS := deploy/local
 BUILD_DIR ?= build
 TEST_BUILD_DIR := build-test
 TEST_CMAKE_ARGS := -DORDERS_ASAN=ON -DORDERS_WERROR=ON
+TSAN_BUILD_DIR := build-tsan
+TSAN_CMAKE_ARGS := -DORDERS_TSAN=ON -DORDERS_WERROR=ON
 
 .PHONY: help build up run down test unit fuzz bench clean distclean
 
@@ -19,8 +21,9 @@ help:
 	@echo 'make up         the same in the background; returns once /readyz answers 200'
 	@echo '                and writes .local/env (connection settings)'
 	@echo 'make down       stop the daemons and the services (data in .local/ is kept)'
-	@echo 'make test       build with ASan/UBSan and -Werror into $(TEST_BUILD_DIR)/, bring the'
-	@echo '                stack up, run every test (unit + integration), take it down'
+	@echo 'make test       build with ASan/UBSan and -Werror into $(TEST_BUILD_DIR)/ (and the threaded'
+	@echo '                parts with TSan into $(TSAN_BUILD_DIR)/), bring the stack up, run every'
+	@echo '                test (unit + integration + tsan), take it down'
 	@echo 'make unit       unit tests only (sanitizer build, no services)'
 	@echo 'make fuzz       build the libFuzzer targets with clang into build-fuzz/ and run'
 	@echo '                each for FUZZ_SECONDS (default 300); finds in fuzz-out/crashes/'
@@ -42,7 +45,8 @@ down:
 	@$(LOCAL_SCRIPTS)/down.sh
 
 test:
-	@BUILD_DIR='$(TEST_BUILD_DIR)' CMAKE_ARGS='$(TEST_CMAKE_ARGS)' $(LOCAL_SCRIPTS)/test.sh
+	@BUILD_DIR='$(TEST_BUILD_DIR)' CMAKE_ARGS='$(TEST_CMAKE_ARGS)' TSAN_BUILD_DIR='$(TSAN_BUILD_DIR)' \
+		TSAN_CMAKE_ARGS='$(TSAN_CMAKE_ARGS)' $(LOCAL_SCRIPTS)/test.sh
 
 unit:
 	@BUILD_DIR='$(TEST_BUILD_DIR)' CMAKE_ARGS='$(TEST_CMAKE_ARGS)' $(LOCAL_SCRIPTS)/build.sh
@@ -58,7 +62,7 @@ bench:
 	@bench/run.sh
 
 clean:
-	rm -rf $(sort build build-bench build-fuzz $(TEST_BUILD_DIR) $(BUILD_DIR))
+	rm -rf $(sort build build-bench build-fuzz $(TEST_BUILD_DIR) $(TSAN_BUILD_DIR) $(BUILD_DIR))
 
 distclean: down clean
 	rm -rf .local

@@ -36,6 +36,9 @@
  * HTTPS: GnuTLS keeps a session's state and records in memory of its own
  * (some 11 KB more per idle connection, tests/integration/tls_api.sh). */
 #define API_CONNECTION_MEMORY (4 * 1024)
+/* The most of it a request line and headers may take: the rest is for the
+ * answer's header block. */
+#define API_HEAD_MAX (API_CONNECTION_MEMORY - 1024)
 /*
  * What HTTPS offers (GnuTLS priorities): TLS 1.3 and 1.2 only, AEAD ciphers
  * (AES-GCM, ChaCha20-Poly1305) with ECDHE key exchange on 1.2, the
@@ -319,20 +322,23 @@ struct settler *settler_new(const char *redis_url);
 /*
  * settler_push - queue r, whose message the broker has confirmed and whose
  * r->settle is not empty. ERR_OK: r is the settler's until it resumes r.
- * ERR_CLOSED once settler_free has begun, ERR_INVALID for an r without
+ * ERR_CLOSED once settler_stop has begun, ERR_INVALID for an r without
  * commands or with more than CACHE_BATCH_MAX: r stays the caller's.
  * Thread-safe; never waits for Redis.
  */
 int settler_push(struct settler *s, struct request *r);
 
 /*
- * settler_stop - settle once more and resume whatever is queued (those not
- * settled with settle_failed), then end the thread; settler_push fails with
- * ERR_CLOSED from then on. One thread calls it; a second call is a no-op.
+ * settler_stop - settle and resume whatever is queued, stop the thread. Call
+ * it while the HTTP daemon still runs. s stays valid: a publisher thread may
+ * still push to it (and be told ERR_CLOSED) until settler_free. From the
+ * thread that calls settler_free; again is a no-op.
  */
 void settler_stop(struct settler *s);
 
-/* settler_free - settler_stop, then free. NULL is a no-op. */
+/* settler_free - settler_stop, then free s; call it once nothing can push to
+ * it any more (the publisher and the HTTP daemon have stopped). NULL is a
+ * no-op. */
 void settler_free(struct settler *s);
 
 /* ---- hostile clients (authguard.c, watchdog.c) ----------------------------- */

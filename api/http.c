@@ -594,6 +594,27 @@ static void request_free(struct request *r)
 }
 
 /* One call of on_request for r: its first (headers only), a piece of body, or the last. */
+static enum MHD_Result add_value_bytes(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value)
+{
+	size_t *n = cls;
+	(void)kind;
+
+	/* "key: value\r\n", or "key=value&" in the query. */
+	*n += strlen(key) + (value ? strlen(value) : 0) + 4;
+	return MHD_YES;
+}
+
+/* What the request line and headers took of the connection's memory, about. */
+static size_t head_bytes(struct MHD_Connection *conn, const char *url, const char *method)
+{
+	size_t n = strlen(method) + strlen(url) + sizeof(" HTTP/1.1\r\n");
+
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, add_value_bytes, &n);
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, add_value_bytes, &n);
+	return n;
+}
+
 static enum MHD_Result request_step(struct request *r, int first, const char *url,
                                     const char *upload_data, size_t *upload_data_size)
 {
@@ -617,6 +638,17 @@ static enum MHD_Result request_step(struct request *r, int first, const char *ur
 			return respond_error(r, 413, "payload_too_large",
 			                     "request bodies are limited to 64 KiB", NULL);
 		}
+		/*
+		 * The request line and headers share the connection's memory
+		 * with the answer's header block. A request that leaves too
+		 * little for an answer would be carried out (a checkout
+		 * accepted) and then closed without one, also on every retry:
+		 * refuse it before anything happens.
+		 */
+		if (head_bytes(r->conn, url, r->method) > API_HEAD_MAX)
+			return respond_error(r, 431, "headers_too_large",
+			                     "the request line and headers are limited to 3 KiB",
+			                     NULL);
 		return MHD_YES;
 	}
 	if (*upload_data_size) {

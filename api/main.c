@@ -262,8 +262,6 @@ static void teardown(struct api *a)
 		          LF_INT("connections", atomic_load(&a->suspended)));
 		return;
 	}
-	settler_free(a->settler);
-	a->settler = NULL;
 	/* MHD has stopped: no connection is left for these to look at. */
 	watchdog_free(a->watchdog);
 	addrlimit_free(a->auth_failures);
@@ -273,6 +271,8 @@ static void teardown(struct api *a)
 	free(a->tls_key);
 	mq_publisher_free(a->publisher);
 	a->publisher = NULL;
+	settler_free(a->settler);
+	a->settler = NULL;
 	ratelimit_free(a->ratelimit);
 	db_pool_free(a->db);
 	cache_pool_free(a->cache);

@@ -38,7 +38,7 @@ struct settler {
 	pthread_cond_t cv;           /* on CLOCK_MONOTONIC */
 	struct request *head, *tail; /* guarded by mu; linked by settle_next */
 	int stop;                    /* guarded by mu */
-	int joined;                  /* the thread has ended (settler_stop) */
+	int joined;                  /* the owner's: settler_stop has joined the thread */
 	/* The thread's own: requests whose records failed, and when to retry. */
 	struct request *retry, *retry_tail;
 	int64_t retry_at_ms;

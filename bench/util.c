@@ -33,6 +33,17 @@ int util_parse_double(const char *s, double min, double max, double *out)
 	return 0;
 }
 
+int util_parse_prefix(const char *s, char *out, size_t size)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= size ||
+	    strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != n)
+		return -1;
+	memcpy(out, s, n + 1);
+	return 0;
+}
+
 int util_parse_cards(const char *mix, struct util_card *cards, int max, int *n, unsigned *total)
 {
 	char list[512], *save = NULL, *item;

@@ -6,6 +6,8 @@
 #ifndef ORDERS_BENCH_UTIL_H
 #define ORDERS_BENCH_UTIL_H
 
+#include <stddef.h>
+
 /* One test card of a mix, drawn with probability weight / the mix's total. */
 struct util_card {
 	char number[20];
@@ -17,6 +19,10 @@ struct util_card {
  * 0 with *out set, else -1. */
 int util_parse_long(const char *s, long min, long max, long *out);
 int util_parse_double(const char *s, double min, double max, double *out);
+
+/* util_parse_prefix - s is an Idempotency-Key prefix of 1 to size - 1 characters of
+ * [A-Za-z0-9._-]: 0 with it copied to out, else -1. */
+int util_parse_prefix(const char *s, char *out, size_t size);
 
 /*
  * util_parse_cards - "number[:weight],..." (12-19 digits, weight 0-1000000,

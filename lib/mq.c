@@ -487,12 +487,12 @@ struct mq_publisher {
 	int poll_stats_ms;
 	int efd;
 	pthread_t thread;
+	int joined; /* the owner's: mq_publisher_stop has joined the thread */
 
 	/* Shared with the publishing threads. */
 	pthread_mutex_t mu;
 	struct mq_fifo submit; /* guarded by mu */
 	atomic_int stop;       /* written under mu */
-	int joined;            /* the thread has ended (mq_publisher_stop) */
 	atomic_int connected;  /* written under mu by the publisher thread */
 	atomic_size_t pending; /* queued + in flight; raised under mu */
 	atomic_long stat_messages[MQ_STAT_QUEUES];

@@ -137,14 +137,17 @@ struct mq_publisher *mq_publisher_new(const struct mq_publisher_options *opt);
 
 /*
  * mq_publisher_stop - stop the thread; every message not yet confirmed gets
- * its callback with ERR_CLOSED before this returns, and publishing fails
- * with ERR_CLOSED from then on. The other functions stay safe to call from
- * any thread until mq_publisher_free. Call it from one thread only; NULL
- * and a second call are no-ops.
+ * its callback with ERR_CLOSED before this returns. p stays valid: other
+ * threads may go on calling mq_publisher_publish (ERR_CLOSED),
+ * mq_publisher_connected (0) and mq_publisher_queue_stats until
+ * mq_publisher_free. From the thread that frees p; again is a no-op.
  */
 void mq_publisher_stop(struct mq_publisher *p);
 
-/* mq_publisher_free - mq_publisher_stop, then free. NULL is a no-op. */
+/*
+ * mq_publisher_free - mq_publisher_stop, then free p; no other thread may
+ * use p any more. NULL is a no-op.
+ */
 void mq_publisher_free(struct mq_publisher *p);
 
 /*

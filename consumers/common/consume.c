@@ -45,7 +45,14 @@ static const uint8_t consume_id_key[32] = {
     'o', 'u', 't', 'c', 'o', 'm', 'e', '-', 'i', 'd', '.', 'v', '1', '.', '.', '.',
 };
 
-static volatile sig_atomic_t consume_stop;
+/*
+ * Set by the signal handler, which runs on whichever thread the kernel picks
+ * (the ops server's and the publisher's do not block the signals): so a
+ * lock-free atomic, which C11 lets a handler write and any thread read,
+ * not a volatile sig_atomic_t, which is safe only between a handler and
+ * the thread it interrupted.
+ */
+static atomic_int consume_stop;
 
 enum settle {
 	SETTLE_ACK,    /* done (processed or replayed) and published */
@@ -94,14 +101,14 @@ struct consume {
 
 int consume_stopping(void)
 {
-	return consume_stop != 0;
+	return atomic_load(&consume_stop) != 0;
 }
 
 int consume_sleep_ms(int ms)
 {
 	struct timespec ts;
 
-	while (ms > 0 && !consume_stop) {
+	while (ms > 0 && !atomic_load(&consume_stop)) {
 		int step = ms < 50 ? ms : 50;
 
 		ts.tv_sec = 0;
@@ -109,7 +116,7 @@ int consume_sleep_ms(int ms)
 		nanosleep(&ts, NULL);
 		ms -= step;
 	}
-	return consume_stop != 0;
+	return atomic_load(&consume_stop) != 0;
 }
 
 int consume_db_rc(int rc)
@@ -361,7 +368,7 @@ static double mono_s(void)
 static void on_signal(int sig)
 {
 	(void)sig;
-	consume_stop = 1;
+	atomic_store(&consume_stop, 1);
 }
 
 /* Sleep the current back-off, then double it up to max_ms. */

@@ -7,6 +7,7 @@
 #   CMAKE_ARGS  extra configure arguments, split on spaces
 #               (e.g. "-DORDERS_ASAN=ON -DORDERS_WERROR=ON")
 #   JOBS        parallel build jobs (default: 2)
+#   BUILD_TARGETS  build only these targets (space-separated; default: all)
 set -euo pipefail
 
 SCRIPT_NAME=build
@@ -29,4 +30,5 @@ unset MAKEFLAGS MFLAGS MAKELEVEL
 say "configuring $build_dir ${extra[*]}"
 # The build type comes first so that CMAKE_ARGS can override it.
 cmake -S "$ROOT" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${extra[@]}" >/dev/null
-cmake --build "$build_dir" -j "${JOBS:-2}"
+read -r -a targets <<<"${BUILD_TARGETS:-}"
+cmake --build "$build_dir" -j "${JOBS:-2}" ${targets[0]+--target "${targets[@]}"}

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # test.sh: `make test`. Builds into build-test with AddressSanitizer,
-# UBSan and -Werror, brings the stack up from that build (up.sh), runs every
-# ctest test (unit and integration labels), and always takes the stack down
-# again (down.sh), even when something failed. Exits with ctest's status,
-# or non-zero when the stack did not come up or down cleanly, or when a
-# daemon's log holds a sanitizer report (leaks show up at exit).
+# UBSan and -Werror, and the programs of the tsan/* tests into build-tsan with
+# ThreadSanitizer, brings the stack up from the first build (up.sh), runs every
+# ctest test (unit, integration and tsan labels), and always takes the stack
+# down again (down.sh), even when something failed. Exits with ctest's status,
+# or non-zero when the stack did not come up or down cleanly, or when any
+# process wrote a sanitizer report (leaks show up at exit): every report goes
+# to a file of its own in .local/log/sanitizer/ (log_path).
 #
 #   BUILD_DIR (default build-test), CMAKE_ARGS (default the sanitizer
-#   options above), CTEST_ARGS (extra ctest arguments, e.g. "-R e2e").
+#   options above), TSAN_BUILD_DIR (default build-tsan), TSAN_CMAKE_ARGS,
+#   CTEST_ARGS (extra ctest arguments, e.g. "-R e2e").
 #
 # The test stack's reservations last ORDERS_RESERVATION_TTL_S=10 seconds
 # (not the default 900), so that it_expiry can watch an unpaid order expire,
@@ -25,8 +28,14 @@ HERE=$(dirname "${BASH_SOURCE[0]}")
 
 export BUILD_DIR=${BUILD_DIR:-build-test}
 export CMAKE_ARGS=${CMAKE_ARGS:--DORDERS_ASAN=ON -DORDERS_WERROR=ON}
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+TSAN_BUILD_DIR=${TSAN_BUILD_DIR:-build-tsan}
+TSAN_CMAKE_ARGS=${TSAN_CMAKE_ARGS:--DORDERS_TSAN=ON -DORDERS_WERROR=ON}
+# Every sanitizer report of every process (daemons, tests, tools, also one
+# whose stderr a test discards or whose exit status it expects to be 1)
+# lands in a file of its own here, which is looked through at the end.
+export ORDERS_SANITIZER_DIR=$LOG_DIR/sanitizer
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}:log_path=$ORDERS_SANITIZER_DIR/asan
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}:log_path=$ORDERS_SANITIZER_DIR/ubsan
 # up.sh passes it on to the daemons; the tests read it too.
 export ORDERS_RESERVATION_TTL_S=10
 export ORDERS_FINALIZE_GRACE_S=3
@@ -35,6 +44,12 @@ case $BUILD_DIR in
 /*) build_dir=$BUILD_DIR ;;
 *) build_dir=$ROOT/$BUILD_DIR ;;
 esac
+case $TSAN_BUILD_DIR in
+/*) export ORDERS_TSAN_BUILD_DIR=$TSAN_BUILD_DIR ;;
+*) export ORDERS_TSAN_BUILD_DIR=$ROOT/$TSAN_BUILD_DIR ;;
+esac
+rm -rf "$ORDERS_SANITIZER_DIR"
+mkdir -p "$ORDERS_SANITIZER_DIR"
 
 down_done=0
 take_down() {
@@ -47,6 +62,12 @@ trap 'take_down || true' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# The programs the tsan/* tests run, with ThreadSanitizer (tests/CMakeLists.txt).
+if ! BUILD_DIR=$ORDERS_TSAN_BUILD_DIR CMAKE_ARGS=$TSAN_CMAKE_ARGS BUILD_TARGETS=tsan_targets \
+	"$HERE/build.sh"; then
+	warn "the ThreadSanitizer build failed; no test ran"
+	exit 1
+fi
 if ! "$HERE/up.sh"; then
 	warn "the stack did not come up; no test ran"
 	exit 1
@@ -66,12 +87,20 @@ if ! take_down; then
 	[ $rc -ne 0 ] || rc=1
 fi
 
-# Sanitizer reports from the daemons (a leak is only reported at exit,
-# after SIGTERM) are failures too.
-reports=$(grep -l -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' \
-	"$LOG_DIR"/orders-*.log 2>/dev/null || true)
-if [ -n "$reports" ]; then
-	warn "sanitizer reports in: ${reports//$'\n'/ }"
+# Sanitizer reports are failures too, from any process and whatever its
+# exit status (a leak is only reported at exit, after SIGTERM): the report
+# files, and a daemon log (also one rotated to .prev) that holds one all the
+# same (a sanitizer option set to write to stderr).
+mapfile -t reports < <(
+	find "$ORDERS_SANITIZER_DIR" -type f -size +0 2>/dev/null | sort
+	grep -l -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer' \
+		"$LOG_DIR"/orders-*.log "$LOG_DIR"/orders-*.log.prev 2>/dev/null || true
+)
+if [ ${#reports[@]} -gt 0 ]; then
+	for f in "${reports[@]}"; do
+		warn "sanitizer report in ${f#"$ROOT"/}:"
+		grep -m 3 -E 'ERROR: |SUMMARY: |runtime error:' "$f" | cut -c 1-300 >&2 || true
+	done
 	[ $rc -ne 0 ] || rc=1
 fi
 

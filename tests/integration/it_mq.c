@@ -669,6 +669,20 @@ static void free_cb(void *arg, int result)
 		atomic_fetch_add(&free_other, 1);
 }
 
+/* A connected publisher that polls queue stats every stats_ms (0: never), the
+ * free_* counts at 0. */
+static struct mq_publisher *counted_publisher(int stats_ms)
+{
+	struct mq_publisher *p = new_publisher(url, 0, stats_ms);
+
+	assert_non_null(p);
+	assert_true(wait_connected(p, 15000));
+	atomic_store(&free_ok, 0);
+	atomic_store(&free_closed, 0);
+	atomic_store(&free_other, 0);
+	return p;
+}
+
 static void test_free_with_pending(void **state)
 {
 	struct mq_publisher *p;
@@ -676,12 +690,7 @@ static void test_free_with_pending(void **state)
 	int accepted = 0;
 
 	(void)state;
-	p = new_publisher(url, 0, 0);
-	assert_non_null(p);
-	assert_true(wait_connected(p, 15000));
-	atomic_store(&free_ok, 0);
-	atomic_store(&free_closed, 0);
-	atomic_store(&free_other, 0);
+	p = counted_publisher(0);
 	memset(body, 'f', sizeof(body));
 	for (int i = 0; i < 2000; i++) {
 		atomic_store(&free_calls[i], 0);
@@ -699,6 +708,48 @@ static void test_free_with_pending(void **state)
 	printf("it_mq: free with 2000 pending: %d confirmed, %d closed\n", atomic_load(&free_ok),
 	       atomic_load(&free_closed));
 	fflush(stdout);
+}
+
+/*
+ * Stopped but not freed, as the API stops it while its HTTP threads still
+ * hold it: every pending message is called back by then, and afterwards
+ * the publisher refuses, from any thread, until it is freed.
+ */
+static void test_stop_then_free(void **state)
+{
+	struct mq_publisher *p;
+	uint8_t body[BODY_SIZE];
+	long messages, consumers;
+
+	(void)state;
+	p = counted_publisher(200);
+	for (int64_t end = now_ms() + 10000;
+	     mq_publisher_queue_stats(p, 0, &messages, &consumers) != ERR_OK && now_ms() < end;)
+		sleep_ms(10);
+	assert_int_equal(mq_publisher_queue_stats(p, 0, &messages, &consumers), ERR_OK);
+	memset(body, 's', sizeof(body));
+	for (int i = 0; i < 500; i++) {
+		atomic_store(&free_calls[i], 0);
+		assert_int_equal(mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "it-mq-stop",
+		                                      body, sizeof(body), 0, free_cb,
+		                                      (void *)(intptr_t)i),
+		                 ERR_OK);
+	}
+	mq_publisher_stop(p);
+	for (int i = 0; i < 500; i++)
+		assert_int_equal(atomic_load(&free_calls[i]), 1);
+	assert_int_equal(atomic_load(&free_ok) + atomic_load(&free_closed), 500);
+	assert_int_equal(atomic_load(&free_other), 0);
+	assert_int_equal(mq_publisher_connected(p), 0);
+	assert_int_equal(mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "it-mq-stop", body,
+	                                      sizeof(body), 0, free_cb, (void *)(intptr_t)0),
+	                 ERR_CLOSED);
+	assert_int_equal(mq_publisher_queue_stats(p, 0, &messages, &consumers), ERR_NOT_FOUND);
+	/* Again: nothing more happens. */
+	mq_publisher_stop(p);
+	mq_publisher_free(p);
+	/* The refused message was never called back. */
+	assert_int_equal(atomic_load(&free_calls[0]), 1);
 }
 
 /* ---- mandatory publishing ------------------------------------------------ */
@@ -946,6 +997,7 @@ int main(void)
 	    cmocka_unit_test(test_queue_stats),
 	    cmocka_unit_test(test_max_in_flight),
 	    cmocka_unit_test(test_free_with_pending),
+	    cmocka_unit_test(test_stop_then_free),
 	    cmocka_unit_test(test_mandatory),
 	    cmocka_unit_test(test_url_list),
 	    cmocka_unit_test(test_unavailable),

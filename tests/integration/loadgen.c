@@ -392,11 +392,8 @@ static int parse_options(struct options *o, int argc, char **argv)
 			o->timeout_ms = (int)v;
 			break;
 		case 'k':
-			if (!optarg[0] || strlen(optarg) >= sizeof(o->prefix) ||
-			    strspn(optarg, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-			                   "0123456789._-") != strlen(optarg))
+			if (util_parse_prefix(optarg, o->prefix, sizeof(o->prefix)))
 				goto bad;
-			snprintf(o->prefix, sizeof(o->prefix), "%s", optarg);
 			break;
 		case 'S':
 			o->seed = strtoull(optarg, NULL, 10);
