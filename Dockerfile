@@ -21,7 +21,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends \
        build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev \
        librabbitmq-dev libpq-dev libhiredis-dev libmicrohttpd-dev libcmocka-dev \
-       libjansson-dev libsodium-dev \
+       libjansson-dev libsodium-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # .dockerignore lets in only the sources CMake needs (an allowlist).
@@ -44,11 +44,16 @@ FROM ${DEBIAN_IMAGE} AS base
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
        librabbitmq4 libpq5 libhiredis0.14 libmicrohttpd12 libprotobuf-c1 \
-       libjansson4 libsodium23 ca-certificates \
+       libjansson4 libsodium23 libssl3 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 orders \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin orders
+# Amazon RDS's CA bundle (every region's CAs): the DSNs verify the database's certificate
+# and name against it (sslmode=verify-full&sslrootcert=/usr/local/share/orders/rds-ca.pem).
+# Amazon MQ's certificates chain to public CAs: ca-certificates above covers amqps://.
+ADD --chmod=644 https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem \
+    /usr/local/share/orders/rds-ca.pem
 # In a container the daemons must listen on every interface (the default is loopback).
 ENV ORDERS_HTTP_BIND=0.0.0.0
 LABEL org.opencontainers.image.title="orders" \

@@ -32,11 +32,21 @@
 
 #define API_BODY_MAX (64 * 1024)
 /* MHD's memory pool per connection: the request's headers and the
- * response's header block (bodies are kept elsewhere). */
+ * response's header block (bodies are kept elsewhere). The same over
+ * HTTPS: GnuTLS keeps a session's state and records in memory of its own
+ * (some 11 KB more per idle connection, tests/integration/tls_api.sh). */
 #define API_CONNECTION_MEMORY (4 * 1024)
 /* The most of it a request line and headers may take: the rest is for the
  * answer's header block. */
 #define API_HEAD_MAX (API_CONNECTION_MEMORY - 1024)
+/*
+ * What HTTPS offers (GnuTLS priorities): TLS 1.3 and 1.2 only, AEAD ciphers
+ * (AES-GCM, ChaCha20-Poly1305) with ECDHE key exchange on 1.2, the
+ * server's order of preference. PCI-DSS 4.2.1 wants TLS 1.2 or later.
+ */
+#define API_TLS_PRIORITIES                                                                         \
+	"SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:"     \
+	"+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA:%SERVER_PRECEDENCE"
 #define API_REQUEST_ID_MAX 64
 #define API_CLIENT_ID_LEN APIKEY_CLIENT_ID_LEN
 
@@ -80,6 +90,11 @@ struct api {
 	atomic_long healthz_ok;
 
 	struct MHD_Daemon *httpd;
+	/* HTTPS: the PEM certificate chain and key, read at start (NULL: plain
+	 * HTTP); the key is wiped once MHD has stopped. */
+	char *tls_cert;
+	char *tls_key;
+	size_t tls_key_len;
 };
 
 /* The stages of one request's life (struct request.state). */

@@ -854,6 +854,22 @@ int http_start(struct api *a)
 	struct sockaddr_in addr;
 	unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
 	                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	/* HTTPS when a certificate was given; MHD_OPTION_END ends an empty list. */
+	struct MHD_OptionItem tls[] = {
+	    {MHD_OPTION_HTTPS_MEM_CERT, 0, a->tls_cert},
+	    {MHD_OPTION_HTTPS_MEM_KEY, 0, a->tls_key},
+	    {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)API_TLS_PRIORITIES},
+	    {MHD_OPTION_END, 0, NULL},
+	};
+
+	if (a->tls_cert) {
+		if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
+			log_error("cannot serve https",
+			          LF_STR("reason", "libmicrohttpd was built without TLS"));
+			return ERR_INVALID;
+		}
+		flags |= MHD_USE_TLS;
+	}
 
 	raise_fd_limit();
 	memset(&addr, 0, sizeof(addr));
@@ -878,18 +894,22 @@ int http_start(struct api *a)
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_CONNECTION_MEMORY,
 	    /* Slow clients: a silent connection is closed after the idle
 	     * timeout, one per address may hold only so many connections,
-	     * and the watchdog closes one that trickles bytes. */
+	     * and the watchdog closes one that trickles bytes (over HTTPS,
+	     * the handshake counts as part of its first request). */
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)a->cfg.http_idle_timeout_s,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)a->cfg.http_per_ip_limit,
 	    MHD_OPTION_NOTIFY_CONNECTION, watchdog_notify, a->watchdog,
 	    MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096, MHD_OPTION_NOTIFY_COMPLETED,
-	    on_completed, a, MHD_OPTION_UNESCAPE_CALLBACK, unescape_url, NULL, MHD_OPTION_END);
+	    on_completed, a, MHD_OPTION_UNESCAPE_CALLBACK, unescape_url, NULL, MHD_OPTION_ARRAY,
+	    a->tls_cert ? tls : tls + 3, MHD_OPTION_END);
 	if (!a->httpd) {
-		log_error("cannot start http server", LF_INT("port", a->cfg.http_port));
+		log_error("cannot start http server", LF_INT("port", a->cfg.http_port),
+		          LF_STR("tls", a->tls_cert ? "on" : "off"));
 		return ERR_IO;
 	}
 	log_info("listening", LF_INT("port", a->cfg.http_port),
-	         LF_INT("threads", a->cfg.http_threads));
+	         LF_INT("threads", a->cfg.http_threads),
+	         LF_STR("scheme", a->tls_cert ? "https" : "http"));
 	return ERR_OK;
 }
 

@@ -12,6 +12,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "tls.h"
 
 /* ORDERS_API_KEYS into a->keys; the plain keys are wiped once hashed. */
 static int parse_keys(struct api *a, char *err, size_t errlen)
@@ -23,6 +24,28 @@ static int parse_keys(struct api *a, char *err, size_t errlen)
 	sodium_memzero(a->cfg.api_keys, sizeof(a->cfg.api_keys));
 	if (rc != ERR_OK)
 		snprintf(err, errlen, "ORDERS_API_KEYS %s", what);
+	return rc;
+}
+
+/*
+ * HTTPS: read ORDERS_TLS_CERT_FILE and _KEY_FILE now, so that a missing or
+ * unreadable file, or a key that is not the certificate's, stops start-up
+ * with a reason that names the file (never what is in it).
+ */
+static int load_tls(struct api *a, char *err, size_t errlen)
+{
+	size_t len;
+	int rc;
+
+	if (!a->cfg.tls_cert_file[0])
+		return ERR_OK;
+	rc = tls_check_files(NULL, a->cfg.tls_cert_file, a->cfg.tls_key_file, err, errlen);
+	if (rc == ERR_OK)
+		rc = tls_read_file(a->cfg.tls_cert_file, TLS_FILE_MAX, &a->tls_cert, &len, err,
+		                   errlen);
+	if (rc == ERR_OK)
+		rc = tls_read_file(a->cfg.tls_key_file, TLS_FILE_MAX, &a->tls_key, &a->tls_key_len,
+		                   err, errlen);
 	return rc;
 }
 
@@ -140,6 +163,10 @@ static int setup(struct api *a)
 	log_level_parse(a->cfg.log_level, &level);
 	log_init("orders-api", level);
 	config_log(&a->cfg);
+	if (load_tls(a, err, sizeof(err)) != ERR_OK) {
+		log_error("cannot serve https", LF_STR("reason", err));
+		return ERR_INVALID;
+	}
 	if (seal_init() != ERR_OK || parse_keys(a, err, sizeof(err)) != ERR_OK ||
 	    seal_hex_decode(a->cfg.seal_public_key, pk, sizeof(pk)) != ERR_OK ||
 	    seal_hex_decode(a->cfg.order_id_key, a->order_id_key, sizeof(a->order_id_key)) !=
@@ -169,6 +196,12 @@ static int setup(struct api *a)
 		return ERR_NOMEM;
 	}
 
+	if (mq_tls_configure(&(struct mq_tls_options){a->cfg.amqp_ca_file, a->cfg.amqp_cert_file,
+	                                              a->cfg.amqp_key_file},
+	                     err, sizeof(err)) != ERR_OK) {
+		log_error("cannot use the rabbitmq tls settings", LF_STR("reason", err));
+		return ERR_INVALID;
+	}
 	memset(&opt, 0, sizeof(opt));
 	opt.url = a->cfg.amqp_url;
 	opt.confirm_timeout_ms = a->cfg.publish_timeout_ms;
@@ -232,6 +265,10 @@ static void teardown(struct api *a)
 	/* MHD has stopped: no connection is left for these to look at. */
 	watchdog_free(a->watchdog);
 	addrlimit_free(a->auth_failures);
+	free(a->tls_cert);
+	if (a->tls_key)
+		sodium_memzero(a->tls_key, a->tls_key_len);
+	free(a->tls_key);
 	mq_publisher_free(a->publisher);
 	a->publisher = NULL;
 	settler_free(a->settler);

@@ -122,6 +122,11 @@ static const struct config_row config_table[] = {
     ROW_INT("ORDERS_FINALIZE_GRACE_S", finalize_grace_s, 60, 1, 86400),
     ROW_INT("ORDERS_CONSUMER_BATCH", consumer_batch, 0, 0, 1000),
     ROW_INT("ORDERS_DRAIN_TIMEOUT_MS", drain_timeout_ms, 15000, 0, 600000),
+    ROW_STR("ORDERS_TLS_CERT_FILE", tls_cert_file, "", 0, NULL),
+    ROW_STR("ORDERS_TLS_KEY_FILE", tls_key_file, "", 0, NULL),
+    ROW_STR("ORDERS_AMQP_CA_FILE", amqp_ca_file, "", 0, NULL),
+    ROW_STR("ORDERS_AMQP_CERT_FILE", amqp_cert_file, "", 0, NULL),
+    ROW_STR("ORDERS_AMQP_KEY_FILE", amqp_key_file, "", 0, NULL),
 };
 
 #define CONFIG_ROWS (sizeof(config_table) / sizeof(config_table[0]))
@@ -367,6 +372,33 @@ static int check_production(const struct config *cfg, unsigned needs, char *err,
 	return ERR_OK;
 }
 
+/* A certificate is useless without its key and the other way round. */
+static int check_pairs(const struct config *cfg, char *err, size_t errlen)
+{
+	static const struct {
+		const char *cert, *key, *what;
+		size_t cert_off, key_off;
+	} pairs[] = {
+	    {"ORDERS_TLS_CERT_FILE", "ORDERS_TLS_KEY_FILE", "HTTPS",
+	     offsetof(struct config, tls_cert_file), offsetof(struct config, tls_key_file)},
+	    {"ORDERS_AMQP_CERT_FILE", "ORDERS_AMQP_KEY_FILE", "a RabbitMQ client certificate",
+	     offsetof(struct config, amqp_cert_file), offsetof(struct config, amqp_key_file)},
+	};
+
+	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+		int has_cert = ((const char *)cfg + pairs[i].cert_off)[0] != '\0';
+		int has_key = ((const char *)cfg + pairs[i].key_off)[0] != '\0';
+
+		if (has_cert == has_key)
+			continue;
+		set_err(err, errlen, "%s must be set together with %s (%s needs both)",
+		        has_cert ? pairs[i].key : pairs[i].cert,
+		        has_cert ? pairs[i].cert : pairs[i].key, pairs[i].what);
+		return ERR_INVALID;
+	}
+	return ERR_OK;
+}
+
 int config_load(struct config *cfg, char *err, size_t errlen)
 {
 	return config_load_for(cfg, CONFIG_NEED_ALL, err, errlen);
@@ -397,6 +429,9 @@ int config_load_for(struct config *cfg, unsigned needs, char *err, size_t errlen
 		if (rc != ERR_OK)
 			goto out;
 	}
+	rc = check_pairs(&c, err, errlen);
+	if (rc != ERR_OK)
+		goto out;
 	if (config_is_production(&c)) {
 		rc = check_production(&c, needs, err, errlen);
 		if (rc != ERR_OK)
@@ -451,6 +486,45 @@ static const char *find_password_value(const char *s, const char *from)
 }
 
 /*
+ * Where the parameter value at v ends, as libpq reads it: in a URI's query
+ * at the next '&' (spaces, quotes and '#' are part of it); in a keyword DSN
+ * at the closing quote of a quoted value, else at the first whitespace that
+ * no backslash escapes.
+ */
+static const char *value_end(const char *v, int uri)
+{
+	if (uri)
+		return v + strcspn(v, "&");
+	if (*v == '\'') {
+		for (v++; *v && *v != '\''; v++) {
+			if (*v == '\\' && v[1])
+				v++;
+		}
+		return *v ? v + 1 : v;
+	}
+	for (; *v && !isspace((unsigned char)*v); v++) {
+		if (*v == '\\' && v[1])
+			v++;
+	}
+	return v;
+}
+
+/*
+ * Where the "://" after the scheme a URL starts with is in s, or NULL: a
+ * keyword DSN is no URL, even with a "://" inside one of its values.
+ */
+static const char *url_scheme_end(const char *s)
+{
+	static const char scheme[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                             "0123456789+-.";
+	const char *sep = strstr(s, "://");
+
+	if (!sep || !isalpha((unsigned char)s[0]) || strspn(s, scheme) != (size_t)(sep - s))
+		return NULL;
+	return sep;
+}
+
+/*
  * Copy s into out with the passwords masked: "scheme://user:pass@host/..."
  * gives "scheme://user:***@host/...", and a "password=" or "sslpassword="
  * parameter (libpq keyword DSN, also "password = x", or URI query) gives
@@ -460,7 +534,7 @@ static const char *find_password_value(const char *s, const char *from)
  */
 static void mask_url(const char *s, char *out, size_t size)
 {
-	const char *p = s, *auth = strstr(s, "://");
+	const char *p = s, *auth = url_scheme_end(s);
 	const char *pw;
 	size_t o = 0;
 
@@ -476,22 +550,8 @@ static void mask_url(const char *s, char *out, size_t size)
 		}
 	}
 	while ((pw = find_password_value(s, p)) != NULL) {
-		const char *end;
+		const char *end = value_end(pw, auth != NULL);
 
-		if (*pw == '\'') {
-			/* A quoted value runs to the next unescaped quote. */
-			end = pw + 1;
-			while (*end && *end != '\'') {
-				if (*end == '\\' && end[1])
-					end++;
-				end++;
-			}
-			if (*end)
-				end++;
-		} else {
-			/* A URI's parameter ends at '&', a keyword's value at a space. */
-			end = pw + strcspn(pw, auth ? "&#" SPACES : SPACES);
-		}
 		put(out, size, &o, p, (size_t)(pw - p));
 		put(out, size, &o, "***", 3);
 		p = end;

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #define CONFIG_STR_MAX 512
+#define CONFIG_PATH_MAX 256
 
 struct config {
 	char env[32];                /* ORDERS_ENV: development | production */
@@ -42,6 +43,12 @@ struct config {
 	int http_per_ip_limit;          /* ORDERS_HTTP_PER_IP_CONNECTION_LIMIT (0 = none) */
 	int auth_failure_limit;         /* ORDERS_AUTH_FAILURE_LIMIT, per address (0 = none) */
 	char trusted_proxies[512];      /* ORDERS_TRUSTED_PROXIES: addresses and networks */
+	/* TLS: file paths (PEM), "" when unset; each pair is both or neither. */
+	char tls_cert_file[CONFIG_PATH_MAX];  /* ORDERS_TLS_CERT_FILE: the API serves HTTPS */
+	char tls_key_file[CONFIG_PATH_MAX];   /* ORDERS_TLS_KEY_FILE: its private key */
+	char amqp_ca_file[CONFIG_PATH_MAX];   /* ORDERS_AMQP_CA_FILE: "" = system trust store */
+	char amqp_cert_file[CONFIG_PATH_MAX]; /* ORDERS_AMQP_CERT_FILE: amqps client cert */
+	char amqp_key_file[CONFIG_PATH_MAX];  /* ORDERS_AMQP_KEY_FILE: its private key */
 };
 
 /* The secrets a daemon uses: in production, config_load_for() refuses to
@@ -59,9 +66,12 @@ enum config_need {
 /*
  * config_load_for - fill cfg from the defaults and then from getenv().
  * On a bad value returns ERR_INVALID and writes a sentence naming the
- * variable into err (size errlen). In production, refuses the dev API keys
- * and any dev crypto key among needs (enum config_need): each daemon names
- * only what it uses, so that the others never have to hold the card keys.
+ * variable into err (size errlen); so does a TLS certificate set without
+ * its key or the other way round (the files themselves are read by their
+ * users: the API and mq_tls_configure()). In production, refuses the dev
+ * API keys and any dev crypto key among needs (enum config_need): each
+ * daemon names only what it uses, so that the others never have to hold
+ * the card keys.
  * Not thread-safe (reads the environment).
  */
 int config_load_for(struct config *cfg, unsigned needs, char *err, size_t errlen);

@@ -2,7 +2,6 @@
 #include "mq.h"
 
 #include <amqp.h>
-#include <amqp_tcp_socket.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <limits.h>
@@ -221,36 +220,31 @@ static void url_release(struct mq_url *u)
 }
 
 /*
- * host_open - connect to one broker and log in, with every wait bounded:
- * the TCP connect, the handshake and each later RPC. On failure the reason
- * is written and nothing is left open.
+ * host_open - connect to one broker (over TLS for amqps://) and log in,
+ * with every wait bounded: the TCP connect, the TLS and AMQP handshakes and
+ * each later RPC. *tls (when not NULL) gets the TLS session, NULL for plain
+ * TCP. On failure the reason is written and nothing is left open.
  */
 static int host_open(const struct amqp_connection_info *info, amqp_connection_state_t *out,
-                     char *reason, size_t size)
+                     void **tls, char *reason, size_t size)
 {
 	struct timeval connect_tv = {MQ_CONNECT_TIMEOUT_S, 0};
 	struct timeval rpc_tv = {MQ_RPC_TIMEOUT_S, 0};
 	amqp_connection_state_t conn;
-	amqp_socket_t *sock;
 	amqp_rpc_reply_t r;
-	int st;
+	void *session = NULL;
+	int rc;
 
 	conn = amqp_new_connection();
 	if (!conn) {
 		snprintf(reason, size, "out of memory");
 		return ERR_NOMEM;
 	}
-	sock = amqp_tcp_socket_new(conn);
-	if (!sock) {
-		snprintf(reason, size, "out of memory");
+	rc = mq__socket_open(conn, info->host, info->port, info->ssl, &connect_tv, &session, reason,
+	                     size);
+	if (rc) {
 		amqp_destroy_connection(conn);
-		return ERR_NOMEM;
-	}
-	st = amqp_socket_open_noblock(sock, info->host, info->port, &connect_tv);
-	if (st != AMQP_STATUS_OK) {
-		snprintf(reason, size, "%s", amqp_error_string2(st));
-		amqp_destroy_connection(conn);
-		return ERR_UNAVAILABLE;
+		return rc;
 	}
 	amqp_set_handshake_timeout(conn, &connect_tv);
 	amqp_set_rpc_timeout(conn, &rpc_tv);
@@ -261,6 +255,8 @@ static int host_open(const struct amqp_connection_info *info, amqp_connection_st
 		amqp_destroy_connection(conn);
 		return ERR_UNAVAILABLE;
 	}
+	if (tls)
+		*tls = session;
 	*out = conn;
 	return ERR_OK;
 }
@@ -270,9 +266,10 @@ static int host_open(const struct amqp_connection_info *info, amqp_connection_st
  * trying them in turn from the one this process last reached; u->info is
  * left on the entry connected to, or the last one tried. On failure the
  * reason names every entry's failure (just the reason for a single URL)
- * and nothing is left open.
+ * and nothing is left open. *tls as for host_open.
  */
-static int conn_open(struct mq_url *u, amqp_connection_state_t *out, char *reason, size_t size)
+static int conn_open(struct mq_url *u, amqp_connection_state_t *out, void **tls, char *reason,
+                     size_t size)
 {
 	size_t start = atomic_load(&mq_url_hint) % u->n, used = 0;
 	int rc = ERR_UNAVAILABLE;
@@ -284,7 +281,7 @@ static int conn_open(struct mq_url *u, amqp_connection_state_t *out, char *reaso
 		int len;
 
 		u->info = u->entries[i];
-		rc = host_open(&u->info, out, why, sizeof(why));
+		rc = host_open(&u->info, out, tls, why, sizeof(why));
 		if (rc == ERR_OK) {
 			atomic_store(&mq_url_hint, i);
 			return ERR_OK;
@@ -505,6 +502,7 @@ struct mq_publisher {
 	/* The publisher thread's own. */
 	amqp_connection_state_t conn;
 	int fd;
+	void *tls;              /* the TLS session of an amqps:// connection, else NULL */
 	struct mq_fifo outbox;  /* taken from submit, not yet published */
 	struct buf out;         /* encoded frames of published messages */
 	size_t out_sent;        /* bytes of out already sent */
@@ -961,6 +959,32 @@ static int out_pending(const struct mq_publisher *p)
 }
 
 /*
+ * out_write - write what the socket takes now of len bytes at buf: > 0
+ * bytes written, 0 none now, -1 failed (p->reason says why). Over TLS the
+ * bytes go through OpenSSL (the raw socket would bypass it), whose rule for
+ * a write that could not finish holds here: p->out neither moves nor
+ * changes while out_pending(), so the retry passes the same buffer.
+ */
+static ssize_t out_write(struct mq_publisher *p, const uint8_t *buf, size_t len)
+{
+	char ebuf[128];
+	ssize_t w;
+
+	if (p->tls)
+		return mq__tls_write(p->tls, buf, len, p->reason, sizeof(p->reason));
+	do
+		w = send(p->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	while (w < 0 && errno == EINTR);
+	if (w > 0)
+		return w;
+	if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return 0;
+	snprintf(p->reason, sizeof(p->reason), "send: %s",
+	         w < 0 ? strerror_r(errno, ebuf, sizeof(ebuf)) : "nothing sent");
+	return -1;
+}
+
+/*
  * flush_out - send what the socket takes now, never waiting: a broker that
  * stops reading (a memory alarm) must not freeze this thread, which also
  * times messages out. Until everything is sent, nothing else may be
@@ -971,21 +995,14 @@ static int out_pending(const struct mq_publisher *p)
 static int flush_out(struct mq_publisher *p)
 {
 	while (p->out_sent < p->out.len) {
-		ssize_t w = send(p->fd, p->out.data + p->out_sent, p->out.len - p->out_sent,
-		                 MSG_DONTWAIT | MSG_NOSIGNAL);
-		char ebuf[128];
+		ssize_t w = out_write(p, (const uint8_t *)p->out.data + p->out_sent,
+		                      p->out.len - p->out_sent);
 
-		if (w > 0) {
-			p->out_sent += (size_t)w;
-			continue;
-		}
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (w < 0)
+			return -1;
+		if (w == 0)
 			return 0;
-		snprintf(p->reason, sizeof(p->reason), "send: %s",
-		         w < 0 ? strerror_r(errno, ebuf, sizeof(ebuf)) : "nothing sent");
-		return -1;
+		p->out_sent += (size_t)w;
 	}
 	p->out_sent = 0;
 	if (p->out.cap > MQ_OUT_KEEP)
@@ -1084,9 +1101,10 @@ static int poll_stats(struct mq_publisher *p)
 static int publisher_connect(struct mq_publisher *p)
 {
 	amqp_connection_state_t conn;
+	void *tls;
 	int rc;
 
-	rc = conn_open(&p->url, &conn, p->reason, sizeof(p->reason));
+	rc = conn_open(&p->url, &conn, &tls, p->reason, sizeof(p->reason));
 	if (rc)
 		return rc;
 	amqp_channel_open(conn, MQ_MAIN_CHANNEL);
@@ -1107,6 +1125,7 @@ static int publisher_connect(struct mq_publisher *p)
 	}
 	p->conn = conn;
 	p->fd = amqp_get_sockfd(conn);
+	p->tls = tls;
 	p->next_tag = 0;
 	p->stats_open = 0;
 	p->ret_pending = 0;
@@ -1143,15 +1162,21 @@ static void publisher_disconnect(struct mq_publisher *p, int result, int gracefu
 	p->out_sent = 0;
 	p->conn = NULL;
 	p->fd = -1;
+	p->tls = NULL;
 	for (size_t i = 0; i < MQ_STAT_QUEUES; i++)
 		atomic_store(&p->stat_valid[i], 0);
 }
 
-/* Whether fd has input waiting, without waiting for it. */
-static int readable(int fd)
+/*
+ * Whether input waits, without waiting for it: on the socket, or already
+ * decrypted in OpenSSL's buffer, which poll() cannot see.
+ */
+static int readable(const struct mq_publisher *p)
 {
-	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	struct pollfd pfd = {.fd = p->fd, .events = POLLIN};
 
+	if (p->tls && mq__tls_pending(p->tls))
+		return 1;
 	return poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
 }
 
@@ -1185,9 +1210,10 @@ static int publisher_run(struct mq_publisher *p)
 			next_stats = now + p->poll_stats_ms;
 		}
 		amqp_maybe_release_buffers(p->conn);
-		/* Frames already read into rabbitmq-c's buffers never wake poll(). */
+		/* Bytes already in rabbitmq-c's (or OpenSSL's) buffers never wake poll(). */
 		if (!out_pending(p) &&
-		    (amqp_frames_enqueued(p->conn) || amqp_data_in_buffer(p->conn)))
+		    (amqp_frames_enqueued(p->conn) || amqp_data_in_buffer(p->conn) ||
+		     (p->tls && mq__tls_pending(p->tls))))
 			continue;
 		/*
 		 * Heartbeat frames are eaten inside rabbitmq-c, but they do make
@@ -1227,7 +1253,7 @@ static int publisher_run(struct mq_publisher *p)
 		}
 		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))
 			last_rx = now_ms();
-		else if (out_pending(p) && !(pfd[0].revents & POLLOUT) && readable(p->fd))
+		else if (out_pending(p) && !(pfd[0].revents & POLLOUT) && readable(p))
 			last_rx = now_ms();
 		if (pfd[1].revents & POLLIN)
 			drain_eventfd(p);
@@ -1262,6 +1288,7 @@ static void *publisher_main(void *arg)
 		}
 		log_info("connected to rabbitmq", LF_STR("host", p->url.info.host),
 		         LF_INT("port", p->url.info.port), LF_STR("role", "publisher"),
+		         LF_STR("tls", mq__tls_version(p->tls)),
 		         LF_INT("failed_attempts", failures));
 		failures = 0;
 		up_since = now_ms();
@@ -1558,6 +1585,7 @@ struct mq_consumer *mq_consumer_new(const char *url, const char *queue, int pref
 	struct mq_url u = {0};
 	amqp_connection_state_t conn = NULL;
 	char reason[MQ_REASON_MAX] = "";
+	void *tls = NULL;
 	int rc;
 
 	if (!queue || prefetch < 0 || prefetch > UINT16_MAX) {
@@ -1569,7 +1597,7 @@ struct mq_consumer *mq_consumer_new(const char *url, const char *queue, int pref
 		snprintf(reason, sizeof(reason), "cannot parse the url");
 		goto out;
 	}
-	rc = conn_open(&u, &conn, reason, sizeof(reason));
+	rc = conn_open(&u, &conn, &tls, reason, sizeof(reason));
 	if (rc)
 		goto out;
 	amqp_channel_open(conn, MQ_MAIN_CHANNEL);
@@ -1599,7 +1627,8 @@ struct mq_consumer *mq_consumer_new(const char *url, const char *queue, int pref
 	c->conn = conn;
 	conn = NULL;
 	log_info("connected to rabbitmq", LF_STR("host", u.info.host), LF_INT("port", u.info.port),
-	         LF_STR("role", "consumer"), LF_STR("queue", queue));
+	         LF_STR("role", "consumer"), LF_STR("queue", queue),
+	         LF_STR("tls", mq__tls_version(tls)));
 out:
 	if (rc)
 		log_error("cannot start a rabbitmq consumer", LF_STR("queue", queue),
@@ -1870,7 +1899,7 @@ int mq__connect(const char *url, amqp_connection_state_t *out, char *reason, siz
 		snprintf(reason, size, "cannot parse the url");
 		return rc;
 	}
-	rc = conn_open(&u, out, reason, size);
+	rc = conn_open(&u, out, NULL, reason, size);
 	url_release(&u);
 	return rc;
 }

@@ -41,12 +41,13 @@
 #define MQ_KEY_MAX 64
 
 /*
- * A broker URL (ORDERS_AMQP_URL) is one amqp://user:pass@host:port/vhost,
+ * A broker URL (ORDERS_AMQP_URL) is one amqp[s]://user:pass@host:port/vhost,
  * or up to MQ_URLS_MAX of them separated by commas, no spaces: the nodes of
- * a cluster (a comma inside one is written %2C). Every connect tries them
- * in turn, starting with the one this process last connected to, and takes
- * the first that accepts: the publisher and the consumers fail over to a
- * surviving node when theirs goes away, and reconnect there.
+ * a cluster (a comma inside one is written %2C), each amqp:// or amqps://
+ * (see "TLS" below) of its own. Every connect tries them in turn, starting
+ * with the one this process last connected to, and takes the first that
+ * accepts: the publisher and the consumers fail over to a surviving node
+ * when theirs goes away, and reconnect there.
  */
 #define MQ_URLS_MAX 16
 
@@ -60,6 +61,35 @@ extern const char *const mq_work_queues[MQ_WORK_QUEUES];
  */
 #define MQ_STAT_QUEUES (2 * MQ_WORK_QUEUES)
 extern const char *const mq_stat_queues[MQ_STAT_QUEUES];
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+/*
+ * An amqps:// URL (port 5671 by default) connects over TLS 1.2 or later and
+ * verifies the broker: its certificate chain against ca_file, else against
+ * the system's trust store (which holds the public CAs of Amazon MQ's
+ * certificates), and its name against the URL's host (a DNS name, wildcards
+ * as RFC 6125 allows them, or an IP address). There is no way to turn the
+ * verification off. A client certificate is sent when cert_file and
+ * key_file are set. amqp:// URLs ignore all of it.
+ */
+struct mq_tls_options {
+	const char *ca_file;   /* PEM CA bundle; NULL or "" = the system's trust store */
+	const char *cert_file; /* PEM client certificate chain, with key_file; NULL = none */
+	const char *key_file;  /* its PEM private key, not encrypted */
+};
+
+/*
+ * mq_tls_configure - the TLS settings of every amqps:// connection this
+ * process makes from now on (publishers, consumers, mq_admin). The files
+ * are checked now (the CA file holds certificates, the key belongs to the
+ * certificate) and read again at every connect, so that renewed files are
+ * picked up on the next reconnect. ERR_OK, or ERR_INVALID / ERR_NOMEM with
+ * a reason naming the file (never its content). Without a call, amqps://
+ * uses the system's trust store and no client certificate. Call it once
+ * at start, before any connection is made: not thread-safe.
+ */
+int mq_tls_configure(const struct mq_tls_options *o, char *reason, size_t size);
 
 /* ---- publisher ---------------------------------------------------------- */
 
@@ -90,7 +120,7 @@ struct mq_publisher;
 typedef void (*mq_confirm_cb)(void *arg, int result);
 
 struct mq_publisher_options {
-	const char *url;         /* amqp://user:pass@host:port/vhost[,amqp://...] (MQ_URLS_MAX) */
+	const char *url;         /* amqp[s]://user:pass@host:port/vhost[,...] (MQ_URLS_MAX) */
 	int confirm_timeout_ms;  /* per message, from hand-over to confirm */
 	int max_in_flight;       /* messages handed over but not confirmed; 0 = 10000 */
 	int declare_topology;    /* declare exchanges and queues on every connect */

@@ -9,15 +9,46 @@
 #include <amqp.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/time.h>
+#include <sys/types.h>
 
 /*
- * mq__connect - parse url (amqp://user:pass@host:port/vhost, or several
+ * mq__connect - parse url (amqp[s]://user:pass@host:port/vhost, or several
  * separated by commas: see MQ_URLS_MAX), connect to the first that accepts
  * and log in, with every wait bounded (connect, handshake, each RPC).
  * ERR_OK sets *out; otherwise writes the reason (never the password) and
  * leaves nothing open: ERR_INVALID (bad url), ERR_NOMEM, ERR_UNAVAILABLE.
  */
 int mq__connect(const char *url, amqp_connection_state_t *out, char *reason, size_t size);
+
+/*
+ * mq__socket_open - give conn its socket to host:port and open it within
+ * timeout: plain TCP, or with tls the TLS of mq.h's "TLS" section, the
+ * handshake and the broker's verification included. ERR_OK sets *session
+ * (when not NULL) to the TLS session (an SSL *, NULL for plain TCP), which
+ * lives as long as the socket: conn owns both. Otherwise writes the reason
+ * (a failed verification says why) and returns ERR_UNAVAILABLE, ERR_INVALID
+ * (a file cannot be used) or ERR_NOMEM; conn still owns what was made, so
+ * destroy it.
+ */
+int mq__socket_open(amqp_connection_state_t conn, const char *host, int port, int tls,
+                    struct timeval *timeout, void **session, char *reason, size_t size);
+
+/*
+ * mq__tls_write - SSL_write len bytes of buf without blocking: > 0 bytes
+ * written, 0 when the socket takes nothing now (call again, with the same
+ * buf and len, once it is writable: OpenSSL's rule for a write it could not
+ * finish), -1 when the connection failed (reason says why). A write that
+ * would have to read first (a renegotiation, which the TLS settings refuse)
+ * fails too, as waiting to write would never end.
+ */
+ssize_t mq__tls_write(void *session, const void *buf, size_t len, char *reason, size_t size);
+
+/* mq__tls_pending - OpenSSL holds decrypted bytes not read yet (poll() would not wake for them). */
+int mq__tls_pending(void *session);
+
+/* mq__tls_version - "TLSv1.3" and the like, "none" for NULL (plain TCP). */
+const char *mq__tls_version(void *session);
 
 /* mq__close - close gracefully when the connection still works, then free it. */
 void mq__close(amqp_connection_state_t conn, int graceful);

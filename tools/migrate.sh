@@ -37,6 +37,15 @@ die() {
 	exit 1
 }
 
+# mask_dsn DSN: DSN fit to print: a URL's password, and the values of password and
+# sslpassword parameters (URL query or keyword=value, quoted or not), as ***.
+mask_dsn() {
+	local q="'"
+	printf '%s' "$1" | sed -E \
+		-e 's#^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):.*@#\1:***@#' \
+		-e "s#((^|[[:space:]?&])(ssl)?password[[:space:]]*=[[:space:]]*)(${q}([^${q}\\\\]|\\\\.)*${q}|[^[:space:]&]*)#\\1***#g"
+}
+
 seed=0
 for arg in "$@"; do
 	case $arg in
@@ -148,8 +157,7 @@ case $rc in
 0) ;;
 2)
 	# The DSN may carry a password: never print it.
-	shown=$(printf '%s' "$DSN" | sed -E 's#(://[^:/@]*):[^@]*@#\1:***@#')
-	die "cannot connect to the database ($shown); is it running? (deploy/local/services.sh start)"
+	die "cannot connect to the database ($(mask_dsn "$DSN")); is it running? (deploy/local/services.sh start)"
 	;;
 *) die "stopped by the error above; its transaction was rolled back" ;;
 esac

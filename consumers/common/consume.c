@@ -1677,6 +1677,12 @@ int consume_main(const struct consume_handler *h, int argc, char **argv)
 	}
 	if (setup_metrics(&c) != ERR_OK)
 		goto nomem;
+	if (mq_tls_configure(
+	        &(struct mq_tls_options){cfg.amqp_ca_file, cfg.amqp_cert_file, cfg.amqp_key_file},
+	        err, sizeof(err)) != ERR_OK) {
+		log_error("cannot use the rabbitmq tls settings", LF_STR("reason", err));
+		goto out;
+	}
 
 	memset(&opt, 0, sizeof(opt));
 	opt.url = cfg.amqp_url;

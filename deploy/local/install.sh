@@ -4,9 +4,9 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config curl ca-certificates procps clang-format
+  build-essential cmake pkg-config curl ca-certificates procps clang-format openssl
   protobuf-c-compiler libprotobuf-c-dev
-  librabbitmq-dev libpq-dev libhiredis-dev libmicrohttpd-dev
+  librabbitmq-dev libpq-dev libhiredis-dev libmicrohttpd-dev libssl-dev
   libcmocka-dev libjansson-dev libsodium-dev
   postgresql rabbitmq-server redis-server
   jq prometheus yamllint

@@ -8,6 +8,8 @@ LOCAL=$ROOT/.local
 LOG_DIR=$LOCAL/log
 RUN_DIR=$LOCAL/run
 ENV_FILE=$LOCAL/env
+# The local stack's throwaway CA and server certificate (services.sh makes them).
+TLS_DIR=$LOCAL/tls
 
 # ORDERS_LOCAL_PORT_OFFSET shifts every port below (and the RabbitMQ node
 # name) so that a second checkout can run its own stack beside this one.
@@ -18,6 +20,8 @@ esac
 [ "$PORT_OFFSET" -le 999 ] || { echo "ORDERS_LOCAL_PORT_OFFSET must be a number from 0 to 999" >&2 && exit 1; }
 PG_PORT=$((5442 + PORT_OFFSET))
 AMQP_PORT=$((5682 + PORT_OFFSET))
+# RabbitMQ's TLS listener (amqps://), beside the plain one.
+AMQPS_PORT=$((5681 + PORT_OFFSET))
 RABBIT_DIST_PORT=$((25682 + PORT_OFFSET))
 RABBIT_PROM_PORT=$((15682 + PORT_OFFSET))
 REDIS_PORT=$((6389 + PORT_OFFSET))

@@ -4,13 +4,17 @@
 # this checkout. They never touch the machine's system instances.
 #
 #   PostgreSQL  127.0.0.1:5442   data .local/pg, socket dir .local/pg-run,
-#               trust auth, role and database "orders"
+#               trust auth, role and database "orders", TLS (ssl = on)
 #   RabbitMQ    127.0.0.1:5682   node orders@localhost, dist port 25682,
 #               its own epmd on 127.0.0.1:24682, Prometheus on
-#               127.0.0.1:15682, state .local/rabbitmq
+#               127.0.0.1:15682, state .local/rabbitmq; AMQP over TLS
+#               (amqps://) on 127.0.0.1:5681
 #   Redis       127.0.0.1:6389   state .local/redis, AOF on
 #   Logs        .local/log/postgres.log, .local/log/redis.log,
 #               .local/rabbitmq/log/
+#   TLS         .local/tls: a throwaway CA (ca.pem, ca.key) and the servers'
+#               certificate (server.pem, server.key: localhost and
+#               127.0.0.1), made at the first start, for tests only
 # ORDERS_LOCAL_PORT_OFFSET (default 0) adds to every port (see lib.sh).
 #
 # As root (a fresh Debian 12 box or CI) each server runs as its package's
@@ -57,12 +61,14 @@ rmq_paths() {
 rmq_paths
 
 # rmq_select K: act on node K of the cluster (lib.sh) instead: its name,
-# ports and state, no Prometheus plugin, the cluster's epmd. Run it in a
-# subshell, so that the stack node's settings are there again afterwards.
+# ports and state, no Prometheus plugin, no TLS listener (the stack node's
+# holds its port), the cluster's epmd. Run it in a subshell, so that the
+# stack node's settings are there again afterwards.
 rmq_select() {
 	RMQ_LABEL=rabbitmq-$1
 	RMQ_NODE=$(cluster_node "$1")
 	AMQP_PORT=$((CLUSTER_AMQP_BASE + $1 - 1))
+	AMQPS_PORT=
 	RABBIT_DIST_PORT=$((CLUSTER_DIST_BASE + $1 - 1))
 	RABBIT_PROM_PORT=
 	EPMD_PORT=$CLUSTER_EPMD_PORT
@@ -158,6 +164,60 @@ require_port_free() {
 	fi
 }
 
+# ----------------------------------------------------------------------- TLS
+
+# tls_make: the local CA and the certificate PostgreSQL and RabbitMQ serve,
+# made once (and again when one expires within a day). They protect nothing
+# but the tests' connections on loopback; the CA's key stays beside them so
+# that tests can issue certificates of their own.
+tls_make() {
+	local ext
+	if [ -s "$TLS_DIR/server.pem" ] && [ -s "$TLS_DIR/ca.key" ] &&
+		openssl x509 -checkend 86400 -noout -in "$TLS_DIR/ca.pem" >/dev/null 2>&1 &&
+		openssl x509 -checkend 86400 -noout -in "$TLS_DIR/server.pem" >/dev/null 2>&1; then
+		return 0
+	fi
+	command -v openssl >/dev/null || die "openssl not found; run deploy/local/install.sh"
+	say "tls: making a local CA and server certificate in ${TLS_DIR#"$ROOT"/}"
+	rm -rf "$TLS_DIR"
+	mkdir -p "$TLS_DIR"
+	chmod 755 "$TLS_DIR"
+	ext=$TLS_DIR/server.ext
+	(
+		umask 077
+		openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem" -days 3650 \
+			-subj "/CN=orders local test CA" \
+			-addext basicConstraints=critical,CA:TRUE \
+			-addext keyUsage=critical,keyCertSign,cRLSign
+		openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" -subj "/CN=localhost"
+		printf '%s\n' 'basicConstraints=critical,CA:FALSE' \
+			'keyUsage=critical,digitalSignature,keyEncipherment' \
+			'extendedKeyUsage=serverAuth' 'subjectAltName=DNS:localhost,IP:127.0.0.1' >"$ext"
+		openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.pem" \
+			-CAkey "$TLS_DIR/ca.key" -CAcreateserial -out "$TLS_DIR/server.pem" \
+			-days 825 -extfile "$ext"
+	) >"$LOG_DIR/tls.log" 2>&1 || {
+		cat "$LOG_DIR/tls.log" >&2
+		die "tls: openssl failed (see $LOG_DIR/tls.log)"
+	}
+	rm -f "$TLS_DIR/server.csr" "$ext"
+	chmod 644 "$TLS_DIR/ca.pem" "$TLS_DIR/server.pem"
+}
+
+# tls_install USER DIR: copies of the server's certificate and key and of
+# the CA in DIR, readable by USER only (PostgreSQL refuses a key that others
+# may read).
+tls_install() {
+	local user=$1 dir=$2 f
+	mkdir -p "$dir"
+	for f in ca.pem server.pem server.key; do
+		install -m 600 "$TLS_DIR/$f" "$dir/$f"
+	done
+	own "$user" "$dir"
+}
+
 # ---------------------------------------------------------------- PostgreSQL
 
 pg_pid() {
@@ -189,8 +249,13 @@ logging_collector = off
 log_line_prefix = '%m [%p] %q%u@%d '
 log_timezone = 'UTC'
 timezone = 'UTC'
+ssl = on
+ssl_cert_file = 'tls/server.pem'
+ssl_key_file = 'tls/server.key'
+ssl_min_protocol_version = 'TLSv1.2'
 EOF
 	own "$PG_USER" "$PG_DATA/orders-local.conf"
+	tls_install "$PG_USER" "$PG_DATA/tls"
 }
 
 pg_start() {
@@ -323,6 +388,18 @@ loopback_users.guest = true
 log.console = false
 log.file.level = info
 EOF
+	if [ -n "$AMQPS_PORT" ]; then
+		cat >>"$RMQ_DIR/rabbitmq.conf" <<EOF
+listeners.ssl.1 = 127.0.0.1:$AMQPS_PORT
+ssl_options.cacertfile = $RMQ_DIR/tls/ca.pem
+ssl_options.certfile = $RMQ_DIR/tls/server.pem
+ssl_options.keyfile = $RMQ_DIR/tls/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+ssl_options.versions.1 = tlsv1.3
+ssl_options.versions.2 = tlsv1.2
+EOF
+	fi
 	if [ -n "$RABBIT_PROM_PORT" ]; then
 		printf 'prometheus.tcp.ip = 127.0.0.1\nprometheus.tcp.port = %s\n' "$RABBIT_PROM_PORT" \
 			>>"$RMQ_DIR/rabbitmq.conf"
@@ -331,6 +408,7 @@ EOF
 		printf '[].\n' >"$RMQ_DIR/enabled_plugins"
 	fi
 	: >"$RMQ_DIR/rabbitmq-env.conf"
+	tls_install "$RMQ_USER" "$RMQ_DIR/tls"
 	# Everything the node reads or writes belongs to its user; a file left
 	# by root here is what makes Debian's node fail half-way through boot.
 	own "$RMQ_USER" "$RMQ_DIR"
@@ -421,6 +499,7 @@ rmq_launch() {
 		say "$RMQ_LABEL: discarding $RMQ_DIR/mnesia left by a boot that never completed"
 		rm -rf "$RMQ_DIR/mnesia"
 	fi
+	[ -z "$AMQPS_PORT" ] || require_port_free "rabbitmq tls" "$AMQPS_PORT"
 	rmq_write_conf
 	epmd_start
 
@@ -733,6 +812,7 @@ fi
 
 start_all() {
 	local svc
+	tls_make
 	for svc in "${services[@]}"; do
 		act start "$svc"
 	done

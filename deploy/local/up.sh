@@ -36,7 +36,10 @@ else
 fi
 "$HERE/services.sh" start
 
-pg_dsn=postgresql://orders@127.0.0.1:$PG_PORT/orders
+# Plain TCP: PostgreSQL has ssl = on for the TLS tests, and libpq's default
+# (sslmode=prefer) would put every local session on TLS, which costs PostgreSQL
+# CPU in `make bench`. Tests that want TLS say sslmode=verify-full themselves.
+pg_dsn="postgresql://orders@127.0.0.1:$PG_PORT/orders?sslmode=disable"
 ORDERS_PG_DSN=$pg_dsn "$ROOT/tools/migrate.sh" --seed
 
 mkdir -p "$RUN_DIR" "$LOG_DIR"
@@ -49,6 +52,9 @@ export ORDERS_PG_DSN=$pg_dsn
 export ORDERS_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/
 export ORDERS_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 export ORDERS_HTTP_PORT=$HTTP_PORT
+# For the TLS tests: the local CA and RabbitMQ's TLS listener (the daemons use neither).
+export ORDERS_LOCAL_TLS_DIR=$TLS_DIR
+export ORDERS_LOCAL_AMQPS_URL=amqps://guest:guest@127.0.0.1:$AMQPS_PORT/
 ENV
 chmod 644 "$tmp"
 mv -f "$tmp" "$ENV_FILE"

@@ -39,6 +39,10 @@ locals {
   mq_keda_user  = "keda"
   mq_host       = trimsuffix(trimprefix(aws_mq_broker.rabbitmq.instances[0].endpoints[0], "amqps://"), ":5671")
   mq_api_host   = trimprefix(aws_mq_broker.rabbitmq.instances[0].console_url, "https://")
+
+  # libpq checks the server's certificate chain and name: the RDS CA bundle is in the image
+  # (Dockerfile, stage base). sslmode=require would encrypt without knowing who answers.
+  db_tls = "sslmode=verify-full&sslrootcert=/usr/local/share/orders/rds-ca.pem"
 }
 
 resource "random_password" "generated" {
@@ -84,14 +88,14 @@ resource "aws_secretsmanager_secret_version" "mq_app" {
 }
 
 # ORDERS_PG_DSN of the daemons (primary) and of read-only tools (replica).
-# rds.force_ssl refuses anything but TLS.
+# rds.force_ssl refuses anything but TLS; verify-full makes sure it is RDS.
 resource "aws_secretsmanager_secret_version" "db_app" {
   secret_id = aws_secretsmanager_secret.infra["db-app"].id
   secret_string = jsonencode({
     username    = local.db_app_user
     password    = random_password.generated["db-app"].result
-    dsn         = "postgresql://${local.db_app_user}:${random_password.generated["db-app"].result}@${aws_db_instance.primary.endpoint}/${var.db_name}?sslmode=require"
-    replica_dsn = "postgresql://${local.db_app_user}:${random_password.generated["db-app"].result}@${aws_db_instance.replica.endpoint}/${var.db_name}?sslmode=require"
+    dsn         = "postgresql://${local.db_app_user}:${random_password.generated["db-app"].result}@${aws_db_instance.primary.endpoint}/${var.db_name}?${local.db_tls}"
+    replica_dsn = "postgresql://${local.db_app_user}:${random_password.generated["db-app"].result}@${aws_db_instance.replica.endpoint}/${var.db_name}?${local.db_tls}"
   })
 }
 
@@ -117,7 +121,7 @@ resource "aws_secretsmanager_secret" "cluster" {
 resource "aws_secretsmanager_secret_version" "migrate" {
   secret_id = aws_secretsmanager_secret.cluster["migrate"].id
   secret_string = jsonencode({
-    ORDERS_PG_DSN = "postgresql://${local.db_owner_user}:${random_password.generated["db-owner"].result}@${aws_db_instance.primary.endpoint}/${var.db_name}?sslmode=require"
+    ORDERS_PG_DSN = "postgresql://${local.db_owner_user}:${random_password.generated["db-owner"].result}@${aws_db_instance.primary.endpoint}/${var.db_name}?${local.db_tls}"
   })
 }
 

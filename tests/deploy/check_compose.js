@@ -34,12 +34,12 @@ const DAEMONS = ['orders-api', ...CONSUMERS];
 const SERVICES = ['postgres', 'rabbitmq', 'redis', 'migrate', ...DAEMONS];
 // What the binaries link (readelf -d), as Debian 12 packages.
 const RUNTIME_LIBS = ['librabbitmq4', 'libpq5', 'libhiredis0.14', 'libmicrohttpd12',
-	'libprotobuf-c1', 'libjansson4', 'libsodium23'];
+	'libprotobuf-c1', 'libjansson4', 'libsodium23', 'libssl3'];
 // CMake's pkg_check_modules names and the Debian packages that provide them.
 const DEV_PACKAGES = {
 	librabbitmq: 'librabbitmq-dev', libpq: 'libpq-dev', hiredis: 'libhiredis-dev',
 	libmicrohttpd: 'libmicrohttpd-dev', 'libprotobuf-c': 'libprotobuf-c-dev', jansson: 'libjansson-dev',
-	libsodium: 'libsodium-dev', cmocka: 'libcmocka-dev',
+	libsodium: 'libsodium-dev', cmocka: 'libcmocka-dev', openssl: 'libssl-dev',
 };
 
 // ---- sources the checks compare against -----------------------------------------------
@@ -419,8 +419,8 @@ const MUTATIONS = [
 	['wrong ops port', 'compose', (t) => t.replace('ORDERS_METRICS_PORT: "9103"', 'ORDERS_METRICS_PORT: "9105"'),
 		'is not its default ops port 9103'],
 	['no scaling note', 'compose', (t) => t.replace(/--scale/g, '--replicas'), 'how to scale'],
-	['a -dev package at run time', 'dockerfile', (t) => t.replace('libjansson4 libsodium23 ca-certificates',
-		'libjansson4 libsodium23 ca-certificates libpq-dev'), 'stage base installs the build package libpq-dev'],
+	['a -dev package at run time', 'dockerfile', (t) => t.replace('libsodium23 libssl3 ca-certificates',
+		'libsodium23 libssl3 ca-certificates libpq-dev'), 'stage base installs the build package libpq-dev'],
 	['a runtime library missing', 'dockerfile', (t) => t.replace('libhiredis0.14 ', ''), 'stage base lacks libhiredis0.14'],
 	['root', 'dockerfile', (t) => t.replace(/(FROM base AS runtime[\s\S]*?)USER 10001:10001/, '$1USER orders'),
 		'stage runtime runs as "orders"'],

@@ -44,6 +44,11 @@ static const char *const all_vars[] = {
     "ORDERS_RESERVATION_TTL_S",
     "ORDERS_FINALIZE_GRACE_S",
     "ORDERS_CONSUMER_BATCH",
+    "ORDERS_TLS_CERT_FILE",
+    "ORDERS_TLS_KEY_FILE",
+    "ORDERS_AMQP_CA_FILE",
+    "ORDERS_AMQP_CERT_FILE",
+    "ORDERS_AMQP_KEY_FILE",
 };
 
 #define NVARS (sizeof(all_vars) / sizeof(all_vars[0]))
@@ -117,6 +122,12 @@ static void test_defaults(void **state)
 	assert_int_equal(c.reservation_ttl_s, 900);
 	assert_int_equal(c.finalize_grace_s, 60);
 	assert_int_equal(c.consumer_batch, 0);
+	/* Plain HTTP, and the system's trust store for amqps:// URLs. */
+	assert_string_equal(c.tls_cert_file, "");
+	assert_string_equal(c.tls_key_file, "");
+	assert_string_equal(c.amqp_ca_file, "");
+	assert_string_equal(c.amqp_cert_file, "");
+	assert_string_equal(c.amqp_key_file, "");
 	assert_true(is_hex64(c.seal_public_key));
 	assert_true(is_hex64(c.seal_secret_key));
 	assert_true(is_hex64(c.vault_key));
@@ -716,6 +727,69 @@ static void test_amqp_url_lists(void **state)
 	json_decref(j);
 }
 
+/* DSNs as production writes them: TLS parameters pass through, secrets do not. */
+static void test_dsn_masking_tls(void **state)
+{
+	(void)state;
+	expect_masked("postgresql://app:pw7@db.rds.amazonaws.com:5432/orders?sslmode=verify-full"
+	              "&sslrootcert=/etc/ssl/rds-global-bundle.pem",
+	              "pw7",
+	              "postgresql://app:***@db.rds.amazonaws.com:5432/orders?sslmode=verify-full"
+	              "&sslrootcert=/etc/ssl/rds-global-bundle.pem");
+	expect_masked("host=db port=5432 user=app password=pw8 dbname=orders sslmode=verify-full "
+	              "sslrootcert=/etc/ssl/rds.pem",
+	              "pw8",
+	              "host=db port=5432 user=app password=*** dbname=orders sslmode=verify-full "
+	              "sslrootcert=/etc/ssl/rds.pem");
+	/* libpq reads a backslash in a plain value as an escape: "p w10" is one value. */
+	expect_masked("host=db\tpassword=p\\ w10\tsslmode=require", "w10",
+	              "host=db\tpassword=***\tsslmode=require");
+	/* The passphrase of a client key is as secret as a password. */
+	expect_masked("host=db sslcert=/c.pem sslkey=/k.pem sslpassword='p p12' user=x", "p12",
+	              "host=db sslcert=/c.pem sslkey=/k.pem sslpassword=*** user=x");
+	expect_masked("postgresql://db/orders?sslmode=verify-ca&sslpassword=pp13&sslkey=/k.pem",
+	              "pp13",
+	              "postgresql://db/orders?sslmode=verify-ca&sslpassword=***&sslkey=/k.pem");
+	/* A "://" inside a value does not make a keyword DSN a URL, whose values end at '&'. */
+	expect_masked("options='-c x=a://b' password=pw14&x14", "x14",
+	              "options='-c x=a://b' password=***");
+	/* In a URI's query libpq ends a value at '&' only: spaces, '#' and quotes are in it. */
+	expect_masked("postgresql://db/orders?password=pw 15#x15&sslmode=require", "x15",
+	              "postgresql://db/orders?password=***&sslmode=require");
+	expect_masked("postgresql://db/orders?sslpassword='p'pp16&sslmode=require", "pp16",
+	              "postgresql://db/orders?sslpassword=***&sslmode=require");
+}
+
+static void test_tls_pairs(void **state)
+{
+	struct config c;
+	char err[256] = "";
+
+	(void)state;
+	setenv("ORDERS_TLS_CERT_FILE", "/etc/orders/tls/api.crt", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_string_equal(err, "ORDERS_TLS_KEY_FILE must be set together with "
+	                         "ORDERS_TLS_CERT_FILE (HTTPS needs both)");
+	unsetenv("ORDERS_TLS_CERT_FILE");
+	setenv("ORDERS_TLS_KEY_FILE", "/etc/orders/tls/api.key", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_string_equal(err, "ORDERS_TLS_CERT_FILE must be set together with "
+	                         "ORDERS_TLS_KEY_FILE (HTTPS needs both)");
+	setenv("ORDERS_TLS_CERT_FILE", "/etc/orders/tls/api.crt", 1);
+	setenv("ORDERS_AMQP_KEY_FILE", "/etc/orders/tls/mq.key", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+	assert_string_equal(err, "ORDERS_AMQP_CERT_FILE must be set together with "
+	                         "ORDERS_AMQP_KEY_FILE (a RabbitMQ client certificate needs both)");
+	setenv("ORDERS_AMQP_CERT_FILE", "/etc/orders/tls/mq.crt", 1);
+	setenv("ORDERS_AMQP_CA_FILE", "/etc/orders/tls/ca.pem", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
+	assert_string_equal(c.tls_cert_file, "/etc/orders/tls/api.crt");
+	assert_string_equal(c.tls_key_file, "/etc/orders/tls/api.key");
+	assert_string_equal(c.amqp_ca_file, "/etc/orders/tls/ca.pem");
+	assert_string_equal(c.amqp_cert_file, "/etc/orders/tls/mq.crt");
+	assert_string_equal(c.amqp_key_file, "/etc/orders/tls/mq.key");
+}
+
 static void test_config_log_respects_level(void **state)
 {
 	struct config c;
@@ -757,6 +831,8 @@ int main(void)
 	    cmocka_unit_test_setup(test_log_masks_secrets, clear_env),
 	    cmocka_unit_test_setup(test_dsn_masking_forms, clear_env),
 	    cmocka_unit_test_setup(test_amqp_url_lists, clear_env),
+	    cmocka_unit_test_setup(test_dsn_masking_tls, clear_env),
+	    cmocka_unit_test_setup(test_tls_pairs, clear_env),
 	    cmocka_unit_test_setup(test_config_log_respects_level, clear_env),
 	};
 

@@ -190,6 +190,10 @@ static int load(struct ctl *c)
 	log_init("orderctl", LOG_WARN);
 	if (config_load_for(&c->cfg, 0, err, sizeof(err)) != ERR_OK)
 		return ctl_fail("%s", err);
+	if (mq_tls_configure(&(struct mq_tls_options){c->cfg.amqp_ca_file, c->cfg.amqp_cert_file,
+	                                              c->cfg.amqp_key_file},
+	                     err, sizeof(err)) != ERR_OK)
+		return ctl_fail("cannot use the rabbitmq tls settings: %s", err);
 	/* Informational lines would only drown the output; debug is asked for. */
 	if (log_level_parse(c->cfg.log_level, &level) == ERR_OK && level == LOG_DEBUG)
 		log_init("orderctl", LOG_DEBUG);
