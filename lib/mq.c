@@ -219,6 +219,20 @@ static void url_release(struct mq_url *u)
 	u->buf = NULL;
 }
 
+int mq__url_each(const char *url, void (*fn)(void *arg, const struct amqp_connection_info *entry),
+                 void *arg)
+{
+	struct mq_url u = {0};
+	int rc = url_parse(&u, url);
+
+	if (rc != ERR_OK)
+		return rc;
+	for (size_t i = 0; i < u.n; i++)
+		fn(arg, &u.entries[i]);
+	url_release(&u);
+	return ERR_OK;
+}
+
 /*
  * host_open - connect to one broker (over TLS for amqps://) and log in,
  * with every wait bounded: the TCP connect, the TLS and AMQP handshakes and

@@ -22,6 +22,15 @@
 int mq__connect(const char *url, amqp_connection_state_t *out, char *reason, size_t size);
 
 /*
+ * mq__url_each - parse an ORDERS_AMQP_URL value as every connect does (one
+ * URL, or up to MQ_URLS_MAX separated by commas) and call fn for each entry,
+ * whose strings live only during the call. ERR_OK, ERR_INVALID (not a URL
+ * list; fn is not called), ERR_NOMEM. For tests and the fuzz target.
+ */
+int mq__url_each(const char *url, void (*fn)(void *arg, const struct amqp_connection_info *entry),
+                 void *arg);
+
+/*
  * mq__socket_open - give conn its socket to host:port and open it within
  * timeout: plain TCP, or with tls the TLS of mq.h's "TLS" section, the
  * handshake and the broker's verification included. ERR_OK sets *session
