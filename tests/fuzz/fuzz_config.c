@@ -51,6 +51,17 @@ static const struct {
     {"ORDERS_RESERVATION_TTL_S", offsetof(struct config, reservation_ttl_s), 1, 0},
     {"ORDERS_FINALIZE_GRACE_S", offsetof(struct config, finalize_grace_s), 1, 0},
     {"ORDERS_CONSUMER_BATCH", offsetof(struct config, consumer_batch), 1, 0},
+    {"ORDERS_DRAIN_TIMEOUT_MS", offsetof(struct config, drain_timeout_ms), 1, 0},
+    {"ORDERS_HTTP_IDLE_TIMEOUT_S", offsetof(struct config, http_idle_timeout_s), 1, 0},
+    {"ORDERS_HTTP_REQUEST_TIMEOUT_S", offsetof(struct config, http_request_timeout_s), 1, 0},
+    {"ORDERS_HTTP_PER_IP_CONNECTION_LIMIT", offsetof(struct config, http_per_ip_limit), 1, 0},
+    {"ORDERS_AUTH_FAILURE_LIMIT", offsetof(struct config, auth_failure_limit), 1, 0},
+    {"ORDERS_TRUSTED_PROXIES", offsetof(struct config, trusted_proxies), 0, 0},
+    {"ORDERS_TLS_CERT_FILE", offsetof(struct config, tls_cert_file), 0, 0},
+    {"ORDERS_TLS_KEY_FILE", offsetof(struct config, tls_key_file), 0, 0},
+    {"ORDERS_AMQP_CA_FILE", offsetof(struct config, amqp_ca_file), 0, 0},
+    {"ORDERS_AMQP_CERT_FILE", offsetof(struct config, amqp_cert_file), 0, 0},
+    {"ORDERS_AMQP_KEY_FILE", offsetof(struct config, amqp_key_file), 0, 0},
 };
 #define NVARS (sizeof(vars) / sizeof(vars[0]))
 
