@@ -26,6 +26,7 @@
 # limits on every exit.
 set -euo pipefail
 
+# shellcheck disable=SC2034 # read by lib/stack.bash
 SCRIPT_NAME=checkout_held
 HERE=$(dirname "${BASH_SOURCE[0]}")
 # shellcheck source=lib/stack.bash

@@ -16,6 +16,7 @@
 # the stack's settings.
 set -euo pipefail
 
+# shellcheck disable=SC2034 # read by lib/stack.bash
 SCRIPT_NAME=consumer_drain
 HERE=$(dirname "${BASH_SOURCE[0]}")
 # shellcheck source=lib/stack.bash
@@ -35,10 +36,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-processed_since() {
-	tail -n +"$(($1 + 1))" "$log" | grep -c '"msg":"message processed"' || true
-}
-
 sku=DRAIN-$rid
 put_sku "$sku" 100000 100 drain
 "$DAEMON_SH" stop orders-inventory >/dev/null
@@ -50,7 +47,7 @@ wait_loadgen
 # A start moves the old log aside: the new one has this run's lines only.
 ORDERS_CONSUMER_BATCH=1 "$DAEMON_SH" start orders-inventory >/dev/null
 deadline=$((SECONDS + 30))
-while n=$(processed_since 0) && [ "$n" -lt 5 ]; do
+while n=$(processed_in "$log" 0) && [ "$n" -lt 5 ]; do
 	[ $SECONDS -lt $deadline ] || fail_now "orders-inventory processed $n message(s) in 30 s"
 	sleep 0.05
 done

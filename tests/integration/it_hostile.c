@@ -379,12 +379,12 @@ static size_t cart_request(char *out, size_t cap, size_t size, int chunked)
 	return n;
 }
 
-/* A GET whose header block is about size bytes, in one header or in many. */
-static size_t header_request(char *out, size_t cap, size_t size, int many)
+/*
+ * Pad the head out[0..n) to about size bytes, with one header or many
+ * small ones, and end it with its blank line. Returns the new length.
+ */
+static size_t pad_head(char *out, size_t cap, size_t n, size_t size, int many)
 {
-	size_t n = (size_t)snprintf(out, cap,
-	                            "GET /v1/products/HOSTILE-NONE HTTP/1.1\r\nHost: x\r\n"
-	                            "Connection: close\r\nAuthorization: Bearer dev-client\r\n");
 	int i = 0;
 
 	while (n + 4 < size) {
@@ -403,28 +403,29 @@ static size_t header_request(char *out, size_t cap, size_t size, int many)
 	return n;
 }
 
+/* A GET whose header block is about size bytes, in one header or in many. */
+static size_t header_request(char *out, size_t cap, size_t size, int many)
+{
+	size_t n = (size_t)snprintf(out, cap,
+	                            "GET /v1/products/HOSTILE-NONE HTTP/1.1\r\nHost: x\r\n"
+	                            "Connection: close\r\nAuthorization: Bearer dev-client\r\n");
+
+	return pad_head(out, cap, n, size, many);
+}
+
 /* A checkout whose header block is about size bytes, body as given. */
 static size_t checkout_head_request(char *out, size_t cap, size_t size, const char *key,
                                     const char *body)
 {
-	size_t len = strlen(body);
 	size_t n = (size_t)snprintf(out, cap,
 	                            "POST /v1/checkouts HTTP/1.1\r\nHost: x\r\n"
 	                            "Connection: close\r\nAuthorization: Bearer dev-client\r\n"
 	                            "Content-Type: application/json\r\nIdempotency-Key: %s\r\n"
 	                            "Content-Length: %zu\r\n",
-	                            key, len);
+	                            key, strlen(body));
 
-	if (n + 40 < size) {
-		size_t v = size - n - 14;
-
-		n += (size_t)snprintf(out + n, cap - n, "X-Pad: ");
-		memset(out + n, 'p', v);
-		n += v;
-		n += (size_t)snprintf(out + n, cap - n, "\r\n");
-	}
-	n += (size_t)snprintf(out + n, cap - n, "\r\n%s", body);
-	return n;
+	n = pad_head(out, cap, n, size, 0);
+	return n + (size_t)snprintf(out + n, cap - n, "%s", body);
 }
 
 static void test_oversized_requests(void **state)

@@ -213,9 +213,7 @@ common_checks 1
 # log_lines NAME: how many lines NAME's log has; processed_after NAME LINE:
 # how many messages NAME processed after that line of its log.
 log_lines() { wc -l <"${X_LOG[$1]}"; }
-processed_after() {
-	tail -n +"$(($2 + 1))" "${X_LOG[$1]}" | grep -c '"msg":"message processed"' || true
-}
+processed_after() { processed_in "${X_LOG[$1]}" "$2"; }
 
 late=()
 # sigterm_when_busy NAME MARK: once NAME has processed a few messages since

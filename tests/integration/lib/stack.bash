@@ -52,6 +52,12 @@ t0=$SECONDS
 elapsed() { printf '%3ds' $((SECONDS - t0)); }
 say_t() { note "$(elapsed) $*"; }
 
+# processed_in LOG LINE: how many messages a consumer logged as processed in
+# LOG after its line LINE.
+processed_in() {
+	tail -n +"$(($2 + 1))" "$1" | grep -c '"msg":"message processed"' || true
+}
+
 psql_q() {
 	psql -X -q -At -v ON_ERROR_STOP=1 -d "$ORDERS_PG_DSN" "$@"
 }
