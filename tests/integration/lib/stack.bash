@@ -167,10 +167,21 @@ rmq_ctl() {
 
 # Dead-lettered messages so far (other tests may park poison on purpose).
 dlq_counts() {
-	local out
-	out=$(rmq_ctl -q list_queues name messages 2>&1) ||
-		fail_now "cannot list RabbitMQ's queues: $out"
-	printf '%s\n' "$out" | awk '$1 ~ /\.dlq$/ { print $1 "=" $2 }' | sort | tr '\n' ' '
+	local out now last='' tries=0
+	# A quorum queue's count is refreshed on a tick (1 s in the local
+	# stack), so one reading can still show what an earlier test left a
+	# moment ago: read until two readings a tick and a half apart agree.
+	while :; do
+		out=$(rmq_ctl -q list_queues name messages 2>&1) ||
+			fail_now "cannot list RabbitMQ's queues: $out"
+		now=$(printf '%s\n' "$out" | awk '$1 ~ /\.dlq$/ { print $1 "=" $2 }' | sort | tr '\n' ' ')
+		if [ "$now" = "$last" ] || [ $tries -ge 10 ]; then
+			printf '%s\n' "$now"
+			return 0
+		fi
+		last=$now tries=$((tries + 1))
+		sleep 1.5
+	done
 }
 
 # ---------------------------------------------------------- orders-loadgen
@@ -312,9 +323,6 @@ check_stock() {
 # and the work queues empty within SECONDS (looked at every STEP s).
 check_queues() {
 	local deadline dlq_after depth
-	dlq_after=$(dlq_counts)
-	[ "$dlq_after" = "$dlq_before" ] ||
-		fail_later "messages were dead-lettered: before ${dlq_before:-none}, after ${dlq_after:-none}"
 	deadline=$((SECONDS + $1))
 	while :; do
 		depth=$(rmq_ctl -q list_queues name messages 2>/dev/null |
@@ -327,4 +335,7 @@ check_queues() {
 		fi
 		sleep "$2"
 	done
+	dlq_after=$(dlq_counts)
+	[ "$dlq_after" = "$dlq_before" ] ||
+		fail_later "messages were dead-lettered: before ${dlq_before:-none}, after ${dlq_after:-none}"
 }
