@@ -13,15 +13,18 @@ TLS_DIR=$LOCAL/tls
 
 # ORDERS_LOCAL_PORT_OFFSET shifts every port below (and the RabbitMQ node
 # name) so that a second checkout can run its own stack beside this one.
+# Each family of ports lies at least 240 from every other, so any two
+# offsets from 0 to 239 give stacks that share no port (offset 240 would
+# put PostgreSQL on offset 0's AMQP port).
 PORT_OFFSET=${ORDERS_LOCAL_PORT_OFFSET:-0}
 case $PORT_OFFSET in
-'' | *[!0-9]*) echo "ORDERS_LOCAL_PORT_OFFSET must be a number from 0 to 999" >&2 && exit 1 ;;
+'' | *[!0-9]*) echo "ORDERS_LOCAL_PORT_OFFSET must be a number from 0 to 239" >&2 && exit 1 ;;
 esac
-[ "$PORT_OFFSET" -le 999 ] || { echo "ORDERS_LOCAL_PORT_OFFSET must be a number from 0 to 999" >&2 && exit 1; }
+[ "$PORT_OFFSET" -le 239 ] || { echo "ORDERS_LOCAL_PORT_OFFSET must be a number from 0 to 239" >&2 && exit 1; }
 PG_PORT=$((5442 + PORT_OFFSET))
 AMQP_PORT=$((5682 + PORT_OFFSET))
 # RabbitMQ's TLS listener (amqps://), beside the plain one.
-AMQPS_PORT=$((5681 + PORT_OFFSET))
+AMQPS_PORT=$((16682 + PORT_OFFSET))
 RABBIT_DIST_PORT=$((25682 + PORT_OFFSET))
 RABBIT_PROM_PORT=$((15682 + PORT_OFFSET))
 REDIS_PORT=$((6389 + PORT_OFFSET))
@@ -37,7 +40,7 @@ if [ "$PORT_OFFSET" -eq 0 ]; then RMQ_NODE=orders@localhost; else RMQ_NODE=order
 # CLUSTER_AMQP_BASE+K-1, distribution port CLUSTER_DIST_BASE+K-1, state in
 # .local/rabbitmq-cluster/K, all three on an epmd of their own on
 # CLUSTER_EPMD_PORT. Three ports a stack, below the kernel's ephemeral
-# ports, where no other family of ports of any offset from 0 to 999 lies.
+# ports, where no other family of ports of any offset lies.
 CLUSTER_SIZE=3
 CLUSTER_AMQP_BASE=$((20682 + 3 * PORT_OFFSET))
 CLUSTER_DIST_BASE=$((26682 + 3 * PORT_OFFSET))

@@ -8,7 +8,7 @@
 #   RabbitMQ    127.0.0.1:5682   node orders@localhost, dist port 25682,
 #               its own epmd on 127.0.0.1:24682, Prometheus on
 #               127.0.0.1:15682, state .local/rabbitmq; AMQP over TLS
-#               (amqps://) on 127.0.0.1:5681
+#               (amqps://) on 127.0.0.1:16682
 #   Redis       127.0.0.1:6389   state .local/redis, AOF on
 #   Logs        .local/log/postgres.log, .local/log/redis.log,
 #               .local/rabbitmq/log/
