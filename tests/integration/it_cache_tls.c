@@ -303,80 +303,70 @@ static void test_tls_acl_user(void **state)
 	cache_free(c);
 }
 
-/* A wrong password: unavailable, and the warning names the host and Redis's words only. */
-static void test_wrong_password(void **state)
+/* A connection to the URL fmt makes: made, but every use says unavailable. */
+static void expect_unavailable(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void expect_unavailable(const char *fmt, ...)
 {
 	struct cache *c;
-	char url[256];
-	size_t mark = log_mark();
+	char url[512];
+	va_list ap;
 
-	(void)state;
-	snprintf(url, sizeof(url), "rediss://:%s@127.0.0.1:%d/0", WRONG_PASSWORD, tls_port);
+	va_start(ap, fmt);
+	vsnprintf(url, sizeof(url), fmt, ap);
+	va_end(ap);
 	c = cache_new(url);
 	assert_non_null(c);
 	assert_int_equal(cache_ping(c), ERR_UNAVAILABLE);
 	assert_null(cache_command(c, "PING"));
 	cache_free(c);
+}
+
+/* A wrong password: unavailable, and the warning names the host and Redis's words only. */
+static void test_wrong_password(void **state)
+{
+	size_t mark = log_mark();
+
+	(void)state;
+	expect_unavailable("rediss://:%s@127.0.0.1:%d/0", WRONG_PASSWORD, tls_port);
 	expect_logged(mark, "\"msg\":\"redis refused the password\",\"reason\":\"WRONGPASS");
 	expect_logged(mark, "\"host\":\"127.0.0.1\"");
 	/* The right user with another's password, on the plain server too. */
 	mark = log_mark();
-	snprintf(url, sizeof(url), "redis://%s:%s@127.0.0.1:%d/0", APP_USER, WRONG_PASSWORD,
-	         plain_port);
-	c = cache_new(url);
-	assert_int_equal(cache_ping(c), ERR_UNAVAILABLE);
-	cache_free(c);
+	expect_unavailable("redis://%s:%s@127.0.0.1:%d/0", APP_USER, WRONG_PASSWORD, plain_port);
 	expect_logged(mark, "WRONGPASS");
 }
 
 /* A server whose certificate another CA signed, and one that does not bear the URL's name. */
 static void test_wrong_ca_and_host(void **state)
 {
-	struct cache *c;
-	char url[256], other[128];
+	char other[128];
 	size_t mark = log_mark();
 
 	(void)state;
 	snprintf(other, sizeof(other), "%s/other-ca.pem", work);
 	assert_int_equal(configure(other), ERR_OK);
-	c = cache_new(tls_url);
-	assert_int_equal(cache_ping(c), ERR_UNAVAILABLE);
-	cache_free(c);
+	expect_unavailable("%s", tls_url);
 	expect_logged(mark, "certificate verification failed");
 	/* The system's trust store knows no local CA either. */
 	assert_int_equal(configure(NULL), ERR_OK);
-	c = cache_new(tls_url);
-	assert_int_equal(cache_ping(c), ERR_UNAVAILABLE);
-	cache_free(c);
+	expect_unavailable("%s", tls_url);
 	assert_int_equal(configure(ca), ERR_OK);
 
 	/* The certificate names localhost and 127.0.0.1; 127.1 is the same address. */
 	mark = log_mark();
-	snprintf(url, sizeof(url), "rediss://:%s@127.1:%d/0", PASSWORD_URL, tls_port);
-	c = cache_new(url);
-	assert_int_equal(cache_ping(c), ERR_UNAVAILABLE);
-	cache_free(c);
+	expect_unavailable("rediss://:%s@127.1:%d/0", PASSWORD_URL, tls_port);
 	expect_logged(mark, "certificate verification failed: hostname mismatch");
 }
 
 /* Plain redis:// to the TLS port, and rediss:// to the plain one: unavailable, not a hang. */
 static void test_scheme_mismatch(void **state)
 {
-	struct cache *c;
-	char url[256];
 	double start = e2e_now_ms();
 
 	(void)state;
-	snprintf(url, sizeof(url), "redis://:%s@127.0.0.1:%d/0", PASSWORD_URL, tls_port);
-	c = cache_new(url);
-	assert_non_null(c);
-	assert_int_equal(cache_ping(c), ERR_UNAVAILABLE);
-	cache_free(c);
-	snprintf(url, sizeof(url), "rediss://:%s@127.0.0.1:%d/0", PASSWORD_URL, plain_port);
-	c = cache_new(url);
-	assert_non_null(c);
-	assert_int_equal(cache_ping(c), ERR_UNAVAILABLE);
-	cache_free(c);
+	expect_unavailable("redis://:%s@127.0.0.1:%d/0", PASSWORD_URL, tls_port);
+	expect_unavailable("rediss://:%s@127.0.0.1:%d/0", PASSWORD_URL, plain_port);
 	/* Each try is bounded by the 1 s timeouts; this is far above them all. */
 	assert_true(e2e_now_ms() - start < 30000);
 }
