@@ -185,6 +185,10 @@ static int setup(struct api *a)
 
 	/* One pooled connection per HTTP thread is enough: a handler holds at
 	 * most one of each kind at a time. */
+	if (cache_tls_configure(a->cfg.redis_ca_file, err, sizeof(err)) != ERR_OK) {
+		log_error("cannot use the redis tls settings", LF_STR("reason", err));
+		return ERR_INVALID;
+	}
 	a->db = db_pool_new(a->cfg.pg_dsn, a->cfg.http_threads);
 	a->cache = cache_pool_new(a->cfg.redis_url, a->cfg.http_threads);
 	if (!a->db || !a->cache) {

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include "apikey.h"
+#include "cache.h"
 #include "err.h"
 #include "log.h"
 #include "mq.h"
@@ -55,6 +56,7 @@ static const char *check_key(const char *v);
 static const char *check_amqp_urls(const char *v);
 static const char *check_proxies(const char *v);
 static const char *check_pg_dsn(const char *v);
+static const char *check_redis_url(const char *v);
 
 #define CONFIG_STR(x) #x
 #define CONFIG_XSTR(x) CONFIG_STR(x)
@@ -104,7 +106,7 @@ static const struct config_row config_table[] = {
             check_pg_dsn),
     ROW_STR("ORDERS_AMQP_URL", amqp_url, "amqp://guest:guest@127.0.0.1:5682/",
             CONFIG_URL | CONFIG_URLS, check_amqp_urls),
-    ROW_STR("ORDERS_REDIS_URL", redis_url, "redis://127.0.0.1:6389/0", CONFIG_URL, NULL),
+    ROW_STR("ORDERS_REDIS_URL", redis_url, "redis://127.0.0.1:6389/0", CONFIG_URL, check_redis_url),
     ROW_STR("ORDERS_API_KEYS", api_keys, DEV_API_KEYS, CONFIG_SECRET, check_api_keys),
     ROW_INT("ORDERS_RATE_LIMIT", rate_limit, 100000, 0, APIKEY_LIMIT_MAX),
     ROW_STR("ORDERS_SEAL_PUBLIC_KEY", seal_public_key, DEV_SEAL_PUBLIC_KEY, CONFIG_KEY, check_key),
@@ -127,6 +129,7 @@ static const struct config_row config_table[] = {
     ROW_STR("ORDERS_AMQP_CA_FILE", amqp_ca_file, "", 0, NULL),
     ROW_STR("ORDERS_AMQP_CERT_FILE", amqp_cert_file, "", 0, NULL),
     ROW_STR("ORDERS_AMQP_KEY_FILE", amqp_key_file, "", 0, NULL),
+    ROW_STR("ORDERS_REDIS_CA_FILE", redis_ca_file, "", 0, NULL),
 };
 
 #define CONFIG_ROWS (sizeof(config_table) / sizeof(config_table[0]))
@@ -218,6 +221,19 @@ static const char *check_pg_dsn(const char *v)
 		return "does not parse as a PostgreSQL connection string (keyword=value pairs or "
 		       "a postgresql:// URI)";
 	PQconninfoFree(opts);
+	return NULL;
+}
+
+/* lib/cache's own parser, at start: a URL it would refuse is refused here, before the
+ * configuration line could print a password it cannot find to mask (redis://pw@host). */
+static const char *check_redis_url(const char *v)
+{
+	struct cache_url u;
+	const char *why = NULL;
+
+	if (cache_url_parse(v, &u, &why) != ERR_OK)
+		return why;
+	explicit_bzero(&u, sizeof(u));
 	return NULL;
 }
 

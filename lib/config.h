@@ -23,7 +23,7 @@ struct config {
 	int metrics_port;            /* ORDERS_METRICS_PORT (consumers; 0 = daemon default) */
 	char pg_dsn[CONFIG_STR_MAX]; /* ORDERS_PG_DSN (secret) */
 	char amqp_url[CONFIG_STR_MAX];  /* ORDERS_AMQP_URL (secret) */
-	char redis_url[CONFIG_STR_MAX]; /* ORDERS_REDIS_URL */
+	char redis_url[CONFIG_STR_MAX]; /* ORDERS_REDIS_URL: redis:// or rediss:// (secret) */
 	char api_keys[4096];            /* ORDERS_API_KEYS (secret): 32 hashed entries fit */
 	char seal_public_key[128];      /* ORDERS_SEAL_PUBLIC_KEY, hex (API) */
 	char seal_secret_key[128];      /* ORDERS_SEAL_SECRET_KEY, hex (payment; secret) */
@@ -49,6 +49,7 @@ struct config {
 	char amqp_ca_file[CONFIG_PATH_MAX];   /* ORDERS_AMQP_CA_FILE: "" = system trust store */
 	char amqp_cert_file[CONFIG_PATH_MAX]; /* ORDERS_AMQP_CERT_FILE: amqps client cert */
 	char amqp_key_file[CONFIG_PATH_MAX];  /* ORDERS_AMQP_KEY_FILE: its private key */
+	char redis_ca_file[CONFIG_PATH_MAX];  /* ORDERS_REDIS_CA_FILE: "" = system trust store */
 };
 
 /* The secrets a daemon uses: in production, config_load_for() refuses to

@@ -46,8 +46,14 @@ struct cart_need {
 
 static int cart_init(const struct config *cfg, void **state)
 {
-	struct cart_state *st = calloc(1, sizeof(*st));
+	struct cart_state *st;
+	char err[256];
 
+	if (cache_tls_configure(cfg->redis_ca_file, err, sizeof(err)) != ERR_OK) {
+		log_error("cannot use the redis tls settings", LF_STR("reason", err));
+		return ERR_INVALID;
+	}
+	st = calloc(1, sizeof(*st));
 	if (!st)
 		return ERR_NOMEM;
 	/* Connects on first use, so Redis may be down at start. */

@@ -297,7 +297,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_api_keys(cfg.api_keys, config_is_production(&cfg));
 	check_masked(&cfg);
 	pool = cache_pool_new(cfg.redis_url, 1);
-	FUZZ_CHECK(!pool || strncmp(cfg.redis_url, "redis://", 8) == 0);
+	FUZZ_CHECK(!pool || strncmp(cfg.redis_url, "redis://", 8) == 0 ||
+	           strncmp(cfg.redis_url, "rediss://", 9) == 0);
 	cache_pool_free(pool);
 
 	/* Its own values load as the same configuration. */

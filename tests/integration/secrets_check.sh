@@ -11,11 +11,11 @@
 #      read and it is stopped.
 #   2. Each of the five daemons with distinctive secrets (also the seal secret, vault
 #      and fingerprint keys, and passwords in the PostgreSQL and RabbitMQ URLs) pointed
-#      at services that are not there: a few seconds of failing connections, its
-#      /metrics, SIGTERM.
-#   3. A Redis URL with a password (which the daemons do not support) and PostgreSQL
-#      DSNs libpq cannot parse (libpq's own complaint would quote them): the daemon
-#      refuses to start and does not repeat them.
+#      at services that are not there, and at the stack's Redis with a user and password
+#      it refuses: a few seconds of failing connections, its /metrics, SIGTERM.
+#   3. Redis URLs lib/cache cannot take apart (a password with a bad %-escape, user
+#      info without a ':') and PostgreSQL DSNs libpq cannot parse (libpq's own
+#      complaint would quote them): the daemon refuses to start and does not repeat them.
 #   4. ORDERS_ENV=production with each development API key, plain and as its digest,
 #      or a development crypto key: the daemon refuses to start, naming it.
 #
@@ -171,7 +171,7 @@ for name in "${DAEMONS[@]}"; do
 		ORDERS_FINGERPRINT_KEY="${secret[fingerprint_key]}" \
 		ORDERS_PG_DSN="postgresql://orders:${secret[pg_password_url]}@127.0.0.1:$DEAD_PORT/orders" \
 		ORDERS_AMQP_URL="amqp://svc:${secret[amqp_password]}@127.0.0.1:$DEAD_PORT/" \
-		ORDERS_REDIS_URL="redis://127.0.0.1:$DEAD_PORT/0"
+		ORDERS_REDIS_URL="redis://orders:${secret[redis_password]}@127.0.0.1:$REDIS_PORT/0"
 	pid=$STARTED
 	sleep 3
 	prom=$work/$name.prom
@@ -184,8 +184,15 @@ for name in "${DAEMONS[@]}"; do
 	grep -q '"msg":"configuration"' "$log" || fail_later "$name printed no configuration line"
 	grep -q "\"ORDERS_AMQP_URL\":\"amqp://svc:\*\*\*@127.0.0.1:$DEAD_PORT/\"" "$log" ||
 		fail_later "$name: the configuration line does not show the AMQP URL masked"
+	grep -q "\"ORDERS_REDIS_URL\":\"redis://orders:\*\*\*@127.0.0.1:$REDIS_PORT/0\"" "$log" ||
+		fail_later "$name: the configuration line does not show the Redis URL masked"
 	search "$name without its services" "$log" "$prom"
 	note "2. $name without its services: $(wc -l <"$log") log lines and $(wc -l <"$prom") metrics lines searched"
+done
+# The API and the cart consumer use Redis: its refusal was logged (and searched).
+for name in orders-api orders-cart; do
+	grep -q '"msg":"redis refused the password","reason":"WRONGPASS' "$LOG_DIR/orders-secrets-$name.log" ||
+		fail_later "$name: no warning that redis refused the password"
 done
 
 # ------------------------------------------- 3. refused at start, not repeated
@@ -201,12 +208,15 @@ refused() {
 	wait "$STARTED" 2>/dev/null && fail_later "$name: orders-api exited with status 0"
 	search "$name" "$LOG_DIR/orders-secrets-$name.log"
 }
-refused redis-password ORDERS_REDIS_URL="redis://:${secret[redis_password]}@127.0.0.1:$REDIS_PORT/0"
+refused redis-bad-escape ORDERS_REDIS_URL="rediss://:${secret[redis_password]}%zz@127.0.0.1:$REDIS_PORT/0"
+refused redis-no-colon ORDERS_REDIS_URL="redis://${secret[redis_password]}@127.0.0.1:$REDIS_PORT/0"
+grep -q "ORDERS_REDIS_URL has user info without a ':'" "$LOG_DIR/orders-secrets-redis-no-colon.log" ||
+	fail_later "a Redis URL without ':' in its user info was not refused by name"
 refused bad-dsn-words ORDERS_PG_DSN="host=127.0.0.1 password=x ${secret[pg_password_bad_dsn]}"
 refused bad-dsn-escape ORDERS_PG_DSN="postgresql://u:${secret[pg_password_bad_dsn]}%zz@127.0.0.1/orders"
 grep -q 'ORDERS_PG_DSN does not parse' "$LOG_DIR/orders-secrets-bad-dsn-words.log" ||
 	fail_later "an unparsable DSN was not refused by name"
-note "3. a Redis password and unparsable DSNs: refused at start, not repeated"
+note "3. unparsable Redis URLs and DSNs: refused at start, not repeated"
 
 # ---------------------------------------- 4. production refuses the dev keys
 

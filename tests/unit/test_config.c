@@ -49,6 +49,7 @@ static const char *const all_vars[] = {
     "ORDERS_AMQP_CA_FILE",
     "ORDERS_AMQP_CERT_FILE",
     "ORDERS_AMQP_KEY_FILE",
+    "ORDERS_REDIS_CA_FILE",
 };
 
 #define NVARS (sizeof(all_vars) / sizeof(all_vars[0]))
@@ -760,6 +761,67 @@ static void test_dsn_masking_tls(void **state)
 	              "postgresql://db/orders?sslpassword=***&sslmode=require");
 }
 
+/*
+ * ORDERS_REDIS_URL: every form lib/cache takes loads, with its password
+ * masked in the configuration line however it is written; a URL lib/cache
+ * would refuse is refused at start, with its reason and without a word of it.
+ */
+static void test_redis_urls(void **state)
+{
+	static const struct {
+		const char *url, *secret, *masked;
+	} good[] = {
+	    {"redis://cache:6379/1", NULL, "redis://cache:6379/1"},
+	    {"redis://:rpw1@cache:6379/0", "rpw1", "redis://:***@cache:6379/0"},
+	    {"rediss://:rpw2@master.x.cache.amazonaws.com:6379/0", "rpw2",
+	     "rediss://:***@master.x.cache.amazonaws.com:6379/0"},
+	    {"rediss://app:rpw3@cache/2", "rpw3", "rediss://app:***@cache/2"},
+	    {"rediss://app:r%40p%2Fw%3A4@cache:6380", "w%3A4", "rediss://app:***@cache:6380"},
+	    {"redis://:r:pw5@[::1]:6379/0", "pw5", "redis://:***@[::1]:6379/0"},
+	};
+	static const struct {
+		const char *url, *err;
+	} bad[] = {
+	    {"redis://rpw6@cache:6379/0",
+	     "ORDERS_REDIS_URL has user info without a ':' (write redis://[user]:password@host)"},
+	    {"redis://:rpw7%zz@cache/0",
+	     "ORDERS_REDIS_URL has a '%' that is not followed by two hex digits"},
+	    {"redis://:rp#w8@cache/0", "ORDERS_REDIS_URL has a character in its user or password "
+	                               "that must be percent-encoded (%XX)"},
+	    {"http://:rpw9@cache/0", "ORDERS_REDIS_URL must start with redis:// or rediss://"},
+	    {"rediss://:rpw10@cache:0/0",
+	     "ORDERS_REDIS_URL has a port that is not a number from 1 to 65535"},
+	};
+	struct config c;
+	char err[256], raw[16384];
+	json_t *j;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		clear_env(NULL);
+		setenv("ORDERS_REDIS_URL", good[i].url, 1);
+		assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
+		assert_string_equal(c.redis_url, good[i].url);
+		j = log_config(&c, raw, sizeof(raw));
+		if (good[i].secret && strstr(raw, good[i].secret))
+			fail_msg("'%s' leaks from '%s'", good[i].secret, good[i].url);
+		assert_string_equal(str_of(j, "ORDERS_REDIS_URL"), good[i].masked);
+		json_decref(j);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		clear_env(NULL);
+		setenv("ORDERS_REDIS_URL", bad[i].url, 1);
+		assert_int_equal(config_load(&c, err, sizeof(err)), ERR_INVALID);
+		assert_string_equal(err, bad[i].err);
+		assert_null(strstr(err, "rpw"));
+	}
+	clear_env(NULL);
+	setenv("ORDERS_REDIS_CA_FILE", "/etc/orders/tls/redis-ca.pem", 1);
+	assert_int_equal(config_load(&c, err, sizeof(err)), ERR_OK);
+	assert_string_equal(c.redis_ca_file, "/etc/orders/tls/redis-ca.pem");
+}
+
 static void test_tls_pairs(void **state)
 {
 	struct config c;
@@ -832,6 +894,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_dsn_masking_forms, clear_env),
 	    cmocka_unit_test_setup(test_amqp_url_lists, clear_env),
 	    cmocka_unit_test_setup(test_dsn_masking_tls, clear_env),
+	    cmocka_unit_test_setup(test_redis_urls, clear_env),
 	    cmocka_unit_test_setup(test_tls_pairs, clear_env),
 	    cmocka_unit_test_setup(test_config_log_respects_level, clear_env),
 	};
