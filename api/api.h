@@ -194,8 +194,9 @@ int64_t api_now_ns(void);
 /*
  * api_publish - suspend the connection and hand msg (copied) to the
  * publisher for exchange "orders" (mandatory). Once the broker has
- * answered, r->publish_result holds ERR_OK or the failure and done(r) is
- * called on an MHD thread to queue the response; on ERR_OK, r->settle's
+ * answered, r->publish_result holds ERR_OK or the failure (ERR_IN_DOUBT:
+ * sent, and the broker may hold it; see mq.h) and done(r) is called on an
+ * MHD thread to queue the response; on ERR_OK, r->settle's
  * commands are in Redis by then (or r->settle_failed is set). Returns
  * MHD_YES; done is called exactly once, also when the hand-over itself
  * fails.
@@ -230,6 +231,10 @@ enum MHD_Result catalog_put(struct request *r, const char *sku);
 enum MHD_Result catalog_get(struct request *r, const char *sku);
 enum MHD_Result catalog_list(struct request *r);
 enum MHD_Result checkout_post(struct request *r);
+/* checkout_written_timeout_ms - how long a checkout's message, once sent, may wait for its
+ * confirm (the publisher's written_timeout_ms): until just before its key's in-flight record
+ * expires. */
+int checkout_written_timeout_ms(const struct api *a);
 enum MHD_Result carts_post(struct request *r);
 enum MHD_Result carts_get(struct request *r, const char *cart_id);
 enum MHD_Result carts_put(struct request *r, const char *cart_id);

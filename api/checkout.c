@@ -327,6 +327,18 @@ static int pending_ttl_s(const struct api *a)
 	return (a->cfg.publish_timeout_ms + 999) / 1000 + IDEM_PENDING_SLACK_S;
 }
 
+/*
+ * A message the publisher has sent in part or whole may still be stored by
+ * the broker after the publish timeout (one that stopped reading reads it
+ * later): its checkout waits for the confirm until 2 s before the key's
+ * in-flight record expires (1 s before its settle_by), so that a confirm
+ * still gets its Redis records and its 202 while the key is held.
+ */
+int checkout_written_timeout_ms(const struct api *a)
+{
+	return pending_ttl_s(a) * 1000 - 2000;
+}
+
 static enum MHD_Result respond_accepted(struct request *r, const char *body)
 {
 	char location[80];
@@ -803,11 +815,31 @@ static enum MHD_Result checkout_published(struct request *r)
 	static const char *const retry[] = {"Retry-After", "1", NULL};
 	int result = atomic_load(&r->publish_result);
 
+	/*
+	 * Sent, and neither confirmed nor refused in time: the broker may hold
+	 * the order, so a 503 ("nothing was accepted") would be untrue, and so
+	 * would a 202. As when the settler gives up, the answer is none: the
+	 * client retries with its key, which makes the same order and message
+	 * id (one order, whatever the broker did), and gets the 202. The key is
+	 * given back for that retry at once.
+	 */
+	if (result == ERR_IN_DOUBT) {
+		idem_release(r, NULL);
+		log_error("checkout sent but not confirmed; closing without an answer",
+		          LF_STR("request_id", r->request_id), LF_STR("order_id", r->order_id));
+		return MHD_NO;
+	}
+	/* Refused as built (never sent): a retry would fare no better. */
+	if (result == ERR_INVALID) {
+		idem_release(r, NULL);
+		log_error("checkout message cannot be published",
+		          LF_STR("request_id", r->request_id), LF_STR("order_id", r->order_id),
+		          LF_STR("reason", err_str(result)));
+		return respond_error(r, 500, "internal", "cannot queue the order", NULL);
+	}
 	if (result != ERR_OK) {
-		/* Nothing was half-accepted: a retry with the same key may succeed.
-		 * (After a confirm timeout the broker may still hold the message;
-		 * then the retry's message carries the same order and message id,
-		 * and the consumers' inbox and order key make it one order.) */
+		/* Nothing was half-accepted (the broker never had the message, or
+		 * refused it): a retry with the same key may succeed. */
 		idem_release(r, NULL);
 		log_warn("checkout not accepted", LF_STR("request_id", r->request_id),
 		         LF_STR("order_id", r->order_id), LF_STR("reason", err_str(result)));

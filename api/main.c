@@ -209,6 +209,7 @@ static int setup(struct api *a)
 	memset(&opt, 0, sizeof(opt));
 	opt.url = a->cfg.amqp_url;
 	opt.confirm_timeout_ms = a->cfg.publish_timeout_ms;
+	opt.written_timeout_ms = checkout_written_timeout_ms(a);
 	opt.max_in_flight = 20000;
 	opt.declare_topology = 1;
 	opt.poll_queue_stats_ms = 5000;
@@ -248,7 +249,8 @@ static void teardown(struct api *a)
 	 * Stop taking connections and requests (api_publish refuses once
 	 * stopping is set), and let every suspended checkout get its confirm
 	 * or its timeout and its Redis records. Then stop the publisher, which
-	 * fails what is left with ERR_CLOSED (503), and the settler, which
+	 * fails what is left with ERR_CLOSED (503), or ERR_IN_DOUBT when it was
+	 * sent (closed without an answer), and the settler, which
 	 * closes what it still holds without an answer; both stay allocated
 	 * while MHD's threads may look at them. MHD is stopped only once no
 	 * connection is suspended: stopping it with one aborts the process.

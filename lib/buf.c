@@ -42,6 +42,17 @@ void buf_truncate(struct buf *b, size_t len)
 	b->data[len] = '\0';
 }
 
+void buf_cut(struct buf *b, size_t off, size_t n)
+{
+	if (off >= b->len || n == 0)
+		return;
+	if (n > b->len - off)
+		n = b->len - off;
+	memmove(b->data + off, b->data + off + n, b->len - off - n);
+	b->len -= n;
+	b->data[b->len] = '\0';
+}
+
 /*
  * Make room for n more bytes plus the NUL. The capacity doubles (checked
  * against overflow) but never goes past max + 1, so a buffer near its

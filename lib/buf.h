@@ -26,6 +26,9 @@ void buf_reset(struct buf *b);
 /* buf_truncate - keep only the first len bytes (no-op when len >= b->len):
  * undoes appends that must go together when one of them failed. */
 void buf_truncate(struct buf *b, size_t len);
+/* buf_cut - remove the n bytes at off (no more than there are); what follows
+ * moves down, so offsets past the cut shrink by n. The memory stays. */
+void buf_cut(struct buf *b, size_t off, size_t n);
 /* buf_append - ERR_OK, ERR_TOO_BIG or ERR_NOMEM. */
 int buf_append(struct buf *b, const void *data, size_t n);
 int buf_append_str(struct buf *b, const char *s);

@@ -38,6 +38,8 @@ const char *err_str(int code)
 		return "message refused by the broker";
 	case ERR_UNROUTABLE:
 		return "message routed to no queue";
+	case ERR_IN_DOUBT:
+		return "message sent, outcome unknown";
 	default:
 		return "unknown error";
 	}

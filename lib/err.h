@@ -20,7 +20,8 @@ enum err {
 	ERR_CLOSED = -14,     /* the object is shutting down */
 	ERR_NACKED = -15,     /* the broker refused a published message */
 	ERR_UNROUTABLE = -16, /* no queue binding routed a mandatory message */
-	ERR_LAST_ = -17       /* not an error: one past the last code */
+	ERR_IN_DOUBT = -17,   /* sent, but never confirmed nor refused: the broker may hold it */
+	ERR_LAST_ = -18       /* not an error: one past the last code */
 };
 
 /*

@@ -61,6 +61,14 @@ const char *const mq_stat_queues[MQ_STAT_QUEUES] = {
 #define MQ_BATCH_BYTES (128u * 1024)
 #define MQ_OUT_MAX (MQ_BODY_MAX + 64u * 1024)
 #define MQ_OUT_KEEP (1024u * 1024)
+/*
+ * The most one SSL_write is given: one TLS record's worth. A write that
+ * cannot finish holds on to the bytes it was given (OpenSSL wants them
+ * again), so they count as sent; one record at a time keeps that to the
+ * record the socket stopped at, and a record is either wholly in the
+ * kernel or not usable by the broker at all.
+ */
+#define MQ_TLS_CHUNK 16384u
 #define MQ_REASON_MAX 256
 
 /* ---- shared helpers ------------------------------------------------------ */
@@ -469,8 +477,13 @@ out:
 struct mq_msg {
 	struct mq_msg *next;
 	struct mq_msg *prev; /* in-flight list only */
-	uint64_t tag;        /* delivery tag once published */
+	uint64_t tag;        /* delivery tag once a byte of it is sent */
 	int64_t deadline_ms; /* monotonic: hand-over time + confirm timeout */
+	int64_t doubt_ms;    /* the same + written timeout: see mq_publisher_options */
+	/* Its frames in p->out while that holds batch number batch. */
+	size_t out_start;
+	size_t out_end;
+	uint64_t batch;
 	mq_confirm_cb cb;
 	void *arg;
 	unsigned flags; /* MQ_PUBLISH_* */
@@ -496,6 +509,7 @@ struct mq_publisher {
 	/* Set by mq_publisher_new(), read-only afterwards. */
 	struct mq_url url;
 	int confirm_timeout_ms;
+	int written_timeout_ms;
 	size_t max_in_flight;
 	int declare_topology;
 	int poll_stats_ms;
@@ -512,14 +526,27 @@ struct mq_publisher {
 	atomic_long stat_messages[MQ_STAT_QUEUES];
 	atomic_long stat_consumers[MQ_STAT_QUEUES];
 	atomic_int stat_valid[MQ_STAT_QUEUES];
+	/* mq__publisher_fail_encode: set under mu, armed tells the thread to look. */
+	atomic_int fault_armed;
+	char fault_id[MQ_ID_MAX];
+	int fault_err;
 
 	/* The publisher thread's own. */
 	amqp_connection_state_t conn;
 	int fd;
-	void *tls;              /* the TLS session of an amqps:// connection, else NULL */
-	struct mq_fifo outbox;  /* taken from submit, not yet published */
-	struct buf out;         /* encoded frames of published messages */
-	size_t out_sent;        /* bytes of out already sent */
+	void *tls;             /* the TLS session of an amqps:// connection, else NULL */
+	struct mq_fifo outbox; /* taken from submit, not yet encoded */
+	struct buf out;        /* encoded frames, sent a batch at a time */
+	size_t out_sent;       /* bytes of out the socket has taken */
+	size_t out_tried;      /* TLS: out up to here is given to a write not finished, or 0 */
+	uint64_t out_batch;    /* counts the batches out has held */
+	/*
+	 * Messages whose frames are in out and of which no byte has gone to
+	 * the socket, in out's order: the broker knows nothing of them, so
+	 * they have no delivery tag yet and can still be taken out (expired).
+	 * The first byte sent makes a message in flight.
+	 */
+	struct mq_fifo staged;
 	struct mq_msg *fl_head; /* in flight, ascending tags */
 	struct mq_msg *fl_tail;
 	uint64_t next_tag;
@@ -620,13 +647,27 @@ static void fail_fifo(struct mq_publisher *p, struct mq_fifo *f, int result)
 		finish(p, m, result);
 }
 
+/*
+ * sent_whole - every byte of in-flight m has gone to the socket: its frames
+ * were in an earlier batch of p->out, or in this one before out_sent.
+ */
+static int sent_whole(const struct mq_publisher *p, const struct mq_msg *m)
+{
+	return m->batch != p->out_batch || m->out_end <= p->out_sent;
+}
+
+/*
+ * fail_inflight - the connection is going: a message sent whole may have
+ * reached the broker and been stored (ERR_IN_DOUBT); one cut short cannot
+ * have been, and fails with result.
+ */
 static void fail_inflight(struct mq_publisher *p, int result)
 {
 	struct mq_msg *m;
 
 	while ((m = p->fl_head)) {
 		inflight_unlink(p, m);
-		finish(p, m, result);
+		finish(p, m, sent_whole(p, m) ? ERR_IN_DOUBT : result);
 	}
 }
 
@@ -719,16 +760,67 @@ static void settle(struct mq_publisher *p, uint64_t tag, int multiple, int resul
 	}
 }
 
-/* expire - messages past their confirm deadline; both lists are in deadline order. */
+/* out_done - every byte of p->out is sent: start the next batch. */
+static void out_done(struct mq_publisher *p)
+{
+	p->out_sent = 0;
+	p->out_tried = 0;
+	p->out_batch++;
+	if (p->out.cap > MQ_OUT_KEEP)
+		buf_release(&p->out);
+	else
+		buf_reset(&p->out);
+}
+
+/*
+ * expire_staged - take the staged messages past their deadline out of
+ * p->out and fail them with ERR_TIMEOUT: not a byte of them has gone to
+ * the socket, so the broker never sees them. They are the first of the
+ * staged list (deadlines follow hand-over order) and their frames one
+ * piece of p->out at or past what any write has been given; the messages
+ * staged after them move down with their frames. They never had a
+ * delivery tag, so the tags of the channel stay the broker's.
+ */
+static void expire_staged(struct mq_publisher *p, int64_t now)
+{
+	struct mq_fifo gone = {NULL, NULL};
+	struct mq_msg *m;
+	size_t from, to = 0;
+
+	if (!p->staged.head || p->staged.head->deadline_ms > now)
+		return;
+	from = p->staged.head->out_start;
+	while ((m = p->staged.head) && m->deadline_ms <= now) {
+		to = m->out_end;
+		fifo_push(&gone, fifo_pop(&p->staged));
+	}
+	buf_cut(&p->out, from, to - from);
+	for (m = p->staged.head; m; m = m->next) {
+		m->out_start -= to - from;
+		m->out_end -= to - from;
+	}
+	if (p->out_sent == p->out.len)
+		out_done(p);
+	fail_fifo(p, &gone, ERR_TIMEOUT);
+}
+
+/*
+ * expire - messages past their deadline (all three lists are in deadline
+ * order). Those not sent yet fail with ERR_TIMEOUT and are never sent. A
+ * message of which bytes have gone to the socket may be stored by the
+ * broker yet (a broker that stopped reading reads them later): it waits
+ * for its confirm until its doubt_ms, then fails with ERR_IN_DOUBT.
+ */
 static void expire(struct mq_publisher *p, int64_t now)
 {
 	struct mq_msg *m;
 
 	while ((m = p->outbox.head) && m->deadline_ms <= now)
 		finish(p, fifo_pop(&p->outbox), ERR_TIMEOUT);
-	while ((m = p->fl_head) && m->deadline_ms <= now) {
+	expire_staged(p, now);
+	while ((m = p->fl_head) && m->doubt_ms <= now) {
 		inflight_unlink(p, m);
-		finish(p, m, ERR_TIMEOUT);
+		finish(p, m, ERR_IN_DOUBT);
 	}
 }
 
@@ -976,8 +1068,9 @@ static int out_pending(const struct mq_publisher *p)
  * out_write - write what the socket takes now of len bytes at buf: > 0
  * bytes written, 0 none now, -1 failed (p->reason says why). Over TLS the
  * bytes go through OpenSSL (the raw socket would bypass it), whose rule for
- * a write that could not finish holds here: p->out neither moves nor
- * changes while out_pending(), so the retry passes the same buffer.
+ * a write that could not finish holds here: the bytes it was given
+ * (p->out from out_sent to out_tried) neither move nor change until it
+ * has finished, so the retry passes the same buffer, and at least as long.
  */
 static ssize_t out_write(struct mq_publisher *p, const uint8_t *buf, size_t len)
 {
@@ -999,37 +1092,80 @@ static ssize_t out_write(struct mq_publisher *p, const uint8_t *buf, size_t len)
 }
 
 /*
+ * promote - the staged messages a write has reached (or, over TLS, been
+ * given) are in flight now: the broker counts them, so each takes the
+ * channel's next delivery tag, in the order they are sent.
+ */
+static void promote(struct mq_publisher *p)
+{
+	size_t reached = p->out_tried > p->out_sent ? p->out_tried : p->out_sent;
+	struct mq_msg *m;
+
+	while ((m = p->staged.head) && m->out_start < reached) {
+		fifo_pop(&p->staged);
+		m->tag = ++p->next_tag;
+		inflight_push(p, m);
+	}
+}
+
+/*
  * flush_out - send what the socket takes now, never waiting: a broker that
  * stops reading (a memory alarm) must not freeze this thread, which also
- * times messages out. Until everything is sent, nothing else may be
- * written on the connection (rabbitmq-c writes heartbeats when it reads),
- * so the caller reads no frames while out_pending(). 0, or -1 when the
- * connection failed (p->reason says why).
+ * times messages out. Staged messages past their deadline are taken out
+ * first, so that none is sent late. Until everything is sent, nothing else
+ * may be written on the connection (rabbitmq-c writes heartbeats when it
+ * reads), so the caller reads no frames while out_pending(). 0, or -1 when
+ * the connection failed (p->reason says why).
  */
 static int flush_out(struct mq_publisher *p)
 {
+	expire_staged(p, now_ms());
 	while (p->out_sent < p->out.len) {
-		ssize_t w = out_write(p, (const uint8_t *)p->out.data + p->out_sent,
-		                      p->out.len - p->out_sent);
+		size_t len = p->out.len - p->out_sent;
+		ssize_t w;
 
+		if (p->tls && len > MQ_TLS_CHUNK)
+			len = MQ_TLS_CHUNK;
+		w = out_write(p, (const uint8_t *)p->out.data + p->out_sent, len);
 		if (w < 0)
 			return -1;
-		if (w == 0)
+		if (w == 0) {
+			if (p->tls)
+				p->out_tried = p->out_sent + len;
+			promote(p);
 			return 0;
+		}
 		p->out_sent += (size_t)w;
+		p->out_tried = 0;
+		promote(p);
 	}
-	p->out_sent = 0;
-	if (p->out.cap > MQ_OUT_KEEP)
-		buf_release(&p->out);
-	else
-		buf_reset(&p->out);
+	out_done(p);
 	return 0;
+}
+
+/* encode_fault - the failure mq__publisher_fail_encode planted for m, once; else ERR_OK. */
+static int encode_fault(struct mq_publisher *p, const struct mq_msg *m)
+{
+	int rc = ERR_OK;
+
+	if (!atomic_load(&p->fault_armed))
+		return ERR_OK;
+	pthread_mutex_lock(&p->mu);
+	if (strcmp(p->fault_id, m->message_id) == 0) {
+		rc = p->fault_err;
+		p->fault_id[0] = '\0';
+		atomic_store(&p->fault_armed, 0);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return rc;
 }
 
 /*
  * send_outbox - publish what is waiting, a batch at a time, reading acks
  * between batches; stop while the socket takes no more (the rest of the
- * batch is sent when it is writable again).
+ * batch is sent when it is writable again). A message past its deadline
+ * is not encoded; one that cannot be encoded fails alone (ERR_NOMEM, or
+ * ERR_INVALID: it never can be), and the connection goes on.
  */
 static int send_outbox(struct mq_publisher *p)
 {
@@ -1038,20 +1174,35 @@ static int send_outbox(struct mq_publisher *p)
 	if (flush_out(p))
 		return -1;
 	while (!out_pending(p) && p->outbox.head) {
-		while ((m = p->outbox.head) && p->out.len < MQ_BATCH_BYTES) {
-			int rc = encode_publish(p, m);
+		int64_t now = now_ms();
 
+		while ((m = p->outbox.head) && p->out.len < MQ_BATCH_BYTES) {
+			size_t start = p->out.len;
+			int rc;
+
+			if (m->deadline_ms <= now) {
+				finish(p, fifo_pop(&p->outbox), ERR_TIMEOUT);
+				continue;
+			}
+			rc = encode_fault(p, m);
+			if (rc == ERR_OK)
+				rc = encode_publish(p, m);
 			if (rc == ERR_TOO_BIG && out_pending(p))
 				break; /* the next batch takes it */
-			if (rc != ERR_OK) {
-				snprintf(p->reason, sizeof(p->reason),
-				         "cannot encode a message: %s", err_str(rc));
-				return -1;
-			}
 			fifo_pop(&p->outbox);
+			if (rc != ERR_OK) {
+				log_warn("cannot encode a message to publish",
+				         LF_STR("message_id", m->message_id),
+				         LF_STR("routing_key", m->routing_key),
+				         LF_STR("reason", err_str(rc)));
+				finish(p, m, rc == ERR_NOMEM ? ERR_NOMEM : ERR_INVALID);
+				continue;
+			}
 			m = drop_body(m);
-			m->tag = ++p->next_tag;
-			inflight_push(p, m);
+			m->out_start = start;
+			m->out_end = p->out.len;
+			m->batch = p->out_batch;
+			fifo_push(&p->staged, m);
 		}
 		if (flush_out(p))
 			return -1;
@@ -1168,12 +1319,15 @@ static void publisher_disconnect(struct mq_publisher *p, int result, int gracefu
 	p->submit.tail = NULL;
 	pthread_mutex_unlock(&p->mu);
 	fail_inflight(p, result);
+	fail_fifo(p, &p->staged, result);
 	fail_fifo(p, &p->outbox, result);
 	fail_fifo(p, &left, result);
 	/* A frame half sent leaves nothing to say goodbye on. */
 	conn_close(p->conn, graceful && !out_pending(p));
 	buf_release(&p->out);
 	p->out_sent = 0;
+	p->out_tried = 0;
+	p->out_batch++;
 	p->conn = NULL;
 	p->fd = -1;
 	p->tls = NULL;
@@ -1240,8 +1394,10 @@ static int publisher_run(struct mq_publisher *p)
 		wait = MQ_TICK_MS;
 		if (p->outbox.head && p->outbox.head->deadline_ms - now < wait)
 			wait = p->outbox.head->deadline_ms - now;
-		if (p->fl_head && p->fl_head->deadline_ms - now < wait)
-			wait = p->fl_head->deadline_ms - now;
+		if (p->staged.head && p->staged.head->deadline_ms - now < wait)
+			wait = p->staged.head->deadline_ms - now;
+		if (p->fl_head && p->fl_head->doubt_ms - now < wait)
+			wait = p->fl_head->doubt_ms - now;
 		if (next_stats - now < wait)
 			wait = next_stats - now;
 		if (wait < 0)
@@ -1346,6 +1502,9 @@ struct mq_publisher *mq_publisher_new(const struct mq_publisher_options *opt)
 	}
 	p->confirm_timeout_ms =
 	    opt->confirm_timeout_ms > 0 ? opt->confirm_timeout_ms : MQ_DEFAULT_CONFIRM_TIMEOUT_MS;
+	p->written_timeout_ms = opt->written_timeout_ms > p->confirm_timeout_ms
+	                            ? opt->written_timeout_ms
+	                            : p->confirm_timeout_ms;
 	p->max_in_flight =
 	    opt->max_in_flight > 0 ? (size_t)opt->max_in_flight : MQ_DEFAULT_IN_FLIGHT;
 	p->declare_topology = opt->declare_topology;
@@ -1353,6 +1512,7 @@ struct mq_publisher *mq_publisher_new(const struct mq_publisher_options *opt)
 	atomic_init(&p->stop, 0);
 	atomic_init(&p->connected, 0);
 	atomic_init(&p->pending, 0);
+	atomic_init(&p->fault_armed, 0);
 	for (size_t i = 0; i < MQ_STAT_QUEUES; i++) {
 		atomic_init(&p->stat_messages[i], 0);
 		atomic_init(&p->stat_consumers[i], 0);
@@ -1466,6 +1626,10 @@ int mq_publisher_publish(struct mq_publisher *p, const char *exchange, const cha
 	m->prev = NULL;
 	m->next = NULL;
 	m->deadline_ms = now_ms() + p->confirm_timeout_ms;
+	m->doubt_ms = m->deadline_ms - p->confirm_timeout_ms + p->written_timeout_ms;
+	m->out_start = 0;
+	m->out_end = 0;
+	m->batch = 0;
 
 	pthread_mutex_lock(&p->mu);
 	if (atomic_load(&p->stop)) {
@@ -1903,6 +2067,19 @@ int mq_consumer_reject(struct mq_consumer *c, uint64_t tag, int requeue)
 }
 
 /* ---- internals shared with mq_admin.c (mq_internal.h) -------------------- */
+
+int mq__publisher_fail_encode(struct mq_publisher *p, const char *message_id, int err)
+{
+	if (!p || !message_id || !message_id[0] || strlen(message_id) >= MQ_ID_MAX ||
+	    (err != ERR_INVALID && err != ERR_NOMEM))
+		return ERR_INVALID;
+	pthread_mutex_lock(&p->mu);
+	snprintf(p->fault_id, sizeof(p->fault_id), "%s", message_id);
+	p->fault_err = err;
+	atomic_store(&p->fault_armed, 1);
+	pthread_mutex_unlock(&p->mu);
+	return ERR_OK;
+}
 
 int mq__connect(const char *url, amqp_connection_state_t *out, char *reason, size_t size)
 {

@@ -109,12 +109,40 @@ struct mq_publisher;
 #define MQ_PUBLISH_MANDATORY 1u
 
 /*
+ * Sent, not sent, and in doubt. The publisher encodes the frames of many
+ * messages into a buffer of its own and writes them to the socket as fast
+ * as the broker reads. A message of which no byte has gone to the socket
+ * is unknown to the broker: when its confirm timeout passes first it is
+ * taken out of the buffer and never sent (ERR_TIMEOUT), and it takes no
+ * delivery tag (the broker numbers the messages of a channel in the order
+ * it receives them). Once a byte of it has gone, the broker may store it
+ * whatever this process does next (a broker that stopped reading, by a
+ * memory alarm say, reads it later; the rest of a message cut short is
+ * always sent): such a message waits for its confirm or refusal past its
+ * confirm timeout, until written_timeout_ms after hand-over, and then
+ * fails with ERR_IN_DOUBT. The same holds when the connection is lost or
+ * the publisher stops: a message sent whole gets ERR_IN_DOUBT, one cut
+ * short (which the broker discards) ERR_UNAVAILABLE or ERR_CLOSED.
+ *
+ * So every failure but ERR_IN_DOUBT means the broker does not hold the
+ * message; ERR_IN_DOUBT means nobody knows. A caller that promises its
+ * client "nothing was accepted" on failure (the API's 503) must not say so
+ * on ERR_IN_DOUBT; publishing the same message id again is the way to a
+ * known outcome, as consumers recognise a message id they have seen.
+ */
+
+/*
  * Called exactly once per accepted message, from the publisher thread, with
  * ERR_OK (the broker confirmed it: durably stored, and routed to a queue
  * when published with MQ_PUBLISH_MANDATORY), ERR_NACKED, ERR_UNROUTABLE
- * (mandatory and no queue bound), ERR_TIMEOUT (no confirm within the
- * timeout), ERR_UNAVAILABLE (connection lost before the confirm) or
- * ERR_CLOSED (publisher shutting down).
+ * (mandatory and no queue bound), ERR_TIMEOUT (the confirm timeout passed
+ * before it was sent: never sent), ERR_IN_DOUBT (sent, and no confirm nor
+ * refusal came: within written_timeout_ms, or before the connection was
+ * lost or the publisher stopped), ERR_UNAVAILABLE (connection lost before
+ * it was sent whole), ERR_CLOSED (publisher stopping before it was sent
+ * whole), ERR_INVALID (it cannot be encoded; never sent) or ERR_NOMEM (no
+ * memory to encode it; never sent). A message that fails to encode fails
+ * alone: the connection and the other messages go on.
  * Must not block; must not call back into the publisher.
  */
 typedef void (*mq_confirm_cb)(void *arg, int result);
@@ -125,6 +153,9 @@ struct mq_publisher_options {
 	int max_in_flight;       /* messages handed over but not confirmed; 0 = 10000 */
 	int declare_topology;    /* declare exchanges and queues on every connect */
 	int poll_queue_stats_ms; /* > 0: passive-declare mq_stat_queues this often */
+	/* A message sent (in part or whole) waits for its confirm this long
+	 * from hand-over, then ERR_IN_DOUBT; <= confirm_timeout_ms: as long. */
+	int written_timeout_ms;
 };
 
 /*
@@ -137,10 +168,11 @@ struct mq_publisher *mq_publisher_new(const struct mq_publisher_options *opt);
 
 /*
  * mq_publisher_stop - stop the thread; every message not yet confirmed gets
- * its callback with ERR_CLOSED before this returns. p stays valid: other
- * threads may go on calling mq_publisher_publish (ERR_CLOSED),
- * mq_publisher_connected (0) and mq_publisher_queue_stats until
- * mq_publisher_free. From the thread that frees p; again is a no-op.
+ * its callback before this returns: ERR_IN_DOUBT when it was sent whole,
+ * else ERR_CLOSED. p stays valid: other threads may go on calling
+ * mq_publisher_publish (ERR_CLOSED), mq_publisher_connected (0) and
+ * mq_publisher_queue_stats until mq_publisher_free. From the thread that
+ * frees p; again is a no-op.
  */
 void mq_publisher_stop(struct mq_publisher *p);
 

@@ -59,6 +59,16 @@ int mq__tls_pending(void *session);
 /* mq__tls_version - "TLSv1.3" and the like, "none" for NULL (plain TCP). */
 const char *mq__tls_version(void *session);
 
+struct mq_publisher;
+
+/*
+ * mq__publisher_fail_encode - for tests: the next message handed to p with
+ * this message id fails to encode with err (ERR_INVALID or ERR_NOMEM), as
+ * if the frames could not be made, once. ERR_OK, or ERR_INVALID for bad
+ * arguments. Thread-safe.
+ */
+int mq__publisher_fail_encode(struct mq_publisher *p, const char *message_id, int err);
+
 /* mq__close - close gracefully when the connection still works, then free it. */
 void mq__close(amqp_connection_state_t conn, int graceful);
 

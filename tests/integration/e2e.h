@@ -478,6 +478,61 @@ static inline amqp_connection_state_t e2e_events_watch(void)
 	return c;
 }
 
+/* e2e_rabbitmqctl - rabbitmqctl ARGS for the stack's node (deploy/local/services.sh ctl),
+ * its output into out (size bytes); 1 when it exits 0. */
+static inline int e2e_rabbitmqctl(const char *args, char *out, size_t size)
+{
+	const char *port = getenv("ORDERS_HTTP_PORT");
+	char root[PATH_MAX], cmd[PATH_MAX + 256];
+	FILE *f;
+	size_t n;
+
+	e2e_find_root(root, sizeof(root));
+	snprintf(cmd, sizeof(cmd), "ORDERS_LOCAL_PORT_OFFSET=%d %s/deploy/local/services.sh ctl %s",
+	         port ? atoi(port) - 8080 : 0, root, args);
+	f = popen(cmd, "r");
+	if (!f)
+		return 0;
+	n = fread(out, 1, size - 1, f);
+	out[n] = '\0';
+	return pclose(f) == 0;
+}
+
+/*
+ * e2e_block_publishers - a memory alarm (a high watermark of 0): the broker
+ * stops reading from every connection that publishes, the daemons' too, so
+ * a test that does this runs alone (RUN_SERIAL). The watermark it had goes
+ * to saved (size bytes) for e2e_unblock_publishers. 1 on success.
+ */
+static inline int e2e_block_publishers(char *saved, size_t size)
+{
+	char out[256];
+	size_t n;
+
+	if (!e2e_rabbitmqctl("eval 'vm_memory_monitor:get_vm_memory_high_watermark().'", out,
+	                     sizeof(out)))
+		return 0;
+	n = strspn(out, "0123456789.");
+	if (n == 0 || n >= size)
+		return 0;
+	memcpy(saved, out, n);
+	saved[n] = '\0';
+	return e2e_rabbitmqctl("set_vm_memory_high_watermark 0", out, sizeof(out));
+}
+
+/* e2e_unblock_publishers - the watermark saved by e2e_block_publishers back, once (saved
+ * is emptied; an empty one is a no-op). 1 on success. */
+static inline int e2e_unblock_publishers(char *saved)
+{
+	char args[128], out[256];
+
+	if (!saved[0])
+		return 1;
+	snprintf(args, sizeof(args), "set_vm_memory_high_watermark %s", saved);
+	saved[0] = '\0';
+	return e2e_rabbitmqctl(args, out, sizeof(out));
+}
+
 /*
  * A publisher on url that declares the topology, once it is connected (15 s
  * at most); NULL if it cannot be made or does not connect. who names the

@@ -15,8 +15,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "e2e.h"
 #include "err.h"
 #include "mq.h"
+#include "mq_internal.h"
 
 #define DEFAULT_URL "amqp://guest:guest@127.0.0.1:5682/"
 #define BAD_URL "amqp://guest:guest@127.0.0.1:1/"
@@ -156,6 +158,34 @@ static int group_teardown(void **state)
 	amqp_destroy_connection(raw);
 	raw = NULL;
 	return 0;
+}
+
+/* A quorum queue "<queue>.<suffix>" (name into out) bound to "orders" by its own name. */
+static void own_queue(char *out, size_t size, const char *suffix, amqp_table_entry_t *more,
+                      int n_more)
+{
+	amqp_table_entry_t args[4];
+	amqp_table_t table = {1 + n_more, args};
+
+	assert_true(n_more >= 0 && n_more < 4);
+	snprintf(out, size, "%s.%s", queue, suffix);
+	args[0].key = amqp_cstring_bytes("x-queue-type");
+	args[0].value.kind = AMQP_FIELD_KIND_UTF8;
+	args[0].value.value.bytes = amqp_cstring_bytes("quorum");
+	for (int i = 0; i < n_more; i++)
+		args[1 + i] = more[i];
+	amqp_queue_declare(raw, TEST_CHANNEL, amqp_cstring_bytes(out), 0, 1, 0, 0, table);
+	assert_true(raw_ok("queue.declare"));
+	amqp_queue_bind(raw, TEST_CHANNEL, amqp_cstring_bytes(out),
+	                amqp_cstring_bytes(MQ_EXCHANGE_ORDERS), amqp_cstring_bytes(out),
+	                amqp_empty_table);
+	assert_true(raw_ok("queue.bind"));
+}
+
+static void drop_queue(const char *name)
+{
+	amqp_queue_delete(raw, TEST_CHANNEL, amqp_cstring_bytes(name), 0, 0);
+	assert_true(raw_ok("queue.delete"));
 }
 
 static struct mq_publisher *new_publisher(const char *u, int max_in_flight, int stats_ms)
@@ -496,28 +526,18 @@ static void test_ack_upto(void **state)
 static void test_nacked(void **state)
 {
 	char full[80];
-	amqp_table_entry_t args[3];
-	amqp_table_t table = {3, args};
+	amqp_table_entry_t args[2];
 	struct mq_publisher *p;
 	int first, nacked = 0, other = 0;
 
 	(void)state;
-	snprintf(full, sizeof(full), "%s.full", queue);
-	args[0].key = amqp_cstring_bytes("x-queue-type");
-	args[0].value.kind = AMQP_FIELD_KIND_UTF8;
-	args[0].value.value.bytes = amqp_cstring_bytes("quorum");
-	args[1].key = amqp_cstring_bytes("x-max-length");
-	args[1].value.kind = AMQP_FIELD_KIND_I64;
-	args[1].value.value.i64 = 1;
-	args[2].key = amqp_cstring_bytes("x-overflow");
-	args[2].value.kind = AMQP_FIELD_KIND_UTF8;
-	args[2].value.value.bytes = amqp_cstring_bytes("reject-publish");
-	amqp_queue_declare(raw, TEST_CHANNEL, amqp_cstring_bytes(full), 0, 1, 0, 0, table);
-	assert_true(raw_ok("queue.declare full"));
-	amqp_queue_bind(raw, TEST_CHANNEL, amqp_cstring_bytes(full),
-	                amqp_cstring_bytes(MQ_EXCHANGE_ORDERS), amqp_cstring_bytes(full),
-	                amqp_empty_table);
-	assert_true(raw_ok("queue.bind full"));
+	args[0].key = amqp_cstring_bytes("x-max-length");
+	args[0].value.kind = AMQP_FIELD_KIND_I64;
+	args[0].value.value.i64 = 1;
+	args[1].key = amqp_cstring_bytes("x-overflow");
+	args[1].value.kind = AMQP_FIELD_KIND_UTF8;
+	args[1].value.value.bytes = amqp_cstring_bytes("reject-publish");
+	own_queue(full, sizeof(full), "full", args, 2);
 
 	p = new_publisher(url, 0, 0);
 	assert_non_null(p);
@@ -533,8 +553,7 @@ static void test_nacked(void **state)
 			other++;
 	}
 	mq_publisher_free(p);
-	amqp_queue_delete(raw, TEST_CHANNEL, amqp_cstring_bytes(full), 0, 0);
-	assert_true(raw_ok("queue.delete full"));
+	drop_queue(full);
 	assert_int_equal(first, ERR_OK);
 	assert_int_equal(nacked, 1);
 	assert_int_equal(other, 0);
@@ -542,8 +561,10 @@ static void test_nacked(void **state)
 
 /*
  * Publishing to a missing exchange makes the broker close the channel (404):
- * the publisher treats that as a lost connection, fails the message with
- * ERR_UNAVAILABLE, reconnects and goes on.
+ * the publisher treats that as a lost connection, reconnects and goes on.
+ * The message was sent whole, and a closed channel does not say which
+ * message it was closed over (those published before it may be stored):
+ * ERR_IN_DOUBT. Publishes refused while it reconnects are ERR_UNAVAILABLE.
  */
 static void test_channel_loss_reconnects(void **state)
 {
@@ -557,7 +578,7 @@ static void test_channel_loss_reconnects(void **state)
 	p = new_publisher(url, 0, 0);
 	assert_non_null(p);
 	assert_true(wait_connected(p, 15000));
-	assert_int_equal(mq_publish_sync(p, bad, key, "it-mq-lost", "x", 1, 0), ERR_UNAVAILABLE);
+	assert_int_equal(mq_publish_sync(p, bad, key, "it-mq-lost", "x", 1, 0), ERR_IN_DOUBT);
 	/* Back within the first back-off steps; ERR_UNAVAILABLE meanwhile. */
 	deadline = now_ms() + 15000;
 	do {
@@ -653,7 +674,7 @@ static void test_max_in_flight(void **state)
 
 /* ---- (5) free with messages pending ---------------------------------------- */
 
-static atomic_int free_ok, free_closed, free_other;
+static atomic_int free_ok, free_closed, free_doubt, free_other;
 static atomic_int free_calls[2000];
 
 static void free_cb(void *arg, int result)
@@ -665,6 +686,8 @@ static void free_cb(void *arg, int result)
 		atomic_fetch_add(&free_ok, 1);
 	else if (result == ERR_CLOSED)
 		atomic_fetch_add(&free_closed, 1);
+	else if (result == ERR_IN_DOUBT)
+		atomic_fetch_add(&free_doubt, 1);
 	else
 		atomic_fetch_add(&free_other, 1);
 }
@@ -679,6 +702,7 @@ static struct mq_publisher *counted_publisher(int stats_ms)
 	assert_true(wait_connected(p, 15000));
 	atomic_store(&free_ok, 0);
 	atomic_store(&free_closed, 0);
+	atomic_store(&free_doubt, 0);
 	atomic_store(&free_other, 0);
 	return p;
 }
@@ -700,13 +724,15 @@ static void test_free_with_pending(void **state)
 	}
 	assert_int_equal(accepted, 2000);
 	mq_publisher_free(p);
-	/* Every callback has run by the time free returns, exactly once. */
+	/* Every callback has run by the time free returns, exactly once: those
+	 * sent whole but not confirmed may be stored, in doubt. */
 	for (int i = 0; i < 2000; i++)
 		assert_int_equal(atomic_load(&free_calls[i]), 1);
-	assert_int_equal(atomic_load(&free_ok) + atomic_load(&free_closed), 2000);
+	assert_int_equal(
+	    atomic_load(&free_ok) + atomic_load(&free_closed) + atomic_load(&free_doubt), 2000);
 	assert_int_equal(atomic_load(&free_other), 0);
-	printf("it_mq: free with 2000 pending: %d confirmed, %d closed\n", atomic_load(&free_ok),
-	       atomic_load(&free_closed));
+	printf("it_mq: free with 2000 pending: %d confirmed, %d closed, %d in doubt\n",
+	       atomic_load(&free_ok), atomic_load(&free_closed), atomic_load(&free_doubt));
 	fflush(stdout);
 }
 
@@ -738,7 +764,8 @@ static void test_stop_then_free(void **state)
 	mq_publisher_stop(p);
 	for (int i = 0; i < 500; i++)
 		assert_int_equal(atomic_load(&free_calls[i]), 1);
-	assert_int_equal(atomic_load(&free_ok) + atomic_load(&free_closed), 500);
+	assert_int_equal(
+	    atomic_load(&free_ok) + atomic_load(&free_closed) + atomic_load(&free_doubt), 500);
 	assert_int_equal(atomic_load(&free_other), 0);
 	assert_int_equal(mq_publisher_connected(p), 0);
 	assert_int_equal(mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, key, "it-mq-stop", body,
@@ -891,6 +918,242 @@ static void test_mandatory(void **state)
 	fflush(stdout);
 }
 
+/* ---- expiry before sending, encode failures ------------------------------- */
+
+#define N_EXPIRY 24576
+#define EXPIRY_BODY 1024
+#define NO_CALL 1 /* no callback yet (results are 0 or negative) */
+
+static atomic_int exp_calls[N_EXPIRY + 1];
+static atomic_int exp_results[N_EXPIRY + 1];
+static atomic_int exp_done;
+static char watermark[64]; /* the broker's memory high watermark before the test */
+
+static void exp_cb(void *arg, int result)
+{
+	int i = (int)(intptr_t)arg;
+
+	atomic_store(&exp_results[i], result);
+	atomic_fetch_add(&exp_calls[i], 1);
+	atomic_fetch_add(&exp_done, 1);
+}
+
+static int restore_watermark(void **state)
+{
+	(void)state;
+	return e2e_unblock_publishers(watermark) ? 0 : -1;
+}
+
+/* Wait up to ms for callback n of this test's messages; 1 when it came. */
+static int wait_done(int n, int ms)
+{
+	int64_t end = now_ms() + ms;
+
+	while (atomic_load(&exp_done) < n && now_ms() < end)
+		sleep_ms(10);
+	return atomic_load(&exp_done) >= n;
+}
+
+/*
+ * take_ids - consume q until the message with id last has come (acking
+ * all), then check that nothing follows it. delivered[i] counts message
+ * "<prefix><i>" (i < n); a delivery of another id fails the test.
+ */
+static void take_ids(const char *q, const char *prefix, const char *last, int *delivered, int n)
+{
+	struct mq_consumer *c = mq_consumer_new(url, q, 500);
+	struct mq_delivery d;
+	int got_last = 0;
+
+	assert_non_null(c);
+	while (!got_last) {
+		int i;
+
+		assert_int_equal(mq_consumer_next(c, &d, 30000), ERR_OK);
+		if (strcmp(d.message_id, last) == 0) {
+			got_last = 1;
+		} else {
+			assert_true(strncmp(d.message_id, prefix, strlen(prefix)) == 0);
+			i = atoi(d.message_id + strlen(prefix));
+			assert_true(i >= 0 && i < n);
+			delivered[i]++;
+		}
+		assert_int_equal(mq_consumer_ack(c, d.tag), ERR_OK);
+		mq_delivery_release(&d);
+	}
+	/* The queue keeps publish order: whatever was sent before last came before it. */
+	assert_int_equal(mq_consumer_next(c, &d, 500), ERR_TIMEOUT);
+	mq_consumer_free(c);
+}
+
+/*
+ * A message whose confirm timeout passes before any byte of it reached the
+ * socket is never sent. A memory alarm makes the broker stop reading: of
+ * N_EXPIRY messages (24 MiB, more than the loopback socket buffers take)
+ * the first go to the socket, the rest wait in the publisher, in its
+ * encoded batch or behind it. At the timeout those not sent get
+ * ERR_TIMEOUT, while those sent wait on for their confirm. Once the broker
+ * reads again, the sent ones are confirmed, a message published afterwards
+ * is confirmed too (the expired ones took no delivery tag), and the queue
+ * holds exactly the confirmed messages: not one that timed out.
+ */
+static void test_expired_never_sent(void **state)
+{
+	struct mq_publisher_options o = {
+	    .url = url,
+	    .confirm_timeout_ms = 3000,
+	    .max_in_flight = N_EXPIRY + 10,
+	    .declare_topology = 1,
+	    .written_timeout_ms = 120000,
+	};
+	static int delivered[N_EXPIRY];
+	static uint8_t body[EXPIRY_BODY];
+	char q[80], id[MQ_ID_MAX], prefix[32], last[MQ_ID_MAX];
+	int timed_out = 0, waiting = 0, confirmed = 0, other = 0, leaked = 0, lost = 0;
+	int was_waiting[N_EXPIRY];
+	struct mq_publisher *p;
+
+	(void)state;
+	memset(body, 'e', EXPIRY_BODY);
+	own_queue(q, sizeof(q), "expiry", NULL, 0);
+	snprintf(prefix, sizeof(prefix), "it-mq-exp-%ld-", (long)getpid());
+	snprintf(last, sizeof(last), "%safter", prefix);
+	for (int i = 0; i <= N_EXPIRY; i++) {
+		atomic_store(&exp_calls[i], 0);
+		atomic_store(&exp_results[i], NO_CALL);
+	}
+	atomic_store(&exp_done, 0);
+	p = mq_publisher_new(&o);
+	assert_non_null(p);
+	assert_true(wait_connected(p, 15000));
+
+	assert_true(e2e_block_publishers(watermark, sizeof(watermark)));
+	for (int i = 0; i < N_EXPIRY; i++) {
+		snprintf(id, sizeof(id), "%s%d", prefix, i);
+		assert_int_equal(mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, q, id, body,
+		                                      EXPIRY_BODY, MQ_PUBLISH_MANDATORY, exp_cb,
+		                                      (void *)(intptr_t)i),
+		                 ERR_OK);
+	}
+	/* The last one was never sent; once it has timed out, every one not
+	 * sent has (they time out in hand-over order). */
+	while (atomic_load(&exp_calls[N_EXPIRY - 1]) == 0)
+		sleep_ms(20);
+	assert_int_equal(atomic_load(&exp_results[N_EXPIRY - 1]), ERR_TIMEOUT);
+	for (int i = 0; i < N_EXPIRY; i++) {
+		int r = atomic_load(&exp_results[i]);
+
+		was_waiting[i] = r == NO_CALL;
+		timed_out += r == ERR_TIMEOUT;
+		waiting += r == NO_CALL;
+		other += r != ERR_TIMEOUT && r != NO_CALL && r != ERR_OK;
+	}
+	printf("it_mq: broker blocked: %d of %d messages timed out unsent, %d sent and waiting "
+	       "past their timeout\n",
+	       timed_out, N_EXPIRY, waiting);
+	fflush(stdout);
+	assert_int_equal(other, 0);
+	assert_true(waiting > 0);
+	assert_true(timed_out > 0);
+
+	assert_true(e2e_unblock_publishers(watermark));
+	assert_true(wait_done(N_EXPIRY, 120000));
+	for (int i = 0; i < N_EXPIRY; i++) {
+		int r = atomic_load(&exp_results[i]);
+
+		assert_int_equal(atomic_load(&exp_calls[i]), 1);
+		/* Those sent were confirmed; those that timed out stay so. */
+		if (was_waiting[i])
+			assert_int_equal(r, ERR_OK);
+		else
+			assert_true(r == ERR_OK || r == ERR_TIMEOUT);
+		confirmed += r == ERR_OK;
+	}
+	assert_int_equal(confirmed + timed_out, N_EXPIRY);
+	/* The channel's delivery tags still match the broker's. */
+	assert_int_equal(mq_publish_sync(p, MQ_EXCHANGE_ORDERS, q, last, body, EXPIRY_BODY,
+	                                 MQ_PUBLISH_MANDATORY),
+	                 ERR_OK);
+	mq_publisher_free(p);
+
+	memset(delivered, 0, sizeof(delivered));
+	take_ids(q, prefix, last, delivered, N_EXPIRY);
+	for (int i = 0; i < N_EXPIRY; i++) {
+		int r = atomic_load(&exp_results[i]);
+
+		if (r == ERR_TIMEOUT && delivered[i])
+			leaked++;
+		if (r == ERR_OK && delivered[i] != 1)
+			lost++;
+	}
+	printf("it_mq: after the block: %d confirmed and delivered once, %d timed out and "
+	       "delivered, %d confirmed and not delivered once\n",
+	       confirmed - lost, leaked, lost);
+	fflush(stdout);
+	drop_queue(q);
+	assert_int_equal(leaked, 0);
+	assert_int_equal(lost, 0);
+}
+
+/*
+ * A message that cannot be encoded fails alone (ERR_INVALID; ERR_NOMEM when
+ * memory ran out): the messages around it in the same batch are confirmed,
+ * and arrive, on the same connection.
+ */
+static void test_encode_failure_alone(void **state)
+{
+	enum { N = 200, BAD = 100 };
+	static int delivered[N];
+	char q[80], id[MQ_ID_MAX], prefix[32], last[MQ_ID_MAX];
+	struct mq_publisher *p;
+
+	(void)state;
+	own_queue(q, sizeof(q), "encode", NULL, 0);
+	snprintf(prefix, sizeof(prefix), "it-mq-enc-%ld-", (long)getpid());
+	snprintf(last, sizeof(last), "%slast", prefix);
+	for (int i = 0; i < N; i++) {
+		atomic_store(&exp_calls[i], 0);
+		atomic_store(&exp_results[i], NO_CALL);
+	}
+	atomic_store(&exp_done, 0);
+	p = new_publisher(url, 0, 0);
+	assert_non_null(p);
+	assert_true(wait_connected(p, 15000));
+	assert_int_equal(mq__publisher_fail_encode(p, "", ERR_INVALID), ERR_INVALID);
+	assert_int_equal(mq__publisher_fail_encode(p, "x", ERR_TIMEOUT), ERR_INVALID);
+	snprintf(id, sizeof(id), "%s%d", prefix, BAD);
+	assert_int_equal(mq__publisher_fail_encode(p, id, ERR_INVALID), ERR_OK);
+	/* Handed over together, so that they share batches with the bad one. */
+	for (int i = 0; i < N; i++) {
+		snprintf(id, sizeof(id), "%s%d", prefix, i);
+		assert_int_equal(mq_publisher_publish(p, MQ_EXCHANGE_ORDERS, q, id, "enc", 3,
+		                                      MQ_PUBLISH_MANDATORY, exp_cb,
+		                                      (void *)(intptr_t)i),
+		                 ERR_OK);
+	}
+	assert_true(wait_done(N, 60000));
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(atomic_load(&exp_calls[i]), 1);
+		assert_int_equal(atomic_load(&exp_results[i]), i == BAD ? ERR_INVALID : ERR_OK);
+	}
+	snprintf(id, sizeof(id), "%snomem", prefix);
+	assert_int_equal(mq__publisher_fail_encode(p, id, ERR_NOMEM), ERR_OK);
+	assert_int_equal(
+	    mq_publish_sync(p, MQ_EXCHANGE_ORDERS, q, id, "enc", 3, MQ_PUBLISH_MANDATORY),
+	    ERR_NOMEM);
+	/* Once only. */
+	assert_int_equal(
+	    mq_publish_sync(p, MQ_EXCHANGE_ORDERS, q, last, "enc", 3, MQ_PUBLISH_MANDATORY),
+	    ERR_OK);
+	mq_publisher_free(p);
+
+	memset(delivered, 0, sizeof(delivered));
+	take_ids(q, prefix, last, delivered, N);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(delivered[i], i == BAD ? 0 : 1);
+	drop_queue(q);
+}
+
 /* ---- (4) no broker --------------------------------------------------------- */
 
 /* cmocka is not thread-safe: count here, assert on the test's thread. */
@@ -999,6 +1262,8 @@ int main(void)
 	    cmocka_unit_test(test_free_with_pending),
 	    cmocka_unit_test(test_stop_then_free),
 	    cmocka_unit_test(test_mandatory),
+	    cmocka_unit_test_teardown(test_expired_never_sent, restore_watermark),
+	    cmocka_unit_test(test_encode_failure_alone),
 	    cmocka_unit_test(test_url_list),
 	    cmocka_unit_test(test_unavailable),
 	};

@@ -228,37 +228,12 @@ static void test_publish_consume(void **state)
 	consume_all(amqps_url, N_BURST + N);
 }
 
-/* rabbitmqctl for the stack's node (deploy/local/services.sh ctl); 1 when it exits 0. */
-static int ctl(const char *args, char *out, size_t size)
-{
-	const char *port = getenv("ORDERS_HTTP_PORT");
-	char root[PATH_MAX], cmd[PATH_MAX + 256];
-	FILE *f;
-	size_t n;
-
-	e2e_find_root(root, sizeof(root));
-	snprintf(cmd, sizeof(cmd), "ORDERS_LOCAL_PORT_OFFSET=%d %s/deploy/local/services.sh ctl %s",
-	         port ? atoi(port) - 8080 : 0, root, args);
-	f = popen(cmd, "r");
-	if (!f)
-		return 0;
-	n = fread(out, 1, size - 1, f);
-	out[n] = '\0';
-	return pclose(f) == 0;
-}
-
 static char watermark[64]; /* the broker's memory high watermark before the test */
 
 static int restore_watermark(void **state)
 {
-	char args[128], out[256];
-
 	(void)state;
-	if (!watermark[0])
-		return 0;
-	snprintf(args, sizeof(args), "set_vm_memory_high_watermark %s", watermark);
-	watermark[0] = '\0';
-	return ctl(args, out, sizeof(out)) ? 0 : -1;
+	return e2e_unblock_publishers(watermark) ? 0 : -1;
 }
 
 /*
@@ -272,21 +247,14 @@ static void test_publish_while_blocked(void **state)
 	enum { N = 96, SIZE = 256 * 1024 };
 	uint8_t *body = malloc(SIZE);
 	struct mq_publisher *p;
-	char id[MQ_ID_MAX], out[256];
-	size_t n;
+	char id[MQ_ID_MAX];
 
 	(void)state;
 	assert_non_null(body);
-	assert_true(
-	    ctl("eval 'vm_memory_monitor:get_vm_memory_high_watermark().'", out, sizeof(out)));
-	n = strspn(out, "0123456789.");
-	assert_true(n > 0 && n < sizeof(watermark));
-	memcpy(watermark, out, n);
-	watermark[n] = '\0';
 	assert_int_equal(configure(ca, NULL), ERR_OK);
 	p = e2e_publisher_connect(amqps_url, "it_tls");
 	assert_non_null(p);
-	assert_true(ctl("set_vm_memory_high_watermark 0", out, sizeof(out)));
+	assert_true(e2e_block_publishers(watermark, sizeof(watermark)));
 	atomic_store(&burst_ok, 0);
 	atomic_store(&burst_done, 0);
 	for (size_t i = 0; i < N; i++) {

@@ -201,6 +201,38 @@ static void test_truncate(void **state)
 	buf_release(&b);
 }
 
+/* A cut from the middle, the end and past it; the rest moves down, NUL-terminated. */
+static void test_cut(void **state)
+{
+	struct buf b;
+	size_t cap;
+
+	(void)state;
+	buf_init(&b, 100);
+	buf_cut(&b, 0, 5); /* empty, nothing allocated: a no-op */
+	assert_int_equal(b.len, 0);
+	assert_int_equal(buf_append_str(&b, "0123456789"), ERR_OK);
+	cap = b.cap;
+	buf_cut(&b, 2, 3);
+	assert_int_equal(b.len, 7);
+	assert_string_equal(b.data, "0156789");
+	buf_cut(&b, 5, 0);
+	buf_cut(&b, 7, 1);
+	assert_string_equal(b.data, "0156789");
+	buf_cut(&b, 5, 10);
+	assert_int_equal(b.len, 5);
+	assert_string_equal(b.data, "01567");
+	buf_cut(&b, 0, 1);
+	assert_string_equal(b.data, "1567");
+	assert_int_equal(b.cap, cap);
+	assert_int_equal(buf_append_str(&b, "xy"), ERR_OK);
+	assert_string_equal(b.data, "1567xy");
+	buf_cut(&b, 0, 6);
+	assert_int_equal(b.len, 0);
+	assert_string_equal(b.data, "");
+	buf_release(&b);
+}
+
 static void test_reset(void **state)
 {
 	struct buf b;
@@ -282,6 +314,7 @@ int main(void)
 	    cmocka_unit_test(test_printf_growth),
 	    cmocka_unit_test(test_printf_too_big_leaves_buffer),
 	    cmocka_unit_test(test_truncate),
+	    cmocka_unit_test(test_cut),
 	    cmocka_unit_test(test_reset),
 	    cmocka_unit_test(test_self_append),
 	    cmocka_unit_test(test_detach),
