@@ -34,6 +34,10 @@ HTTP_PORT=$((8080 + PORT_OFFSET))
 EPMD_PORT=$((24682 + PORT_OFFSET))
 if [ "$PORT_OFFSET" -eq 0 ]; then RMQ_NODE=orders@localhost; else RMQ_NODE=orders$PORT_OFFSET@localhost; fi
 
+# The tests start servers of their own beside the stack on ports of other
+# families: tls_api.sh an HTTPS API on 8443+N and openssl s_server on
+# 17682+N, it_cache_tls Redis with TLS on 18682+N and plain on 19682+N.
+
 # A three-node RabbitMQ cluster beside that node, for the broker failover
 # test (tests/integration/broker_failover.sh; `services.sh start cluster`):
 # node K (1-3) is ${RMQ_NODE%@*}-cK@localhost, AMQP port

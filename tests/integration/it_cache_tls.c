@@ -1,7 +1,7 @@
 /*
  * it_cache_tls.c: lib/cache over rediss:// with AUTH, against two Redis servers of its own
- * beside the stack: one that speaks only TLS (port 0, tls-port 6388+offset, the stack's
- * certificate from ORDERS_LOCAL_TLS_DIR) and one plain (6387+offset), both with requirepass
+ * beside the stack: one that speaks only TLS (port 0, tls-port 18682+offset, the stack's
+ * certificate from ORDERS_LOCAL_TLS_DIR) and one plain (19682+offset), both with requirepass
  * and an ACL user. Also the whole orders-api on rediss:// serving a checkout end to end.
  */
 #include <stdarg.h>
@@ -193,8 +193,9 @@ static int group_setup(void **state)
 	snprintf(tls_dir, sizeof(tls_dir), "%s", dir);
 	snprintf(ca, sizeof(ca), "%s/ca.pem", tls_dir);
 	offset = atoi(http) - 8080;
-	tls_port = 6388 + offset;
-	plain_port = 6387 + offset;
+	/* Families of their own (see deploy/local/lib.sh): no other offset's ports. */
+	tls_port = 18682 + offset;
+	plain_port = 19682 + offset;
 	snprintf(tls_url, sizeof(tls_url), "rediss://:%s@127.0.0.1:%d/0", PASSWORD_URL, tls_port);
 	snprintf(plain_url, sizeof(plain_url), "redis://:%s@127.0.0.1:%d/0", PASSWORD_URL,
 	         plain_port);
