@@ -194,14 +194,8 @@ PGconn *db_conn(struct db *d)
 	return NULL;
 }
 
-/*
- * The error code for a failed result. The connection's state is checked
- * first: a lost connection often has no SQLSTATE at all.
- */
-static int db_classify(PGconn *conn, const char *state)
+int db_sqlstate_err(const char *state)
 {
-	if (PQstatus(conn) != CONNECTION_OK)
-		return ERR_UNAVAILABLE;
 	if (!state)
 		return ERR_DB;
 	if (strcmp(state, "23505") == 0)
@@ -210,12 +204,31 @@ static int db_classify(PGconn *conn, const char *state)
 		return ERR_INVALID;
 	if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
 		return ERR_TIMEOUT;
-	/* Class 08 is connection exceptions; 57P01-57P03 are the server
-	 * shutting down or not yet up. */
+	/*
+	 * 08P01 (protocol_violation) is what the server answers to a statement
+	 * sent with the wrong number of parameters: our bug, sent on a healthy
+	 * connection. As ERR_UNAVAILABLE a consumer would hold and retry the
+	 * message as if PostgreSQL were down; as ERR_DB it is retried up to the
+	 * delivery limit and dead-lettered. The rest of class 08 is connection
+	 * exceptions; 57P01-57P03 are the server shutting down or not yet up.
+	 */
+	if (strcmp(state, "08P01") == 0)
+		return ERR_DB;
 	if (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
 	    strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0)
 		return ERR_UNAVAILABLE;
 	return ERR_DB;
+}
+
+/*
+ * The error code for a failed result. The connection's state is checked
+ * first: a lost connection often has no SQLSTATE at all.
+ */
+static int db_classify(PGconn *conn, const char *state)
+{
+	if (PQstatus(conn) != CONNECTION_OK)
+		return ERR_UNAVAILABLE;
+	return db_sqlstate_err(state);
 }
 
 /*
