@@ -4,7 +4,8 @@
 #   docker build -t orders .                             # target runtime: the daemons, orderctl
 #   docker build --target migrate -t orders-migrate .    # the one-shot migration job
 #
-# build    compiles the five daemons and orderctl; every -dev package lives only here
+# build    compiles the five daemons, orderctl and orders-healthcheck; every -dev package
+#          lives only here
 # base     Debian bookworm-slim, the runtime libraries and nothing else, user orders (10001)
 # migrate  base + psql, tools/migrate.sh, migrations/ and orderctl: `orderctl migrate`, then exit
 # runtime  base + the daemons and orderctl (the default target). CMD is orders-api; run a
@@ -30,11 +31,11 @@ COPY . .
 # Stripped: the images carry no debug information.
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DORDERS_WERROR=ON \
     && cmake --build /build -j"$(nproc)" --target orders-api orders-inventory \
-       orders-payment orders-order orders-cart orderctl \
+       orders-payment orders-order orders-cart orderctl orders-healthcheck \
     && install -D -s -m 0755 -t /out/bin /build/api/orders-api \
        /build/consumers/orders-inventory /build/consumers/orders-payment \
        /build/consumers/orders-order /build/consumers/orders-cart /build/tools/orderctl \
-    && install -D -m 0755 deploy/docker/orders-healthcheck /out/bin/orders-healthcheck \
+       /build/tools/orders-healthcheck \
     && install -D -m 0755 tools/migrate.sh /out/share/orders/migrate.sh \
     && install -D -m 0644 -t /out/share/orders/migrations migrations/*.sql
 
@@ -80,7 +81,8 @@ USER 10001:10001
 # The API's port, then the consumers' ops ports (inventory, payment, order, cart).
 EXPOSE 8080 9101 9102 9103 9104
 STOPSIGNAL SIGTERM
-# Liveness of whichever daemon runs: orders-healthcheck finds its port (see the script).
+# Liveness of whichever daemon runs: orders-healthcheck finds its port, and speaks HTTPS to
+# an API with ORDERS_TLS_CERT_FILE set (tools/healthcheck/main.c).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
     CMD ["orders-healthcheck", "healthz"]
 CMD ["orders-api"]

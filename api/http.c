@@ -539,8 +539,14 @@ int valid_request_id(const char *s)
 {
 	size_t n = 0;
 
+	/*
+	 * Spaces, quotes and backslashes are echoed too (HTTP has already
+	 * trimmed the value's ends): the JSON log lines escape them, and the
+	 * protobuf envelope and the orders row take any string. Control
+	 * characters, DEL and bytes past ASCII get a fresh id.
+	 */
 	for (; s[n]; n++)
-		if (s[n] <= ' ' || s[n] > '~' || s[n] == '"' || s[n] == '\\')
+		if (s[n] < ' ' || s[n] > '~')
 			return 0;
 	return n >= 1 && n <= API_REQUEST_ID_MAX;
 }

@@ -65,7 +65,7 @@ int query_arg_error(const char *name, struct api_error *e);
 /* ---- headers and paths (http.c) ----------------------------------------------------------- */
 
 /* valid_request_id - 1 when an X-Request-Id may be echoed: 1 to API_REQUEST_ID_MAX
- * printable ASCII characters without '"' or '\'. */
+ * printable ASCII characters (0x20-0x7e, spaces, quotes and backslashes included). */
 int valid_request_id(const char *s);
 
 /* is_json_type - 1 for a Content-Type of application/json, parameters allowed. */

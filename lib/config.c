@@ -597,6 +597,21 @@ static void mask_urls(const char *s, char *out, size_t size)
 	explicit_bzero(masked, sizeof(masked));
 }
 
+int config_var_at(size_t i, struct config_var *out)
+{
+	const struct config_row *r;
+
+	if (i >= CONFIG_ROWS || !out)
+		return ERR_NOT_FOUND;
+	r = &config_table[i];
+	out->name = r->name;
+	out->offset = r->offset;
+	out->is_int = r->type == CONFIG_INT;
+	/* What the error messages never quote (see config_load_for). */
+	out->secret = (r->flags & (CONFIG_SECRET | CONFIG_KEY | CONFIG_URL)) != 0;
+	return ERR_OK;
+}
+
 void config_log(const struct config *cfg)
 {
 	struct log_field fields[CONFIG_ROWS + 1];

@@ -86,4 +86,17 @@ void config_log(const struct config *cfg);
 /* config_is_production - ORDERS_ENV is "production". */
 int config_is_production(const struct config *cfg);
 
+/* One row of the configuration table, read-only: for tests and tools that
+ * must cover every variable without keeping a list of their own. */
+struct config_var {
+	const char *name; /* ORDERS_... */
+	size_t offset;    /* of its field in struct config */
+	int is_int;       /* an int; else a NUL-terminated char array */
+	int secret;       /* holds a secret (a key, a password): never quoted in an error */
+};
+
+/* config_var_at - the i-th variable (from 0) into *out; ERR_NOT_FOUND past
+ * the last. Any thread. */
+int config_var_at(size_t i, struct config_var *out);
+
 #endif

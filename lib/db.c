@@ -8,9 +8,9 @@
 #include "pool.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* Unless the DSN says otherwise: a host that does not answer must not hang
  * a daemon's start or a reconnect for the kernel's TCP timeout. */
@@ -24,8 +24,7 @@ struct db {
 	/* The server said FATAL on this session while it was idle (a restart,
 	 * pg_terminate_backend): it is closing it, so make a new one. */
 	int closing;
-	time_t last_warn; /* CLOCK_MONOTONIC seconds of the last reconnect warning */
-	long suppressed;  /* reconnect warnings not written since */
+	struct log_throttle reconnect_warn; /* "cannot reconnect" while it stays down */
 	/* The statements this session has prepared, by the address of their
 	 * struct db_stmt; a new session starts without any. */
 	const struct db_stmt *stmts[DB_STMTS_MAX];
@@ -62,13 +61,12 @@ static const char *db_reason(const char *msg, char *out, size_t outlen)
 	return out;
 }
 
-static time_t db_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec;
-}
+/*
+ * db_new's failures, from every thread: a daemon waiting for PostgreSQL
+ * makes a new connection at every retry, which would be a line each.
+ */
+static pthread_mutex_t db_new_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct log_throttle db_new_warn;
 
 /*
  * NOTICEs (e.g. "there is no transaction in progress") would go to stderr;
@@ -98,6 +96,8 @@ struct db *db_new(const char *dsn)
 	const char *values[] = {DB_CONNECT_TIMEOUT, "orders", dsn, NULL};
 	char buf[DB_REASON_MAX];
 	struct db *d;
+	long held;
+	int due;
 
 	if (!dsn)
 		return NULL;
@@ -106,15 +106,25 @@ struct db *db_new(const char *dsn)
 		return NULL;
 	d->conn = PQconnectdbParams(keys, values, 1);
 	if (!d->conn || PQstatus(d->conn) != CONNECTION_OK) {
+		pthread_mutex_lock(&db_new_mu);
+		due = log_throttle_due(&db_new_warn, DB_WARN_EVERY_S, &held);
+		pthread_mutex_unlock(&db_new_mu);
 		/* PQerrorMessage names host and port, never the password. */
-		log_error(
-		    "cannot connect to postgresql",
-		    LF_STR("reason", d->conn ? db_reason(PQerrorMessage(d->conn), buf, sizeof(buf))
-		                             : "out of memory"));
+		if (due)
+			log_error("cannot connect to postgresql",
+			          LF_STR("reason", d->conn ? db_reason(PQerrorMessage(d->conn), buf,
+			                                               sizeof(buf))
+			                                   : "out of memory"),
+			          LF_INT("warnings_suppressed", held));
 		PQfinish(d->conn);
 		free(d);
 		return NULL;
 	}
+	pthread_mutex_lock(&db_new_mu);
+	due = log_throttle_clear(&db_new_warn, &held);
+	pthread_mutex_unlock(&db_new_mu);
+	if (due)
+		log_info("connected to postgresql", LF_INT("warnings_suppressed", held));
 	PQsetNoticeReceiver(d->conn, db_notice, d);
 	return d;
 }
@@ -160,7 +170,7 @@ static void db_check_idle(struct db *d)
 PGconn *db_conn(struct db *d)
 {
 	char buf[DB_REASON_MAX];
-	time_t now;
+	long held;
 
 	if (!d || !d->conn)
 		return NULL;
@@ -176,22 +186,41 @@ PGconn *db_conn(struct db *d)
 	d->warned_full = 0;
 	PQreset(d->conn);
 	if (PQstatus(d->conn) == CONNECTION_OK) {
-		log_info("reconnected to postgresql", LF_INT("warnings_suppressed", d->suppressed));
-		d->suppressed = 0;
-		d->last_warn = 0;
+		log_throttle_clear(&d->reconnect_warn, &held);
+		log_info("reconnected to postgresql", LF_INT("warnings_suppressed", held));
 		return d->conn;
 	}
-	now = db_now();
-	if (d->last_warn == 0 || now - d->last_warn >= DB_WARN_EVERY_S) {
+	if (log_throttle_due(&d->reconnect_warn, DB_WARN_EVERY_S, &held))
 		log_warn("cannot reconnect to postgresql",
 		         LF_STR("reason", db_reason(PQerrorMessage(d->conn), buf, sizeof(buf))),
-		         LF_INT("warnings_suppressed", d->suppressed));
-		d->last_warn = now;
-		d->suppressed = 0;
-	} else {
-		d->suppressed++;
-	}
+		         LF_INT("warnings_suppressed", held));
 	return NULL;
+}
+
+int db_sqlstate_err(const char *state)
+{
+	if (!state)
+		return ERR_DB;
+	if (strcmp(state, "23505") == 0)
+		return ERR_CONFLICT;
+	if (strcmp(state, "23514") == 0)
+		return ERR_INVALID;
+	if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+		return ERR_TIMEOUT;
+	/*
+	 * 08P01 (protocol_violation) is what the server answers to a statement
+	 * sent with the wrong number of parameters: our bug, sent on a healthy
+	 * connection. As ERR_UNAVAILABLE a consumer would hold and retry the
+	 * message as if PostgreSQL were down; as ERR_DB it is retried up to the
+	 * delivery limit and dead-lettered. The rest of class 08 is connection
+	 * exceptions; 57P01-57P03 are the server shutting down or not yet up.
+	 */
+	if (strcmp(state, "08P01") == 0)
+		return ERR_DB;
+	if (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
+	    strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0)
+		return ERR_UNAVAILABLE;
+	return ERR_DB;
 }
 
 /*
@@ -202,20 +231,7 @@ static int db_classify(PGconn *conn, const char *state)
 {
 	if (PQstatus(conn) != CONNECTION_OK)
 		return ERR_UNAVAILABLE;
-	if (!state)
-		return ERR_DB;
-	if (strcmp(state, "23505") == 0)
-		return ERR_CONFLICT;
-	if (strcmp(state, "23514") == 0)
-		return ERR_INVALID;
-	if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
-		return ERR_TIMEOUT;
-	/* Class 08 is connection exceptions; 57P01-57P03 are the server
-	 * shutting down or not yet up. */
-	if (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
-	    strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0)
-		return ERR_UNAVAILABLE;
-	return ERR_DB;
+	return db_sqlstate_err(state);
 }
 
 /*

@@ -32,6 +32,17 @@ PGconn *db_conn(struct db *d);
 int db_exec(struct db *d, const char *sql, int nparams, const char *const *params, PGresult **res);
 
 /*
+ * db_sqlstate_err - the error code db_exec gives for a statement that failed
+ * with SQLSTATE state on a connection that is still up (NULL: none given):
+ * ERR_CONFLICT 23505, ERR_INVALID 23514, ERR_TIMEOUT 40001 and 40P01,
+ * ERR_UNAVAILABLE for connection exceptions (class 08, but not 08P01, a
+ * protocol violation such as a wrong parameter count: a bug, ERR_DB) and the
+ * server shutting down or starting (57P01-57P03), ERR_DB otherwise. Pure;
+ * any thread.
+ */
+int db_sqlstate_err(const char *state);
+
+/*
  * A named prepared statement: PostgreSQL parses and plans sql once per
  * connection instead of on every run. Define each one once, static and
  * const, where it is used:

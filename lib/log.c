@@ -84,6 +84,39 @@ void log_context_set(const char *request_id, const char *message_id, const char 
 	log_ctx_copy(log_ctx[LOG_CTX_ORDER], order_id);
 }
 
+static long long log_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	/* Never 0, which means "no line yet". */
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + 1;
+}
+
+int log_throttle_due(struct log_throttle *t, int every_s, long *suppressed)
+{
+	long long now = log_mono_ms();
+
+	if (t->last_ms != 0 && now - t->last_ms < (long long)every_s * 1000) {
+		t->suppressed++;
+		return 0;
+	}
+	*suppressed = t->suppressed;
+	t->last_ms = now;
+	t->suppressed = 0;
+	return 1;
+}
+
+int log_throttle_clear(struct log_throttle *t, long *suppressed)
+{
+	int was = t->last_ms != 0;
+
+	*suppressed = t->suppressed;
+	t->last_ms = 0;
+	t->suppressed = 0;
+	return was;
+}
+
 void log_context_clear(void)
 {
 	for (int i = 0; i < LOG_CTX_N; i++)

@@ -72,6 +72,28 @@ void log_context_set(const char *request_id, const char *message_id, const char 
 /* log_context_clear - this thread's lines carry no context fields any more. */
 void log_context_clear(void);
 
+/*
+ * struct log_throttle - keeps the lines about one ongoing condition (a
+ * dependency down and retried every few seconds) to one per period, each
+ * saying how many were held back, and lets the recovery be said once.
+ * Zero-initialise; one owner (a thread, or the caller's lock).
+ */
+struct log_throttle {
+	long long last_ms; /* CLOCK_MONOTONIC ms of the last line let through; 0: none */
+	long suppressed;   /* lines held back since */
+};
+
+/* log_throttle_due - the condition happened again: 1 when a line is due (the
+ * first, or every_s seconds or more after the last one let through), with
+ * *suppressed set to the lines held back since; 0 when this one is held
+ * back (and counted). */
+int log_throttle_due(struct log_throttle *t, int every_s, long *suppressed);
+
+/* log_throttle_clear - the condition is over: 1 when a line about it was let
+ * through (so its end is worth a line), with *suppressed set to the lines
+ * held back since that one; 0 when it was not active. Resets t. */
+int log_throttle_clear(struct log_throttle *t, long *suppressed);
+
 /* Internal: format and write one line. fields ends with LF_END. */
 void log__emit(enum log_level level, const char *msg, const struct log_field *fields);
 
@@ -91,5 +113,7 @@ size_t log__format(char *buf, size_t size, enum log_level level, const char *msg
 #define log_info(...) LOG__(LOG_INFO, __VA_ARGS__, LF_END)
 #define log_warn(...) LOG__(LOG_WARN, __VA_ARGS__, LF_END)
 #define log_error(...) LOG__(LOG_ERROR, __VA_ARGS__, LF_END)
+/* log_at - a line at a level chosen at run time. */
+#define log_at(lvl, ...) LOG__((lvl), __VA_ARGS__, LF_END)
 
 #endif

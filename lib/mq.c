@@ -1926,9 +1926,15 @@ static int other_frame(struct mq_consumer *c)
 		amqp_connection_close_ok_t ok = {0};
 		char text[MQ_REASON_MAX];
 
+		/*
+		 * The broker closing the connection in order (320
+		 * CONNECTION_FORCED when a node stops or an operator closes it)
+		 * is an event to note, not a failure: the consumer reconnects,
+		 * to another node when there is one.
+		 */
 		copy_bytes(text, sizeof(text), cl->reply_text);
-		log_error("lost the connection to rabbitmq", LF_STR("role", "consumer"),
-		          LF_INT("code", cl->reply_code), LF_STR("reason", text));
+		log_warn("rabbitmq closed the connection", LF_STR("role", "consumer"),
+		         LF_INT("code", cl->reply_code), LF_STR("reason", text));
 		amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
 		return ERR_UNAVAILABLE;
 	}

@@ -23,6 +23,8 @@
 /* A message that failed is requeued behind the others; waiting long before
  * the next delivery would only delay messages that may well succeed. */
 #define RETRY_BACKOFF_MAX_MS 1000
+/* While PostgreSQL stays down, a line about it at most this often. */
+#define PG_WARN_EVERY_S 10
 /* How long one wait for a delivery lasts: the stop flag is checked between. */
 #define NEXT_TIMEOUT_MS 500
 /* Stopping: the deliveries set on their way before the signal have come
@@ -78,6 +80,8 @@ struct consume {
 	/* Written by the loop thread, read by the ops thread for /readyz. */
 	atomic_int db_ok;
 	atomic_int consumer_ok;
+	/* Lines about PostgreSQL being down, retried at every back-off. */
+	struct log_throttle pg_warn;
 	int backoff_ms;
 	int64_t last_ping_ms;
 	int64_t next_tick_ms; /* when handler->tick is due next */
@@ -1046,12 +1050,18 @@ static int publish_all(struct consume *c, struct item *items, size_t n)
 			if (s->result == ERR_OK)
 				continue;
 			item_context(it);
-			log_error("cannot publish outcome, will retry",
-			          LF_STR("message_id", it->d->message_id),
-			          LF_STR("order_id", it->res.order_id),
-			          LF_STR("routing_key",
-			                 k ? it->res.extra.routing_key : it->res.routing_key),
-			          LF_STR("error", err_str(s->result)));
+			/* A connection lost (a broker node stopping) is an outage the
+			 * redelivery rides out; a refusal (nack, unroutable) is not. */
+			log_at(s->result == ERR_UNAVAILABLE || s->result == ERR_CLOSED ||
+			               s->result == ERR_TIMEOUT
+			           ? LOG_WARN
+			           : LOG_ERROR,
+			       "cannot publish outcome, will retry",
+			       LF_STR("message_id", it->d->message_id),
+			       LF_STR("order_id", it->res.order_id),
+			       LF_STR("routing_key",
+			              k ? it->res.extra.routing_key : it->res.routing_key),
+			       LF_STR("error", err_str(s->result)));
 			/* Never poison: the redelivery publishes again. */
 			it->rc = ERR_UNAVAILABLE;
 			break;
@@ -1062,6 +1072,27 @@ static int publish_all(struct consume *c, struct item *items, size_t n)
 	pthread_mutex_destroy(&w.mu);
 	free(slots);
 	return ERR_OK;
+}
+
+/* PostgreSQL does not answer: msg, at most every PG_WARN_EVERY_S while it lasts. */
+static void pg_down(struct consume *c, const char *msg, size_t messages, int rc)
+{
+	long held;
+
+	atomic_store(&c->db_ok, 0);
+	if (log_throttle_due(&c->pg_warn, PG_WARN_EVERY_S, &held))
+		log_warn(msg, LF_INT("messages", (long long)messages), LF_STR("error", err_str(rc)),
+		         LF_INT("retry_in_ms", c->backoff_ms), LF_INT("warnings_suppressed", held));
+}
+
+/* PostgreSQL answers: said once when it did not before. */
+static void pg_up(struct consume *c)
+{
+	long held;
+
+	atomic_store(&c->db_ok, 1);
+	if (log_throttle_clear(&c->pg_warn, &held))
+		log_info("postgresql reachable again", LF_INT("warnings_suppressed", held));
 }
 
 /*
@@ -1077,7 +1108,7 @@ static void transact(struct consume *c, struct item *items, size_t n)
 	for (;;) {
 		rc = batch_tx(c->h, c->state, c->db, items, n);
 		if (rc == ERR_OK) {
-			atomic_store(&c->db_ok, 1);
+			pg_up(c);
 			return;
 		}
 		for (i = 0, live = 0; i < n; i++)
@@ -1092,9 +1123,7 @@ static void transact(struct consume *c, struct item *items, size_t n)
 		down = db_ping(c->db) != ERR_OK;
 		if (!down || consume_stopping())
 			break;
-		atomic_store(&c->db_ok, 0);
-		log_warn("cannot reach postgresql, holding the messages", LF_INT("messages", live),
-		         LF_STR("error", err_str(rc)), LF_INT("retry_in_ms", c->backoff_ms));
+		pg_down(c, "cannot reach postgresql, holding the messages", live, rc);
 		backoff(c);
 		if (consume_stopping())
 			break;
@@ -1303,20 +1332,22 @@ static int ensure_db(struct consume *c)
 {
 	if (!c->db) {
 		c->db = db_new(c->cfg->pg_dsn);
-		if (!c->db)
+		if (!c->db) {
+			pg_down(c, "cannot reach postgresql, waiting", 0, ERR_UNAVAILABLE);
 			return -1;
-		atomic_store(&c->db_ok, 1);
+		}
+		pg_up(c);
 		c->last_ping_ms = ids_now_ms();
 	}
 	if (!atomic_load(&c->db_ok) || ids_now_ms() - c->last_ping_ms >= IDLE_PING_MS) {
 		int ok = db_ping(c->db) == ERR_OK;
 
 		c->last_ping_ms = ids_now_ms();
-		if (ok && !atomic_load(&c->db_ok))
-			log_info("postgresql reachable again");
-		atomic_store(&c->db_ok, ok);
-		if (!ok)
+		if (!ok) {
+			pg_down(c, "cannot reach postgresql, waiting", 0, ERR_UNAVAILABLE);
 			return -1;
+		}
+		pg_up(c);
 	}
 	return 0;
 }
@@ -1432,18 +1463,15 @@ lost:
 
 static void run(struct consume *c)
 {
-	int warned_db = 0, warned_pub = 0;
+	int warned_pub = 0;
 
 	while (!consume_stopping()) {
 		size_t n;
 
 		if (ensure_db(c)) {
-			if (!warned_db++)
-				log_warn("cannot reach postgresql, waiting");
 			backoff(c);
 			continue;
 		}
-		warned_db = 0;
 		/* Nothing taken could be passed on while the publisher is down. */
 		if (!mq_publisher_connected(c->pub)) {
 			if (!warned_pub++)

@@ -24,6 +24,8 @@
 #define FINALIZE_EVERY_MS 2000
 /* The leftover-authorization safety net runs this often. */
 #define VOID_EVERY_MS 20000
+/* A sweep that keeps failing says so at most this often. */
+#define SWEEP_WARN_EVERY_S 10
 /* What a cart.checked_out's message id is derived from, with the order id. */
 #define CART_CHECKED_OUT_ID_PART "order.cart_checked_out"
 
@@ -49,7 +51,21 @@ struct order_state {
 	char void_window_s[24];
 	int64_t next_finalize_ms;
 	int64_t next_void_ms;
+	/* The sweeps run every tick: while one fails (PostgreSQL down), it
+	 * says so at most every SWEEP_WARN_EVERY_S. */
+	struct log_throttle expire_warn, finalize_warn;
 };
+
+/* What a sweep says: failed (throttled while it keeps failing), or working again. */
+static void sweep_said(struct log_throttle *t, int rc, const char *failed, const char *again)
+{
+	long held;
+
+	if (rc && log_throttle_due(t, SWEEP_WARN_EVERY_S, &held))
+		log_warn(failed, LF_STR("error", err_str(rc)), LF_INT("warnings_suppressed", held));
+	else if (!rc && log_throttle_clear(t, &held))
+		log_info(again, LF_INT("warnings_suppressed", held));
+}
 
 /* The decoded input: one of two message types, seen through common fields. */
 struct order_msg {
@@ -944,8 +960,8 @@ static int expire_batch(struct order_state *st, struct db *db)
 out:
 	/* The batch's own lines are about no one order. */
 	log_context_clear();
-	if (rc)
-		log_warn("cannot expire reservations, will retry", LF_STR("error", err_str(rc)));
+	sweep_said(&st->expire_warn, rc, "cannot expire reservations, will retry",
+	           "expiring reservations again");
 	PQclear(r);
 	if (in_tx)
 		db_rollback(db);
@@ -1081,8 +1097,8 @@ static int finalize_batch(struct order_state *st, struct db *db)
 	rc = consume_db_rc(db_commit(db));
 out:
 	log_context_clear();
-	if (rc)
-		log_warn("cannot finish stranded orders, will retry", LF_STR("error", err_str(rc)));
+	sweep_said(&st->finalize_warn, rc, "cannot finish stranded orders, will retry",
+	           "finishing stranded orders again");
 	PQclear(r);
 	if (in_tx)
 		db_rollback(db);

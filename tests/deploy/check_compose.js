@@ -285,7 +285,7 @@ function dockerfileRules(text) {
 	if (aptPackages(stage('runtime')).length)
 		say('stage runtime installs packages of its own');
 	const buildRun = stage('build').instructions.map((i) => i.args).join('\n');
-	for (const bin of [...DAEMONS, 'orderctl']) {
+	for (const bin of [...DAEMONS, 'orderctl', 'orders-healthcheck']) {
 		if (!new RegExp(`/build/[a-z]+/${bin}\\b`).test(buildRun))
 			say(`stage build does not install ${bin}`);
 	}
@@ -319,11 +319,11 @@ function dockerfileRules(text) {
 }
 
 // orders-healthcheck's port table matches the consumers' default ports.
-function healthcheckRules(script) {
+function healthcheckRules(source) {
 	const problems = [];
 	for (const [d, port] of Object.entries(defaultPorts())) {
-		if (!new RegExp(`\\*${d}\\*\\) port=${port} ;;`).test(script))
-			problems.push(`deploy/docker/orders-healthcheck: ${d} is not on its port ${port}`);
+		if (!new RegExp(`\\{"${d}", ${port}\\}`).test(source))
+			problems.push(`tools/healthcheck/main.c: ${d} is not on its port ${port}`);
 	}
 	return problems;
 }
@@ -351,7 +351,7 @@ function dockerignoreRules(text) {
 		problems.push('.dockerignore: not an allowlist (first pattern "*")');
 	const need = ['CMakeLists.txt', 'api/main.c', 'lib/config.c', 'consumers/CMakeLists.txt',
 		'schemas/orders.proto', 'tests/CMakeLists.txt', 'tools/CMakeLists.txt', 'tools/orderctl/main.c',
-		'tools/migrate.sh', 'migrations/0001_core.sql', 'deploy/docker/orders-healthcheck'];
+		'tools/migrate.sh', 'migrations/0001_core.sql', 'tools/healthcheck/main.c'];
 	for (const rel of need) {
 		if (!inContext(patterns, rel))
 			problems.push(`.dockerignore: keeps out ${rel}, which the build needs`);
@@ -389,7 +389,7 @@ function currentFiles() {
 	return {
 		compose: read('docker-compose.yml'),
 		dockerfile: read('Dockerfile'),
-		healthcheck: read('deploy/docker/orders-healthcheck'),
+		healthcheck: read('tools/healthcheck/main.c'),
 		dockerignore: read('.dockerignore'),
 	};
 }
@@ -427,12 +427,15 @@ const MUTATIONS = [
 	['no HEALTHCHECK', 'dockerfile', (t) => t.replace(/HEALTHCHECK --interval[\s\S]*?healthz"\]\n/, ''),
 		'no HEALTHCHECK'],
 	['orderctl not shipped', 'dockerfile', (t) => t.replace(' /build/tools/orderctl', ''), 'does not install orderctl'],
+	['healthcheck not shipped', 'dockerfile', (t) => t.replace(' /build/tools/orders-healthcheck', ''),
+		'does not install orders-healthcheck'],
 	['no psql for migrations', 'dockerfile', (t) => t.replace('postgresql-client-15', 'less'), 'has no psql'],
 	['another base image', 'dockerfile', (t) => t.replace('FROM ${DEBIAN_IMAGE} AS base', 'FROM ubuntu:24.04 AS base'),
 		'starts from ubuntu:24.04'],
 	['a build dependency missing', 'dockerfile', (t) => t.replace(' libsodium-dev', ''), 'stage build lacks libsodium-dev'],
 	['an unknown instruction', 'dockerfile', (t) => t.replace('WORKDIR /src', 'WORKDIR /src\nCOPPY . .'), 'Unknown instruction'],
-	['healthcheck port drift', 'healthcheck', (t) => t.replace('port=9102', 'port=9112'), 'orders-payment is not on its port 9102'],
+	['healthcheck port drift', 'healthcheck', (t) => t.replace('{"orders-payment", 9102}', '{"orders-payment", 9112}'),
+		'orders-payment is not on its port 9102'],
 	['context not an allowlist', 'dockerignore', (t) => t.replace(/^\*$/m, '.git'), 'not an allowlist'],
 	['migrations left out', 'dockerignore', (t) => t.replace('!migrations/\n', ''), 'keeps out migrations/0001_core.sql'],
 	['state let in', 'dockerignore', (t) => `${t}!.local/\n`, 'lets in .local/log'],

@@ -21,49 +21,9 @@
 #include "config.h"
 #include "fuzz.h"
 
-/* Every variable, where struct config keeps it, and whether it is a secret. */
-static const struct {
-	const char *name;
-	size_t offset;
-	int is_int;
-	int secret; /* never to be quoted in an error */
-} vars[] = {
-    {"ORDERS_ENV", offsetof(struct config, env), 0, 0},
-    {"ORDERS_LOG_LEVEL", offsetof(struct config, log_level), 0, 0},
-    {"ORDERS_HTTP_BIND", offsetof(struct config, http_bind), 0, 0},
-    {"ORDERS_HTTP_PORT", offsetof(struct config, http_port), 1, 0},
-    {"ORDERS_HTTP_THREADS", offsetof(struct config, http_threads), 1, 0},
-    {"ORDERS_HTTP_CONNECTION_LIMIT", offsetof(struct config, http_connection_limit), 1, 0},
-    {"ORDERS_METRICS_PORT", offsetof(struct config, metrics_port), 1, 0},
-    {"ORDERS_PG_DSN", offsetof(struct config, pg_dsn), 0, 1},
-    {"ORDERS_AMQP_URL", offsetof(struct config, amqp_url), 0, 1},
-    {"ORDERS_REDIS_URL", offsetof(struct config, redis_url), 0, 1},
-    {"ORDERS_API_KEYS", offsetof(struct config, api_keys), 0, 1},
-    {"ORDERS_RATE_LIMIT", offsetof(struct config, rate_limit), 1, 0},
-    {"ORDERS_SEAL_PUBLIC_KEY", offsetof(struct config, seal_public_key), 0, 1},
-    {"ORDERS_SEAL_SECRET_KEY", offsetof(struct config, seal_secret_key), 0, 1},
-    {"ORDERS_VAULT_KEY", offsetof(struct config, vault_key), 0, 1},
-    {"ORDERS_FINGERPRINT_KEY", offsetof(struct config, fingerprint_key), 0, 1},
-    {"ORDERS_ORDER_ID_KEY", offsetof(struct config, order_id_key), 0, 1},
-    {"ORDERS_PREFETCH", offsetof(struct config, prefetch), 1, 0},
-    {"ORDERS_PUBLISH_TIMEOUT_MS", offsetof(struct config, publish_timeout_ms), 1, 0},
-    {"ORDERS_GATEWAY_LATENCY_MS", offsetof(struct config, gateway_latency_ms), 1, 0},
-    {"ORDERS_RESERVATION_TTL_S", offsetof(struct config, reservation_ttl_s), 1, 0},
-    {"ORDERS_FINALIZE_GRACE_S", offsetof(struct config, finalize_grace_s), 1, 0},
-    {"ORDERS_CONSUMER_BATCH", offsetof(struct config, consumer_batch), 1, 0},
-    {"ORDERS_DRAIN_TIMEOUT_MS", offsetof(struct config, drain_timeout_ms), 1, 0},
-    {"ORDERS_HTTP_IDLE_TIMEOUT_S", offsetof(struct config, http_idle_timeout_s), 1, 0},
-    {"ORDERS_HTTP_REQUEST_TIMEOUT_S", offsetof(struct config, http_request_timeout_s), 1, 0},
-    {"ORDERS_HTTP_PER_IP_CONNECTION_LIMIT", offsetof(struct config, http_per_ip_limit), 1, 0},
-    {"ORDERS_AUTH_FAILURE_LIMIT", offsetof(struct config, auth_failure_limit), 1, 0},
-    {"ORDERS_TRUSTED_PROXIES", offsetof(struct config, trusted_proxies), 0, 0},
-    {"ORDERS_TLS_CERT_FILE", offsetof(struct config, tls_cert_file), 0, 0},
-    {"ORDERS_TLS_KEY_FILE", offsetof(struct config, tls_key_file), 0, 0},
-    {"ORDERS_AMQP_CA_FILE", offsetof(struct config, amqp_ca_file), 0, 0},
-    {"ORDERS_AMQP_CERT_FILE", offsetof(struct config, amqp_cert_file), 0, 0},
-    {"ORDERS_AMQP_KEY_FILE", offsetof(struct config, amqp_key_file), 0, 0},
-};
-#define NVARS (sizeof(vars) / sizeof(vars[0]))
+/* Every variable, as lib/config's own table lists it (LLVMFuzzerInitialize). */
+static struct config_var vars[64];
+static size_t nvars;
 
 static const char *const dev_keys[] = {"dev-client", "dev-finance", "dev-admin", "dev-limited"};
 
@@ -74,18 +34,23 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc;
 	(void)argv;
 	FUZZ_CHECK(sodium_init() >= 0);
+	while (config_var_at(nvars, &vars[nvars]) == ERR_OK) {
+		nvars++;
+		FUZZ_CHECK(nvars < sizeof(vars) / sizeof(vars[0]));
+	}
+	FUZZ_CHECK(nvars >= 30);
 	fuzz_quiet_logs();
 	log_null = open("/dev/null", O_WRONLY | O_CLOEXEC);
 	log_mem = memfd_create("config-log", MFD_CLOEXEC);
 	FUZZ_CHECK(log_null >= 0 && log_mem >= 0);
-	for (size_t i = 0; i < NVARS; i++)
+	for (size_t i = 0; i < nvars; i++)
 		unsetenv(vars[i].name);
 	return 0;
 }
 
 static void env_clear(void)
 {
-	for (size_t i = 0; i < NVARS; i++)
+	for (size_t i = 0; i < nvars; i++)
 		unsetenv(vars[i].name);
 }
 
@@ -94,7 +59,7 @@ static void env_from(const struct config *c)
 {
 	char n[16];
 
-	for (size_t i = 0; i < NVARS; i++) {
+	for (size_t i = 0; i < nvars; i++) {
 		const char *field = (const char *)c + vars[i].offset;
 
 		if (vars[i].is_int) {
@@ -183,8 +148,9 @@ static void check_api_keys(const char *list, int production)
 	free(copy);
 }
 
-/* The password in a value, as libpq or rabbitmq-c reads it, when it can be
- * told apart in the text: at least 3 characters, no '*', found once. */
+/* The password in a value (one URL of a list), as libpq or rabbitmq-c reads
+ * it, when it can be told apart in the text: at least 3 characters, no '*',
+ * found once. */
 static int password_of(const char *name, const char *value, char *out, size_t outlen)
 {
 	out[0] = '\0';
@@ -197,11 +163,17 @@ static int password_of(const char *name, const char *value, char *out, size_t ou
 		PQconninfoFree(opts);
 	} else if (strcmp(name, "ORDERS_AMQP_URL") == 0) {
 		struct amqp_connection_info info;
-		char *copy = strdup(value);
+		char *copy = strdup(value), given[CONFIG_STR_MAX + 2];
 
 		FUZZ_CHECK(copy);
-		if (amqp_parse_url(copy, &info) == AMQP_STATUS_OK && info.password)
-			snprintf(out, outlen, "%s", info.password);
+		/* Only a password the URL spells out (":<password>@"): without one,
+		 * amqp_parse_url gives the default "guest", which the value may
+		 * hold as something else. */
+		if (amqp_parse_url(copy, &info) == AMQP_STATUS_OK && info.password) {
+			snprintf(given, sizeof(given), ":%s@", info.password);
+			if (strstr(value, given))
+				snprintf(out, outlen, "%s", info.password);
+		}
 		free(copy);
 	}
 	if (strlen(out) < 3 || strchr(out, '*'))
@@ -210,6 +182,40 @@ static int password_of(const char *name, const char *value, char *out, size_t ou
 		const char *first = strstr(value, out);
 
 		return first && !strstr(first + 1, out);
+	}
+}
+
+/* 1 when w is in value outside the password (at pw_at, pw_len long): the
+ * log may show it for that reason. */
+static int outside_password(const char *w, const char *value, size_t pw_at, size_t pw_len)
+{
+	size_t wl = strlen(w);
+
+	for (const char *p = strstr(value, w); p; p = strstr(p + 1, w)) {
+		size_t at = (size_t)(p - value);
+
+		if (at + wl <= pw_at || at >= pw_at + pw_len)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * No 8 characters of the password pw (found once in value) in what the log
+ * shows for value, unless they are in value outside the password too: a
+ * mask that leaves part of a password is a leak as well.
+ */
+static void check_no_piece(const char *shown, const char *value, const char *pw)
+{
+	size_t pl = strlen(pw), pw_at = (size_t)(strstr(value, pw) - value);
+
+	for (size_t k = 0; k + 8 <= pl; k++) {
+		char w[9];
+
+		memcpy(w, pw + k, 8);
+		w[8] = '\0';
+		if (!strchr(w, '*') && !outside_password(w, value, pw_at, pl))
+			FUZZ_CHECK(!strstr(shown, w));
 	}
 }
 
@@ -242,8 +248,25 @@ static void check_masked(const struct config *c)
 		const char *shown = json_string_value(json_object_get(line, urls[i]));
 
 		FUZZ_CHECK(shown);
-		if (password_of(urls[i], value, pw, sizeof(pw)))
+		if (password_of(urls[i], value, pw, sizeof(pw))) {
 			FUZZ_CHECK(!strstr(shown, pw));
+			check_no_piece(shown, value, pw);
+		}
+		/* Each URL of ORDERS_AMQP_URL's list on its own. */
+		if (strcmp(urls[i], "ORDERS_AMQP_URL") == 0 && strchr(value, ',')) {
+			char *copy = strdup(value), *one, *save = NULL;
+
+			FUZZ_CHECK(copy);
+			for (one = strtok_r(copy, ",", &save); one;
+			     one = strtok_r(NULL, ",", &save)) {
+				if (password_of(urls[i], one, pw, sizeof(pw)) &&
+				    strstr(value, pw) && !strstr(strstr(value, pw) + 1, pw)) {
+					FUZZ_CHECK(!strstr(shown, pw));
+					check_no_piece(shown, value, pw);
+				}
+			}
+			free(copy);
+		}
 	}
 	json_decref(line);
 }
@@ -251,10 +274,16 @@ static void check_masked(const struct config *c)
 /* 1 when s is in the value of a variable that is no secret, which a message may quote. */
 static int in_plain_value(const char *s)
 {
-	for (size_t i = 0; i < NVARS; i++) {
+	char quoted[64 + 3];
+
+	for (size_t i = 0; i < nvars; i++) {
 		const char *v = getenv(vars[i].name);
 
-		if (!vars[i].secret && v && strstr(v, s))
+		if (vars[i].secret || !v)
+			continue;
+		/* Messages quote a value as '%.64s' (lib/config.c): s may take in the quotes. */
+		snprintf(quoted, sizeof(quoted), "'%.64s'", v);
+		if (strstr(v, s) || strstr(quoted, s))
 			return 1;
 	}
 	return 0;
@@ -269,7 +298,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	env_clear();
 	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		size_t v = (unsigned char)line[0] % NVARS;
+		size_t v = (unsigned char)line[0] % nvars;
 
 		setenv(vars[v].name, line + 1, 1);
 	}
@@ -279,12 +308,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(err[0]);
 		/* Values of secrets are never quoted; one that the fixed texts and
 		 * names cannot contain (a character none of them has) shows it. */
-		for (size_t i = 0; i < NVARS; i++) {
+		for (size_t i = 0; i < nvars; i++) {
 			const char *v = getenv(vars[i].name);
 
 			if (vars[i].secret && v && strlen(v) >= 4 &&
 			    strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-			              "0123456789 _:,.'()[]/-") != strlen(v) &&
+			              "0123456789 _:,.'()[]/=-") != strlen(v) &&
 			    !in_plain_value(v))
 				FUZZ_CHECK(!strstr(err, v));
 		}

@@ -26,7 +26,9 @@
 #          checkouts were accepted after it, every daemon's publisher and
 #          every consumer's queue connection connected again, to a
 #          surviving node, and every queue has a leader on one, with two
-#          of its three members online;
+#          of its three members online; the consumers logged the node's
+#          orderly close (320 CONNECTION_FORCED) as a warning, and no daemon
+#          logged an error since the burst began;
 #      (d) nothing was dead-lettered and the work queues drained.
 #   It prints the node stopped, what it held, how long the stop took, the
 #   503 window (the first to the last 503 the client saw), and the counts.
@@ -220,6 +222,21 @@ for name in "${X_NAMES[@]}"; do
 	done
 done
 note "connected again: ${reconnected[*]}"
+# The node's orderly stop closed its connections with 320 CONNECTION_FORCED:
+# the consumers note it as a warning with the broker's code and text, and
+# no daemon logged an error (nor a line that is not JSON) since the mark.
+closed=0
+for name in "${X_NAMES[@]}"; do
+	log_after=$(tail -n +"$((mark[$name] + 1))" "${X_LOG[$name]}")
+	n=$(jq -R -c 'fromjson? | select(.msg == "rabbitmq closed the connection" and .level == "warn"
+		and .code == 320 and (.reason | length) > 0)' <<<"$log_after" | grep -c . || true)
+	closed=$((closed + n))
+	bad=$(jq -R -c 'fromjson? // {level: "not-json"} | select(.level == "error" or .level == "not-json")' \
+		<<<"$log_after" | head -n 3)
+	[ -z "$bad" ] || fail_later "$name logged this after $victim_node stopped: $bad"
+done
+[ "$closed" -gt 0 ] || fail_later "no consumer logged the node's orderly close (a warning with code 320)"
+note "ok: $closed consumer connection(s) closed by the broker, logged as warnings; no error line"
 after=$(queue_table)
 while read -r qname _ leader members online; do
 	case $leader in

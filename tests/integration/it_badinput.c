@@ -147,7 +147,7 @@ static const struct row rows[] = {
     {.method = "GET", .path = "/v1/orders/" UUID_UNKNOWN, .auth = NONE, ERR(401, "unauthorized")},
 
     /* X-Request-Id that cannot be echoed: a fresh one comes back. */
-    {.method = "GET", .path = "/v1/nope", .rid = "X-Request-Id: has\"quote", ERR(404, "not_found")},
+    {.method = "GET", .path = "/v1/nope", .rid = "X-Request-Id: caf\xc3\xa9", ERR(404, "not_found")},
     {.method = "GET", .path = "/v1/nope", .rid = "X-Request-Id: {A65}", ERR(404, "not_found")},
 
     /* Products: the sku in the path, query parameters. */

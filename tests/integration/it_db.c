@@ -163,6 +163,10 @@ static void test_exec_errors(void **state)
 	assert_int_equal(db_exec(d, "SELECT * FROM it_db_no_such_table", 0, NULL, NULL), ERR_DB);
 	assert_int_equal(insert(d, "x", "plum", "1"), ERR_DB); /* not an int */
 	assert_int_equal(insert(d, "4", NULL, "1"), ERR_DB);   /* NOT NULL */
+	/* Too few parameters: the server says 08P01 (protocol_violation) on a
+	 * healthy connection. A bug of ours, not an outage. */
+	assert_int_equal(db_exec(d, "SELECT $1::int + $2::int", 1, p1, &r), ERR_DB);
+	assert_null(r);
 
 	/* Nothing of the failures was written. */
 	assert_int_equal(count_rows(d), 1);

@@ -51,8 +51,8 @@ static void request_id_of(const char *path, const char *header, char *out, size_
 /*
  * What one daemon's log says about a request: how many lines carry
  * request_id rid and order_id oid (with a message_id in *with_message),
- * after checking that every line mentioning rid is one JSON object
- * without a repeated key.
+ * after checking that every line mentioning oid is one JSON object
+ * without a repeated key (rid itself appears escaped).
  */
 static int lines_about(const char *daemon, const char *rid, const char *oid, int *with_message)
 {
@@ -73,11 +73,11 @@ static int lines_about(const char *daemon, const char *rid, const char *oid, int
 		json_t *j;
 		const char *mid;
 
-		if (!strstr(line, rid))
+		if (!strstr(line, oid))
 			continue;
 		j = json_loadb(line, (size_t)len, JSON_REJECT_DUPLICATES, &e);
 		if (!j || !json_is_object(j))
-			fail_msg("%s: a line about %s is not one JSON object (%s): %s", daemon, rid,
+			fail_msg("%s: a line about %s is not one JSON object (%s): %s", daemon, oid,
 			         e.text, line);
 		if (json_is_string(json_object_get(j, "request_id")) &&
 		    strcmp(json_string_value(json_object_get(j, "request_id")), rid) == 0 &&
@@ -131,9 +131,10 @@ static char *event_correlation(amqp_connection_state_t c, const char *order_id)
 /* ---- tests ---------------------------------------------------------------- */
 
 /*
- * A checkout with its own X-Request-Id: the 202 echoes it, the order row
- * and the finance event carry it, and each of the four daemons wrote lines
- * with it and the order id, all valid JSON.
+ * A checkout with its own X-Request-Id, one with spaces, quotes and a
+ * backslash: the 202 echoes it, the order row and the finance event carry
+ * it as it is, and each of the four daemons wrote lines with it and the
+ * order id, all valid JSON.
  */
 static void test_request_id_follows_the_order(void **state)
 {
@@ -152,7 +153,7 @@ static void test_request_id_follows_the_order(void **state)
 	(void)state;
 
 	ids_uuid4(uuid);
-	snprintf(rid, sizeof(rid), "trace-%s", uuid);
+	snprintf(rid, sizeof(rid), "trace \"q\" \\ %s", uuid);
 	snprintf(rid_h, sizeof(rid_h), "X-Request-Id: %s", rid);
 	snprintf(sku, sizeof(sku), "TRACE-%s", run_id);
 	snprintf(idem, sizeof(idem), "it-trace-%s", run_id);
@@ -231,15 +232,18 @@ static void test_request_id_generated(void **state)
 	}
 }
 
-/* 1-64 printable ASCII without quote or backslash is echoed; anything else replaced. */
+/* 1-64 printable ASCII (0x20-0x7e) is echoed; anything else replaced. */
 static void test_request_id_validated(void **state)
 {
+	static const char *const good[] = {
+	    "has\"quote", "back\\slash", "two words", "{\"json\": \"\\u0000\"}", " !~",
+	};
 	static const char *const bad[] = {
-	    "X-Request-Id: has\"quote",
-	    "X-Request-Id: back\\slash",
 	    "X-Request-Id: "
 	    "a123456789b123456789c123456789d123456789e123456789f123456789g1234",
 	    "X-Request-Id: caf\xc3\xa9",
+	    "X-Request-Id: tab\there",
+	    "X-Request-Id: del\x7f",
 	};
 	const char *longest = "a123456789b123456789c123456789d123456789e123456789f123456789g123";
 	char got[256], header[128];
@@ -252,6 +256,12 @@ static void test_request_id_validated(void **state)
 	assert_string_equal(got, longest);
 	request_id_of("/no/such/route", "X-Request-Id: r-404.ok_1", got, sizeof(got));
 	assert_string_equal(got, "r-404.ok_1");
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(header, sizeof(header), "X-Request-Id: %s", good[i]);
+		request_id_of("/healthz", header, got, sizeof(got));
+		/* The header's leading space goes, as HTTP trims it. */
+		assert_string_equal(got, good[i][0] == ' ' ? good[i] + 1 : good[i]);
+	}
 
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		request_id_of("/healthz", bad[i], got, sizeof(got));

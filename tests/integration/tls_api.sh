@@ -18,6 +18,8 @@
 #   - memory: the API's resident memory with 1,000 idle TLS connections (orders-tls-idle),
 #     reported per connection and held under 64 KiB each;
 #   - the RabbitMQ client: a broker that speaks only TLS 1.1 is refused (orderctl);
+#   - orders-healthcheck (the image's HEALTHCHECK) passes against this HTTPS API and the
+#     stack's plain one, and fails on the wrong scheme, TLS 1.1 or a server that never answers;
 #   - SIGTERM stops the instance cleanly.
 #
 # Run by ctest while the stack is up (make test); stops what it started on every exit.
@@ -148,6 +150,26 @@ for v in 1 1_1; do
 	[ -z "$got" ] || fail_now "TLS ${v/_/.} was accepted ($got)"
 	note "ok: TLS ${v/_/.} refused"
 done
+
+# orders-healthcheck, the image's HEALTHCHECK: HTTPS to the API when ORDERS_TLS_CERT_FILE
+# is set (TLS 1.2 or later, the certificate not verified), plain HTTP otherwise; a 200 is
+# 0, anything else 1, also a server that never answers (within its 2 s).
+HC=${ORDERS_HEALTHCHECK:-$BUILD/tools/orders-healthcheck}
+[ -x "$HC" ] || fail_now "no orders-healthcheck at $HC"
+# hc WANT ENV...: orders-healthcheck readyz with exactly these ORDERS_* settings exits WANT.
+hc() {
+	local want=$1 rc=0
+	shift
+	env -u ORDERS_TLS_CERT_FILE -u ORDERS_HEALTH_PORT -u ORDERS_METRICS_PORT -u ORDERS_HTTP_PORT \
+		"$@" "$HC" readyz >"$work/hc.log" 2>&1 || rc=$?
+	[ "$rc" = "$want" ] || fail_now "orders-healthcheck with $* exited $rc, expected $want: $(cat "$work/hc.log")"
+}
+hc 0 ORDERS_HTTP_PORT="$HTTPS_PORT" ORDERS_TLS_CERT_FILE="$TLS_DIR/server.pem"
+hc 0 ORDERS_HTTP_PORT="$HTTP_PORT"
+hc 1 ORDERS_HTTP_PORT="$HTTPS_PORT"
+hc 1 ORDERS_HTTP_PORT="$HTTP_PORT" ORDERS_TLS_CERT_FILE="$TLS_DIR/server.pem"
+hc 1 ORDERS_HEALTH_PORT="$SCRATCH_PORT" ORDERS_TLS_CERT_FILE="$TLS_DIR/server.pem"
+grep -q 'tls handshake failed' "$work/hc.log" || fail_now "orders-healthcheck and TLS 1.1: $(cat "$work/hc.log")"
 ! curl -fsS -o /dev/null --max-time 5 --tls-max 1.1 --cacert "$CA" "$HTTPS/healthz" 2>/dev/null ||
 	fail_now "curl --tls-max 1.1 got an answer"
 got=$(handshake "$HTTPS_PORT" -tls1_2 -cipher ECDHE-ECDSA-AES128-SHA)
@@ -161,6 +183,24 @@ if ORDERS_AMQP_URL="amqps://guest:guest@127.0.0.1:$SCRATCH_PORT/" ORDERS_AMQP_CA
 fi
 grep -q 'tls:' "$work/orderctl.out" || fail_now "orderctl failed for another reason: $(cat "$work/orderctl.out")"
 note "ok: the RabbitMQ client refuses TLS 1.1: $(head -n 1 "$work/orderctl.out")"
+stop_pid "$server_pid"
+server_pid=
+
+# A server that completes the handshake and then says nothing (s_server sends what
+# comes on its stdin, and nothing comes).
+sleep 30 2>/dev/null | openssl s_server -quiet -accept "$SCRATCH_PORT" -cert "$TLS_DIR/server.pem" \
+	-key "$TLS_DIR/server.key" >/dev/null 2>&1 &
+server_pid=$!
+for _ in $(seq 50); do
+	if port_open "$SCRATCH_PORT"; then break; fi
+	sleep 0.1
+done
+start_ms=$(date +%s%3N)
+hc 1 ORDERS_HEALTH_PORT="$SCRATCH_PORT" ORDERS_TLS_CERT_FILE="$TLS_DIR/server.pem"
+took=$(($(date +%s%3N) - start_ms))
+grep -q 'no answer within 2 s' "$work/hc.log" && [ "$took" -lt 4000 ] ||
+	fail_now "orders-healthcheck and a silent server: $took ms, $(cat "$work/hc.log")"
+note "ok: orders-healthcheck: 200 over HTTPS and over HTTP; plain HTTP to HTTPS, HTTPS to HTTP, TLS 1.1 fail, and a silent server after $took ms"
 stop_pid "$server_pid"
 server_pid=
 

@@ -519,6 +519,34 @@ static void test_context_emitted(void **state)
 	json_decref(j);
 }
 
+/* One line per period about an ongoing condition, the rest counted; its end said once. */
+static void test_throttle(void **state)
+{
+	struct log_throttle t = {0};
+	long n = -1;
+	int i;
+	(void)state;
+
+	assert_int_equal(log_throttle_clear(&t, &n), 0); /* nothing to recover from */
+	assert_int_equal(log_throttle_due(&t, 60, &n), 1);
+	assert_int_equal(n, 0);
+	for (i = 0; i < 5; i++)
+		assert_int_equal(log_throttle_due(&t, 60, &n), 0);
+	assert_int_equal(log_throttle_clear(&t, &n), 1);
+	assert_int_equal(n, 5);
+	/* Over: the next occurrence is a new condition, said at once. */
+	assert_int_equal(log_throttle_clear(&t, &n), 0);
+	assert_int_equal(log_throttle_due(&t, 60, &n), 1);
+	assert_int_equal(n, 0);
+	assert_int_equal(log_throttle_due(&t, 60, &n), 0);
+	assert_int_equal(log_throttle_due(&t, 60, &n), 0);
+	/* Once the period has passed, a line again, with the count. */
+	usleep(1100 * 1000);
+	assert_int_equal(log_throttle_due(&t, 1, &n), 1);
+	assert_int_equal(n, 2);
+	assert_int_equal(log_throttle_due(&t, 1, &n), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -538,6 +566,7 @@ int main(void)
 	    cmocka_unit_test(test_context_copied_and_cut),
 	    cmocka_unit_test(test_context_per_thread),
 	    cmocka_unit_test(test_context_emitted),
+	    cmocka_unit_test(test_throttle),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
