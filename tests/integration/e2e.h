@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -476,6 +477,37 @@ static inline amqp_connection_state_t e2e_events_watch(void)
 	assert_true(e2e_amqp_ok(c, "basic.consume"));
 	amqp_bytes_free(q);
 	return c;
+}
+
+/* e2e_sh - a shell command (printf-style); 1 when it exits 0. Its output goes
+ * where the test's does. */
+static inline int e2e_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static inline int e2e_sh(const char *fmt, ...)
+{
+	char cmd[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return system(cmd) == 0;
+}
+
+/* e2e_read_pid - the positive number a pid file at path holds; 0 when there
+ * is no such file or it holds none. Whether that process lives is the
+ * caller's question. */
+static inline pid_t e2e_read_pid(const char *path)
+{
+	long pid = 0;
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return 0;
+	if (fscanf(f, "%ld", &pid) != 1)
+		pid = 0;
+	fclose(f);
+	return pid > 0 ? (pid_t)pid : 0;
 }
 
 /* e2e_rabbitmqctl - rabbitmqctl ARGS for the stack's node (deploy/local/services.sh ctl),

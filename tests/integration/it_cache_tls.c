@@ -36,35 +36,15 @@ static int tls_port, plain_port;
 static char tls_url[256];   /* rediss://:PASSWORD@127.0.0.1:tls_port/0 */
 static char plain_url[256]; /* redis://:PASSWORD@127.0.0.1:plain_port/0 */
 
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* A shell command; 1 when it exits 0. */
-static int run(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd) == 0;
-}
-
 /* The redis-server of work/<name>.conf: its pid, or 0 when it is not running. */
 static pid_t server_pid(const char *name)
 {
 	char path[128];
-	long pid = 0;
-	FILE *f;
+	pid_t pid;
 
 	snprintf(path, sizeof(path), "%s/%s.pid", work, name);
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	if (fscanf(f, "%ld", &pid) != 1)
-		pid = 0;
-	fclose(f);
-	return pid > 0 && kill((pid_t)pid, 0) == 0 ? (pid_t)pid : 0;
+	pid = e2e_read_pid(path);
+	return pid > 0 && kill(pid, 0) == 0 ? pid : 0;
 }
 
 /* Stop it (SIGTERM, SIGKILL after 10 s) and wait until it is gone. */
@@ -89,7 +69,7 @@ static int server_start(const char *name, const char *url)
 	struct cache *c;
 	int ok = 0;
 
-	if (!run("redis-server %s/%s.conf", work, name))
+	if (!e2e_sh("redis-server %s/%s.conf", work, name))
 		return 0;
 	for (int i = 0; i < 100 && !ok; i++) {
 		c = cache_new(url);
@@ -99,7 +79,7 @@ static int server_start(const char *name, const char *url)
 			usleep(100000);
 	}
 	if (!ok)
-		run("tail -n 5 %s/%s.log >&2", work, name);
+		e2e_sh("tail -n 5 %s/%s.log >&2", work, name);
 	return ok;
 }
 
@@ -208,10 +188,10 @@ static int group_setup(void **state)
 		return -1;
 	log_init("it_cache_tls", LOG_INFO);
 	log_set_fd(fd);
-	if (!run("cd %s && openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
-	         "-nodes -keyout other-ca.key -out other-ca.pem -days 2 -subj '/CN=other CA' "
-	         "2>/dev/null",
-	         work)) {
+	if (!e2e_sh("cd %s && openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+	            "-nodes -keyout other-ca.key -out other-ca.pem -days 2 -subj '/CN=other CA' "
+	            "2>/dev/null",
+	            work)) {
 		fprintf(stderr, "it_cache_tls: openssl cannot make the other CA\n");
 		return -1;
 	}
@@ -233,7 +213,7 @@ static int group_teardown(void **state)
 		return 0;
 	server_stop("tls");
 	server_stop("plain");
-	run("rm -rf %s", work);
+	e2e_sh("rm -rf %s", work);
 	return 0;
 }
 
@@ -592,7 +572,7 @@ static void test_api_over_tls(void **state)
 	freeReplyObject(rep);
 	cache_free(c);
 	assert_false(
-	    run("grep -qF '%s' %s/.local/log/orders-api-redis-tls.log", APP_PASSWORD, root));
+	    e2e_sh("grep -qF '%s' %s/.local/log/orders-api-redis-tls.log", APP_PASSWORD, root));
 }
 
 int main(void)

@@ -40,20 +40,15 @@ static pid_t daemon_pid(enum daemon which)
 {
 	const char *name = daemon_names[which];
 	char path[1200], comm[64] = "";
-	long pid = 0;
+	pid_t pid;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "%s/.local/run/%s.pid", root, name);
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	if (fscanf(f, "%ld", &pid) != 1)
-		pid = 0;
-	fclose(f);
+	pid = e2e_read_pid(path);
 	if (pid <= 0)
 		return 0;
 	/* A pid file can outlive its process; never signal a stranger. */
-	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pid);
 	f = fopen(path, "r");
 	if (!f)
 		return 0;
@@ -61,7 +56,7 @@ static pid_t daemon_pid(enum daemon which)
 		comm[0] = '\0';
 	fclose(f);
 	comm[strcspn(comm, "\n")] = '\0';
-	return strcmp(comm, name) == 0 ? (pid_t)pid : 0;
+	return strcmp(comm, name) == 0 ? pid : 0;
 }
 
 static void stop_daemon(enum daemon which)

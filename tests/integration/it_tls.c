@@ -32,29 +32,15 @@ static char work[64];         /* mkdtemp: the other CA, client certificates */
 static char queue[64];        /* test.tls.<pid>, bound to "orders" with its own key */
 static amqp_connection_state_t raw;
 
-/* run - a shell command (openssl); 1 when it exits 0. Its output goes to stderr. */
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int run(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd) == 0;
-}
-
 /* A certificate "<name>.pem"/"<name>.key" in work, signed by the CA <ca_pem>/<ca_key>. */
 static int make_cert(const char *name, const char *ca_pem, const char *ca_key, const char *ext)
 {
-	return run("cd %s && printf '%%s\\n' '%s' >%s.ext && "
-	           "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-	           "-keyout %s.key -out %s.csr -subj /CN=%s 2>/dev/null && "
-	           "openssl x509 -req -in %s.csr -CA %s -CAkey %s -CAcreateserial -days 2 "
-	           "-extfile %s.ext -out %s.pem 2>/dev/null",
-	           work, ext, name, name, name, name, name, ca_pem, ca_key, name, name);
+	return e2e_sh("cd %s && printf '%%s\\n' '%s' >%s.ext && "
+	              "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+	              "-keyout %s.key -out %s.csr -subj /CN=%s 2>/dev/null && "
+	              "openssl x509 -req -in %s.csr -CA %s -CAkey %s -CAcreateserial -days 2 "
+	              "-extfile %s.ext -out %s.pem 2>/dev/null",
+	              work, ext, name, name, name, name, name, ca_pem, ca_key, name, name);
 }
 
 static int group_setup(void **state)
@@ -77,10 +63,10 @@ static int group_setup(void **state)
 	if (!mkdtemp(work))
 		return -1;
 	/* Another CA, a client certificate from each CA. */
-	if (!run("cd %s && openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
-	         "-nodes -keyout other-ca.key -out other-ca.pem -days 2 -subj '/CN=other CA' "
-	         "2>/dev/null",
-	         work) ||
+	if (!e2e_sh("cd %s && openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+	            "-nodes -keyout other-ca.key -out other-ca.pem -days 2 -subj '/CN=other CA' "
+	            "2>/dev/null",
+	            work) ||
 	    !make_cert("client", ca, ca_key, "extendedKeyUsage=clientAuth") ||
 	    !make_cert("stranger", "other-ca.pem", "other-ca.key", "extendedKeyUsage=clientAuth")) {
 		fprintf(stderr, "it_tls: openssl cannot make the test certificates\n");
@@ -111,7 +97,7 @@ static int group_teardown(void **state)
 		e2e_amqp_close(raw);
 	}
 	if (work[0] && strcmp(work, "/tmp/it_tls.XXXXXX") != 0)
-		run("rm -rf %s", work);
+		e2e_sh("rm -rf %s", work);
 	return 0;
 }
 
