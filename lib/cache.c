@@ -72,6 +72,27 @@ struct cache_pool {
 static pthread_mutex_t tls_lock = PTHREAD_MUTEX_INITIALIZER;
 static SSL_CTX *tls_ctx; /* guarded by tls_lock; NULL until needed or configured */
 
+/*
+ * OpenSSL works out a certificate's extensions when it first checks a chain
+ * with it, under the certificate's lock, and later checks read them without
+ * the lock once a flag says they are there: threads verifying against one
+ * shared CA certificate race on that first time (ThreadSanitizer sees it).
+ * Working them out here, before the context is shared, leaves nothing to
+ * race on. The system trust store's certificates are loaded on demand and
+ * are not covered; the CA file's are.
+ */
+static void tls_ctx_warm(SSL_CTX *ctx)
+{
+	STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+
+	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+
+		if (x)
+			X509_check_purpose(x, -1, 0);
+	}
+}
+
 /* A client context for ca_file (NULL or "": the system's trust store), or NULL with a reason. */
 static SSL_CTX *tls_ctx_new(const char *ca_file, char *reason, size_t size)
 {
@@ -95,6 +116,7 @@ static SSL_CTX *tls_ctx_new(const char *ca_file, char *reason, size_t size)
 		         has_ca ? ca_file : "(system trust store)");
 		goto fail;
 	}
+	tls_ctx_warm(ctx);
 	ERR_clear_error();
 	return ctx;
 fail:
