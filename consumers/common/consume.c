@@ -1050,10 +1050,11 @@ static int publish_all(struct consume *c, struct item *items, size_t n)
 			if (s->result == ERR_OK)
 				continue;
 			item_context(it);
-			/* A connection lost (a broker node stopping) is an outage the
-			 * redelivery rides out; a refusal (nack, unroutable) is not. */
+			/* A connection lost (a broker node stopping; a message sent
+			 * whole is then in doubt) is an outage the redelivery rides
+			 * out; a refusal (nack, unroutable) is not. */
 			log_at(s->result == ERR_UNAVAILABLE || s->result == ERR_CLOSED ||
-			               s->result == ERR_TIMEOUT
+			               s->result == ERR_TIMEOUT || s->result == ERR_IN_DOUBT
 			           ? LOG_WARN
 			           : LOG_ERROR,
 			       "cannot publish outcome, will retry",
