@@ -825,8 +825,8 @@ static enum MHD_Result checkout_published(struct request *r)
 	 */
 	if (result == ERR_IN_DOUBT) {
 		idem_release(r, NULL);
-		log_error("checkout sent but not confirmed; closing without an answer",
-		          LF_STR("request_id", r->request_id), LF_STR("order_id", r->order_id));
+		log_warn("checkout sent but not confirmed; closing without an answer",
+		         LF_STR("request_id", r->request_id), LF_STR("order_id", r->order_id));
 		return MHD_NO;
 	}
 	/* Refused as built (never sent): a retry would fare no better. */
