@@ -33,6 +33,7 @@ static char work[64]; /* mkdtemp: the servers' files, the other CA, the log */
 static char log_path[128];
 static int offset;
 static int tls_port, plain_port;
+static pid_t api_pid;       /* test_api_over_tls's orders-api while it runs */
 static char tls_url[256];   /* rediss://:PASSWORD@127.0.0.1:tls_port/0 */
 static char plain_url[256]; /* redis://:PASSWORD@127.0.0.1:plain_port/0 */
 
@@ -209,6 +210,8 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
+	/* A failed check in test_api_over_tls leaves its API running. */
+	e2e_api_stop(api_pid);
 	if (!work[0] || strcmp(work, "/tmp/it_cache_tls.XXXXXX") == 0)
 		return 0;
 	server_stop("tls");
@@ -502,7 +505,6 @@ static void test_api_over_tls(void **state)
 	struct cache *c;
 	redisReply *rep;
 	json_t *j;
-	pid_t pid;
 	int port;
 	FILE *p;
 
@@ -533,7 +535,7 @@ static void test_api_over_tls(void **state)
 		assert_null(strstr(out, APP_PASSWORD));
 	}
 
-	pid = e2e_api_start(root, "orders-api-redis-tls.log", env, &port);
+	api_pid = e2e_api_start(root, "orders-api-redis-tls.log", env, &port);
 	snprintf(sku, sizeof(sku), "REDIS-TLS-%ld", (long)getpid());
 	e2e_put_product(sku, 5, 1200);
 	e2e_checkout_body(body, sizeof(body), sku, 1, "4242424242424242");
@@ -563,7 +565,8 @@ static void test_api_over_tls(void **state)
 	                 0);
 	assert_int_equal(r.status, 202);
 	http_response_release(&r);
-	e2e_api_stop(pid);
+	e2e_api_stop(api_pid);
+	api_pid = 0;
 	c = cache_new(url);
 	rep = cache_command(c, "DBSIZE");
 	assert_non_null(rep);
