@@ -510,6 +510,18 @@ static inline pid_t e2e_read_pid(const char *path)
 	return pid > 0 ? (pid_t)pid : 0;
 }
 
+/* e2e_mkdtemp - a new private directory /tmp/<name>.<random> into out (n
+ * bytes); 1 on success, else 0 with out empty, so that a teardown can tell
+ * whether there is a directory to remove from out[0] alone. */
+static inline int e2e_mkdtemp(const char *name, char *out, size_t n)
+{
+	snprintf(out, n, "/tmp/%s.XXXXXX", name);
+	if (mkdtemp(out))
+		return 1;
+	out[0] = '\0';
+	return 0;
+}
+
 /* e2e_rabbitmqctl - rabbitmqctl ARGS for the stack's node (deploy/local/services.sh ctl),
  * its output into out (size bytes); 1 when it exits 0. */
 static inline int e2e_rabbitmqctl(const char *args, char *out, size_t size)

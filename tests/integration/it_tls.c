@@ -59,8 +59,7 @@ static int group_setup(void **state)
 	}
 	snprintf(ca, sizeof(ca), "%s/ca.pem", tls_dir);
 	snprintf(ca_key, sizeof(ca_key), "%s/ca.key", tls_dir);
-	snprintf(work, sizeof(work), "/tmp/it_tls.XXXXXX");
-	if (!mkdtemp(work))
+	if (!e2e_mkdtemp("it_tls", work, sizeof(work)))
 		return -1;
 	/* Another CA, a client certificate from each CA. */
 	if (!e2e_sh("cd %s && openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
@@ -96,7 +95,7 @@ static int group_teardown(void **state)
 		amqp_queue_delete(raw, E2E_AMQP_CHANNEL, amqp_cstring_bytes(queue), 0, 0);
 		e2e_amqp_close(raw);
 	}
-	if (work[0] && strcmp(work, "/tmp/it_tls.XXXXXX") != 0)
+	if (work[0])
 		e2e_sh("rm -rf %s", work);
 	return 0;
 }
