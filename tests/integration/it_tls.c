@@ -168,6 +168,19 @@ static void consume_all(const char *url, int want)
 	free(expect);
 }
 
+/* A publisher over amqps trusting the stack's CA, with the burst counters at 0. */
+static struct mq_publisher *burst_publisher(void)
+{
+	struct mq_publisher *p;
+
+	assert_int_equal(configure(ca, NULL), ERR_OK);
+	p = e2e_publisher_connect(amqps_url, "it_tls");
+	assert_non_null(p);
+	atomic_store(&burst_ok, 0);
+	atomic_store(&burst_done, 0);
+	return p;
+}
+
 /*
  * The publisher writes the frames it encodes itself through the TLS session:
  * a burst of many messages in flight (batches of 128 KiB, more than the
@@ -185,11 +198,7 @@ static void test_publish_consume(void **state)
 
 	(void)state;
 	assert_non_null(body);
-	assert_int_equal(configure(ca, NULL), ERR_OK);
-	p = e2e_publisher_connect(amqps_url, "it_tls");
-	assert_non_null(p);
-	atomic_store(&burst_ok, 0);
-	atomic_store(&burst_done, 0);
+	p = burst_publisher();
 	for (size_t i = 0; i < N_BURST; i++) {
 		snprintf(id, sizeof(id), "tls-%zu-%d", i, BURST_BODY);
 		body_of(body, BURST_BODY, i);
@@ -236,12 +245,8 @@ static void test_publish_while_blocked(void **state)
 
 	(void)state;
 	assert_non_null(body);
-	assert_int_equal(configure(ca, NULL), ERR_OK);
-	p = e2e_publisher_connect(amqps_url, "it_tls");
-	assert_non_null(p);
+	p = burst_publisher();
 	assert_true(e2e_block_publishers(watermark, sizeof(watermark)));
-	atomic_store(&burst_ok, 0);
-	atomic_store(&burst_done, 0);
 	for (size_t i = 0; i < N; i++) {
 		snprintf(id, sizeof(id), "tls-%zu-%d", 10000 + i, SIZE);
 		body_of(body, SIZE, 10000 + i);
