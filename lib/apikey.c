@@ -6,6 +6,7 @@
 #include <sodium.h>
 
 #include "err.h"
+#include "strnum.h"
 
 static const char *const what_syntax =
     "must be a comma-separated list of key:role[:limit] with role client, finance or admin";
@@ -25,25 +26,6 @@ static int parse_role(const char *s, size_t n, enum role *out)
 		}
 	}
 	return ERR_INVALID;
-}
-
-/* Digits only (no sign, no spaces), at most APIKEY_LIMIT_MAX. */
-static int parse_limit(const char *s, size_t n, long *out)
-{
-	long v = 0;
-	size_t i;
-
-	if (n == 0 || n > 10)
-		return ERR_INVALID;
-	for (i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return ERR_INVALID;
-		v = v * 10 + (s[i] - '0');
-	}
-	if (v > APIKEY_LIMIT_MAX)
-		return ERR_INVALID;
-	*out = v;
-	return ERR_OK;
 }
 
 /* The key part of an entry: a plain token is hashed, a written digest decoded. */
@@ -93,7 +75,8 @@ static int parse_entry(const char *s, size_t n, struct apikey *k, const char **w
 	if (parse_role(role, (size_t)((limit ? limit : end) - role), &k->role) != ERR_OK)
 		return ERR_INVALID;
 	k->limit = APIKEY_LIMIT_DEFAULT;
-	if (limit && parse_limit(limit + 1, (size_t)(end - limit - 1), &k->limit) != ERR_OK) {
+	if (limit && strnum_parse(limit + 1, (size_t)(end - limit - 1), 10, 0, APIKEY_LIMIT_MAX,
+	                          &k->limit) != ERR_OK) {
 		*what = "must give a key's rate limit as a number from 0 to 1000000000";
 		return ERR_INVALID;
 	}

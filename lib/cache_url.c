@@ -3,6 +3,7 @@
 
 #include "err.h"
 #include "seal.h"
+#include "strnum.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -13,25 +14,6 @@
 #define CACHE_DEFAULT_PORT 6379
 /* Redis's own ceiling on "databases" is configurable; this only stops junk. */
 #define CACHE_DB_MAX 65535
-
-/* Digits only, within [min, max]; ERR_INVALID otherwise. */
-static int parse_int(const char *s, size_t n, int min, int max, int *out)
-{
-	long v = 0;
-	size_t i;
-
-	if (n == 0 || n > 9)
-		return ERR_INVALID;
-	for (i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return ERR_INVALID;
-		v = v * 10 + (s[i] - '0');
-	}
-	if (v < min || v > max)
-		return ERR_INVALID;
-	*out = (int)v;
-	return ERR_OK;
-}
 
 static int host_char_ok(char ch)
 {
@@ -108,6 +90,7 @@ static const char *parse_hostpart(const char *p, struct cache_url *u)
 {
 	const char *start;
 	size_t n;
+	long v;
 
 	if (*p == '[') {
 		start = ++p;
@@ -138,17 +121,21 @@ static const char *parse_hostpart(const char *p, struct cache_url *u)
 		start = ++p;
 		while (*p && *p != '/')
 			p++;
-		if (parse_int(start, (size_t)(p - start), 1, 65535, &u->port) != ERR_OK)
+		if (strnum_parse(start, (size_t)(p - start), 9, 1, 65535, &v) != ERR_OK)
 			return "has a port that is not a number from 1 to 65535";
+		u->port = (int)v;
 	}
 	if (*p == '/') {
 		start = ++p;
 		while (*p >= '0' && *p <= '9')
 			p++;
 		/* "redis://host:port/" means db 0. */
-		if (p > start &&
-		    parse_int(start, (size_t)(p - start), 0, CACHE_DB_MAX, &u->db) != ERR_OK)
-			return "has a database that is not a number from 0 to 65535";
+		if (p > start) {
+			if (strnum_parse(start, (size_t)(p - start), 9, 0, CACHE_DB_MAX, &v) !=
+			    ERR_OK)
+				return "has a database that is not a number from 0 to 65535";
+			u->db = (int)v;
+		}
 	}
 	if (*p)
 		return "has something after host:port/db that is not understood (a query, a "
